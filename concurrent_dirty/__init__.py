@@ -1,0 +1,69 @@
+"""concurrent-dirty: races KVM-style dirty-page logging with real threads and
+processes on shared memory, and proves that no dirty bit is lost.
+
+The public surface is re-exported here; everything in a module whose name
+starts with ``_`` is private.
+"""
+
+from ._atomic import AtomicWords
+from ._sync import HARVESTER, MmuLock, Srcu
+from .dirtylog import (
+    BUILTIN_ALGORITHMS,
+    DirtyLogAlgorithm,
+    ManualDirtyLog,
+    SrcuDirtyLog,
+    XchgDirtyLog,
+    check_clear_range,
+    for_each_set_bit,
+    resolve_algorithm,
+)
+from .errors import (
+    AlgorithmError,
+    ConcurrentDirtyError,
+    DeadlockError,
+    InvariantViolation,
+    UsageError,
+    WorkerDied,
+)
+from .kvm import WRITABLE, Kvm, page_value, page_version, page_writer
+from .memslot import Memslot, MemslotFlags, MemslotTable
+from .oracle import Migration, Violation
+from .scenario import Scenario
+from .stress import CellResult, Progress, run_cell
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AlgorithmError",
+    "AtomicWords",
+    "BUILTIN_ALGORITHMS",
+    "CellResult",
+    "ConcurrentDirtyError",
+    "DeadlockError",
+    "DirtyLogAlgorithm",
+    "HARVESTER",
+    "InvariantViolation",
+    "Kvm",
+    "ManualDirtyLog",
+    "Memslot",
+    "MemslotFlags",
+    "MemslotTable",
+    "Migration",
+    "MmuLock",
+    "Progress",
+    "Scenario",
+    "Srcu",
+    "SrcuDirtyLog",
+    "UsageError",
+    "Violation",
+    "WRITABLE",
+    "WorkerDied",
+    "XchgDirtyLog",
+    "check_clear_range",
+    "for_each_set_bit",
+    "page_value",
+    "page_version",
+    "page_writer",
+    "resolve_algorithm",
+    "run_cell",
+]

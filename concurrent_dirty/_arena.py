@@ -1,0 +1,175 @@
+"""One block of memory holding every piece of shared state, carved into
+named, cache-line aligned regions of 64-bit words.
+
+The threads engine backs it with a ``bytearray``; the processes engine with
+one ``multiprocessing.shared_memory.SharedMemory`` segment that the parent
+creates and unlinks and the children only attach to. Every segment created
+here is recorded until it is unlinked, and :func:`unlink_all` (run at exit,
+and by the engines on any error or signal) removes whatever is left, so no
+segment outlives the run that made it.
+"""
+
+from __future__ import annotations
+
+import atexit
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from multiprocessing import resource_tracker, shared_memory
+
+from ._atomic import WORD_BYTES, AtomicWords, buffer_address
+from .errors import UsageError
+
+__all__ = ["Layout", "Arena", "unlink_all", "live_segments"]
+
+_LINE = 64
+
+
+class Layout:
+    """Named regions and their offsets. Plain data: it pickles to children."""
+
+    def __init__(self) -> None:
+        self.regions: dict[str, tuple[int, int]] = {}
+        self.nbytes = 0
+
+    def add(self, name: str, nwords: int) -> None:
+        if name in self.regions:
+            raise UsageError(f"expected a new region name, got {name!r} twice")
+        if not isinstance(nwords, int) or nwords <= 0:
+            raise UsageError(f"expected a positive word count for region {name!r}, got {nwords!r}")
+        offset = -(-self.nbytes // _LINE) * _LINE
+        self.regions[name] = (offset, nwords)
+        self.nbytes = offset + nwords * WORD_BYTES
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.regions
+
+
+_LIVE: dict[str, shared_memory.SharedMemory] = {}
+_LIVE_LOCK = threading.Lock()
+
+
+def live_segments() -> list[str]:
+    """Names of the segments this process created and has not unlinked."""
+    with _LIVE_LOCK:
+        return sorted(_LIVE)
+
+
+def unlink_all() -> None:
+    """Unlink every segment this process created and still holds."""
+    with _LIVE_LOCK:
+        segments = list(_LIVE.values())
+        _LIVE.clear()
+    for shm in segments:
+        try:
+            shm.unlink()
+        except FileNotFoundError:
+            pass
+
+
+atexit.register(unlink_all)
+
+
+@contextmanager
+def _untracked() -> Iterator[None]:
+    """Attach without registering with the resource tracker: only the
+    creator owns (and unlinks) a segment. Python 3.13 has ``track=False``;
+    before it, registration is the known cause of spurious 'leaked
+    shared_memory' warnings and double unlinks (CPython gh-82300)."""
+    original = resource_tracker.register
+
+    def register(name: str, rtype: str) -> None:
+        if rtype != "shared_memory":
+            original(name, rtype)
+
+    resource_tracker.register = register  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        resource_tracker.register = original  # type: ignore[assignment]
+
+
+class Arena:
+    """The memory behind a :class:`Layout`, and the word views over it."""
+
+    def __init__(self, layout: Layout, *, shared: bool, attach: str | None = None) -> None:
+        self.layout = layout
+        self._views: dict[str, AtomicWords] = {}
+        self._shm: shared_memory.SharedMemory | None = None
+        self._owner = attach is None and shared
+        self._skew = 0
+        if attach is not None:
+            if sys.version_info >= (3, 13):
+                self._shm = shared_memory.SharedMemory(name=attach, track=False)
+            else:
+                with _untracked():
+                    self._shm = shared_memory.SharedMemory(name=attach)
+            if self._shm.size < layout.nbytes:
+                self._shm.close()
+                raise UsageError(f"shared segment {attach} too small: expected "
+                                 f"{layout.nbytes} bytes, got {self._shm.size}")
+            self._buf: memoryview | bytearray = self._shm.buf
+        elif shared:
+            self._shm = shared_memory.SharedMemory(create=True, size=max(layout.nbytes, 1))
+            with _LIVE_LOCK:
+                _LIVE[self._shm.name] = self._shm
+            self._buf = self._shm.buf
+        else:
+            self._buf = bytearray(layout.nbytes + _LINE)
+        # Start every region on a cache line (a bytearray's data is only
+        # 8- or 16-aligned, and mmap'd segments are page-aligned already).
+        self._skew = (-buffer_address(self._buf)) % _LINE
+        self._closed = False
+
+    @property
+    def name(self) -> str | None:
+        """The shared segment's name (None for a private bytearray arena)."""
+        return self._shm.name if self._shm is not None else None
+
+    def words(self, region: str) -> AtomicWords:
+        view = self._views.get(region)
+        if view is None:
+            if self._closed:
+                raise UsageError(f"arena is closed: cannot open region {region!r}")
+            try:
+                offset, nwords = self.layout.regions[region]
+            except KeyError:
+                raise UsageError(f"expected one of the regions {sorted(self.layout.regions)}, "
+                                 f"got {region!r}") from None
+            view = AtomicWords(self._buf, nwords, offset=offset + self._skew, name=region)
+            self._views[region] = view
+        return view
+
+    def zero(self, region: str) -> None:
+        """Zero a region with one bulk write. Only while no one else touches
+        it (between executions, with every writer parked)."""
+        offset, nwords = self.layout.regions[region]
+        offset += self._skew
+        end = offset + nwords * WORD_BYTES
+        self._buf[offset:end] = bytes(end - offset)
+
+    def close(self) -> None:
+        """Close every view, then the segment; the creator also unlinks it."""
+        if self._closed:
+            return
+        self._closed = True
+        for view in self._views.values():
+            view.close()
+        self._views.clear()
+        if self._shm is not None:
+            self._buf = bytearray()
+            self._shm.close()
+            if self._owner:
+                with _LIVE_LOCK:
+                    _LIVE.pop(self._shm.name, None)
+                try:
+                    self._shm.unlink()
+                except FileNotFoundError:
+                    pass
+
+    def __enter__(self) -> Arena:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,117 @@
+"""A writer: one vCPU running the guest, plus the writes KVM makes for it.
+
+A guest write follows KVM's protocol. If the page's SPTE is writable the
+store goes straight through, with no lock and no dirty mark; the check and
+the store are one compare-exchange on the page word. Otherwise the write
+faults: inside the algorithm's read-side section and under ``mmu_lock``,
+mark the page dirty, make it writable, release, and retry the store.
+
+An on-behalf write (``kvm_write_guest``) stores the data through the host
+mapping, whatever the SPTE says, then marks the page dirty without
+``mmu_lock``: data first, bit second.
+
+After each write completes, the writer publishes it for the oracle: the
+page's ``completed`` word is raised to the write's value (a version-max
+compare-exchange loop). Publishing after the fact makes the oracle see
+writes late, never early, so it cannot report a write as missed before the
+write was really done.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+
+from ._atomic import AtomicWords
+from .dirtylog import DirtyLogAlgorithm
+from .kvm import WRITABLE, Kvm, make_page, page_version
+from .memslot import MemslotTable
+from .scenario import Scenario
+
+__all__ = ["Vcpu", "workload_picker"]
+
+
+class Vcpu:
+    def __init__(self, vcpu_id: int, kvm: Kvm, algorithm: DirtyLogAlgorithm,
+                 completed: AtomicWords) -> None:
+        self.id = vcpu_id
+        self.kvm = kvm
+        self.algorithm = algorithm
+        self.completed = completed
+        self.writes = 0
+        self.faults = 0
+        self.on_behalf = 0
+
+    def guest_write(self, gfn: int) -> None:
+        kvm, pages, vid = self.kvm, self.kvm.pages, self.id
+        while True:
+            old = pages.load(gfn)
+            if old & WRITABLE:
+                new = make_page(page_version(old >> 1) + 1, vid, True)
+                ok, _ = pages.compare_exchange(gfn, old, new)
+                if ok:
+                    break
+                continue
+            # Write-protected: the page fault path.
+            self.faults += 1
+            with self.algorithm.read_side(vid):
+                kvm.mmu_lock.acquire(vid)
+                try:
+                    self.algorithm.mark_page_dirty(gfn, vid)
+                    kvm.make_writable(gfn)
+                finally:
+                    kvm.mmu_lock.release(vid)
+        self.writes += 1
+        self._publish(gfn, new >> 1)
+
+    def write_on_behalf(self, gfn: int) -> None:
+        pages, vid = self.kvm.pages, self.id
+        with self.algorithm.read_side(vid):
+            old = pages.load(gfn)
+            while True:
+                new = make_page(page_version(old >> 1) + 1, vid, bool(old & WRITABLE))
+                ok, old = pages.compare_exchange(gfn, old, new)
+                if ok:
+                    break
+            self.algorithm.mark_page_dirty(gfn, vid)
+        self.writes += 1
+        self.on_behalf += 1
+        self._publish(gfn, new >> 1)
+
+    def _publish(self, gfn: int, value: int) -> None:
+        completed = self.completed
+        version = page_version(value)
+        current = completed.load(gfn)
+        while page_version(current) < version:
+            ok, current = completed.compare_exchange(gfn, current, value)
+            if ok:
+                return
+
+
+def workload_picker(scenario: Scenario, memslots: MemslotTable, vcpu_id: int,
+                    rng: random.Random) -> Callable[[], int]:
+    """The gfn sequence of one writer in one execution.
+
+    ``uniform``: any page of any slot. ``hot``: nine writes in ten go to a
+    framebuffer-like hot set (the first eighth of the first slot, as VGA
+    redraws), the rest anywhere. ``sequential``: each writer sweeps its own
+    share of guest memory in order, wrapping, like the kernel's memstress.
+    """
+    gfns = [g for s in memslots for g in range(s.base_gfn, s.end_gfn)]
+    total = len(gfns)
+    if scenario.workload == "uniform":
+        return lambda: gfns[rng.randrange(total)]
+    if scenario.workload == "hot":
+        first = next(iter(memslots))
+        hot = gfns[:max(1, first.npages // 8)]
+        return lambda: hot[rng.randrange(len(hot))] if rng.random() < 0.9 \
+            else gfns[rng.randrange(total)]
+    start = vcpu_id * total // scenario.writers
+    position = [start + rng.randrange(max(1, total // scenario.writers))]
+
+    def sequential() -> int:
+        gfn = gfns[position[0] % total]
+        position[0] += 1
+        return gfn
+
+    return sequential

@@ -1,0 +1,231 @@
+"""Writer workers: the same loop on a thread or in a process.
+
+Writers and the driver meet through a few control words: the driver bumps
+``GEN`` to start an execution on fresh state, writers count themselves out
+in ``DONE``, and ``STOP`` ends them. Waiting is polling with backoff, not an
+OS primitive, so that the same code runs between threads and processes and a
+dead partner is noticed (a child checks that its parent is still alive).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import random
+import signal
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from . import _switch
+from ._arena import Arena, Layout
+from ._atomic import AtomicWords
+from .dirtylog import DirtyLogAlgorithm, resolve_algorithm
+from .errors import WorkerDied
+from .kvm import Kvm
+from .memslot import MemslotTable
+from ._vcpu import Vcpu, workload_picker
+from .scenario import Scenario
+
+CTL_GEN, CTL_DONE, CTL_STOP, CTL_END, CTL_READY = range(5)
+CTL_WORDS = 8
+STAT_WRITES, STAT_FAULTS, STAT_ON_BEHALF, STAT_EXECUTIONS = range(4)
+STAT_WORDS = 4
+_PUBLISH_EVERY = 64
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """Everything a writer needs to rebuild its view of the VM (pickles)."""
+
+    layout: Layout
+    memslots: MemslotTable
+    scenario: Scenario
+    algorithm_ref: str
+
+
+def _wait_for_execution(ctl: AtomicWords, last: int,
+                        parent_alive: Callable[[], bool]) -> int | None:
+    polls = 0
+    while True:
+        if ctl.load(CTL_STOP):
+            return None
+        gen = ctl.load(CTL_GEN)
+        if gen != last:
+            return gen
+        polls += 1
+        if polls < 200:
+            time.sleep(0)
+        else:
+            time.sleep(min(0.001, 20e-6 * (polls - 199)))
+            if polls & 255 == 0 and not parent_alive():
+                return None
+
+
+def writer_main(arena: Arena, spec: WorkerSpec, cls: type[DirtyLogAlgorithm], vcpu_id: int,
+                parent_alive: Callable[[], bool]) -> None:
+    scenario = spec.scenario
+    kvm = Kvm(arena, spec.memslots, scenario.writers, scenario.lock_timeout)
+    vcpu = Vcpu(vcpu_id, kvm, cls(kvm), arena.words("harness:completed"))
+    ctl = arena.words("harness:ctl")
+    stats = arena.words("harness:stats")
+    first_stat = vcpu_id * STAT_WORDS
+    short = scenario.mode == "short"
+    executions = 0
+
+    def publish() -> None:
+        stats.store(first_stat + STAT_WRITES, vcpu.writes)
+        stats.store(first_stat + STAT_FAULTS, vcpu.faults)
+        stats.store(first_stat + STAT_ON_BEHALF, vcpu.on_behalf)
+        stats.store(first_stat + STAT_EXECUTIONS, executions)
+
+    ctl.fetch_add(CTL_READY, 1)
+    last = 0
+    while True:
+        gen = _wait_for_execution(ctl, last, parent_alive)
+        if gen is None:
+            return
+        last = gen
+        rng = random.Random(f"{scenario.seed}:{gen}:{vcpu_id}")
+        pick = workload_picker(scenario, spec.memslots, vcpu_id, rng)
+        on_behalf = scenario.on_behalf
+        n = 0
+        while True:
+            if short:
+                if n >= scenario.writes:
+                    break
+            elif n & 15 == 0 and ctl.load(CTL_END):
+                break
+            gfn = pick()
+            if on_behalf and rng.random() < on_behalf:
+                vcpu.write_on_behalf(gfn)
+            else:
+                vcpu.guest_write(gfn)
+            n += 1
+            if n % _PUBLISH_EVERY == 0:
+                publish()
+                if not short and n % (_PUBLISH_EVERY * 64) == 0 and not parent_alive():
+                    return
+        executions += 1
+        publish()
+        ctl.fetch_add(CTL_DONE, 1)
+
+
+class ThreadWorkers:
+    """Writers as ``threading.Thread``s over the driver's own arena."""
+
+    def __init__(self, arena: Arena, spec: WorkerSpec, cls: type[DirtyLogAlgorithm]) -> None:
+        self.arena, self.spec, self.cls = arena, spec, cls
+        self.errors: list[tuple[int, BaseException, str]] = []
+        self.threads: list[threading.Thread] = []
+
+    def start(self) -> None:
+        for wid in range(self.spec.scenario.writers):
+            t = threading.Thread(target=self._run, args=(wid,), name=f"vcpu-{wid}", daemon=True)
+            self.threads.append(t)
+            t.start()
+
+    def _run(self, wid: int) -> None:
+        try:
+            writer_main(self.arena, self.spec, self.cls, wid, lambda: True)
+        except BaseException as exc:
+            self.errors.append((wid, exc, traceback.format_exc()))
+
+    def check(self) -> None:
+        if self.errors:
+            wid, exc, tb = self.errors[0]
+            raise WorkerDied(f"vcpu {wid} (thread) raised {type(exc).__name__}: {exc}\n{tb}")
+
+    def stop(self) -> list[str]:
+        self.arena.words("harness:ctl").store(CTL_STOP, 1)
+        stuck = []
+        deadline = time.monotonic() + self.spec.scenario.lock_timeout + 5
+        for t in self.threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+            if t.is_alive():
+                stuck.append(t.name)
+        return stuck
+
+
+def _child_main(arena_name: str, spec: WorkerSpec, vcpu_id: int,
+                errors: multiprocessing.queues.SimpleQueue,  # type: ignore[name-defined]
+                parent_pid: int) -> None:
+    # Ctrl-C goes to the whole process group; the parent alone decides.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        if spec.scenario.noise:
+            _switch.install(_switch.NoiseHook(spec.scenario.noise,
+                                              spec.scenario.seed * 1000 + vcpu_id))
+        arena = Arena(spec.layout, shared=True, attach=arena_name)
+        try:
+            cls = resolve_algorithm(spec.algorithm_ref)
+            writer_main(arena, spec, cls, vcpu_id, lambda: os.getppid() == parent_pid)
+        finally:
+            arena.close()
+    except BaseException as exc:
+        errors.put((vcpu_id, f"{type(exc).__name__}: {exc}", traceback.format_exc()))
+        sys.exit(1)
+
+
+class ProcessWorkers:
+    """Writers in separate processes, attached to one SharedMemory segment.
+
+    ``spawn`` starts them: it works the same on every platform and never
+    forks a process that has threads. The algorithm crosses over by
+    reference (its built-in name or ``module:Class``).
+    """
+
+    def __init__(self, arena: Arena, spec: WorkerSpec) -> None:
+        self.arena, self.spec = arena, spec
+        self.ctx = multiprocessing.get_context("spawn")
+        self.errors = self.ctx.SimpleQueue()
+        self.procs: list[multiprocessing.process.BaseProcess] = []
+        self._stopping = False
+
+    def start(self) -> None:
+        assert self.arena.name is not None
+        for wid in range(self.spec.scenario.writers):
+            p = self.ctx.Process(target=_child_main, name=f"vcpu-{wid}", daemon=True,
+                                 args=(self.arena.name, self.spec, wid, self.errors, os.getpid()))
+            p.start()
+            self.procs.append(p)
+
+    def check(self) -> None:
+        if not self.errors.empty():
+            wid, summary, tb = self.errors.get()
+            raise WorkerDied(f"vcpu {wid} (process) raised {summary}\n{tb}")
+        for wid, p in enumerate(self.procs):
+            code = p.exitcode
+            if code is not None and not self._stopping:
+                if not self.errors.empty():
+                    self.check()
+                how = f"signal {-code}" if code < 0 else f"exit code {code}"
+                raise WorkerDied(f"vcpu {wid} (process {p.pid}) died with {how}")
+
+    def stop(self) -> list[str]:
+        """Stop every child: ask, then terminate, then kill. Returns the
+        names of children that had to be killed."""
+        self._stopping = True
+        try:
+            self.arena.words("harness:ctl").store(CTL_STOP, 1)
+        except Exception:
+            pass
+        forced = []
+        deadline = time.monotonic() + 5
+        for p in self.procs:
+            p.join(max(0.0, deadline - time.monotonic()))
+        for p in self.procs:
+            if p.is_alive():
+                forced.append(p.name)
+                p.terminate()
+                p.join(2)
+            if p.is_alive():
+                p.kill()
+                p.join(2)
+        for p in self.procs:
+            p.close() if p.exitcode is not None else None
+        self.errors.close()
+        return forced

@@ -1,0 +1,108 @@
+"""The dirty-log algorithms, and how a name or an import path finds one.
+
+Built in, oldest first: ``srcu`` (b050b015abbe, 2009), ``xchg``
+(60c34612b707, 2012, the seed) and ``manual`` (2a31b9db1535, 2018). A user's
+algorithm is named ``package.module:ClassName`` and must implement the
+:class:`DirtyLogAlgorithm` protocol.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import os
+import sys
+
+from ..errors import AlgorithmError
+from ._protocol import DirtyLogAlgorithm, check_clear_range, for_each_set_bit
+from .manual import ManualDirtyLog
+from .srcu import SrcuDirtyLog
+from .xchg import XchgDirtyLog
+
+__all__ = [
+    "DirtyLogAlgorithm",
+    "BUILTIN_ALGORITHMS",
+    "ManualDirtyLog",
+    "SrcuDirtyLog",
+    "XchgDirtyLog",
+    "algorithm_name",
+    "algorithm_ref",
+    "check_clear_range",
+    "for_each_set_bit",
+    "resolve_algorithm",
+]
+
+BUILTIN_ALGORITHMS: dict[str, type[DirtyLogAlgorithm]] = {
+    cls.name: cls for cls in (SrcuDirtyLog, XchgDirtyLog, ManualDirtyLog)
+}
+
+_REQUIRED = ("mark_page_dirty", "get_dirty_log")
+
+
+def _check_protocol(cls: object, spec: str) -> type[DirtyLogAlgorithm]:
+    if not isinstance(cls, type):
+        raise AlgorithmError(f"expected a class implementing DirtyLogAlgorithm for {spec!r}, "
+                             f"got {type(cls).__name__}")
+    missing = [m for m in _REQUIRED if not callable(getattr(cls, m, None))
+               or getattr(cls, m) is getattr(DirtyLogAlgorithm, m)]
+    if getattr(cls, "manual_protect", False) and (
+            not callable(getattr(cls, "clear_dirty_log", None))
+            or cls.clear_dirty_log is DirtyLogAlgorithm.clear_dirty_log):  # type: ignore[attr-defined]
+        missing.append("clear_dirty_log (manual_protect is set)")
+    if not issubclass(cls, DirtyLogAlgorithm):
+        for attr in ("shared_words", "enable_dirty_logging", "read_side"):
+            if not callable(getattr(cls, attr, None)):
+                missing.append(attr)
+    if missing:
+        raise AlgorithmError(f"expected {spec!r} to implement the DirtyLogAlgorithm protocol, "
+                             f"got a class missing {', '.join(missing)}")
+    return cls  # type: ignore[return-value]
+
+
+def resolve_algorithm(spec: str) -> type[DirtyLogAlgorithm]:
+    """A built-in name (``xchg``) or ``module:Class``; a clear
+    :class:`AlgorithmError` for anything else."""
+    if not isinstance(spec, str) or not spec:
+        raise AlgorithmError(f"expected an algorithm name or module:Class, got {spec!r}")
+    if ":" not in spec:
+        try:
+            return BUILTIN_ALGORITHMS[spec]
+        except KeyError:
+            close = difflib.get_close_matches(spec, BUILTIN_ALGORITHMS, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise AlgorithmError(
+                f"expected an algorithm in {sorted(BUILTIN_ALGORITHMS)} or module:Class, "
+                f"got {spec!r}{hint}") from None
+    module_name, _, qualname = spec.partition(":")
+    if not module_name or not qualname:
+        raise AlgorithmError(f"expected module:Class for an algorithm, got {spec!r}")
+    # Like gunicorn and uvicorn, resolve user modules from the current
+    # directory too (a console script's sys.path does not hold it).
+    if os.getcwd() not in sys.path:
+        sys.path.append(os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # ImportError, or the module's own error
+        raise AlgorithmError(f"expected an importable module for algorithm {spec!r}, "
+                             f"got {type(exc).__name__}: {exc}") from None
+    obj: object = module
+    for part in qualname.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise AlgorithmError(f"expected {module_name} to define {qualname} for algorithm "
+                                 f"{spec!r}, got no attribute {part!r}") from None
+    return _check_protocol(obj, spec)
+
+
+def algorithm_ref(cls: type[DirtyLogAlgorithm]) -> str:
+    """What :func:`resolve_algorithm` turns back into ``cls`` in another
+    process: the built-in name, else ``module:qualname``."""
+    if BUILTIN_ALGORITHMS.get(getattr(cls, "name", "")) is cls:
+        return cls.name
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def algorithm_name(cls: type[DirtyLogAlgorithm]) -> str:
+    """The label in reports: the class's ``name``, else its reference."""
+    return getattr(cls, "name", "") or algorithm_ref(cls)

@@ -1,0 +1,115 @@
+"""The protocol every dirty-log algorithm implements, built-in or user's.
+
+An algorithm is a class built as ``cls(kvm)`` once per process (the
+harvester's and each writer process's), over a :class:`~concurrent_dirty.Kvm`
+whose words are shared. The harness calls:
+
+* ``mark_page_dirty(gfn, vcpu_id)`` from a vCPU's fault path, holding
+  ``mmu_lock``, and from writes KVM makes on the guest's behalf, without it;
+  both inside ``read_side(vcpu_id)``;
+* ``get_dirty_log(slot_id)`` from the harvester (``KVM_GET_DIRTY_LOG``): it
+  returns the slot's bitmap as a list of ``slot.nwords`` ints; without
+  ``manual_protect`` it must also clear the reported bits and write-protect
+  their pages, so that the next write to them faults and is logged again;
+* ``clear_dirty_log(slot_id, first_page, mask)`` (``KVM_CLEAR_DIRTY_LOG``)
+  only when ``manual_protect`` is true: the harvester calls it, word by
+  word, with the bits GET returned, just before it copies those pages.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from typing import ClassVar
+
+from ..errors import UsageError
+from ..kvm import Kvm
+from ..memslot import Memslot, MemslotFlags, MemslotTable
+
+__all__ = ["DirtyLogAlgorithm", "for_each_set_bit", "check_clear_range"]
+
+
+def for_each_set_bit(mask: int) -> Iterator[int]:
+    """The seed commit's ``__ffs`` loop: yield the lowest set bit and clear
+    it, instead of scanning every position (``find_next_bit``)."""
+    while mask:
+        low = mask & -mask
+        yield low.bit_length() - 1
+        mask ^= low
+
+
+def check_clear_range(slot: Memslot, first_page: int, mask: Sequence[int],
+                      num_pages: int | None) -> int:
+    """Apply ``kvm_clear_dirty_log_protect``'s -EINVAL rules; return the
+    number of pages the CLEAR covers."""
+    if not isinstance(first_page, int) or first_page < 0 or first_page & 63:
+        raise UsageError(f"KVM_CLEAR_DIRTY_LOG on slot {slot.id}: expected first_page to be a "
+                         f"non-negative multiple of 64, got {first_page!r}")
+    if first_page >= slot.npages:
+        raise UsageError(f"KVM_CLEAR_DIRTY_LOG on slot {slot.id}: expected first_page < "
+                         f"{slot.npages} (the slot's npages), got {first_page}")
+    if num_pages is None:
+        num_pages = min(64 * len(mask), slot.npages - first_page)
+    if not isinstance(num_pages, int) or num_pages <= 0 \
+            or num_pages > slot.npages - first_page:
+        raise UsageError(f"KVM_CLEAR_DIRTY_LOG on slot {slot.id}: expected 1 <= num_pages <= "
+                         f"{slot.npages - first_page}, got {num_pages!r}")
+    if num_pages & 63 and first_page + num_pages != slot.npages:
+        raise UsageError(f"KVM_CLEAR_DIRTY_LOG on slot {slot.id}: expected num_pages to be a "
+                         f"multiple of 64 unless the range reaches the slot's end "
+                         f"({slot.npages}), got {num_pages} from page {first_page}")
+    need = (num_pages + 63) // 64
+    if len(mask) < need:
+        raise UsageError(f"KVM_CLEAR_DIRTY_LOG on slot {slot.id}: mask too small: expected "
+                         f"{need} words for {num_pages} pages, got {len(mask)}")
+    return num_pages
+
+
+class DirtyLogAlgorithm:
+    """Base class of the dirty-log algorithms; subclass it for your own.
+
+    Class attributes: ``name`` (shown in reports) and ``manual_protect``
+    (GET only snapshots; the harvester then calls CLEAR). Override
+    ``shared_words`` to get words shared by every process (``kvm.words``),
+    and ``read_side`` if writers must announce themselves (SRCU).
+    """
+
+    name: ClassVar[str] = ""
+    manual_protect: ClassVar[bool] = False
+    #: Extra memslot flags the algorithm needs (MANUAL_PROTECT for CLEAR).
+    slot_flags: ClassVar[MemslotFlags] = MemslotFlags.NONE
+
+    def __init__(self, kvm: Kvm) -> None:
+        self.kvm = kvm
+
+    @classmethod
+    def shared_words(cls, memslots: MemslotTable) -> dict[str, int]:
+        """Names and sizes of the words this algorithm shares between
+        processes; each is zeroed before every execution."""
+        return {}
+
+    def enable_dirty_logging(self, slot: Memslot) -> None:
+        """Called once per slot on fresh state, before any writer runs."""
+        self.kvm.enable_dirty_logging(slot)
+
+    def read_side(self, vcpu_id: int) -> contextlib.AbstractContextManager[None]:
+        """The section a vCPU is in while it can touch the bitmap."""
+        return contextlib.nullcontext()
+
+    def mark_page_dirty(self, gfn: int, vcpu_id: int) -> None:
+        raise NotImplementedError(f"{type(self).__name__} must implement mark_page_dirty")
+
+    def get_dirty_log(self, slot_id: int) -> list[int]:
+        raise NotImplementedError(f"{type(self).__name__} must implement get_dirty_log")
+
+    def clear_dirty_log(self, slot_id: int, first_page: int, mask: Sequence[int],
+                        num_pages: int | None = None) -> None:
+        raise UsageError(f"expected an algorithm with manual_protect for KVM_CLEAR_DIRTY_LOG, "
+                         f"got {type(self).__name__}, which clears in get_dirty_log")
+
+    # -- helpers shared by the built-in algorithms ---------------------------
+    def _slot_of(self, gfn: int) -> Memslot:
+        slot = self.kvm.gfn_to_memslot(gfn)
+        if slot is None:
+            raise UsageError(f"expected a gfn inside a memslot, got {gfn}")
+        return slot

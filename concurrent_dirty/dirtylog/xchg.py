@@ -1,0 +1,59 @@
+"""``xchg``: get_dirty_log without SRCU, the seed commit.
+
+KVM 60c34612b707 ("KVM: Switch to srcu-less get_dirty_log()", Takuya
+Yoshikawa, 2012). Under ``mmu_lock``, for each non-zero word of the live
+bitmap: ``mask = xchg(&bitmap[i], 0)``, store ``mask`` in the second half,
+write-protect the pages of ``mask`` with the lowest-set-bit loop; flush
+remote TLBs; drop the lock; copy the second half out.
+
+Why nothing is lost. Invariant: a writable page has its bit set. A fault
+sets the bit and then makes the page writable, under ``mmu_lock``; the
+harvest clears bits and write-protects exactly those pages under the same
+lock, so no one sees a writable page with a clear bit. A write that goes
+straight through a writable page therefore lands before the harvest that
+takes its bit has write-protected it, and that harvest's copy (after the
+lock) sees the write. A bit set by an on-behalf write after its data store
+is either taken by the ``xchg`` (the copy follows, so it sees the data) or
+left for the next round. The ``xchg`` is what makes this true: between a
+separate load and store, a concurrent ``set_bit`` would be erased.
+Skipping words that read zero first is the kernel's optimisation, and safe:
+a bit set after that read is simply harvested next round.
+"""
+
+from __future__ import annotations
+
+from .._sync import HARVESTER
+from ._protocol import DirtyLogAlgorithm, for_each_set_bit
+
+__all__ = ["XchgDirtyLog"]
+
+
+class XchgDirtyLog(DirtyLogAlgorithm):
+    name = "xchg"
+
+    def mark_page_dirty(self, gfn: int, vcpu_id: int) -> None:
+        slot = self._slot_of(gfn)
+        self.kvm.dirty_bitmap(slot.id).set_bit(gfn - slot.base_gfn)
+
+    def get_dirty_log(self, slot_id: int) -> list[int]:
+        kvm = self.kvm
+        slot = kvm.id_to_memslot(slot_id)
+        bitmap = kvm.dirty_bitmap(slot_id)
+        n = slot.nwords
+        is_dirty = False
+        with kvm.mmu_lock.held(HARVESTER):
+            for i in range(n):
+                bitmap.store(n + i, 0)  # memset(dirty_bitmap_buffer, 0, n)
+            for i in range(n):
+                if not bitmap.load(i):
+                    continue
+                is_dirty = True
+                mask = bitmap.exchange(i, 0)
+                bitmap.store(n + i, mask)
+                offset = slot.base_gfn + 64 * i
+                for bit in for_each_set_bit(mask):
+                    kvm.write_protect(offset + bit)
+            if is_dirty:
+                kvm.flush_remote_tlbs()
+        return [bitmap.load(n + i) for i in range(n)]  # copy_to_user
+
