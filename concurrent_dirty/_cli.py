@@ -1,0 +1,231 @@
+"""The command line: ``concurrent-dirty stress`` (also ``python -m
+concurrent_dirty stress``). Exit codes: 0 clean, 1 a violation or an error
+in the code under test, 2 bad usage, 130 interrupted."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shlex
+import signal
+import sys
+import tempfile
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+from ._report import ProgressPrinter, summary_line, verdict_table
+from .dirtylog import BUILTIN_ALGORITHMS, resolve_algorithm
+from .errors import UsageError
+from .scenario import ENGINES, MODES, WORKLOADS, Scenario
+from .stress import CellResult, run_cell
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+_DEFAULT = Scenario()
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"concurrent-dirty: error: {message}\n")
+        raise SystemExit(EXIT_USAGE)
+
+
+def _number(kind: str, low: float, high: float = math.inf, integer: bool = False,
+            low_open: bool = False) -> Any:
+    def parse(text: str) -> float | int:
+        try:
+            value: float | int = int(text) if integer else float(text)
+        except ValueError:
+            value = math.nan
+        ok = not math.isnan(value) and (value > low if low_open else value >= low) \
+            and value <= high and not math.isinf(value)
+        if not ok:
+            bound = f"> {low:g}" if low_open else f">= {low:g}"
+            raise argparse.ArgumentTypeError(f"expected {kind} {bound}, got {text!r}")
+        return value
+    return parse
+
+
+def _choice(kind: str, choices: Sequence[str]) -> Any:
+    def parse(text: str) -> str:
+        if text not in choices:
+            import difflib
+
+            close = difflib.get_close_matches(text, choices, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise argparse.ArgumentTypeError(
+                f"expected {kind} in {list(choices)}, got {text!r}{hint}")
+        return text
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="concurrent-dirty", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
+    s = sub.add_parser("stress", help="race dirty-log algorithms with free-running writers",
+                       description="Race each algorithm on each engine for a budget and print "
+                                   "a verdict table. With no options: every built-in algorithm "
+                                   "on both engines.")
+    g = s.add_argument_group("what to attack")
+    g.add_argument("--algorithm", action="append", metavar="NAME|module:Class",
+                   help=f"built-in {sorted(BUILTIN_ALGORITHMS)} or your own class "
+                        f"(repeatable; default: all built-ins)")
+    g.add_argument("--engine", action="append", type=_choice("an engine", ENGINES),
+                   help="threads or processes (repeatable; default: both)")
+    g = s.add_argument_group("scenario")
+    g.add_argument("--writers", type=_number("a number of writers", 1, 512, True),
+                   default=_DEFAULT.writers, help="vCPU writers (default %(default)s)")
+    g.add_argument("--slots", type=_number("a number of slots", 1, 4096, True),
+                   default=_DEFAULT.slots, help="memslots (default %(default)s)")
+    g.add_argument("--pages", type=_number("a number of pages per slot", 1, 1 << 24, True),
+                   default=_DEFAULT.pages, help="pages per slot (default %(default)s)")
+    g.add_argument("--workload", type=_choice("a workload", WORKLOADS),
+                   default=_DEFAULT.workload, help="uniform, hot or sequential "
+                                                   "(default %(default)s)")
+    g.add_argument("--on-behalf", type=_number("a probability", 0, 1),
+                   default=_DEFAULT.on_behalf,
+                   help="share of writes KVM makes for the guest (default %(default)s)")
+    g.add_argument("--initially-set", action="store_true",
+                   help="start logging with every bit set (KVM_DIRTY_LOG_INITIALLY_SET)")
+    g = s.add_argument_group("budget and shape")
+    g.add_argument("--seconds", type=_number("a number of seconds", 0, low_open=True),
+                   default=_DEFAULT.seconds, help="budget per cell (default %(default)s)")
+    g.add_argument("--mode", type=_choice("a mode", MODES), default=_DEFAULT.mode,
+                   help="short: many small executions on fresh state (finds more); long: one "
+                        "execution for the whole budget (default %(default)s)")
+    g.add_argument("--writes", type=_number("a number of writes", 1, 1 << 40, True),
+                   default=_DEFAULT.writes,
+                   help="writes per writer per short execution (default %(default)s)")
+    g.add_argument("--executions", type=_number("a number of executions", 1, integer=True),
+                   default=None, help="stop a cell after this many executions")
+    g.add_argument("--interval", type=_number("a number of seconds", 0),
+                   default=_DEFAULT.interval, help="pause between harvest rounds")
+    g.add_argument("--lock-timeout", type=_number("a number of seconds", 0, low_open=True),
+                   default=_DEFAULT.lock_timeout,
+                   help="report a deadlock after waiting this long (default %(default)s)")
+    g = s.add_argument_group("perturbation and output")
+    g.add_argument("--seed", type=_number("an integer seed", -(1 << 63), 1 << 63, True),
+                   default=_DEFAULT.seed, help="seed for workloads and noise")
+    g.add_argument("--noise", type=_number("a probability", 0, 1), default=_DEFAULT.noise,
+                   help="chance of a yield or short sleep at each switch point")
+    g.add_argument("--switch-interval", type=_number("a number of seconds", 0, low_open=True),
+                   default=None, help="sys.setswitchinterval for the threads engine")
+    g.add_argument("--json", metavar="PATH", help="write the report as JSON")
+    g.add_argument("--quiet", action="store_true", help="no progress line")
+    return parser
+
+
+def _scenario_args(ns: argparse.Namespace) -> dict[str, Any]:
+    return dict(writers=ns.writers, slots=ns.slots, pages=ns.pages, workload=ns.workload,
+                on_behalf=ns.on_behalf, mode=ns.mode, writes=ns.writes, seconds=ns.seconds,
+                max_executions=ns.executions, seed=ns.seed, noise=ns.noise,
+                switch_interval=ns.switch_interval, interval=ns.interval,
+                initially_set=ns.initially_set, lock_timeout=ns.lock_timeout)
+
+
+_FLAGS = {"max_executions": "--executions"}
+
+
+def rerun_command(scenario: Scenario) -> str:
+    """The command line that reruns one cell: its algorithm, engine and
+    every option that differs from the default."""
+    words = ["concurrent-dirty", "stress", "--algorithm", scenario.algorithm,
+             "--engine", scenario.engine, "--seed", str(scenario.seed)]
+    for name, value in scenario.to_dict().items():
+        if name in ("algorithm", "engine", "seed") or value == getattr(_DEFAULT, name):
+            continue
+        flag = _FLAGS.get(name, "--" + name.replace("_", "-"))
+        if value is True:
+            words.append(flag)
+        else:
+            words += [flag, str(value)]
+    return shlex.join(words)
+
+
+def _check_json_path(path: str) -> None:
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise UsageError(f"expected --json in an existing directory, got {path!r} "
+                         f"({directory} does not exist)")
+    if os.path.isdir(path):
+        raise UsageError(f"expected --json to name a file, got the directory {path!r}")
+
+
+def _write_json(path: str, results: list[CellResult], interrupted: bool) -> None:
+    report = {"tool": "concurrent-dirty", "command": "stress", "interrupted": interrupted,
+              "verdict": "fail" if any(r.status != "ok" for r in results) else "pass",
+              "results": [r.to_json() for r in results]}
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".concurrent-dirty-", suffix=".json", dir=directory)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(report, f, indent=2)
+            f.write("\n")
+        os.replace(tmp, path)  # readers never see a half-written report
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def _stress(ns: argparse.Namespace) -> int:
+    algorithms = ns.algorithm or list(BUILTIN_ALGORITHMS)
+    engines = ns.engine or list(ENGINES)
+    for spec in algorithms:
+        resolve_algorithm(spec)  # every usage error before anything runs
+    if ns.json:
+        _check_json_path(ns.json)
+    cells = [Scenario(algorithm=a, engine=e, **_scenario_args(ns))
+             for a in algorithms for e in engines]
+    results: list[CellResult] = []
+    interrupted = False
+    try:
+        for n, scenario in enumerate(cells, 1):
+            printer = ProgressPrinter(cell=f"{n}/{len(cells)} ")
+            result = run_cell(scenario, progress=None if ns.quiet else printer,
+                              rerun=rerun_command(scenario))
+            printer.finish()
+            results.append(result)
+    except KeyboardInterrupt:
+        interrupted = True
+        sys.stderr.write("\ninterrupted: writers stopped, shared memory unlinked\n")
+    print(verdict_table(results))
+    print(summary_line(results))
+    for r in results:
+        if r.error:
+            print(f"\nERROR in {r.algorithm}/{r.engine}: {r.error}\n  rerun: {r.rerun}")
+        for v in r.violations[:5]:
+            print("\n" + v.describe())
+        if len(r.violations) > 5:
+            print(f"  ... and {len(r.violations) - 5} more for {r.algorithm}/{r.engine}")
+    if ns.json:
+        _write_json(ns.json, results, interrupted)
+    if interrupted:
+        return EXIT_INTERRUPTED
+    return EXIT_FAIL if any(r.status != "ok" for r in results) else EXIT_OK
+
+
+def _sigterm(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    ns = parser.parse_args(argv)
+    if ns.command is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    previous = signal.signal(signal.SIGTERM, _sigterm)
+    try:
+        return _stress(ns)
+    except UsageError as exc:
+        sys.stderr.write(f"concurrent-dirty: error: {exc}\n")
+        return EXIT_USAGE
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
