@@ -24,6 +24,7 @@ and so after the publish; otherwise the scan sees the section and waits.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from . import _switch
 from ._atomic import AtomicWords
@@ -43,9 +44,13 @@ class MmuLock:
     """The ``kvm->mmu_lock`` stand-in. Use ``with lock.held(actor):`` or
     :meth:`acquire` / :meth:`release`."""
 
-    def __init__(self, word: AtomicWords, timeout: float) -> None:
+    def __init__(self, word: AtomicWords, timeout: float,
+                 on_wait: Callable[[], None] | None = None) -> None:
         self._word = word
         self.timeout = timeout
+        #: Called now and then while waiting; the driver checks here that
+        #: the holder is still alive (a writer that died holding the lock).
+        self.on_wait = on_wait
 
     def holder(self) -> int | None:
         value = self._word.load(0)
@@ -70,7 +75,11 @@ class MmuLock:
                     return
             time.sleep(0)
             spins += 1
-            if spins & 63 == 0 and time.monotonic() > deadline:
+            if spins & 63:
+                continue
+            if self.on_wait is not None:
+                self.on_wait()
+            if time.monotonic() > deadline:
                 holder = self.holder()
                 raise DeadlockError(
                     f"{actor_name(actor)} waited {self.timeout:g}s for mmu_lock, held by "
@@ -105,10 +114,12 @@ class _Held:
 class Srcu:
     """Sleepable RCU over one counter word and one word per reader."""
 
-    def __init__(self, gp: AtomicWords, readers: AtomicWords, timeout: float) -> None:
+    def __init__(self, gp: AtomicWords, readers: AtomicWords, timeout: float,
+                 on_wait: Callable[[], None] | None = None) -> None:
         self._gp = gp
         self._readers = readers
         self.timeout = timeout
+        self.on_wait = on_wait
 
     def read_lock(self, reader: int) -> None:
         _switch.switch_point("srcu_read_lock", "srcu", reader)
@@ -133,7 +144,11 @@ class Srcu:
                     break
                 time.sleep(0)
                 spins += 1
-                if spins & 63 == 0 and time.monotonic() > deadline:
+                if spins & 63:
+                    continue
+                if self.on_wait is not None:
+                    self.on_wait()
+                if time.monotonic() > deadline:
                     raise DeadlockError(
                         f"harvester waited {self.timeout:g}s for a grace period: "
                         f"{actor_name(r)} stayed in its SRCU read-side section")

@@ -69,6 +69,12 @@ def writer_main(arena: Arena, spec: WorkerSpec, cls: type[DirtyLogAlgorithm], vc
                 parent_alive: Callable[[], bool]) -> None:
     scenario = spec.scenario
     kvm = Kvm(arena, spec.memslots, scenario.writers, scenario.lock_timeout)
+
+    def check_parent() -> None:
+        if not parent_alive():
+            raise WorkerDied("the driver died while this writer waited for mmu_lock")
+
+    kvm.mmu_lock.on_wait = check_parent
     vcpu = Vcpu(vcpu_id, kvm, cls(kvm), arena.words("harness:completed"))
     ctl = arena.words("harness:ctl")
     stats = arena.words("harness:stats")

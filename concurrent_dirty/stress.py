@@ -149,6 +149,9 @@ def run_cell(scenario: Scenario, *, progress: Callable[[Progress], None] | None 
             sys.setswitchinterval(scenario.switch_interval)
         workers = ProcessWorkers(arena, spec) if processes else ThreadWorkers(arena, spec, cls)
         workers.start()
+        # A writer that dies holding mmu_lock or inside a read-side section
+        # must end the run now, not after the lock timeout.
+        kvm.mmu_lock.on_wait = kvm.srcu.on_wait = workers.check
         _wait_ready(arena, scenario, workers)
         _drive(scenario, kvm, algorithm, arena, migration, workers, result, progress)
     except ConcurrentDirtyError as exc:

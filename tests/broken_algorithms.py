@@ -43,3 +43,31 @@ class NotAnAlgorithm:
 
     def get_dirty_log(self, slot_id: int) -> list[int]:
         return []
+
+
+class ForgetsToUnlock(XchgDirtyLog):
+    """Returns from GET still holding mmu_lock: the next fault deadlocks."""
+
+    name = "forgets-to-unlock"
+
+    def get_dirty_log(self, slot_id: int) -> list[int]:
+        words = super().get_dirty_log(slot_id)
+        if self.kvm.mmu_lock.holder() is None:
+            self.kvm.mmu_lock.acquire(HARVESTER)  # BUG: never released
+        return words
+
+
+class CrashesInWriter(XchgDirtyLog):
+    """A writer dies abruptly (SIGKILL in a process, an exception in a
+    thread) on its first dirty mark."""
+
+    name = "crashes-in-writer"
+
+    def mark_page_dirty(self, gfn: int, vcpu_id: int) -> None:
+        import multiprocessing
+        import os
+        import signal
+
+        if multiprocessing.parent_process() is not None:
+            os.kill(os.getpid(), signal.SIGKILL)
+        raise RuntimeError("writer crashed on purpose")

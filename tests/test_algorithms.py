@@ -1,0 +1,110 @@
+"""Each built-in algorithm, under each engine, within a small budget: zero
+violations. And the broken ones: caught, with a clear report."""
+
+import pytest
+
+from concurrent_dirty import (DeadlockError, MmuLock, AtomicWords, Scenario, UsageError,
+                              run_cell)
+
+BUDGET = dict(seconds=30, max_executions=40)
+
+
+@pytest.mark.parametrize("engine", ["threads", "processes"])
+@pytest.mark.parametrize("algorithm", ["srcu", "xchg", "manual"])
+def test_builtin_algorithm_loses_no_dirty_bit(algorithm, engine, shm_guard):
+    r = run_cell(Scenario(algorithm=algorithm, engine=engine, **BUDGET))
+    assert r.error is None
+    assert r.violations == []
+    assert r.executions == 40
+    assert r.writes == 40 * 2 * 16
+    assert r.rounds >= 80 and r.bits > 0 and r.copied > 0
+
+
+@pytest.mark.parametrize("workload", ["hot", "sequential"])
+@pytest.mark.parametrize("algorithm", ["srcu", "xchg", "manual"])
+def test_workloads_and_odd_slot_sizes_lose_nothing(algorithm, workload):
+    r = run_cell(Scenario(algorithm=algorithm, workload=workload, pages=100, slots=3,
+                          writers=3, on_behalf=0.3, **BUDGET))
+    assert (r.error, r.violations) == (None, [])
+
+
+def test_manual_with_initially_set_loses_nothing():
+    r = run_cell(Scenario(algorithm="manual", initially_set=True, pages=70, **BUDGET))
+    assert (r.error, r.violations) == (None, [])
+    assert r.copied >= 40 * 140  # every page is reported in every execution's first round
+
+
+def test_long_mode_runs_one_execution_for_the_budget():
+    r = run_cell(Scenario(algorithm="xchg", mode="long", seconds=0.5, pages=300))
+    assert (r.executions, r.error, r.violations) == (1, None, [])
+    assert r.writes > 100
+
+
+def test_noise_and_switch_interval_keep_correct_algorithms_clean():
+    r = run_cell(Scenario(algorithm="xchg", noise=0.2, switch_interval=1e-5, **BUDGET))
+    assert (r.error, r.violations) == (None, [])
+
+
+def test_processes_engine_catches_a_load_then_store_clear(shm_guard):
+    r = run_cell(Scenario(algorithm="tests.broken_algorithms:NonatomicClearXchg",
+                          engine="processes", seconds=60, on_behalf=0.5),
+                 rerun="RERUN-CMD")
+    assert r.error is None
+    assert r.violations, f"not caught in {r.executions} executions ({r.seconds:.1f}s)"
+    v = r.violations[0]
+    assert v.algorithm == "nonatomic-clear" and v.engine == "processes"
+    text = v.describe()
+    assert f"slot {v.slot} page {v.page} (gfn {v.gfn})" in text
+    assert f"vcpu {v.write_vcpu}" in text and f"execution {v.execution}" in text
+    assert text.endswith("rerun: RERUN-CMD")
+
+
+def test_a_lock_never_released_is_reported_as_a_deadlock(shm_guard):
+    r = run_cell(Scenario(algorithm="tests.broken_algorithms:ForgetsToUnlock",
+                          lock_timeout=0.5, **BUDGET))
+    assert r.error is not None
+    assert r.error == ("DeadlockError: harvester tried to take mmu_lock, which it already "
+                       "holds: a recursive lock or a missing unlock")
+
+
+@pytest.mark.parametrize("engine", ["threads", "processes"])
+def test_a_dying_writer_stops_the_run_and_cleans_up(engine, shm_guard):
+    r = run_cell(Scenario(algorithm="tests.broken_algorithms:CrashesInWriter", engine=engine,
+                          **BUDGET))
+    assert r.error is not None and r.error.startswith("WorkerDied: vcpu ")
+    expected = "died with signal 9" if engine == "processes" else "writer crashed on purpose"
+    assert expected in r.error
+
+
+def test_taking_mmu_lock_twice_is_a_deadlock():
+    with AtomicWords(bytearray(8)) as w:
+        lock = MmuLock(w, timeout=1)
+        lock.acquire(3)
+        with pytest.raises(DeadlockError, match=r"^vcpu 3 tried to take mmu_lock, which it "
+                                                r"already holds"):
+            lock.acquire(3)
+
+
+def test_waiting_too_long_names_the_holder():
+    with AtomicWords(bytearray(8)) as w:
+        lock = MmuLock(w, timeout=0.05)
+        lock.acquire(0xFFFF)
+        with pytest.raises(DeadlockError, match=r"^vcpu 1 waited 0.05s for mmu_lock, held by "
+                                                r"harvester"):
+            lock.acquire(1)
+
+
+def test_releasing_a_lock_held_by_someone_else_is_an_error():
+    with AtomicWords(bytearray(8)) as w:
+        lock = MmuLock(w, timeout=1)
+        lock.acquire(1)
+        with pytest.raises(UsageError, match=r"^vcpu 2 released mmu_lock held by vcpu 1$"):
+            lock.release(2)
+
+
+def test_clear_on_a_clearing_algorithm_is_refused():
+    r"""CLEAR exists only with manual protect (KVM returns -EINVAL)."""
+    from concurrent_dirty import XchgDirtyLog
+
+    with pytest.raises(UsageError, match=r"^expected an algorithm with manual_protect"):
+        XchgDirtyLog.clear_dirty_log(None, 0, 0, [1])  # type: ignore[arg-type]
