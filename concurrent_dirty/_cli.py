@@ -188,11 +188,13 @@ def _stress(ns: argparse.Namespace) -> int:
                               rerun=rerun_command(scenario))
             printer.finish()
             results.append(result)
+            if result.interrupted:
+                raise KeyboardInterrupt
     except KeyboardInterrupt:
         interrupted = True
         sys.stderr.write("\ninterrupted: writers stopped, shared memory unlinked\n")
     print(verdict_table(results))
-    print(summary_line(results))
+    print(summary_line(results, interrupted))
     for r in results:
         if r.error:
             print(f"\nERROR in {r.algorithm}/{r.engine}: {r.error}\n  rerun: {r.rerun}")

@@ -71,7 +71,7 @@ def verdict_table(results: list[CellResult]) -> str:
     return "\n".join(lines)
 
 
-def summary_line(results: list[CellResult]) -> str:
+def summary_line(results: list[CellResult], interrupted: bool = False) -> str:
     violations = sum(len(r.violations) for r in results)
     errors = sum(1 for r in results if r.error)
     executions = sum(r.executions for r in results)
@@ -82,4 +82,6 @@ def summary_line(results: list[CellResult]) -> str:
              f"rounds in {seconds:.1f}s")
     if violations or errors:
         return f"verdict: FAIL ({violations} violations, {errors} errors; {tried})"
+    if interrupted:
+        return f"verdict: INTERRUPTED (no dirty bit lost so far; {tried})"
     return f"verdict: PASS (no dirty bit lost; {tried})"

@@ -67,9 +67,13 @@ class CellResult:
     violations: list[Violation] = field(default_factory=list)
     error: str | None = None
     rerun: str = ""
+    #: Ctrl-C (or SIGTERM) ended the cell early; its figures are partial.
+    interrupted: bool = False
 
     @property
     def status(self) -> str:
+        if self.interrupted and not self.violations and not self.error:
+            return "interrupted"
         if self.error:
             return "ERROR"
         return "FAIL" if self.violations else "ok"
@@ -88,7 +92,7 @@ class CellResult:
             "spurious_reports": self.spurious, "harvest_latency_ms": self.latency_ms,
             "violations": len(self.violations),
             "violation_reports": [v.to_json() for v in self.violations],
-            "error": self.error, "rerun": self.rerun, "scenario": self.scenario,
+            "error": self.error, "interrupted": self.interrupted, "rerun": self.rerun, "scenario": self.scenario,
         }
 
 
@@ -158,6 +162,8 @@ def run_cell(scenario: Scenario, *, progress: Callable[[Progress], None] | None 
         if isinstance(exc, UsageError) and migration is None:
             raise
         result.error = f"{type(exc).__name__}: {exc}"
+    except KeyboardInterrupt:
+        result.interrupted = True
     finally:
         _switch.install(previous_hook)
         sys.setswitchinterval(previous_interval)
@@ -165,6 +171,8 @@ def run_cell(scenario: Scenario, *, progress: Callable[[Progress], None] | None 
             stuck = workers.stop()
             if stuck and result.error is None:
                 result.error = f"writers did not stop: {', '.join(stuck)}"
+        if not result.seconds:
+            result.seconds = time.monotonic() - start
         _collect(arena, scenario, migration, result)
         arena.close()
     return result
