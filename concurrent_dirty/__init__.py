@@ -34,14 +34,15 @@ from .stress import CellResult, Progress, run_cell
 __version__ = "0.1.0"
 
 __all__ = [
+    "BUILTIN_ALGORITHMS",
+    "HARVESTER",
+    "WRITABLE",
     "AlgorithmError",
     "AtomicWords",
-    "BUILTIN_ALGORITHMS",
     "CellResult",
     "ConcurrentDirtyError",
     "DeadlockError",
     "DirtyLogAlgorithm",
-    "HARVESTER",
     "InvariantViolation",
     "Kvm",
     "ManualDirtyLog",
@@ -56,7 +57,6 @@ __all__ = [
     "SrcuDirtyLog",
     "UsageError",
     "Violation",
-    "WRITABLE",
     "WorkerDied",
     "XchgDirtyLog",
     "check_clear_range",

@@ -17,11 +17,12 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from multiprocessing import resource_tracker, shared_memory
+from typing import Any
 
 from ._atomic import WORD_BYTES, AtomicWords, buffer_address
 from .errors import UsageError
 
-__all__ = ["Layout", "Arena", "unlink_all", "live_segments"]
+__all__ = ["Arena", "Layout", "live_segments", "unlink_all"]
 
 _LINE = 64
 
@@ -79,15 +80,15 @@ def _untracked() -> Iterator[None]:
     shared_memory' warnings and double unlinks (CPython gh-82300)."""
     original = resource_tracker.register
 
-    def register(name: str, rtype: str) -> None:
+    def register(name: Any, rtype: str) -> None:
         if rtype != "shared_memory":
             original(name, rtype)
 
-    resource_tracker.register = register  # type: ignore[assignment]
+    resource_tracker.register = register
     try:
         yield
     finally:
-        resource_tracker.register = original  # type: ignore[assignment]
+        resource_tracker.register = original
 
 
 class Arena:
@@ -109,18 +110,22 @@ class Arena:
                 self._shm.close()
                 raise UsageError(f"shared segment {attach} too small: expected "
                                  f"{layout.nbytes} bytes, got {self._shm.size}")
-            self._buf: memoryview | bytearray = self._shm.buf
+            self._buf: memoryview | bytearray = self._shm_buf()
         elif shared:
             self._shm = shared_memory.SharedMemory(create=True, size=max(layout.nbytes, 1))
             with _LIVE_LOCK:
                 _LIVE[self._shm.name] = self._shm
-            self._buf = self._shm.buf
+            self._buf = self._shm_buf()
         else:
             self._buf = bytearray(layout.nbytes + _LINE)
         # Start every region on a cache line (a bytearray's data is only
         # 8- or 16-aligned, and mmap'd segments are page-aligned already).
         self._skew = (-buffer_address(self._buf)) % _LINE
         self._closed = False
+
+    def _shm_buf(self) -> memoryview:
+        assert self._shm is not None and self._shm.buf is not None
+        return self._shm.buf
 
     @property
     def name(self) -> str | None:

@@ -33,7 +33,7 @@ from atomics._impl.patomic import Patomic  # the op table atomics itself uses
 from . import _switch
 from .errors import UsageError
 
-__all__ = ["AtomicWords", "WORD_BYTES", "WORD_BITS"]
+__all__ = ["WORD_BITS", "WORD_BYTES", "AtomicWords"]
 
 WORD_BYTES = 8
 WORD_BITS = 64
@@ -116,7 +116,7 @@ class AtomicWords:
     (the kernel's little-endian bitmap layout).
     """
 
-    __slots__ = ("name", "_n", "_base", "_cdata", "_ops", "_scratch", "__weakref__")
+    __slots__ = ("__weakref__", "_base", "_cdata", "_n", "_ops", "_scratch", "name")
 
     def __init__(self, buffer: Any, nwords: int | None = None, *, offset: int = 0,
                  name: str = "words") -> None:

@@ -8,7 +8,7 @@ from typing import TextIO
 
 from .stress import CellResult, Progress
 
-__all__ = ["ProgressPrinter", "verdict_table", "summary_line"]
+__all__ = ["ProgressPrinter", "summary_line", "verdict_table"]
 
 
 class ProgressPrinter:
@@ -64,7 +64,8 @@ def verdict_table(results: list[CellResult]) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(_COLUMNS))]
     lines = []
     for n, row in enumerate(rows):
-        cells = [c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))]
+        cells = [c.ljust(w) if i < 3 else c.rjust(w)
+                 for i, (c, w) in enumerate(zip(row, widths, strict=True))]
         lines.append("  ".join(cells).rstrip())
         if n == 0:
             lines.append("  ".join("-" * w for w in widths))

@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable
 
-__all__ = ["SwitchHook", "switch_point", "install", "current", "NoiseHook"]
+__all__ = ["NoiseHook", "SwitchHook", "current", "install", "switch_point"]
 
 SwitchHook = Callable[[str, str, int], None]
 

@@ -30,7 +30,7 @@ from . import _switch
 from ._atomic import AtomicWords
 from .errors import DeadlockError, UsageError
 
-__all__ = ["MmuLock", "Srcu", "HARVESTER", "actor_name"]
+__all__ = ["HARVESTER", "MmuLock", "Srcu", "actor_name"]
 
 #: The id the harvester (userspace, the ioctl caller) uses as lock holder.
 HARVESTER = 0xFFFF
@@ -98,7 +98,7 @@ class MmuLock:
 
 
 class _Held:
-    __slots__ = ("_lock", "_actor")
+    __slots__ = ("_actor", "_lock")
 
     def __init__(self, lock: MmuLock, actor: int) -> None:
         self._lock = lock

@@ -19,15 +19,16 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from . import _switch
 from ._arena import Arena, Layout
 from ._atomic import AtomicWords
+from ._vcpu import Vcpu, workload_picker
 from .dirtylog import DirtyLogAlgorithm, resolve_algorithm
 from .errors import WorkerDied
 from .kvm import Kvm
 from .memslot import MemslotTable
-from ._vcpu import Vcpu, workload_picker
 from .scenario import Scenario
 
 CTL_GEN, CTL_DONE, CTL_STOP, CTL_END, CTL_READY = range(5)
@@ -157,7 +158,7 @@ class ThreadWorkers:
 
 
 def _child_main(arena_name: str, spec: WorkerSpec, vcpu_id: int,
-                errors: multiprocessing.queues.SimpleQueue,  # type: ignore[name-defined]
+                errors: Any,
                 parent_pid: int) -> None:
     # Ctrl-C goes to the whole process group; the parent alone decides.
     signal.signal(signal.SIGINT, signal.SIG_IGN)

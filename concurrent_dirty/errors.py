@@ -9,11 +9,11 @@ is a bug in the harness itself.
 from __future__ import annotations
 
 __all__ = [
-    "ConcurrentDirtyError",
-    "UsageError",
     "AlgorithmError",
+    "ConcurrentDirtyError",
     "DeadlockError",
     "InvariantViolation",
+    "UsageError",
     "WorkerDied",
 ]
 

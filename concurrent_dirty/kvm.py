@@ -25,7 +25,7 @@ from ._atomic import AtomicWords
 from ._sync import MmuLock, Srcu
 from .memslot import Memslot, MemslotFlags, MemslotTable
 
-__all__ = ["Kvm", "WRITABLE", "page_value", "page_version", "page_writer", "make_page"]
+__all__ = ["WRITABLE", "Kvm", "make_page", "page_value", "page_version", "page_writer"]
 
 WRITABLE = 1
 _WRITER_BITS = 15

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import bisect
 import enum
+import itertools
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from .errors import UsageError
 
-__all__ = ["MemslotFlags", "Memslot", "MemslotTable", "bitmap_words"]
+__all__ = ["Memslot", "MemslotFlags", "MemslotTable", "bitmap_words"]
 
 
 class MemslotFlags(enum.IntFlag):
@@ -80,7 +81,7 @@ class MemslotTable:
         if len(set(ids)) != len(ids):
             dup = next(i for i in ids if ids.count(i) > 1)
             raise UsageError(f"expected unique memslot ids, got id {dup} twice")
-        for a, b in zip(ordered, ordered[1:]):
+        for a, b in itertools.pairwise(ordered):
             if b.base_gfn < a.end_gfn:
                 raise UsageError(
                     f"expected non-overlapping memslots, got slot {a.id} "

@@ -28,7 +28,7 @@ from .dirtylog import DirtyLogAlgorithm
 from .errors import AlgorithmError
 from .kvm import Kvm, page_version, page_writer
 
-__all__ = ["Violation", "Migration"]
+__all__ = ["Migration", "Violation"]
 
 
 @dataclass(frozen=True)
@@ -90,13 +90,13 @@ class Migration:
         self.spurious = 0
         self.latencies: list[float] = []
         self.violations: list[Violation] = []
-        self._reported = set()
+        self._reported: set[tuple[int, int]] = set()
 
     def begin(self, execution: int) -> None:
         """Fresh destination: guest memory starts all zero on both sides."""
         self.execution = execution
         self.round_no = 0
-        self._reported: set[tuple[int, int]] = set()
+        self._reported = set()
         self.dest = [0] * self.kvm.memslots.total_gfns
 
     def harvest_round(self) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 
 from .errors import UsageError
 
-__all__ = ["Scenario", "ENGINES", "WORKLOADS", "MODES"]
+__all__ = ["ENGINES", "MODES", "WORKLOADS", "Scenario"]
 
 ENGINES = ("threads", "processes")
 WORKLOADS = ("uniform", "hot", "sequential")

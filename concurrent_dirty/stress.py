@@ -19,15 +19,27 @@ from typing import Any
 
 from . import _switch
 from ._arena import Arena
-from ._workers import (CTL_DONE, CTL_END, CTL_GEN, CTL_READY, CTL_WORDS, STAT_EXECUTIONS,
-                       STAT_FAULTS, STAT_ON_BEHALF, STAT_WORDS, STAT_WRITES, ProcessWorkers,
-                       ThreadWorkers, WorkerSpec)
+from ._sync import actor_name
+from ._workers import (
+    CTL_DONE,
+    CTL_END,
+    CTL_GEN,
+    CTL_READY,
+    CTL_WORDS,
+    STAT_EXECUTIONS,
+    STAT_FAULTS,
+    STAT_ON_BEHALF,
+    STAT_WORDS,
+    STAT_WRITES,
+    ProcessWorkers,
+    ThreadWorkers,
+    WorkerSpec,
+)
 from .dirtylog import algorithm_name, algorithm_ref, resolve_algorithm
 from .errors import ConcurrentDirtyError, DeadlockError, UsageError
 from .kvm import Kvm
 from .memslot import MemslotFlags, MemslotTable
 from .oracle import Migration, Violation
-from ._sync import actor_name
 from .scenario import Scenario
 
 __all__ = ["CellResult", "Progress", "run_cell"]
@@ -92,7 +104,8 @@ class CellResult:
             "spurious_reports": self.spurious, "harvest_latency_ms": self.latency_ms,
             "violations": len(self.violations),
             "violation_reports": [v.to_json() for v in self.violations],
-            "error": self.error, "interrupted": self.interrupted, "rerun": self.rerun, "scenario": self.scenario,
+            "error": self.error, "interrupted": self.interrupted, "rerun": self.rerun,
+            "scenario": self.scenario,
         }
 
 

@@ -3,8 +3,7 @@ violations. And the broken ones: caught, with a clear report."""
 
 import pytest
 
-from concurrent_dirty import (DeadlockError, MmuLock, AtomicWords, Scenario, UsageError,
-                              run_cell)
+from concurrent_dirty import AtomicWords, DeadlockError, MmuLock, Scenario, UsageError, run_cell
 
 BUDGET = dict(seconds=30, max_executions=40)
 

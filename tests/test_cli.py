@@ -4,11 +4,12 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
-from concurrent_dirty._cli import main, rerun_command
 from concurrent_dirty import Scenario
+from concurrent_dirty._cli import main, rerun_command
 
 BROKEN = "tests.broken_algorithms:NonatomicClearXchg"
 
@@ -129,6 +130,14 @@ def _descendants(pid):
     return kids
 
 
+def _cmdline(pid):
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode()
+    except OSError:
+        return "?"
+
+
 def _alive(pid):
     try:
         with open(f"/proc/{pid}/stat") as f:
@@ -155,4 +164,9 @@ def test_sigint_stops_children_and_unlinks_shared_memory(shm_guard):
     assert proc.returncode == 130
     assert "interrupted: writers stopped, shared memory unlinked" in err
     assert "xchg" in out  # the partial table still prints
-    assert not [c for c in children if _alive(c)]
+    # The resource tracker notices its parent's exit a moment later.
+    deadline = time.monotonic() + 10
+    while [c for c in children if _alive(c)] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    left = {c: _cmdline(c) for c in children if _alive(c)}
+    assert not left, f"processes left behind: {left}"

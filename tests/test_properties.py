@@ -4,8 +4,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from concurrent_dirty import (AtomicWords, Memslot, MemslotTable, UsageError,
-                              check_clear_range, for_each_set_bit)
+from concurrent_dirty import (
+    AtomicWords,
+    Memslot,
+    MemslotTable,
+    UsageError,
+    check_clear_range,
+    for_each_set_bit,
+)
 
 M64 = (1 << 64) - 1
 NWORDS = 4
@@ -143,5 +149,6 @@ def test_clear_range_accepts_exactly_kvms_rule(npages, first, words, data):
     if valid:
         assert check_clear_range(slot, first, mask, num) == eff
     else:
-        with pytest.raises(UsageError, match=r"^KVM_CLEAR_DIRTY_LOG on slot 0: (mask too small: )?expected"):
+        with pytest.raises(UsageError,
+                           match=r"^KVM_CLEAR_DIRTY_LOG on slot 0: (mask too small: )?expected"):
             check_clear_range(slot, first, mask, num)

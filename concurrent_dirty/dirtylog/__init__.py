@@ -20,8 +20,8 @@ from .srcu import SrcuDirtyLog
 from .xchg import XchgDirtyLog
 
 __all__ = [
-    "DirtyLogAlgorithm",
     "BUILTIN_ALGORITHMS",
+    "DirtyLogAlgorithm",
     "ManualDirtyLog",
     "SrcuDirtyLog",
     "XchgDirtyLog",
@@ -47,7 +47,7 @@ def _check_protocol(cls: object, spec: str) -> type[DirtyLogAlgorithm]:
                or getattr(cls, m) is getattr(DirtyLogAlgorithm, m)]
     if getattr(cls, "manual_protect", False) and (
             not callable(getattr(cls, "clear_dirty_log", None))
-            or cls.clear_dirty_log is DirtyLogAlgorithm.clear_dirty_log):  # type: ignore[attr-defined]
+            or getattr(cls, "clear_dirty_log") is DirtyLogAlgorithm.clear_dirty_log):  # noqa: B009
         missing.append("clear_dirty_log (manual_protect is set)")
     if not issubclass(cls, DirtyLogAlgorithm):
         for attr in ("shared_words", "enable_dirty_logging", "read_side"):
@@ -56,7 +56,7 @@ def _check_protocol(cls: object, spec: str) -> type[DirtyLogAlgorithm]:
     if missing:
         raise AlgorithmError(f"expected {spec!r} to implement the DirtyLogAlgorithm protocol, "
                              f"got a class missing {', '.join(missing)}")
-    return cls  # type: ignore[return-value]
+    return cls
 
 
 def resolve_algorithm(spec: str) -> type[DirtyLogAlgorithm]:

@@ -26,7 +26,7 @@ from ..errors import UsageError
 from ..kvm import Kvm
 from ..memslot import Memslot, MemslotFlags, MemslotTable
 
-__all__ = ["DirtyLogAlgorithm", "for_each_set_bit", "check_clear_range"]
+__all__ = ["DirtyLogAlgorithm", "check_clear_range", "for_each_set_bit"]
 
 
 def for_each_set_bit(mask: int) -> Iterator[int]:
