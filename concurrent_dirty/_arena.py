@@ -97,6 +97,7 @@ class Arena:
     def __init__(self, layout: Layout, *, shared: bool, attach: str | None = None) -> None:
         self.layout = layout
         self._views: dict[str, AtomicWords] = {}
+        self._views_lock = threading.Lock()  # writer threads open views concurrently
         self._shm: shared_memory.SharedMemory | None = None
         self._owner = attach is None and shared
         self._skew = 0
@@ -133,6 +134,13 @@ class Arena:
         return self._shm.name if self._shm is not None else None
 
     def words(self, region: str) -> AtomicWords:
+        view = self._views.get(region)
+        if view is None:
+            with self._views_lock:
+                return self._open(region)
+        return view
+
+    def _open(self, region: str) -> AtomicWords:
         view = self._views.get(region)
         if view is None:
             if self._closed:

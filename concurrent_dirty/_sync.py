@@ -19,6 +19,8 @@ publish, so its pointer load sees the new pointer. A reader that read it
 before the advance stores a phase below ``g``; if the updater's scan reads
 that word before the store, the reader's pointer load comes after the scan
 and so after the publish; otherwise the scan sees the section and waits.
+The argument assumes what the harness guarantees: sections do not nest (a
+reader owns one word) and there is one updater at a time (the harvester).
 """
 
 from __future__ import annotations

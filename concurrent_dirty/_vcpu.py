@@ -41,6 +41,7 @@ class Vcpu:
         self.writes = 0
         self.faults = 0
         self.on_behalf = 0
+        self.executions = 0
 
     def guest_write(self, gfn: int) -> None:
         kvm, pages, vid = self.kvm, self.kvm.pages, self.id

@@ -36,6 +36,12 @@ CTL_WORDS = 8
 STAT_WRITES, STAT_FAULTS, STAT_ON_BEHALF, STAT_EXECUTIONS = range(4)
 STAT_WORDS = 4
 _PUBLISH_EVERY = 64
+_CHECK_EVERY = 16
+_PARENT_EVERY = 1024
+
+
+class _Stopped(BaseException):
+    """The driver asked every writer to stop; unwind quietly."""
 
 
 @dataclass(frozen=True)
@@ -70,41 +76,51 @@ def writer_main(arena: Arena, spec: WorkerSpec, cls: type[DirtyLogAlgorithm], vc
                 parent_alive: Callable[[], bool]) -> None:
     scenario = spec.scenario
     kvm = Kvm(arena, spec.memslots, scenario.writers, scenario.lock_timeout)
+    ctl = arena.words("harness:ctl")
 
-    def check_parent() -> None:
+    def while_waiting() -> None:
         if not parent_alive():
             raise WorkerDied("the driver died while this writer waited for mmu_lock")
+        if ctl.load(CTL_STOP):
+            raise _Stopped
 
-    kvm.mmu_lock.on_wait = check_parent
+    kvm.mmu_lock.on_wait = while_waiting
     vcpu = Vcpu(vcpu_id, kvm, cls(kvm), arena.words("harness:completed"))
-    ctl = arena.words("harness:ctl")
     stats = arena.words("harness:stats")
     first_stat = vcpu_id * STAT_WORDS
-    short = scenario.mode == "short"
-    executions = 0
 
     def publish() -> None:
         stats.store(first_stat + STAT_WRITES, vcpu.writes)
         stats.store(first_stat + STAT_FAULTS, vcpu.faults)
         stats.store(first_stat + STAT_ON_BEHALF, vcpu.on_behalf)
-        stats.store(first_stat + STAT_EXECUTIONS, executions)
+        stats.store(first_stat + STAT_EXECUTIONS, vcpu.executions)
 
     ctl.fetch_add(CTL_READY, 1)
+    try:
+        _writer_loop(spec, vcpu, ctl, publish, parent_alive)
+    except _Stopped:
+        pass
+
+
+def _writer_loop(spec: WorkerSpec, vcpu: Vcpu, ctl: AtomicWords, publish: Callable[[], None],
+                 parent_alive: Callable[[], bool]) -> None:
+    scenario = spec.scenario
+    short = scenario.mode == "short"
     last = 0
     while True:
         gen = _wait_for_execution(ctl, last, parent_alive)
         if gen is None:
             return
         last = gen
-        rng = random.Random(f"{scenario.seed}:{gen}:{vcpu_id}")
-        pick = workload_picker(scenario, spec.memslots, vcpu_id, rng)
+        rng = random.Random(f"{scenario.seed}:{gen}:{vcpu.id}")
+        pick = workload_picker(scenario, spec.memslots, vcpu.id, rng)
         on_behalf = scenario.on_behalf
         n = 0
         while True:
-            if short:
-                if n >= scenario.writes:
-                    break
-            elif n & 15 == 0 and ctl.load(CTL_END):
+            if short and n >= scenario.writes:
+                break
+            # END ends a long execution; STOP (Ctrl-C, an error) ends any.
+            if n % _CHECK_EVERY == 0 and (ctl.load(CTL_END) or ctl.load(CTL_STOP)):
                 break
             gfn = pick()
             if on_behalf and rng.random() < on_behalf:
@@ -114,9 +130,9 @@ def writer_main(arena: Arena, spec: WorkerSpec, cls: type[DirtyLogAlgorithm], vc
             n += 1
             if n % _PUBLISH_EVERY == 0:
                 publish()
-                if not short and n % (_PUBLISH_EVERY * 64) == 0 and not parent_alive():
-                    return
-        executions += 1
+            if n % _PARENT_EVERY == 0 and not parent_alive():
+                return
+        vcpu.executions += 1
         publish()
         ctl.fetch_add(CTL_DONE, 1)
 
@@ -148,7 +164,7 @@ class ThreadWorkers:
 
     def stop(self) -> list[str]:
         self.arena.words("harness:ctl").store(CTL_STOP, 1)
-        stuck = []
+        stuck: list[str] = []
         deadline = time.monotonic() + self.spec.scenario.lock_timeout + 5
         for t in self.threads:
             t.join(max(0.0, deadline - time.monotonic()))
@@ -157,8 +173,10 @@ class ThreadWorkers:
         return stuck
 
 
-def _child_main(arena_name: str, spec: WorkerSpec, vcpu_id: int,
-                errors: Any,
+_ERROR_BYTES = 3000  # below PIPE_BUF with framing: the write is atomic
+
+
+def _child_main(arena_name: str, spec: WorkerSpec, vcpu_id: int, errors: Any,
                 parent_pid: int) -> None:
     # Ctrl-C goes to the whole process group; the parent alone decides.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -173,7 +191,8 @@ def _child_main(arena_name: str, spec: WorkerSpec, vcpu_id: int,
         finally:
             arena.close()
     except BaseException as exc:
-        errors.put((vcpu_id, f"{type(exc).__name__}: {exc}", traceback.format_exc()))
+        text = f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"
+        errors.send_bytes(text.encode()[-_ERROR_BYTES:])
         sys.exit(1)
 
 
@@ -188,27 +207,37 @@ class ProcessWorkers:
     def __init__(self, arena: Arena, spec: WorkerSpec) -> None:
         self.arena, self.spec = arena, spec
         self.ctx = multiprocessing.get_context("spawn")
-        self.errors = self.ctx.SimpleQueue()
         self.procs: list[multiprocessing.process.BaseProcess] = []
+        self.pipes: list[Any] = []
         self._stopping = False
 
     def start(self) -> None:
         assert self.arena.name is not None
         for wid in range(self.spec.scenario.writers):
+            receive, send = self.ctx.Pipe(duplex=False)
             p = self.ctx.Process(target=_child_main, name=f"vcpu-{wid}", daemon=True,
-                                 args=(self.arena.name, self.spec, wid, self.errors, os.getpid()))
+                                 args=(self.arena.name, self.spec, wid, send, os.getpid()))
             p.start()
+            send.close()
             self.procs.append(p)
+            self.pipes.append(receive)
+
+    def _error(self, wid: int) -> str | None:
+        pipe = self.pipes[wid]
+        try:
+            if pipe.poll():
+                return str(pipe.recv_bytes().decode(errors="replace"))
+        except (EOFError, OSError):
+            pass
+        return None
 
     def check(self) -> None:
-        if not self.errors.empty():
-            wid, summary, tb = self.errors.get()
-            raise WorkerDied(f"vcpu {wid} (process) raised {summary}\n{tb}")
         for wid, p in enumerate(self.procs):
             code = p.exitcode
             if code is not None and not self._stopping:
-                if not self.errors.empty():
-                    self.check()
+                message = self._error(wid)
+                if message is not None:
+                    raise WorkerDied(f"vcpu {wid} (process {p.pid}) raised {message}")
                 how = f"signal {-code}" if code < 0 else f"exit code {code}"
                 raise WorkerDied(f"vcpu {wid} (process {p.pid}) died with {how}")
 
@@ -233,6 +262,8 @@ class ProcessWorkers:
                 p.kill()
                 p.join(2)
         for p in self.procs:
-            p.close() if p.exitcode is not None else None
-        self.errors.close()
+            if p.exitcode is not None:
+                p.close()
+        for pipe in self.pipes:
+            pipe.close()
         return forced

@@ -147,7 +147,7 @@ def run_cell(scenario: Scenario, *, progress: Callable[[Progress], None] | None 
     result = CellResult(algorithm=name, engine=scenario.engine, scenario=scenario.to_dict(),
                         rerun=rerun)
     processes = scenario.engine == "processes"
-    arena = Arena(layout, shared=processes)
+    arena: Arena | None = None
     spec = WorkerSpec(layout, memslots, scenario, algorithm_ref(cls))
     workers: ThreadWorkers | ProcessWorkers | None = None
     previous_hook = _switch.current()
@@ -155,6 +155,7 @@ def run_cell(scenario: Scenario, *, progress: Callable[[Progress], None] | None 
     migration: Migration | None = None
     start = time.monotonic()
     try:
+        arena = Arena(layout, shared=processes)
         kvm = Kvm(arena, memslots, scenario.writers, scenario.lock_timeout)
         algorithm = cls(kvm)
         migration = Migration(kvm, algorithm, arena.words("harness:completed"),
@@ -186,8 +187,9 @@ def run_cell(scenario: Scenario, *, progress: Callable[[Progress], None] | None 
                 result.error = f"writers did not stop: {', '.join(stuck)}"
         if not result.seconds:
             result.seconds = time.monotonic() - start
-        _collect(arena, scenario, migration, result)
-        arena.close()
+        if arena is not None:
+            _collect(arena, scenario, migration, result)
+            arena.close()
     return result
 
 

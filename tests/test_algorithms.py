@@ -107,3 +107,13 @@ def test_clear_on_a_clearing_algorithm_is_refused():
 
     with pytest.raises(UsageError, match=r"^expected an algorithm with manual_protect"):
         XchgDirtyLog.clear_dirty_log(None, 0, 0, [1])  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("engine", ["threads", "processes"])
+def test_an_error_mid_execution_stops_long_running_writers(engine, shm_guard):
+    import threading
+
+    r = run_cell(Scenario(algorithm="tests.broken_algorithms:ForgetsToUnlock", engine=engine,
+                          mode="long", seconds=600, lock_timeout=3))
+    assert r.error is not None and r.error.startswith("DeadlockError: harvester tried")
+    assert not [t.name for t in threading.enumerate() if t.name.startswith("vcpu-")]
