@@ -222,6 +222,16 @@ class AtomicWords:
         self._ops.load(self._base + (i << 3), _SEQ_CST, r)
         return int(r[0])
 
+    def peek(self, i: int) -> int:
+        """An atomic load that is *not* a switch point: for the harness's
+        own bookkeeping (a scheduler reading the lock word, a trace showing
+        values), never for the code under test."""
+        if not 0 <= i < self._n:
+            raise self._bad_index(i)
+        r = self._scratch.a
+        self._ops.load(self._base + (i << 3), _SEQ_CST, r)
+        return int(r[0])
+
     def store(self, i: int, value: int) -> None:
         if not 0 <= i < self._n:
             raise self._bad_index(i)

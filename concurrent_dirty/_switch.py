@@ -36,6 +36,18 @@ def switch_point(op: str, target: str, index: int = 0) -> None:
         hook(op, target, index)
 
 
+def cpu_relax(target: str, index: int = 0) -> None:
+    """A spin-wait iteration: the caller cannot progress until another
+    thread acts. Free-running, give up the CPU; under a controlled scheduler
+    (a hook with ``handles_yield``), a ``yield`` switch point that makes the
+    scheduler run someone else."""
+    hook = HOOK
+    if hook is not None and getattr(hook, "handles_yield", False):
+        hook("yield", target, index)
+    else:
+        time.sleep(0)
+
+
 def install(hook: SwitchHook | None) -> SwitchHook | None:
     """Install ``hook`` for this process; return the previous one."""
     global HOOK

@@ -75,7 +75,7 @@ class MmuLock:
                 ok, value = word.compare_exchange(0, 0, actor + 1)
                 if ok:
                     return
-            time.sleep(0)
+            _switch.cpu_relax("mmu_lock", actor)
             spins += 1
             if spins & 63:
                 continue
@@ -144,7 +144,7 @@ class Srcu:
                 value = readers.load(r)
                 if not value & 1 or value >> 1 >= target:
                     break
-                time.sleep(0)
+                _switch.cpu_relax("srcu", r)
                 spins += 1
                 if spins & 63:
                     continue

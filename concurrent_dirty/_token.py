@@ -1,0 +1,91 @@
+"""Replay tokens: everything needed to rerun one controlled execution.
+
+Format: ``cd<version>.`` followed by URL-safe base64 (no padding) of the
+zlib-compressed, sorted JSON payload ``{"algorithm", "scenario", "program",
+"schedule", "expect"}``: the algorithm's reference, the scenario fields that
+shape the VM, the writers' writes and the rounds, the thread chosen at each
+scheduling decision, and the failure it led to (kind and step). Version 1
+is the only one; a token of another version, or anything else, is refused
+with a one-line error.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+import zlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .errors import UsageError
+from .scenario import Scenario
+
+if TYPE_CHECKING:
+    from .controlled import ExecutionResult, Program
+
+__all__ = ["VERSION", "encode", "decode", "ReplayCase"]
+
+VERSION = 1
+_PREFIX = re.compile(r"^cd(\d+)\.([A-Za-z0-9_-]+)$")
+_SCENARIO_FIELDS = ("slots", "pages", "initially_set", "seed", "lock_timeout")
+
+
+@dataclass(frozen=True)
+class ReplayCase:
+    algorithm: str
+    scenario: Scenario
+    program: Program
+    schedule: tuple[int, ...]
+    expect_kind: str
+    expect_step: int
+
+
+def encode(result: ExecutionResult) -> str:
+    sc = result.scenario
+    payload = {
+        "algorithm": result.algorithm_ref,
+        "scenario": {f: getattr(sc, f) for f in _SCENARIO_FIELDS},
+        "program": result.program.to_json(),
+        "schedule": result.outcome.schedule,
+        "expect": {"kind": result.outcome.kind, "step": result.outcome.step},
+    }
+    raw = json.dumps(payload, separators=(",", ":"), sort_keys=True).encode()
+    body = base64.urlsafe_b64encode(zlib.compress(raw, 9)).decode().rstrip("=")
+    return f"cd{VERSION}.{body}"
+
+
+def _short(token: str) -> str:
+    return repr(token if len(token) <= 40 else token[:37] + "...")
+
+
+def decode(token: Any) -> ReplayCase:
+    from .controlled import Program
+
+    if not isinstance(token, str):
+        raise UsageError(f"expected a replay token string like cd1.<base64>, "
+                         f"got {type(token).__name__}")
+    token = token.strip()
+    m = _PREFIX.match(token)
+    if m is None:
+        raise UsageError(f"expected a replay token like cd1.<base64>, got {_short(token)}")
+    version = int(m.group(1))
+    if version != VERSION:
+        raise UsageError(f"expected a version {VERSION} replay token, got version {version} "
+                         f"(made by another release of concurrent-dirty?)")
+    body = m.group(2)
+    try:
+        raw = zlib.decompress(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+        payload = json.loads(raw)
+        scenario = Scenario(algorithm=str(payload["algorithm"]),
+                            **{f: payload["scenario"][f] for f in _SCENARIO_FIELDS})
+        program = Program.from_json(payload["program"])
+        schedule = tuple(int(t) for t in payload["schedule"])
+        expect = payload["expect"]
+        return ReplayCase(algorithm=str(payload["algorithm"]), scenario=scenario,
+                          program=program, schedule=schedule, expect_kind=str(expect["kind"]),
+                          expect_step=int(expect["step"]))
+    except (binascii.Error, zlib.error, ValueError, KeyError, TypeError) as exc:
+        raise UsageError(f"expected a replay token like cd1.<base64>, got a damaged one "
+                         f"({type(exc).__name__}: {exc})") from None

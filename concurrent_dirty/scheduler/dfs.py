@@ -1,0 +1,88 @@
+"""``dfs``: exhaustive depth-first search with a preemption bound.
+
+Musuvathi and Qadeer, "Iterative Context Bounding for Systematic Testing of
+Multithreaded Programs", PLDI 2007: most concurrency bugs need few
+preemptions, so enumerate every schedule with at most ``max_preemptions``
+of them. A decision point's options are the current thread first (no
+preemption), then the others, which are offered only while the bound
+allows; where the current thread cannot go on, every runnable thread is
+free. Each execution replays the previous one's prefix and takes the next
+option at the deepest decision that has one left; when none has, the space
+is exhausted. ``max_steps`` optionally stops branching past a depth.
+
+The search needs the code under test to be deterministic: a prefix that
+replays to different runnable sets raises a clear error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from ..errors import UsageError
+
+__all__ = ["DfsScheduler"]
+
+
+class DfsScheduler:
+    def __init__(self, max_preemptions: int | None = 2, *, max_steps: int | None = None,
+                 max_executions: int | None = None) -> None:
+        if max_preemptions is not None and max_preemptions < 0:
+            raise UsageError(f"expected a preemption bound >= 0, got {max_preemptions!r}")
+        self.max_preemptions = max_preemptions
+        self.max_steps = max_steps
+        self.max_executions = max_executions
+        self.execution = 0
+        self.exhausted = False
+        self._stack: list[list[object]] = []  # [options, index, runnable] per decision
+        self._pos = 0
+        self._preemptions = 0
+
+    def new_execution(self) -> bool:
+        if self.max_executions is not None and self.execution >= self.max_executions:
+            return False
+        if self.execution:
+            while self._stack:
+                node = self._stack[-1]
+                options, index = node[0], node[1]
+                assert isinstance(options, list) and isinstance(index, int)
+                if index + 1 < len(options):
+                    node[1] = index + 1
+                    break
+                self._stack.pop()
+            if not self._stack:
+                self.exhausted = True
+                return False
+        self.execution += 1
+        self._pos = 0
+        self._preemptions = 0
+        return True
+
+    def next_thread(self, runnable: Sequence[int], current: int | None) -> int:
+        if self._pos < len(self._stack):
+            node = self._stack[self._pos]
+            if node[2] != list(runnable):
+                raise UsageError(
+                    f"dfs replay diverged at decision {self._pos}: expected runnable threads "
+                    f"{node[2]}, got {list(runnable)}; the code under test is not "
+                    f"deterministic under a fixed schedule")
+        else:
+            if current is not None and current in runnable:
+                others = [t for t in runnable if t != current]
+                bounded = self.max_preemptions is not None \
+                    and self._preemptions >= self.max_preemptions
+                deep = self.max_steps is not None and self._pos >= self.max_steps
+                options = [current] if bounded or deep else [current, *others]
+            else:
+                options = list(runnable)
+            node = [options, 0, list(runnable)]
+            self._stack.append(node)
+        options, index = node[0], node[1]
+        assert isinstance(options, list) and isinstance(index, int)
+        choice = int(options[index])
+        if current is not None and choice != current:
+            self._preemptions += 1
+        self._pos += 1
+        return choice
+
+    def next_u64(self) -> int:
+        return 0  # exhaustive search explores no random choices
