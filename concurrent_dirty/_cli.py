@@ -15,6 +15,7 @@ import tempfile
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
+from . import _cli_fuzz
 from ._report import ProgressPrinter, summary_line, verdict_table
 from .dirtylog import BUILTIN_ALGORITHMS, resolve_algorithm
 from .errors import UsageError
@@ -115,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
                    default=None, help="sys.setswitchinterval for the threads engine")
     g.add_argument("--json", metavar="PATH", help="write the report as JSON")
     g.add_argument("--quiet", action="store_true", help="no progress line")
+    _cli_fuzz.add_parsers(sub, _number, _choice)
     return parser
 
 
@@ -155,9 +157,13 @@ def _check_json_path(path: str) -> None:
 
 
 def _write_json(path: str, results: list[CellResult], interrupted: bool) -> None:
-    report = {"tool": "concurrent-dirty", "command": "stress", "interrupted": interrupted,
-              "verdict": "fail" if any(r.status != "ok" for r in results) else "pass",
-              "results": [r.to_json() for r in results]}
+    _write_report(path, {
+        "tool": "concurrent-dirty", "command": "stress", "interrupted": interrupted,
+        "verdict": "fail" if any(r.status != "ok" for r in results) else "pass",
+        "results": [r.to_json() for r in results]})
+
+
+def _write_report(path: str, report: dict[str, Any]) -> None:
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".concurrent-dirty-", suffix=".json", dir=directory)
     try:
@@ -221,6 +227,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     previous = signal.signal(signal.SIGTERM, _sigterm)
     try:
+        if ns.command == "fuzz":
+            if ns.json:
+                _check_json_path(ns.json)
+            return _cli_fuzz.run_fuzz(ns, _write_report)
+        if ns.command == "replay":
+            return _cli_fuzz.run_replay(ns)
         return _stress(ns)
     except UsageError as exc:
         sys.stderr.write(f"concurrent-dirty: error: {exc}\n")

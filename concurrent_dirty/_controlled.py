@@ -92,6 +92,47 @@ class Outcome:
         return self.kind != "ok"
 
 
+class _Carrier:
+    """A reusable OS thread that runs controlled threads' bodies, so that an
+    execution does not pay for starting threads (most of a tiny execution's
+    cost otherwise)."""
+
+    _idle: list[_Carrier] = []
+    _lock = threading.Lock()
+    _count = 0
+
+    def __init__(self) -> None:
+        self._go = threading.Semaphore(0)
+        self._job: Callable[[], None] | None = None
+        with _Carrier._lock:
+            _Carrier._count += 1
+            n = _Carrier._count
+        self.thread = threading.Thread(target=self._loop, name=f"controlled-carrier-{n}",
+                                       daemon=True)
+        self.thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            self._go.acquire()
+            job, self._job = self._job, None
+            assert job is not None
+            try:
+                job()
+            finally:
+                with _Carrier._lock:
+                    _Carrier._idle.append(self)
+
+    @classmethod
+    def submit(cls, job: Callable[[], None]) -> threading.Thread:
+        with cls._lock:
+            carrier = cls._idle.pop() if cls._idle else None
+        if carrier is None:
+            carrier = cls()
+        carrier._job = job
+        carrier._go.release()
+        return carrier.thread
+
+
 class _Thread:
     __slots__ = ("tid", "name", "fn", "sem", "done", "blocker", "waits_for", "yielded",
                  "last", "pending_preempt", "os_thread")
@@ -134,6 +175,7 @@ class Runtime:
         self._aborted = False
         self._all_done = threading.Event()
         self._registered = threading.Semaphore(0)
+        self._exited = threading.Semaphore(0)
 
     # -- building ---------------------------------------------------------------
     def spawn(self, name: str, fn: Callable[[], None]) -> int:
@@ -230,8 +272,8 @@ class Runtime:
         return words.peek(index)
 
     def _record(self, me: _Thread, op: str, target: str, index: int) -> None:
-        step = Step(index=len(self.outcome.trace) + 1, thread=me.tid, op=op, target=target, word=index,
-                    before=self._peek(target, index), preempted=me.pending_preempt)
+        step = Step(index=len(self.outcome.trace) + 1, thread=me.tid, op=op, target=target,
+                    word=index, before=self._peek(target, index), preempted=me.pending_preempt)
         me.pending_preempt = None
         me.last = step
         self.outcome.trace.append(step)
@@ -244,7 +286,8 @@ class Runtime:
 
     # -- life cycle ---------------------------------------------------------------
     def _thread_main(self, t: _Thread) -> None:
-        self._by_ident[threading.get_ident()] = t
+        ident = threading.get_ident()
+        self._by_ident[ident] = t
         self._registered.release()
         t.sem.acquire()
         try:
@@ -260,6 +303,8 @@ class Runtime:
             self._fail("error", f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}", t, exc)
         finally:
             self._finish(t)
+            self._by_ident.pop(ident, None)
+            self._exited.release()
 
     def _finish(self, t: _Thread) -> None:
         if self.tracing:
@@ -314,9 +359,7 @@ class Runtime:
         if not self.threads:
             raise UsageError("expected at least one spawned thread, got none")
         for t in self.threads:
-            t.os_thread = threading.Thread(target=self._thread_main, args=(t,),
-                                           name=f"controlled-{t.name}", daemon=True)
-            t.os_thread.start()
+            t.os_thread = _Carrier.submit(lambda t=t: self._thread_main(t))  # type: ignore[misc]
         for _ in self.threads:
             self._registered.acquire()
         first = self._decide([t.tid for t in self.threads], None)
@@ -332,7 +375,8 @@ class Runtime:
                                    f"a thread blocked outside the switch points (a real OS "
                                    f"lock or a sleep?){stacks}", self.threads[0])
             self._all_done.wait(5)
-        for t in self.threads:
-            if t.os_thread is not None:
-                t.os_thread.join(5)
+        # Every body has returned (its carrier is idle again) before we do.
+        for _ in self.threads:
+            if not self._exited.acquire(timeout=5):
+                break
         return self.outcome

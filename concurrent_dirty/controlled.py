@@ -16,6 +16,7 @@ from typing import Any
 
 from . import _switch
 from ._arena import Arena
+from ._atomic import AtomicWords
 from ._controlled import Outcome, Runtime, Scheduler
 from ._vcpu import Vcpu, workload_picker
 from .dirtylog import DirtyLogAlgorithm, algorithm_name, algorithm_ref, resolve_algorithm
@@ -99,70 +100,103 @@ class ExecutionResult:
             return
         text = (f"{self.counterexample()}\n\nreplay token: {self.token}\n"
                 f"  concurrent-dirty replay {self.token}")
+        exc: ConcurrentDirtyError
         if out.kind == "violation":
-            violations = getattr(out.exception, "violations", [])
-            raise InvariantViolation(text, violations)
-        if out.kind in ("deadlock", "step-bound"):
-            raise DeadlockError(text)
-        raise ConcurrentDirtyError(text)
+            exc = InvariantViolation(text, getattr(out.exception, "violations", []))
+        elif out.kind in ("deadlock", "step-bound"):
+            exc = DeadlockError(text)
+        else:
+            exc = ConcurrentDirtyError(text)
+        exc.result = self  # type: ignore[attr-defined]
+        raise exc
+
+
+class _Vm:
+    """The state of one VM shape, kept across executions: building views
+    and objects costs more than a tiny execution, so each execution only
+    zeroes the words and restarts logging (fresh state all the same)."""
+
+    def __init__(self, cls: type[DirtyLogAlgorithm], scenario: Scenario, nwriters: int) -> None:
+        self.memslots = build_memslots(scenario, getattr(cls, "slot_flags", MemslotFlags.NONE))
+        layout = Kvm.layout(self.memslots, nwriters, cls.shared_words(self.memslots))
+        layout.add("harness:completed", self.memslots.total_gfns)
+        self.layout = layout
+        self.arena = Arena(layout, shared=False)
+        self.kvm = Kvm(self.arena, self.memslots, nwriters, scenario.lock_timeout)
+        self.algorithm = cls(self.kvm)
+        self.completed = self.arena.words("harness:completed")
+        self.vcpus = [Vcpu(w, self.kvm, cls(self.kvm), self.completed) for w in range(nwriters)]
+        self.migration = Migration(self.kvm, self.algorithm, self.completed,
+                                   algorithm_name=algorithm_name(cls), engine="controlled",
+                                   seed=scenario.seed)
+
+    def reset(self) -> None:
+        for region in self.layout.regions:
+            self.arena.zero(region)
+        for slot in self.memslots:
+            if slot.logging:
+                self.algorithm.enable_dirty_logging(slot)
+        self.migration.begin(1)
+        self.migration.violations.clear()
+
+    def words(self, region: str) -> AtomicWords | None:
+        return self.arena.words(region) if region in self.layout.regions else None
+
+
+_VMS: dict[tuple[Any, ...], _Vm] = {}
+_VMS_KEPT = 4
+
+
+def _vm(cls: type[DirtyLogAlgorithm], scenario: Scenario, nwriters: int) -> _Vm:
+    key = (cls, scenario.slots, scenario.pages, scenario.initially_set, scenario.lock_timeout,
+           scenario.seed, nwriters)
+    vm = _VMS.pop(key, None)
+    if vm is None:
+        vm = _Vm(cls, scenario, nwriters)
+        while len(_VMS) >= _VMS_KEPT:
+            _VMS.pop(next(iter(_VMS))).arena.close()
+    _VMS[key] = vm  # most recently used last
+    return vm
 
 
 def run_controlled(algorithm: str | type[DirtyLogAlgorithm], scenario: Scenario,
                    program: Program, scheduler: Scheduler, *,
                    max_steps: int = DEFAULT_MAX_STEPS, trace: bool = False) -> ExecutionResult:
     """Run ``program`` once under ``scheduler`` (whose ``new_execution`` the
-    caller has already called)."""
+    caller has already called), on fresh state."""
     cls = resolve_algorithm(algorithm) if isinstance(algorithm, str) else algorithm
-    memslots = build_memslots(scenario, getattr(cls, "slot_flags", MemslotFlags.NONE))
-    total = memslots.total_gfns
+    total = scenario.slots * scenario.pages
     for w, writes in enumerate(program.writes):
         for gfn, _ in writes:
             if not 0 <= gfn < total:
                 raise UsageError(f"expected gfns in [0, {total}) for writer {w}, got {gfn}")
-    nwriters = len(program.writes)
-    layout = Kvm.layout(memslots, nwriters, cls.shared_words(memslots))
-    layout.add("harness:completed", total)
-    arena = Arena(layout, shared=False)
-    try:
-        kvm = Kvm(arena, memslots, nwriters, scenario.lock_timeout)
-        algo = cls(kvm)
-        for slot in memslots:
-            if slot.logging:
-                algo.enable_dirty_logging(slot)
-        completed = arena.words("harness:completed")
-        name = algorithm_name(cls)
-        migration = Migration(kvm, algo, completed, algorithm_name=name, engine="controlled",
-                              seed=scenario.seed)
-        migration.begin(1)
-        runtime = Runtime(scheduler, max_steps=max_steps, lock_word=arena.words("mmu_lock"),
-                          words=lambda r: arena.words(r) if r in layout.regions else None,
-                          ignore=_IGNORED, trace=trace)
-        writer_ids = []
-        for w, writes in enumerate(program.writes):
-            vcpu = Vcpu(w, kvm, cls(kvm), completed)
-            writer_ids.append(runtime.spawn(f"vcpu {w}", _writer(vcpu, writes)))
+    vm = _vm(cls, scenario, len(program.writes))
+    vm.reset()
+    migration = vm.migration
+    runtime = Runtime(scheduler, max_steps=max_steps, lock_word=vm.arena.words("mmu_lock"),
+                      words=vm.words, ignore=_IGNORED, trace=trace)
+    writer_ids = [runtime.spawn(f"vcpu {w}", _writer(vm.vcpus[w], writes))
+                  for w, writes in enumerate(program.writes)]
 
-        def harvester() -> None:
-            for _ in range(program.rounds):
-                migration.harvest_round()
-                _raise_first(migration)
-            runtime.wait_for(writer_ids)
+    def harvester() -> None:
+        for _ in range(program.rounds):
             migration.harvest_round()
             _raise_first(migration)
-            migration.final_check()
-            _raise_first(migration)
+        runtime.wait_for(writer_ids)
+        migration.harvest_round()
+        _raise_first(migration)
+        migration.final_check()
+        _raise_first(migration)
 
-        runtime.spawn("harvester", harvester)
-        previous = _switch.install(runtime)
-        try:
-            outcome = runtime.run()
-        finally:
-            _switch.install(previous)
-        return ExecutionResult(algorithm=name, algorithm_ref=algorithm_ref(cls),
-                               scenario=scenario, program=program, outcome=outcome,
-                               names=[t.name for t in runtime.threads])
+    runtime.spawn("harvester", harvester)
+    previous = _switch.install(runtime)
+    try:
+        outcome = runtime.run()
     finally:
-        arena.close()
+        _switch.install(previous)
+    return ExecutionResult(algorithm=algorithm_name(cls), algorithm_ref=algorithm_ref(cls),
+                           scenario=scenario, program=program, outcome=outcome,
+                           names=[t.name for t in runtime.threads])
 
 
 def _writer(vcpu: Vcpu, writes: tuple[tuple[int, bool], ...]) -> Any:

@@ -211,7 +211,10 @@ class Interleaving:
         shrunk example it reports), first minimise the preemptions with
         iterative preemption bounding, then raise with the counterexample
         and the replay token."""
-        result = self.run()
+        self.check_result(self.run())
+
+    def check_result(self, result: ExecutionResult) -> None:
+        """:meth:`check` for a result the caller already has."""
         if not result.failed:
             return
         if not _is_final():

@@ -17,10 +17,21 @@ replays to different runnable sets raises a clear error.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from ..errors import UsageError
 
 __all__ = ["DfsScheduler"]
+
+
+@dataclass
+class _Node:
+    """One decision: the options in the order tried, the one taken now, and
+    the runnable set seen (to detect nondeterminism on replay)."""
+
+    options: list[int]
+    index: int
+    runnable: list[int]
 
 
 class DfsScheduler:
@@ -33,7 +44,7 @@ class DfsScheduler:
         self.max_executions = max_executions
         self.execution = 0
         self.exhausted = False
-        self._stack: list[list[object]] = []  # [options, index, runnable] per decision
+        self._stack: list[_Node] = []
         self._pos = 0
         self._preemptions = 0
 
@@ -43,10 +54,8 @@ class DfsScheduler:
         if self.execution:
             while self._stack:
                 node = self._stack[-1]
-                options, index = node[0], node[1]
-                assert isinstance(options, list) and isinstance(index, int)
-                if index + 1 < len(options):
-                    node[1] = index + 1
+                if node.index + 1 < len(node.options):
+                    node.index += 1
                     break
                 self._stack.pop()
             if not self._stack:
@@ -60,10 +69,10 @@ class DfsScheduler:
     def next_thread(self, runnable: Sequence[int], current: int | None) -> int:
         if self._pos < len(self._stack):
             node = self._stack[self._pos]
-            if node[2] != list(runnable):
+            if node.runnable != list(runnable):
                 raise UsageError(
                     f"dfs replay diverged at decision {self._pos}: expected runnable threads "
-                    f"{node[2]}, got {list(runnable)}; the code under test is not "
+                    f"{node.runnable}, got {list(runnable)}; the code under test is not "
                     f"deterministic under a fixed schedule")
         else:
             if current is not None and current in runnable:
@@ -74,11 +83,9 @@ class DfsScheduler:
                 options = [current] if bounded or deep else [current, *others]
             else:
                 options = list(runnable)
-            node = [options, 0, list(runnable)]
+            node = _Node(options, 0, list(runnable))
             self._stack.append(node)
-        options, index = node[0], node[1]
-        assert isinstance(options, list) and isinstance(index, int)
-        choice = int(options[index])
+        choice = node.options[node.index]
         if current is not None and choice != current:
             self._preemptions += 1
         self._pos += 1

@@ -36,6 +36,7 @@ class PctScheduler:
         self.max_executions = max_executions
         self.execution = 0
         self.max_threads = 0
+        self._k_seen = 0
         self._rng = random.Random()
         self._priority: dict[int, float] = {}
         self._changes: dict[int, int] = {}
@@ -46,7 +47,9 @@ class PctScheduler:
         if self.max_executions is not None and self.execution >= self.max_executions:
             return False
         if self.execution:
-            self.k = max(self.k, self._step)
+            # k: the longest execution seen; the hint only serves the first.
+            self._k_seen = max(self._k_seen, self._step)
+            self.k = self._k_seen
         self.execution += 1
         self._rng = rng = random.Random(f"pct:{self.seed}:{self.execution}")
         self._priority = {}
@@ -82,6 +85,6 @@ class PctScheduler:
         least p; after ``executions`` clean ones, the chance one was missed
         is at most q = (1 - p) ** executions."""
         n = max(1, self.max_threads)
-        k = max(1, self.k, self._step)
+        k = max(1, self._k_seen, self._step)
         p = 1.0 / (n * k ** (self.depth - 1))
         return p, (1.0 - p) ** executions
