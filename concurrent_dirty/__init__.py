@@ -7,6 +7,7 @@ starts with ``_`` is private.
 
 from ._atomic import AtomicWords
 from ._sync import HARVESTER, MmuLock, Srcu
+from .controlled import ExecutionResult, Program, run_controlled
 from .dirtylog import (
     BUILTIN_ALGORITHMS,
     DirtyLogAlgorithm,
@@ -25,15 +26,50 @@ from .errors import (
     UsageError,
     WorkerDied,
 )
+from .fuzz import (
+    FuzzReport,
+    Interleaving,
+    explore,
+    interleavings,
+    minimize_preemptions,
+    regression_test,
+    replay,
+)
 from .kvm import WRITABLE, Kvm, page_value, page_version, page_writer
 from .memslot import Memslot, MemslotFlags, MemslotTable
 from .oracle import Migration, Violation
 from .scenario import Scenario
+from .scheduler import (
+    ChoiceScheduler,
+    DfsScheduler,
+    Metrics,
+    PctScheduler,
+    RandomScheduler,
+    ReplayScheduler,
+    Scheduler,
+)
 from .stress import CellResult, Progress, run_cell
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ChoiceScheduler",
+    "DfsScheduler",
+    "ExecutionResult",
+    "FuzzReport",
+    "Interleaving",
+    "Metrics",
+    "PctScheduler",
+    "Program",
+    "RandomScheduler",
+    "ReplayScheduler",
+    "Scheduler",
+    "explore",
+    "interleavings",
+    "minimize_preemptions",
+    "regression_test",
+    "replay",
+    "run_controlled",
     "BUILTIN_ALGORITHMS",
     "HARVESTER",
     "WRITABLE",

@@ -75,9 +75,22 @@ def decode(token: Any) -> ReplayCase:
         raise UsageError(f"expected a version {VERSION} replay token, got version {version} "
                          f"(made by another release of concurrent-dirty?)")
     body = m.group(2)
+
+    def damaged(why: str) -> UsageError:
+        return UsageError(f"expected a replay token like cd1.<base64>, got a damaged one "
+                          f"({why})")
+
     try:
-        raw = zlib.decompress(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
-        payload = json.loads(raw)
+        packed = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
+    except (binascii.Error, ValueError):
+        raise damaged("its body is not base64") from None
+    try:
+        payload = json.loads(zlib.decompress(packed))
+    except zlib.error:
+        raise damaged("its body does not decompress: truncated or mistyped?") from None
+    except ValueError:
+        raise damaged("its payload is not JSON") from None
+    try:
         scenario = Scenario(algorithm=str(payload["algorithm"]),
                             **{f: payload["scenario"][f] for f in _SCENARIO_FIELDS})
         program = Program.from_json(payload["program"])
@@ -86,6 +99,7 @@ def decode(token: Any) -> ReplayCase:
         return ReplayCase(algorithm=str(payload["algorithm"]), scenario=scenario,
                           program=program, schedule=schedule, expect_kind=str(expect["kind"]),
                           expect_step=int(expect["step"]))
-    except (binascii.Error, zlib.error, ValueError, KeyError, TypeError) as exc:
-        raise UsageError(f"expected a replay token like cd1.<base64>, got a damaged one "
-                         f"({type(exc).__name__}: {exc})") from None
+    except KeyError as exc:
+        raise damaged(f"its payload has no {exc.args[0]!r}") from None
+    except (TypeError, ValueError, IndexError) as exc:
+        raise damaged(f"its payload is malformed: {exc}") from None

@@ -71,3 +71,15 @@ class CrashesInWriter(XchgDirtyLog):
         if multiprocessing.parent_process() is not None:
             os.kill(os.getpid(), signal.SIGKILL)
         raise RuntimeError("writer crashed on purpose")
+
+
+class SpinsWithoutYield(XchgDirtyLog):
+    """Waits for a bit that never comes, polling without a yield."""
+
+    name = "spins-without-yield"
+
+    def mark_page_dirty(self, gfn: int, vcpu_id: int) -> None:
+        slot = self._slot_of(gfn)
+        bitmap = self.kvm.dirty_bitmap(slot.id)
+        while not bitmap.load(slot.nwords):  # BUG: nobody ever sets it
+            pass

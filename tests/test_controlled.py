@@ -1,0 +1,164 @@
+"""The controlled engine: one thread at a time, blocking, deadlocks, step
+bounds, errors, and the schedulers' determinism."""
+
+import threading
+
+import pytest
+
+from concurrent_dirty import Scenario
+from concurrent_dirty.controlled import Program, make_program, run_controlled
+from concurrent_dirty.fuzz import explore
+from concurrent_dirty.scheduler import (
+    ChoiceScheduler,
+    DfsScheduler,
+    Metrics,
+    PctScheduler,
+    RandomScheduler,
+    ReplayScheduler,
+)
+
+BROKEN = "tests.broken_algorithms:NonatomicClearXchg"
+SMALL = Scenario(writers=2, slots=1, pages=4, writes=2, on_behalf=0.5)
+# Two writers, one on-behalf write each: the smallest program in which the
+# load-then-store clear loses a bit, with one preemption.
+RACE = Program(writes=(((0, True),), ((1, True),)), rounds=1)
+
+
+def fresh(scheduler):
+    assert scheduler.new_execution()
+    return scheduler
+
+
+def trace_of(result):
+    return [(s.thread, s.op, s.target, s.word, s.before, s.after)
+            for s in result.outcome.trace]
+
+
+@pytest.mark.parametrize("algorithm", ["srcu", "xchg", "manual"])
+@pytest.mark.parametrize("scheduler", ["random", "pct", "dfs"])
+def test_correct_algorithms_never_fail_under_any_scheduler(algorithm, scheduler):
+    r = explore(algorithm, SMALL, scheduler=scheduler, executions=150, seconds=120,
+                preemptions=1)
+    assert r.failure is None, r.failure and r.failure.counterexample()
+    assert r.executions == (150 if scheduler != "dfs" else r.executions) and r.steps > 0
+
+
+def test_random_finds_the_broken_clear():
+    r = explore(BROKEN, SMALL, scheduler="random", executions=3000, seconds=120)
+    assert r.failure is not None and r.failure.outcome.kind == "violation"
+
+
+def test_pct_finds_the_broken_clear():
+    r = explore(BROKEN, SMALL, scheduler="pct", executions=5000, seconds=120)
+    assert r.failure is not None and r.failure.outcome.kind == "violation"
+
+
+def test_dfs_with_one_preemption_finds_the_broken_clear():
+    r = explore(BROKEN, SMALL, scheduler="dfs", preemptions=1, executions=None, seconds=120,
+                program=RACE)
+    assert r.failure is not None
+    assert r.failure.outcome.preemptions == 1
+    assert "<== preempts harvester" in r.failure.counterexample()
+
+
+def test_dfs_without_preemptions_finds_nothing_and_exhausts_the_space():
+    r = explore(BROKEN, SMALL, scheduler="dfs", preemptions=0, executions=None, seconds=120,
+                program=RACE)
+    assert r.failure is None
+    assert r.exhausted is True
+    assert r.preemptions == 0 and r.executions > 1
+
+
+def test_dfs_space_grows_with_the_bound_and_is_exhausted():
+    sizes = []
+    for bound in (0, 1, 2):
+        r = explore("xchg", SMALL, scheduler="dfs", preemptions=bound, executions=None,
+                    seconds=120, program=RACE)
+        assert r.exhausted is True and r.failure is None
+        sizes.append(r.executions)
+    assert sizes[0] < sizes[1] < sizes[2]
+
+
+@pytest.mark.parametrize("make", [lambda s: RandomScheduler(s), lambda s: PctScheduler(s)])
+def test_same_seed_same_trace_different_seed_different_trace(make):
+    program = make_program(SMALL)
+    runs = {}
+    for seed in (1, 1, 2):
+        r = run_controlled("xchg", SMALL, program, fresh(make(seed)), trace=True)
+        runs.setdefault(seed, []).append(trace_of(r))
+    assert runs[1][0] == runs[1][1]
+    assert runs[1][0] != runs[2][0]
+
+
+def test_replaying_a_recorded_schedule_gives_the_same_trace():
+    program = make_program(SMALL)
+    first = run_controlled("srcu", SMALL, program, fresh(RandomScheduler(5)), trace=True)
+    again = run_controlled("srcu", SMALL, program,
+                           fresh(ReplayScheduler(first.outcome.schedule)), trace=True)
+    assert trace_of(first) == trace_of(again)
+
+
+def test_trace_is_one_total_order_of_operations():
+    r = run_controlled("xchg", SMALL, make_program(SMALL), fresh(RandomScheduler(3)),
+                       trace=True)
+    steps = [s.index for s in r.outcome.trace]
+    assert steps == list(range(1, len(steps) + 1))
+    assert {s.thread for s in r.outcome.trace} == {0, 1, 2}
+
+
+def test_a_true_deadlock_names_each_thread_and_the_lock_holder():
+    program = Program(writes=(((0, False),),), rounds=1)
+    # Decision 0: run the harvester (id 1) first; it keeps mmu_lock after GET.
+    r = run_controlled("tests.broken_algorithms:ForgetsToUnlock", SMALL, program,
+                       fresh(ChoiceScheduler([1])))
+    assert r.outcome.kind == "deadlock"
+    assert r.outcome.message == ("deadlock: no thread can run; vcpu 0 waits for mmu_lock, "
+                                 "held by harvester; harvester waits for vcpu 0 to finish")
+
+
+def test_a_spin_loop_without_yield_hits_the_step_bound():
+    r = run_controlled("tests.broken_algorithms:SpinsWithoutYield", SMALL,
+                       Program(writes=(((0, True),),), rounds=0), fresh(RandomScheduler(0)),
+                       max_steps=300)
+    assert r.outcome.kind == "step-bound"
+    assert r.outcome.message.startswith("the execution exceeded 300 steps (max_steps) at vcpu 0's")
+    assert "spin loop without a yield" in r.outcome.message
+
+
+def test_an_exception_in_a_thread_ends_the_execution_cleanly():
+    before = threading.active_count()
+    r = run_controlled("tests.broken_algorithms:CrashesInWriter", SMALL, make_program(SMALL),
+                       fresh(RandomScheduler(0)))
+    assert r.outcome.kind == "error"
+    assert "RuntimeError: writer crashed on purpose" in r.outcome.message
+    # every controlled body has returned; at most idle carriers were added
+    assert threading.active_count() <= before + 3
+    again = run_controlled("xchg", SMALL, make_program(SMALL), fresh(RandomScheduler(0)))
+    assert again.outcome.kind == "ok"
+
+
+def test_metrics_wrapper_counts_preemptions_and_switches():
+    m = Metrics(RandomScheduler(1, stay=0.0))
+    for _ in range(3):
+        assert m.new_execution()
+        run_controlled("xchg", SMALL, make_program(SMALL), m)
+    assert m.executions == 3
+    assert m.decisions > 0 and m.preemptions > 0 and m.switches >= m.preemptions
+
+
+def test_pct_reports_its_guarantee_after_a_clean_run():
+    r = explore("xchg", SMALL, scheduler="pct", executions=50, seconds=60, depth=2)
+    assert r.guarantee.startswith("pct guarantee: with n=3 threads and k=")
+    assert "after 50 clean executions the chance such a bug was missed is <=" in r.guarantee
+
+
+def test_bad_scheduler_arguments_are_clear_errors():
+    from concurrent_dirty import UsageError
+
+    with pytest.raises(UsageError, match=r"^expected a preemption bound >= 0, got -1$"):
+        DfsScheduler(-1)
+    with pytest.raises(UsageError, match=r"^expected a bug depth >= 1 for pct, got 0$"):
+        PctScheduler(depth=0)
+    with pytest.raises(UsageError, match=r"^expected 0 <= stay < 1 for the random "
+                                         r"scheduler, got 1.5$"):
+        RandomScheduler(stay=1.5)
