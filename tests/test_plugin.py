@@ -1,0 +1,55 @@
+"""The pytest plugin: options, markers, header, fixtures, replay items."""
+
+import pytest
+
+pytest_plugins = ["pytester"]
+
+TOKEN = ("cd1.eNplTkFqxDAM_IvOZomXHkquvfdcMCGojpqIOFawlXaXZf9eeVt6KXOQmNHM6AaYZimsywY9KFWtp_ciK-"
+         "XxT6j9q2RU2Ti-JMLyFpcZHNBlp6jQ32DlPJn7kyWhsmQTq9IOvX--O9iLzAW3dljkyFM13sGXRZOtIYTO-WFwIfg2B"
+         "3PUSBkLS7NwZmVM6TpWsrIPTJUcJInrqLyRHEb67tRZD84t8Mn8RPaPUTWJtrpH5kLTkcgaO_eD8wP-F-f_GO7f1QZbqQ")
+
+
+def test_header_names_engine_and_budget(pytester):
+    pytester.makepyfile("def test_ok():\n    pass\n")
+    result = pytester.runpytest("--cd-engine", "processes", "--cd-budget", "3")
+    result.stdout.fnmatch_lines(["concurrent-dirty *: engine=processes, budget=3s per cell, "
+                                 "replay tokens=0"])
+    assert result.ret == 0
+
+
+def test_markers_are_registered(pytester):
+    pytester.makepyfile("import pytest\n\n@pytest.mark.stress\n@pytest.mark.fuzz\n"
+                        "def test_marked():\n    pass\n")
+    result = pytester.runpytest("--strict-markers", "-m", "stress and fuzz")
+    result.assert_outcomes(passed=1)
+
+
+def test_bad_budget_is_a_usage_error(pytester):
+    result = pytester.runpytest("--cd-budget", "0")
+    result.stderr.fnmatch_lines(["*expected --cd-budget > 0, got 0.0*"])
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+
+
+def test_dirty_fixture_runs_each_engine(pytester):
+    pytester.makepyfile('''
+import pytest
+
+@pytest.mark.parametrize("engine", ["threads", "processes", "controlled"])
+def test_xchg(dirty, engine):
+    r = dirty.check("xchg", engine=engine, max_executions=5) if engine != "controlled" \\
+        else dirty.check("xchg", engine=engine)
+    assert r is not None
+''')
+    result = pytester.runpytest_subprocess("--cd-budget", "1", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=3)
+
+
+def test_replay_token_option_adds_a_failing_test(pytester, monkeypatch):
+    import pathlib
+
+    # the token names tests.broken_algorithms: importable from the repository
+    monkeypatch.setenv("PYTHONPATH", str(pathlib.Path(__file__).parent.parent))
+    pytester.makepyfile("def test_ok():\n    pass\n")
+    result = pytester.runpytest_subprocess("--cd-replay", TOKEN, "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*LOST DIRTY BIT*"])
