@@ -21,6 +21,7 @@ private ``BaseException``; no thread is left running.
 
 from __future__ import annotations
 
+import _thread
 import sys
 import threading
 import traceback
@@ -92,6 +93,26 @@ class Outcome:
         return self.kind != "ok"
 
 
+class _Signal:
+    """A binary semaphore on a raw lock: several times cheaper than
+    ``threading.Semaphore``, and a hand-off is two of these."""
+
+    __slots__ = ("_lock",)
+
+    def __init__(self) -> None:
+        self._lock = _thread.allocate_lock()
+        self._lock.acquire()
+
+    def post(self) -> None:
+        try:
+            self._lock.release()
+        except RuntimeError:
+            pass  # already posted (an abort wakes everyone, some twice)
+
+    def wait(self, timeout: float = -1) -> bool:
+        return self._lock.acquire(True, timeout)
+
+
 class _Carrier:
     """A reusable OS thread that runs controlled threads' bodies, so that an
     execution does not pay for starting threads (most of a tiny execution's
@@ -102,7 +123,7 @@ class _Carrier:
     _count = 0
 
     def __init__(self) -> None:
-        self._go = threading.Semaphore(0)
+        self._go = _Signal()
         self._job: Callable[[], None] | None = None
         with _Carrier._lock:
             _Carrier._count += 1
@@ -113,7 +134,7 @@ class _Carrier:
 
     def _loop(self) -> None:
         while True:
-            self._go.acquire()
+            self._go.wait()
             job, self._job = self._job, None
             assert job is not None
             try:
@@ -129,7 +150,7 @@ class _Carrier:
         if carrier is None:
             carrier = cls()
         carrier._job = job
-        carrier._go.release()
+        carrier._go.post()
         return carrier.thread
 
 
@@ -141,7 +162,7 @@ class _Thread:
         self.tid = tid
         self.name = name
         self.fn = fn
-        self.sem = threading.Semaphore(0)
+        self.sem = _Signal()
         self.done = False
         self.blocker: Callable[[], bool] | None = None  # runnable iff it returns True
         self.waits_for = ""
@@ -173,9 +194,7 @@ class Runtime:
         self.outcome = Outcome()
         self._by_ident: dict[int, _Thread] = {}
         self._aborted = False
-        self._all_done = threading.Event()
-        self._registered = threading.Semaphore(0)
-        self._exited = threading.Semaphore(0)
+        self._all_done = _Signal()
 
     # -- building ---------------------------------------------------------------
     def spawn(self, name: str, fn: Callable[[], None]) -> int:
@@ -245,8 +264,8 @@ class Runtime:
                 out.preemptions += 1
                 nxt.pending_preempt = me.tid
             out.switches += 1
-            nxt.sem.release()
-            me.sem.acquire()
+            nxt.sem.post()
+            me.sem.wait()
             if self._aborted:
                 raise _Abort
         me.blocker = None
@@ -288,8 +307,7 @@ class Runtime:
     def _thread_main(self, t: _Thread) -> None:
         ident = threading.get_ident()
         self._by_ident[ident] = t
-        self._registered.release()
-        t.sem.acquire()
+        t.sem.wait()
         try:
             if not self._aborted:
                 t.fn()
@@ -302,9 +320,8 @@ class Runtime:
         except BaseException as exc:
             self._fail("error", f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}", t, exc)
         finally:
-            self._finish(t)
             self._by_ident.pop(ident, None)
-            self._exited.release()
+            self._finish(t)
 
     def _finish(self, t: _Thread) -> None:
         if self.tracing:
@@ -312,17 +329,17 @@ class Runtime:
         t.done = True
         if self._aborted:
             if all(x.done for x in self.threads):
-                self._all_done.set()
+                self._all_done.post()
             return
         ready = self._runnable(None)
         if ready:
-            self.threads[self._decide(ready, None)].sem.release()
+            self.threads[self._decide(ready, None)].sem.post()
         elif all(x.done for x in self.threads):
-            self._all_done.set()
+            self._all_done.post()
         else:
             self._fail("deadlock", self._deadlock_report(), t)
             if all(x.done for x in self.threads):
-                self._all_done.set()
+                self._all_done.post()
 
     def _fail(self, kind: str, message: str, t: _Thread,
               exc: BaseException | None = None) -> None:
@@ -334,7 +351,7 @@ class Runtime:
         self._aborted = True
         for other in self.threads:
             if other is not t and not other.done:
-                other.sem.release()
+                other.sem.post()
 
     def _deadlock_report(self) -> str:
         parts = []
@@ -360,10 +377,8 @@ class Runtime:
             raise UsageError("expected at least one spawned thread, got none")
         for t in self.threads:
             t.os_thread = _Carrier.submit(lambda t=t: self._thread_main(t))  # type: ignore[misc]
-        for _ in self.threads:
-            self._registered.acquire()
         first = self._decide([t.tid for t in self.threads], None)
-        self.threads[first].sem.release()
+        self.threads[first].sem.post()
         if not self._all_done.wait(self.wall_timeout):
             frames = sys._current_frames()
             stacks = ""
@@ -375,8 +390,4 @@ class Runtime:
                                    f"a thread blocked outside the switch points (a real OS "
                                    f"lock or a sleep?){stacks}", self.threads[0])
             self._all_done.wait(5)
-        # Every body has returned (its carrier is idle again) before we do.
-        for _ in self.threads:
-            if not self._exited.acquire(timeout=5):
-                break
         return self.outcome
