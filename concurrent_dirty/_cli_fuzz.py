@@ -26,7 +26,7 @@ def add_parsers(sub: Any, number: Any, choice: Any) -> None:
     f.add_argument("--scheduler", type=choice("a scheduler", SCHEDULERS), default="pct",
                    help="random, pct, dfs or hypothesis (default %(default)s)")
     f.add_argument("--executions", type=number("a number of executions", 1, integer=True),
-                   default=1000, help="executions per algorithm (default %(default)s)")
+                   default=10_000, help="executions per algorithm (default %(default)s)")
     f.add_argument("--seconds", type=number("a number of seconds", 0, low_open=True),
                    default=10.0, help="budget per algorithm (default %(default)s)")
     f.add_argument("--depth", type=number("a bug depth", 1, 10, integer=True), default=2,
