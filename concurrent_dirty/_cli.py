@@ -91,6 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="share of writes KVM makes for the guest (default %(default)s)")
     g.add_argument("--initially-set", action="store_true",
                    help="start logging with every bit set (KVM_DIRTY_LOG_INITIALLY_SET)")
+    g.add_argument("--no-tlb", dest="tlb", action="store_false",
+                   help="no per-vCPU TLB model: every write checks the SPTE")
     g = s.add_argument_group("budget and shape")
     g.add_argument("--seconds", type=_number("a number of seconds", 0, low_open=True),
                    default=_DEFAULT.seconds, help="budget per cell (default %(default)s)")
@@ -125,7 +127,7 @@ def _scenario_args(ns: argparse.Namespace) -> dict[str, Any]:
                 on_behalf=ns.on_behalf, mode=ns.mode, writes=ns.writes, seconds=ns.seconds,
                 max_executions=ns.executions, seed=ns.seed, noise=ns.noise,
                 switch_interval=ns.switch_interval, interval=ns.interval,
-                initially_set=ns.initially_set, lock_timeout=ns.lock_timeout)
+                initially_set=ns.initially_set, lock_timeout=ns.lock_timeout, tlb=ns.tlb)
 
 
 _FLAGS = {"max_executions": "--executions"}
@@ -140,8 +142,8 @@ def rerun_command(scenario: Scenario) -> str:
         if name in ("algorithm", "engine", "seed") or value == getattr(_DEFAULT, name):
             continue
         flag = _FLAGS.get(name, "--" + name.replace("_", "-"))
-        if value is True:
-            words.append(flag)
+        if isinstance(value, bool):
+            words.append(flag if value else "--no-" + name.replace("_", "-"))
         else:
             words += [flag, str(value)]
     return shlex.join(words)

@@ -46,6 +46,8 @@ def add_parsers(sub: Any, number: Any, choice: Any) -> None:
     f.add_argument("--on-behalf", type=number("a probability", 0, 1), default=0.5,
                    help="share of on-behalf writes (default %(default)s)")
     f.add_argument("--initially-set", action="store_true")
+    f.add_argument("--no-tlb", dest="tlb", action="store_false",
+                   help="no per-vCPU TLB model")
     f.add_argument("--seed", type=number("an integer seed", -(1 << 63), 1 << 63, True),
                    default=0)
     f.add_argument("--max-steps", type=number("a step bound", 10, 10_000_000, integer=True),
@@ -108,7 +110,8 @@ def run_fuzz(ns: argparse.Namespace, write_json: Any) -> int:
     for spec in algorithms:
         resolve_algorithm(spec)
     scenario_args = dict(writers=ns.writers, slots=ns.slots, pages=ns.pages, writes=ns.writes,
-                         on_behalf=ns.on_behalf, initially_set=ns.initially_set, seed=ns.seed)
+                         on_behalf=ns.on_behalf, initially_set=ns.initially_set, seed=ns.seed,
+                         tlb=ns.tlb)
     reports = []
     for spec in algorithms:
         scenario = Scenario(algorithm=spec, **scenario_args)

@@ -114,22 +114,44 @@ class _Held:
 
 
 class Srcu:
-    """Sleepable RCU over one counter word and one word per reader."""
+    """Sleepable RCU over one counter word and one word per reader.
+
+    The same mechanism models a remote TLB flush (``kind="tlb"``): a vCPU in
+    guest mode is a reader, the flush's IPIs and their acknowledgements are
+    the grace period, and a vCPU that enters guest mode in a later phase
+    drops the translations it cached (see :meth:`phase`).
+    """
+
+    _KINDS = {
+        "srcu": ("srcu_read_lock", "srcu_read_unlock", "grace period",
+                 "stayed in its SRCU read-side section"),
+        "tlb": ("guest_enter", "guest_exit", "remote TLB flush",
+                "never left guest mode to acknowledge it"),
+    }
 
     def __init__(self, gp: AtomicWords, readers: AtomicWords, timeout: float,
-                 on_wait: Callable[[], None] | None = None) -> None:
+                 on_wait: Callable[[], None] | None = None, kind: str = "srcu") -> None:
         self._gp = gp
         self._readers = readers
         self.timeout = timeout
         self.on_wait = on_wait
+        self.kind = kind
+        self._enter, self._exit, self._what, self._stuck = self._KINDS[kind]
 
     def read_lock(self, reader: int) -> None:
-        _switch.switch_point("srcu_read_lock", "srcu", reader)
+        _switch.switch_point(self._enter, self.kind, reader)
         phase = self._gp.load(0)
         self._readers.store(reader, (phase << 1) | 1)
 
+    def phase(self) -> int:
+        """The current phase. Read it *inside* a section, after
+        ``read_lock``, like any data the section protects: a phase read
+        before the section's store could predate a grace period that the
+        updater's scan then ends without waiting for us."""
+        return self._gp.load(0)
+
     def read_unlock(self, reader: int) -> None:
-        _switch.switch_point("srcu_read_unlock", "srcu", reader)
+        _switch.switch_point(self._exit, self.kind, reader)
         self._readers.store(reader, 0)
 
     def synchronize(self) -> None:
@@ -144,7 +166,7 @@ class Srcu:
                 value = readers.load(r)
                 if not value & 1 or value >> 1 >= target:
                     break
-                _switch.cpu_relax("srcu", r)
+                _switch.cpu_relax(self.kind, r)
                 spins += 1
                 if spins & 63:
                     continue
@@ -152,5 +174,5 @@ class Srcu:
                     self.on_wait()
                 if time.monotonic() > deadline:
                     raise DeadlockError(
-                        f"harvester waited {self.timeout:g}s for a grace period: "
-                        f"{actor_name(r)} stayed in its SRCU read-side section")
+                        f"harvester waited {self.timeout:g}s for a {self._what}: "
+                        f"{actor_name(r)} {self._stuck}")

@@ -29,7 +29,7 @@ __all__ = ["VERSION", "encode", "decode", "ReplayCase"]
 
 VERSION = 1
 _PREFIX = re.compile(r"^cd(\d+)\.([A-Za-z0-9_-]+)$")
-_SCENARIO_FIELDS = ("slots", "pages", "initially_set", "seed", "lock_timeout")
+_SCENARIO_FIELDS = ("slots", "pages", "initially_set", "seed", "lock_timeout", "tlb")
 
 
 @dataclass(frozen=True)

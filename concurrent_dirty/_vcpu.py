@@ -42,18 +42,27 @@ class Vcpu:
         self.faults = 0
         self.on_behalf = 0
         self.executions = 0
+        #: Pages whose writable translation this vCPU caches, and the flush
+        #: phase they were cached in.
+        self.tlb: set[int] = set()
+        self._tlb_phase = -1
 
     def guest_write(self, gfn: int) -> None:
         kvm, pages, vid = self.kvm, self.kvm.pages, self.id
         while True:
-            old = pages.load(gfn)
-            if old & WRITABLE:
-                new = make_page(page_version(old >> 1) + 1, vid, True)
-                ok, _ = pages.compare_exchange(gfn, old, new)
-                if ok:
+            if kvm.tlb is not None:
+                new = self._write_in_guest_mode(gfn)
+                if new is not None:
                     break
-                continue
-            # Write-protected: the page fault path.
+            else:
+                old = pages.load(gfn)
+                if old & WRITABLE:
+                    new = make_page(page_version(old >> 1) + 1, vid, True)
+                    ok, _ = pages.compare_exchange(gfn, old, new)
+                    if ok:
+                        break
+                    continue
+            # Write-protected: the page fault path (outside guest mode).
             self.faults += 1
             with self.algorithm.read_side(vid):
                 kvm.mmu_lock.acquire(vid)
@@ -65,16 +74,52 @@ class Vcpu:
         self.writes += 1
         self._publish(gfn, new >> 1)
 
+    def new_execution(self) -> None:
+        """Fresh state: the VM's words were zeroed, so cached translations
+        from the previous execution must not survive."""
+        self.tlb.clear()
+        self._tlb_phase = -1
+
+    def _write_in_guest_mode(self, gfn: int) -> int | None:
+        """One attempt in guest mode; the new page word, or None to fault.
+
+        A cached translation is used without looking at the SPTE, as a TLB
+        hit does; that is what makes a missing or late flush lose writes.
+        """
+        tlb, pages, vid = self.kvm.tlb, self.kvm.pages, self.id
+        assert tlb is not None
+        tlb.read_lock(vid)
+        try:
+            phase = tlb.phase()
+            if phase != self._tlb_phase:
+                self.tlb.clear()  # a flush happened since we cached
+                self._tlb_phase = phase
+            hit = gfn in self.tlb
+            old = pages.load(gfn)
+            while hit or old & WRITABLE:
+                new = make_page(page_version(old >> 1) + 1, vid, bool(old & WRITABLE))
+                ok, old = pages.compare_exchange(gfn, old, new)
+                if ok:
+                    self.tlb.add(gfn)
+                    return new
+            return None
+        finally:
+            tlb.read_unlock(vid)
+
     def write_on_behalf(self, gfn: int) -> None:
-        pages, vid = self.kvm.pages, self.id
-        with self.algorithm.read_side(vid):
+        pages, vid, algorithm = self.kvm.pages, self.id, self.algorithm
+        bit_first = getattr(algorithm, "mark_before_data", False)
+        with algorithm.read_side(vid):
+            if bit_first:  # only mutants: the order KVM must never use
+                algorithm.mark_page_dirty(gfn, vid)
             old = pages.load(gfn)
             while True:
                 new = make_page(page_version(old >> 1) + 1, vid, bool(old & WRITABLE))
                 ok, old = pages.compare_exchange(gfn, old, new)
                 if ok:
                     break
-            self.algorithm.mark_page_dirty(gfn, vid)
+            if not bit_first:
+                algorithm.mark_page_dirty(gfn, vid)
         self.writes += 1
         self.on_behalf += 1
         self._publish(gfn, new >> 1)

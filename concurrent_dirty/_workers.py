@@ -75,7 +75,8 @@ def _wait_for_execution(ctl: AtomicWords, last: int,
 def writer_main(arena: Arena, spec: WorkerSpec, cls: type[DirtyLogAlgorithm], vcpu_id: int,
                 parent_alive: Callable[[], bool]) -> None:
     scenario = spec.scenario
-    kvm = Kvm(arena, spec.memslots, scenario.writers, scenario.lock_timeout)
+    kvm = Kvm(arena, spec.memslots, scenario.writers, scenario.lock_timeout,
+              tlb=scenario.tlb)
     ctl = arena.words("harness:ctl")
 
     def while_waiting() -> None:
@@ -112,6 +113,7 @@ def _writer_loop(spec: WorkerSpec, vcpu: Vcpu, ctl: AtomicWords, publish: Callab
         if gen is None:
             return
         last = gen
+        vcpu.new_execution()
         rng = random.Random(f"{scenario.seed}:{gen}:{vcpu.id}")
         pick = workload_picker(scenario, spec.memslots, vcpu.id, rng)
         on_behalf = scenario.on_behalf

@@ -122,7 +122,8 @@ class _Vm:
         layout.add("harness:completed", self.memslots.total_gfns)
         self.layout = layout
         self.arena = Arena(layout, shared=False)
-        self.kvm = Kvm(self.arena, self.memslots, nwriters, scenario.lock_timeout)
+        self.kvm = Kvm(self.arena, self.memslots, nwriters, scenario.lock_timeout,
+                       tlb=scenario.tlb)
         self.algorithm = cls(self.kvm)
         self.completed = self.arena.words("harness:completed")
         self.vcpus = [Vcpu(w, self.kvm, cls(self.kvm), self.completed) for w in range(nwriters)]
@@ -138,6 +139,8 @@ class _Vm:
                 self.algorithm.enable_dirty_logging(slot)
         self.migration.begin(1)
         self.migration.violations.clear()
+        for vcpu in self.vcpus:
+            vcpu.new_execution()
 
     def words(self, region: str) -> AtomicWords | None:
         return self.arena.words(region) if region in self.layout.regions else None
@@ -149,7 +152,7 @@ _VMS_KEPT = 4
 
 def _vm(cls: type[DirtyLogAlgorithm], scenario: Scenario, nwriters: int) -> _Vm:
     key = (cls, scenario.slots, scenario.pages, scenario.initially_set, scenario.lock_timeout,
-           scenario.seed, nwriters)
+           scenario.tlb, scenario.seed, nwriters)
     vm = _VMS.pop(key, None)
     if vm is None:
         vm = _Vm(cls, scenario, nwriters)

@@ -56,13 +56,20 @@ class Kvm:
     """One VM's shared state, as seen by one process."""
 
     def __init__(self, arena: Arena, memslots: MemslotTable, nvcpus: int,
-                 lock_timeout: float) -> None:
+                 lock_timeout: float, *, tlb: bool = True) -> None:
         self.arena = arena
         self.memslots = memslots
         self.nvcpus = nvcpus
         self.pages = arena.words("pages")
         self.mmu_lock = MmuLock(arena.words("mmu_lock"), lock_timeout)
         self.srcu = Srcu(arena.words("srcu_gp"), arena.words("srcu_readers"), lock_timeout)
+        #: The per-vCPU TLB model: vCPUs cache writable translations while in
+        #: guest mode; a remote flush waits until every vCPU has left guest
+        #: mode once (so none can still use a stale entry) and each drops
+        #: its entries when it next enters. None: no TLB, writes always
+        #: check the SPTE.
+        self.tlb: Srcu | None = Srcu(arena.words("tlb_gen"), arena.words("tlb_state"),
+                                     lock_timeout, kind="tlb") if tlb else None
         self._bitmaps = {s.id: arena.words(f"dirty_bitmap:{s.id}") for s in memslots}
 
     @staticmethod
@@ -73,6 +80,8 @@ class Kvm:
         layout.add("mmu_lock", 1)
         layout.add("srcu_gp", 1)
         layout.add("srcu_readers", nvcpus)
+        layout.add("tlb_gen", 1)
+        layout.add("tlb_state", nvcpus)
         for slot in memslots:
             layout.add(f"dirty_bitmap:{slot.id}", 2 * slot.nwords)
         for name, nwords in algorithm_words.items():
@@ -108,10 +117,13 @@ class Kvm:
         self.pages.fetch_or(gfn, WRITABLE)
 
     def flush_remote_tlbs(self) -> None:
-        """``kvm_flush_remote_tlbs``. Pages here have no cached translations
-        yet, so the flush is only a switch point; the call still marks where
-        KVM flushes so that a per-vCPU TLB model can hook in."""
+        """``kvm_flush_remote_tlbs``: returns once no vCPU can write through
+        a translation cached before the call (a real wait on the vCPUs,
+        across threads and processes). Call it after write-protecting and
+        before anyone reads the pages."""
         _switch.switch_point("flush_tlb", "tlb", 0)
+        if self.tlb is not None:
+            self.tlb.synchronize()
 
     def read_page(self, gfn: int) -> int:
         """The page's current value, as userspace reads it to migrate."""

@@ -62,6 +62,8 @@ class Scenario:
     initially_set: bool = False
     #: Longest wait for a lock or a grace period before a DeadlockError.
     lock_timeout: float = 10.0
+    #: The per-vCPU TLB model (stale translations until a remote flush).
+    tlb: bool = True
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:

@@ -156,7 +156,7 @@ def run_cell(scenario: Scenario, *, progress: Callable[[Progress], None] | None 
     start = time.monotonic()
     try:
         arena = Arena(layout, shared=processes)
-        kvm = Kvm(arena, memslots, scenario.writers, scenario.lock_timeout)
+        kvm = Kvm(arena, memslots, scenario.writers, scenario.lock_timeout, tlb=scenario.tlb)
         algorithm = cls(kvm)
         migration = Migration(kvm, algorithm, arena.words("harness:completed"),
                               algorithm_name=name, engine=scenario.engine, seed=scenario.seed,
@@ -170,6 +170,8 @@ def run_cell(scenario: Scenario, *, progress: Callable[[Progress], None] | None 
         # A writer that dies holding mmu_lock or inside a read-side section
         # must end the run now, not after the lock timeout.
         kvm.mmu_lock.on_wait = kvm.srcu.on_wait = workers.check
+        if kvm.tlb is not None:
+            kvm.tlb.on_wait = workers.check
         _wait_ready(arena, scenario, workers)
         _drive(scenario, kvm, algorithm, arena, migration, workers, result, progress)
     except ConcurrentDirtyError as exc:

@@ -78,6 +78,9 @@ class DirtyLogAlgorithm:
     manual_protect: ClassVar[bool] = False
     #: Extra memslot flags the algorithm needs (MANUAL_PROTECT for CLEAR).
     slot_flags: ClassVar[MemslotFlags] = MemslotFlags.NONE
+    #: For mutants only: an on-behalf write marks the page dirty *before*
+    #: storing the data (KVM stores first, then marks).
+    mark_before_data: ClassVar[bool] = False
 
     def __init__(self, kvm: Kvm) -> None:
         self.kvm = kvm

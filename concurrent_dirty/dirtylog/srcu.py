@@ -64,6 +64,9 @@ class SrcuDirtyLog(DirtyLogAlgorithm):
         half = self._live.load(self._index[slot.id])  # srcu_dereference
         self.kvm.dirty_bitmap(slot.id).set_bit(half * slot.nwords * 64 + gfn - slot.base_gfn)
 
+    def _grace_period(self) -> None:
+        self.kvm.srcu.synchronize()  # synchronize_srcu_expedited
+
     def get_dirty_log(self, slot_id: int) -> list[int]:
         kvm = self.kvm
         slot = kvm.id_to_memslot(slot_id)
@@ -72,7 +75,7 @@ class SrcuDirtyLog(DirtyLogAlgorithm):
         index = self._index[slot_id]
         old = self._live.load(index)
         self._live.store(index, 1 - old)  # rcu_assign_pointer: the zeroed half
-        kvm.srcu.synchronize()
+        self._grace_period()
         base = old * n
         words = [bitmap.load(base + i) for i in range(n)]
         if any(words):

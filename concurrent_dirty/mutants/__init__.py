@@ -1,0 +1,105 @@
+"""The bug zoo: every known class of dirty-logging race as a named mutant.
+
+A :class:`Mutant` is a small variant of a correct algorithm, with the name
+of the algorithm it breaks and a docstring that explains the interleaving
+that loses data. Benign look-alikes are variants that look suspicious but
+are correct: the harness must never report them. Register your own with
+:func:`register_mutant` (or name a class ``module:Class`` on the command
+line); ``concurrent-dirty mutants`` runs them all under every engine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..dirtylog import BUILTIN_ALGORITHMS, DirtyLogAlgorithm, algorithm_ref, resolve_algorithm
+from ..errors import AlgorithmError
+from .manual import ManualBitwiseClear, ManualClearUnsynced, ManualNonatomicAndnot
+from .srcu import SrcuNoGracePeriod, SrcuProtectBeforeSwap, SrcuReaderOutsideSection
+from .xchg import (
+    BitBeforeData,
+    FlushAfterCopy,
+    NonatomicClear,
+    NoTlbFlush,
+    SkipWriteProtect,
+    XchgFlushAfterUnlock,
+    XchgNoZeroSkip,
+)
+
+__all__ = ["Mutant", "MUTANTS", "register_mutant", "resolve_mutant"]
+
+
+@dataclass(frozen=True)
+class Mutant:
+    name: str
+    algorithm: type[DirtyLogAlgorithm]
+    breaks: str
+    benign: bool = False
+    #: Scenario fields this mutant's bug needs (e.g. on-behalf writes).
+    scenario: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ref(self) -> str:
+        return algorithm_ref(self.algorithm)
+
+    @property
+    def summary(self) -> str:
+        doc = (self.algorithm.__doc__ or "").strip()
+        return doc.split("\n\n")[0].replace("\n", " ") if doc else self.name
+
+
+MUTANTS: dict[str, Mutant] = {}
+
+
+def register_mutant(algorithm: type[DirtyLogAlgorithm], *, breaks: str, name: str | None = None,
+                    benign: bool = False, scenario: dict[str, Any] | None = None) -> Mutant:
+    """Add a mutant (or a benign look-alike) to the zoo and return it.
+    ``breaks`` names the correct algorithm it varies (a built-in name or
+    ``module:Class``)."""
+    resolve_algorithm(breaks)
+    label = name or getattr(algorithm, "name", "") or algorithm.__name__
+    mutant = Mutant(label, algorithm, breaks, benign, dict(scenario or {}))
+    MUTANTS[label] = mutant
+    return mutant
+
+
+def resolve_mutant(spec: str) -> Mutant:
+    """A registered name, or ``module:Class`` whose class says what it
+    ``breaks`` (a class attribute) and optionally ``benign = True``."""
+    if spec in MUTANTS:
+        return MUTANTS[spec]
+    if ":" not in spec:
+        import difflib
+
+        close = difflib.get_close_matches(spec, MUTANTS, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise AlgorithmError(f"expected a mutant in {sorted(MUTANTS)} or module:Class, got "
+                             f"{spec!r}{hint}")
+    cls = resolve_algorithm(spec)
+    breaks = getattr(cls, "breaks", None)
+    if not isinstance(breaks, str):
+        raise AlgorithmError(f"expected {spec!r} to name the algorithm it breaks in a class "
+                             f"attribute breaks = 'xchg' (or another algorithm), got {breaks!r}")
+    return Mutant(getattr(cls, "name", "") or spec, cls, breaks,
+                  bool(getattr(cls, "benign", False)))
+
+
+_ON_BEHALF = {"on_behalf": 0.5}
+for _cls, _breaks, _benign, _scenario in (
+    (NonatomicClear, "xchg", False, _ON_BEHALF),
+    (SkipWriteProtect, "xchg", False, {}),
+    (NoTlbFlush, "xchg", False, {}),
+    (FlushAfterCopy, "xchg", False, {}),
+    (BitBeforeData, "xchg", False, _ON_BEHALF),
+    (ManualClearUnsynced, "manual", False, {}),
+    (ManualNonatomicAndnot, "manual", False, _ON_BEHALF),
+    (SrcuNoGracePeriod, "srcu", False, {}),
+    (SrcuReaderOutsideSection, "srcu", False, {}),
+    (SrcuProtectBeforeSwap, "srcu", False, {}),
+    (XchgNoZeroSkip, "xchg", True, {}),
+    (XchgFlushAfterUnlock, "xchg", True, {}),
+    (ManualBitwiseClear, "manual", True, {}),
+):
+    register_mutant(_cls, breaks=_breaks, benign=_benign, scenario=_scenario)
+assert all(m.breaks in BUILTIN_ALGORITHMS for m in MUTANTS.values())
