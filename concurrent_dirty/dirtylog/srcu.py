@@ -50,8 +50,11 @@ class SrcuDirtyLog(DirtyLogAlgorithm):
     def shared_words(cls, memslots: MemslotTable) -> dict[str, int]:
         return {"live_half": len(memslots)}
 
+    def read_side(self, vcpu_id: int) -> contextlib.AbstractContextManager[None]:
+        return self._section(vcpu_id)
+
     @contextlib.contextmanager
-    def read_side(self, vcpu_id: int) -> Iterator[None]:
+    def _section(self, vcpu_id: int) -> Iterator[None]:
         srcu = self.kvm.srcu
         srcu.read_lock(vcpu_id)
         try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from .._atomic import AtomicWords
 from .._sync import HARVESTER
 from ..dirtylog import ManualDirtyLog, check_clear_range, for_each_set_bit
 
@@ -13,8 +14,8 @@ __all__ = ["ManualClearUnsynced", "ManualNonatomicAndnot", "ManualBitwiseClear"]
 class _Clear(ManualDirtyLog):
     """KVM_CLEAR_DIRTY_LOG with its clearing step replaceable."""
 
-    def _clear_word(self, bitmap: object, i: int, m: int) -> int:
-        return m & bitmap.fetch_andnot(i, m)  # type: ignore[attr-defined]
+    def _clear_word(self, bitmap: AtomicWords, i: int, m: int) -> int:
+        return m & bitmap.fetch_andnot(i, m)
 
     def clear_dirty_log(self, slot_id: int, first_page: int, mask: Sequence[int],
                         num_pages: int | None = None) -> None:
@@ -49,8 +50,8 @@ class ManualClearUnsynced(_Clear):
 
     name = "manual-clear-unsynced"
 
-    def _clear_word(self, bitmap: object, i: int, m: int) -> int:
-        return bitmap.fetch_andnot(i, (1 << 64) - 1)  # type: ignore[attr-defined, no-any-return]
+    def _clear_word(self, bitmap: AtomicWords, i: int, m: int) -> int:
+        return bitmap.fetch_andnot(i, (1 << 64) - 1)
 
 
 class ManualNonatomicAndnot(_Clear):
@@ -60,9 +61,9 @@ class ManualNonatomicAndnot(_Clear):
 
     name = "manual-nonatomic-andnot"
 
-    def _clear_word(self, bitmap: object, i: int, m: int) -> int:
-        old = bitmap.load(i)  # type: ignore[attr-defined]
-        bitmap.store(i, old & ~m)  # type: ignore[attr-defined]
+    def _clear_word(self, bitmap: AtomicWords, i: int, m: int) -> int:
+        old = bitmap.load(i)
+        bitmap.store(i, old & ~m)
         return m & old
 
 
@@ -72,9 +73,9 @@ class ManualBitwiseClear(_Clear):
 
     name = "manual-bitwise-clear"
 
-    def _clear_word(self, bitmap: object, i: int, m: int) -> int:
+    def _clear_word(self, bitmap: AtomicWords, i: int, m: int) -> int:
         got = 0
         for bit in for_each_set_bit(m):
-            if bitmap.test_and_clear_bit(64 * i + bit):  # type: ignore[attr-defined]
+            if bitmap.test_and_clear_bit(64 * i + bit):
                 got |= 1 << bit
         return got
