@@ -15,7 +15,7 @@ import tempfile
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from . import _cli_fuzz
+from . import _cli_fuzz, _cli_zoo
 from ._report import ProgressPrinter, summary_line, verdict_table
 from .dirtylog import BUILTIN_ALGORITHMS, resolve_algorithm
 from .errors import UsageError
@@ -119,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--json", metavar="PATH", help="write the report as JSON")
     g.add_argument("--quiet", action="store_true", help="no progress line")
     _cli_fuzz.add_parsers(sub, _number, _choice)
+    _cli_zoo.add_parser(sub, _number, _choice)
     return parser
 
 
@@ -235,6 +236,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cli_fuzz.run_fuzz(ns, _write_report)
         if ns.command == "replay":
             return _cli_fuzz.run_replay(ns)
+        if ns.command == "mutants":
+            if ns.json:
+                _check_json_path(ns.json)
+            return _cli_zoo.run_mutants(ns, _write_report)
         return _stress(ns)
     except UsageError as exc:
         sys.stderr.write(f"concurrent-dirty: error: {exc}\n")

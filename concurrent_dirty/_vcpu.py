@@ -74,9 +74,12 @@ class Vcpu:
         self.writes += 1
         self._publish(gfn, new >> 1)
 
-    def new_execution(self) -> None:
+    def new_execution(self, algorithm: DirtyLogAlgorithm | None = None) -> None:
         """Fresh state: the VM's words were zeroed, so cached translations
-        from the previous execution must not survive."""
+        from the previous execution must not survive, nor anything the
+        algorithm object kept (a fresh one replaces it)."""
+        if algorithm is not None:
+            self.algorithm = algorithm
         self.tlb.clear()
         self._tlb_phase = -1
 

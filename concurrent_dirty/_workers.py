@@ -9,17 +9,18 @@ dead partner is noticed (a child checks that its parent is still alive).
 
 from __future__ import annotations
 
-import multiprocessing
 import os
+import pickle
 import random
+import select
 import signal
+import subprocess
 import sys
 import threading
 import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from . import _switch
 from ._arena import Arena, Layout
@@ -98,13 +99,13 @@ def writer_main(arena: Arena, spec: WorkerSpec, cls: type[DirtyLogAlgorithm], vc
 
     ctl.fetch_add(CTL_READY, 1)
     try:
-        _writer_loop(spec, vcpu, ctl, publish, parent_alive)
+        _writer_loop(spec, cls, vcpu, ctl, publish, parent_alive)
     except _Stopped:
         pass
 
 
-def _writer_loop(spec: WorkerSpec, vcpu: Vcpu, ctl: AtomicWords, publish: Callable[[], None],
-                 parent_alive: Callable[[], bool]) -> None:
+def _writer_loop(spec: WorkerSpec, cls: type[DirtyLogAlgorithm], vcpu: Vcpu, ctl: AtomicWords,
+                 publish: Callable[[], None], parent_alive: Callable[[], bool]) -> None:
     scenario = spec.scenario
     short = scenario.mode == "short"
     last = 0
@@ -113,7 +114,7 @@ def _writer_loop(spec: WorkerSpec, vcpu: Vcpu, ctl: AtomicWords, publish: Callab
         if gen is None:
             return
         last = gen
-        vcpu.new_execution()
+        vcpu.new_execution(cls(vcpu.kvm))
         rng = random.Random(f"{scenario.seed}:{gen}:{vcpu.id}")
         pick = workload_picker(scenario, spec.memslots, vcpu.id, rng)
         on_behalf = scenario.on_behalf
@@ -175,67 +176,78 @@ class ThreadWorkers:
         return stuck
 
 
-_ERROR_BYTES = 3000  # below PIPE_BUF with framing: the write is atomic
+_ERROR_BYTES = 3000  # below PIPE_BUF: one write, never torn
 
 
-def _child_main(arena_name: str, spec: WorkerSpec, vcpu_id: int, errors: Any,
-                parent_pid: int) -> None:
+def child_entry() -> None:
+    """The writer process's entry point: its arguments arrive pickled on
+    stdin, its error (if any) leaves through the inherited pipe."""
     # Ctrl-C goes to the whole process group; the parent alone decides.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        if spec.scenario.noise:
-            _switch.install(_switch.NoiseHook(spec.scenario.noise,
-                                              spec.scenario.seed * 1000 + vcpu_id))
-        arena = Arena(spec.layout, shared=True, attach=arena_name)
+    arena_name, spec, vcpu_id, parent_pid, error_fd = pickle.load(sys.stdin.buffer)
+    with os.fdopen(error_fd, "wb", buffering=0) as errors:
         try:
-            cls = resolve_algorithm(spec.algorithm_ref)
-            writer_main(arena, spec, cls, vcpu_id, lambda: os.getppid() == parent_pid)
-        finally:
-            arena.close()
-    except BaseException as exc:
-        text = f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"
-        errors.send_bytes(text.encode()[-_ERROR_BYTES:])
-        sys.exit(1)
+            if spec.scenario.noise:
+                _switch.install(_switch.NoiseHook(spec.scenario.noise,
+                                                  spec.scenario.seed * 1000 + vcpu_id))
+            arena = Arena(spec.layout, shared=True, attach=arena_name)
+            try:
+                cls = resolve_algorithm(spec.algorithm_ref)
+                writer_main(arena, spec, cls, vcpu_id, lambda: os.getppid() == parent_pid)
+            finally:
+                arena.close()
+        except BaseException as exc:
+            text = f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"
+            errors.write(text.encode()[-_ERROR_BYTES:])
+            sys.exit(1)
 
 
 class ProcessWorkers:
     """Writers in separate processes, attached to one SharedMemory segment.
 
-    ``spawn`` starts them: it works the same on every platform and never
-    forks a process that has threads. The algorithm crosses over by
-    reference (its built-in name or ``module:Class``).
+    Each child is a fresh interpreter started with ``subprocess`` (like
+    multiprocessing's spawn, but without re-running the caller's
+    ``__main__``: the engine works from a script without a main guard, and
+    from a notebook). It gets the caller's ``sys.path``, so the algorithm
+    crosses over by reference (its built-in name or ``module:Class``).
     """
 
     def __init__(self, arena: Arena, spec: WorkerSpec) -> None:
         self.arena, self.spec = arena, spec
-        self.ctx = multiprocessing.get_context("spawn")
-        self.procs: list[multiprocessing.process.BaseProcess] = []
-        self.pipes: list[Any] = []
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.pipes: list[int] = []
         self._stopping = False
 
     def start(self) -> None:
         assert self.arena.name is not None
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p or os.getcwd() for p in sys.path)
         for wid in range(self.spec.scenario.writers):
-            receive, send = self.ctx.Pipe(duplex=False)
-            p = self.ctx.Process(target=_child_main, name=f"vcpu-{wid}", daemon=True,
-                                 args=(self.arena.name, self.spec, wid, send, os.getpid()))
-            p.start()
-            send.close()
-            self.procs.append(p)
-            self.pipes.append(receive)
+            read_end, write_end = os.pipe()
+            try:
+                proc = subprocess.Popen(
+                    [sys.executable, "-c",
+                     "from concurrent_dirty._workers import child_entry; child_entry()"],
+                    stdin=subprocess.PIPE, pass_fds=(write_end,), env=env)
+            finally:
+                os.close(write_end)
+            self.procs.append(proc)
+            self.pipes.append(read_end)
+            assert proc.stdin is not None
+            pickle.dump((self.arena.name, self.spec, wid, os.getpid(), write_end), proc.stdin)
+            proc.stdin.close()
 
     def _error(self, wid: int) -> str | None:
-        pipe = self.pipes[wid]
-        try:
-            if pipe.poll():
-                return str(pipe.recv_bytes().decode(errors="replace"))
-        except (EOFError, OSError):
-            pass
-        return None
+        fd = self.pipes[wid]
+        ready, _, _ = select.select([fd], [], [], 0)
+        if not ready:
+            return None
+        data = os.read(fd, 65536)
+        return data.decode(errors="replace") if data else None
 
     def check(self) -> None:
         for wid, p in enumerate(self.procs):
-            code = p.exitcode
+            code = p.poll()
             if code is not None and not self._stopping:
                 message = self._error(wid)
                 if message is not None:
@@ -253,19 +265,18 @@ class ProcessWorkers:
             pass
         forced = []
         deadline = time.monotonic() + 5
-        for p in self.procs:
-            p.join(max(0.0, deadline - time.monotonic()))
-        for p in self.procs:
-            if p.is_alive():
-                forced.append(p.name)
+        for wid, p in enumerate(self.procs):
+            try:
+                p.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                forced.append(f"vcpu-{wid}")
                 p.terminate()
-                p.join(2)
-            if p.is_alive():
-                p.kill()
-                p.join(2)
-        for p in self.procs:
-            if p.exitcode is not None:
-                p.close()
-        for pipe in self.pipes:
-            pipe.close()
+                try:
+                    p.wait(2)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait(2)
+        for fd in self.pipes:
+            os.close(fd)
+        self.pipes.clear()
         return forced

@@ -124,6 +124,7 @@ class _Vm:
         self.arena = Arena(layout, shared=False)
         self.kvm = Kvm(self.arena, self.memslots, nwriters, scenario.lock_timeout,
                        tlb=scenario.tlb)
+        self.cls = cls
         self.algorithm = cls(self.kvm)
         self.completed = self.arena.words("harness:completed")
         self.vcpus = [Vcpu(w, self.kvm, cls(self.kvm), self.completed) for w in range(nwriters)]
@@ -134,13 +135,16 @@ class _Vm:
     def reset(self) -> None:
         for region in self.layout.regions:
             self.arena.zero(region)
+        # Fresh algorithm objects too: whatever Python state one keeps must
+        # not leak from one execution into the next (replays depend on it).
+        self.algorithm = self.cls(self.kvm)
         for slot in self.memslots:
             if slot.logging:
                 self.algorithm.enable_dirty_logging(slot)
-        self.migration.begin(1)
+        self.migration.begin(1, self.algorithm)
         self.migration.violations.clear()
         for vcpu in self.vcpus:
-            vcpu.new_execution()
+            vcpu.new_execution(self.cls(self.kvm))
 
     def words(self, region: str) -> AtomicWords | None:
         return self.arena.words(region) if region in self.layout.regions else None

@@ -67,8 +67,11 @@ class FuzzReport:
                  f"{self.steps_per_second:.0f} switch points/s)")
         if self.failure is not None:
             out = self.failure.outcome
-            return (f"verdict: FAIL ({out.kind} at step {out.step} of execution "
+            text = (f"verdict: FAIL ({out.kind} at step {out.step} of execution "
                     f"{self.executions}; {tried})")
+            if "nondeterministic" in self.extra:
+                text += f"\nwarning: {self.extra['nondeterministic']}"
+            return text
         text = f"verdict: PASS (no failure; {tried})"
         if self.exhausted is not None:
             text += "; the space was exhausted" if self.exhausted \
@@ -136,9 +139,18 @@ def explore(algorithm: str, scenario: Scenario, *, scheduler: str = "pct",
         report.steps += result.outcome.steps
         if result.failed:
             # Re-run the same schedule with the trace on: same steps, same failure.
-            result = run_controlled(cls, scenario, current,
+            traced = run_controlled(cls, scenario, current,
                                     _fresh(ReplayScheduler(result.outcome.schedule)),
                                     max_steps=max_steps, trace=True)
+            if (traced.outcome.kind, traced.outcome.step) != (result.outcome.kind,
+                                                              result.outcome.step):
+                report.extra["nondeterministic"] = (
+                    f"the failure ({result.outcome.kind} at step {result.outcome.step}) did "
+                    f"not reproduce under its own schedule ({traced.outcome.kind} at step "
+                    f"{traced.outcome.step}): the code under test depends on something "
+                    f"outside the switch points (time, randomness, state across executions)")
+            else:
+                result = traced
             report.failure = result
             if token_file:
                 _write_pending(token_file, result.token)

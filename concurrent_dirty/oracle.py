@@ -92,8 +92,11 @@ class Migration:
         self.violations: list[Violation] = []
         self._reported: set[tuple[int, int]] = set()
 
-    def begin(self, execution: int) -> None:
-        """Fresh destination: guest memory starts all zero on both sides."""
+    def begin(self, execution: int, algorithm: DirtyLogAlgorithm | None = None) -> None:
+        """Fresh destination: guest memory starts all zero on both sides
+        (and, if given, a fresh algorithm object to harvest with)."""
+        if algorithm is not None:
+            self.algorithm = algorithm
         self.execution = execution
         self.round_no = 0
         self._reported = set()

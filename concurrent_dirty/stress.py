@@ -173,7 +173,7 @@ def run_cell(scenario: Scenario, *, progress: Callable[[Progress], None] | None 
         if kvm.tlb is not None:
             kvm.tlb.on_wait = workers.check
         _wait_ready(arena, scenario, workers)
-        _drive(scenario, kvm, algorithm, arena, migration, workers, result, progress)
+        _drive(scenario, kvm, cls, arena, migration, workers, result, progress)
     except ConcurrentDirtyError as exc:
         if isinstance(exc, UsageError) and migration is None:
             raise
@@ -205,7 +205,7 @@ def _wait_ready(arena: Arena, scenario: Scenario, workers: ThreadWorkers | Proce
         time.sleep(0.002)
 
 
-def _drive(scenario: Scenario, kvm: Kvm, algorithm: Any, arena: Arena, migration: Migration,
+def _drive(scenario: Scenario, kvm: Kvm, cls: Any, arena: Arena, migration: Migration,
            workers: ThreadWorkers | ProcessWorkers, result: CellResult,
            progress: Callable[[Progress], None] | None) -> None:
     ctl = arena.words("harness:ctl")
@@ -227,9 +227,10 @@ def _drive(scenario: Scenario, kvm: Kvm, algorithm: Any, arena: Arena, migration
         for region in arena.layout.regions:
             if not region.startswith("harness:") or region == "harness:completed":
                 arena.zero(region)
+        algorithm = cls(kvm)  # fresh per execution, like the state
         for slot in logging_slots:
             algorithm.enable_dirty_logging(slot)
-        migration.begin(execution)
+        migration.begin(execution, algorithm)
         ctl.store(CTL_DONE, 0)
         ctl.store(CTL_END, 0)
         ctl.store(CTL_GEN, execution)

@@ -64,11 +64,13 @@ class CrashesInWriter(XchgDirtyLog):
     name = "crashes-in-writer"
 
     def mark_page_dirty(self, gfn: int, vcpu_id: int) -> None:
-        import multiprocessing
         import os
         import signal
+        import threading
 
-        if multiprocessing.parent_process() is not None:
+        # A writer process runs its vCPU on its main thread; a writer thread
+        # never does.
+        if threading.current_thread() is threading.main_thread():
             os.kill(os.getpid(), signal.SIGKILL)
         raise RuntimeError("writer crashed on purpose")
 

@@ -4,9 +4,9 @@ import pytest
 
 pytest_plugins = ["pytester"]
 
-TOKEN = ("cd1.eNplTkFqxDAM_IvOZomXHkquvfdcMCGojpqIOFawlXaXZf9eeVt6KXOQmNHM6AaYZimsywY9KFWtp_ciK-"
-         "XxT6j9q2RU2Ti-JMLyFpcZHNBlp6jQ32DlPJn7kyWhsmQTq9IOvX--O9iLzAW3dljkyFM13sGXRZOtIYTO-WFwIfg2B"
-         "3PUSBkLS7NwZmVM6TpWsrIPTJUcJInrqLyRHEb67tRZD84t8Mn8RPaPUTWJtrpH5kLTkcgaO_eD8wP-F-f_GO7f1QZbqQ")
+from tests.test_tokens import REGRESSIONS  # noqa: E402
+
+TOKEN = REGRESSIONS[0][2]
 
 
 def test_header_names_engine_and_budget(pytester):

@@ -1,5 +1,8 @@
 """Replay tokens: round trip, clear errors, and committed regressions."""
 
+import json
+import pathlib
+
 import pytest
 
 from concurrent_dirty import Scenario, UsageError
@@ -10,14 +13,13 @@ from concurrent_dirty.scheduler import ReplayScheduler
 
 BROKEN = "tests.broken_algorithms:NonatomicClearXchg"
 
-# Failures of the broken clear found by dfs (1 preemption), pct and random
-# (seed 0), each with the step it fails at. Replaying them must fail the same
-# way on the broken algorithm and pass on the seed algorithm it breaks.
-REGRESSIONS = [
-    ("dfs", 18, "cd1.eNplTkFqxDAM_IvOZomXHkquvfdcMCGojpqIOFawlXaXZf9eeVt6KXOQmNHM6AaYZimsywY9KFWtp_ciK-XxT6j9q2RU2Ti-JMLyFpcZHNBlp6jQ32DlPJn7kyWhsmQTq9IOvX--O9iLzAW3dljkyFM13sGXRZOtIYTO-WFwIfg2B3PUSBkLS7NwZmVM6TpWsrIPTJUcJInrqLyRHEb67tRZD84t8Mn8RPaPUTWJtrpH5kLTkcgaO_eD8wP-F-f_GO7f1QZbqQ"),  # noqa: E501
-    ("pct", 34, "cd1.eNptjs1qxDAMhN9FZ7PE2T352nvPBWOC66iJiGMFW-kPy757laVsDy0DlvnkmfEVYp64kswrOBBs0k6vlRcsw2PR3DOXKLxSesoY60uaJzCAnxsmAXeFhcqo7nfiHIW46LIJbuDOl5uBrfJU43o8rLyXsYHrDXxoNOrVe29NF4yeNujwZ53G98pCUHdLWGIlPuxUSCjm_DU01OK3mBsayJyWQWhF3hXa7tRpZ5yO8Iv6EfVvilpmUWTvmTOOe0Zt78x_6u-yD_V_yC_7Ubh9A_omZFk"),  # noqa: E501
-    ("random", 28, "cd1.eNo9TstqxDAM_BedzWKnPSy59t5zwYTgOmoi4ljBVvpg2X9fZUnDgO0ZaWZ8g5BGLiTTAi0IVqmXz8Iz5v4c1PadcxBeKL4lDOUjTiMYwN8Vo0B7g5nyoO5v4hSEOOuwCq7QNte7gbXwWMKyLxbe8lBVN_Cj0ahP7_2LcZ3xTk-9vH2yZmedumvEHArxbqdMQiGlv76iFn-FVNFA4jj3QgvypqKzF6udYdzDX9WPqH9TqSYWldwzc8JhS6jtjdEmYxXuwD9vDtiTuVM70N0fXThiNQ"),  # noqa: E501
-]
+# Failures of the broken clear found by dfs (1 preemption), pct and random,
+# each with the step it fails at (tools/make_regression_tokens.py writes
+# them). Replaying them must fail the same way on the broken algorithm and
+# pass on the seed algorithm it breaks.
+_TOKENS = json.loads((pathlib.Path(__file__).parent / "regression_tokens.json").read_text())
+REGRESSIONS = [(key.split("/")[1], entry["step"], entry["token"])
+               for key, entry in sorted(_TOKENS.items()) if key.startswith("broken-clear/")]
 
 
 @pytest.mark.parametrize("found_by, step, token", REGRESSIONS)

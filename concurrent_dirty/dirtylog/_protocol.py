@@ -1,8 +1,10 @@
 """The protocol every dirty-log algorithm implements, built-in or user's.
 
-An algorithm is a class built as ``cls(kvm)`` once per process (the
-harvester's and each writer process's), over a :class:`~concurrent_dirty.Kvm`
-whose words are shared. The harness calls:
+An algorithm is a class built as ``cls(kvm)`` in every process (the
+harvester's and each writer's) at the start of every execution, over a
+:class:`~concurrent_dirty.Kvm` whose words are shared. State shared between
+writers and the harvester must live in words; Python attributes are private
+to one process and last one execution. The harness calls:
 
 * ``mark_page_dirty(gfn, vcpu_id)`` from a vCPU's fault path, holding
   ``mmu_lock``, and from writes KVM makes on the guest's behalf, without it;

@@ -85,16 +85,19 @@ def resolve_mutant(spec: str) -> Mutant:
                   bool(getattr(cls, "benign", False)))
 
 
-_ON_BEHALF = {"on_behalf": 0.5}
+# Races between two writers' single writes need no more than one write each
+# (smaller executions, found sooner); stale-TLB and write-protect bugs need a
+# vCPU to write the same page again, so they keep the default.
+_ON_BEHALF = {"on_behalf": 0.5, "writes": 1}
 for _cls, _breaks, _benign, _scenario in (
     (NonatomicClear, "xchg", False, _ON_BEHALF),
     (SkipWriteProtect, "xchg", False, {}),
     (NoTlbFlush, "xchg", False, {}),
     (FlushAfterCopy, "xchg", False, {}),
-    (BitBeforeData, "xchg", False, _ON_BEHALF),
+    (BitBeforeData, "xchg", False, {"on_behalf": 0.5}),
     (ManualClearUnsynced, "manual", False, {}),
     (ManualNonatomicAndnot, "manual", False, _ON_BEHALF),
-    (SrcuNoGracePeriod, "srcu", False, {}),
+    (SrcuNoGracePeriod, "srcu", False, {"writes": 1}),
     (SrcuReaderOutsideSection, "srcu", False, {}),
     (SrcuProtectBeforeSwap, "srcu", False, {}),
     (XchgNoZeroSkip, "xchg", True, {}),
