@@ -45,8 +45,12 @@ class Mutant:
 
     @property
     def summary(self) -> str:
-        doc = (self.algorithm.__doc__ or "").strip()
-        return doc.split("\n\n")[0].replace("\n", " ") if doc else self.name
+        """The docstring's first sentence, on one line."""
+        doc = " ".join((self.algorithm.__doc__ or "").split("\n\n")[0].split())
+        if not doc:
+            return self.name
+        first = doc.split(". ")[0].split(": ")[0]
+        return first if first.endswith(".") else first + "."
 
 
 MUTANTS: dict[str, Mutant] = {}
