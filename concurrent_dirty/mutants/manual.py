@@ -68,8 +68,10 @@ class ManualNonatomicAndnot(_Clear):
 
 
 class ManualBitwiseClear(_Clear):
-    """Benign: clears bit by bit with ``test_and_clear_bit``; slower, each
-    step still atomic, exactly the bits GET returned."""
+    """Clears bit by bit with ``test_and_clear_bit``.
+
+    Benign: slower, but each step is still atomic and clears exactly the
+    bits GET returned."""
 
     name = "manual-bitwise-clear"
 

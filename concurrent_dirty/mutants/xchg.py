@@ -113,9 +113,11 @@ class BitBeforeData(XchgDirtyLog):
 
 
 class XchgNoZeroSkip(_Harvest):
-    """Benign: exchanges every word, even one that reads zero (the seed
-    commit skips those with a plain load first; both are correct, a bit set
-    after the test is simply harvested next round)."""
+    """Exchanges every word, even one that reads zero.
+
+    Benign: the seed commit skips zero words with a plain load first; both
+    are correct, since a bit set after the test is simply harvested next
+    round."""
 
     name = "xchg-no-zero-skip"
 
@@ -136,8 +138,10 @@ class XchgNoZeroSkip(_Harvest):
 
 
 class XchgFlushAfterUnlock(_Harvest):
-    """Benign: flushes after dropping ``mmu_lock`` instead of under it; still
-    before userspace reads a page, which is all the ordering needs."""
+    """Flushes after dropping ``mmu_lock`` instead of under it.
+
+    Benign: the flush still comes before userspace reads a page, which is
+    all the ordering needs."""
 
     name = "xchg-flush-after-unlock"
     flush = False
