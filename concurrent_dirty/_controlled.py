@@ -136,9 +136,11 @@ class _Carrier:
         while True:
             self._go.wait()
             job, self._job = self._job, None
-            assert job is not None
             try:
-                job()
+                if job is not None:
+                    job()
+            except BaseException:  # never let a pooled thread die idle
+                traceback.print_exc()
             finally:
                 with _Carrier._lock:
                     _Carrier._idle.append(self)
@@ -152,6 +154,12 @@ class _Carrier:
         carrier._job = job
         carrier._go.post()
         return carrier.thread
+
+
+#: Which runtime owns each controlled OS thread: a thread left over from an
+#: earlier execution (a wall-timeout abort) must not run uncontrolled in a
+#: later one, so the later runtime's hook unwinds it.
+_OWNER: dict[int, Runtime] = {}
 
 
 class _Thread:
@@ -207,8 +215,11 @@ class Runtime:
 
     # -- the hook -----------------------------------------------------------------
     def __call__(self, op: str, target: str, index: int) -> None:
-        me = self._by_ident.get(threading.get_ident())
+        ident = threading.get_ident()
+        me = self._by_ident.get(ident)
         if me is None:
+            if ident in _OWNER:
+                raise _Abort  # a controlled thread of an earlier, aborted execution
             return  # the driver, or any thread the runtime does not own
         if self._aborted:
             raise _Abort
@@ -256,6 +267,11 @@ class Runtime:
         if not ready:
             self._fail("deadlock", self._deadlock_report(), me)
             raise _Abort
+        if me.yielded and ready == [me.tid]:
+            # Spinning while nobody else can run: nothing will ever change.
+            me.waits_for = f"{target}[{index}] (spinning; no other thread can run)"
+            self._fail("deadlock", self._deadlock_report(), me)
+            raise _Abort
         current = me.tid if me.tid in ready and not me.yielded else None
         choice = self._decide(ready, current)
         if choice != me.tid:
@@ -269,6 +285,7 @@ class Runtime:
             if self._aborted:
                 raise _Abort
         me.blocker = None
+        me.waits_for = ""
         me.yielded = False
         if self.tracing:
             self._record(me, op, target, index)
@@ -307,6 +324,7 @@ class Runtime:
     def _thread_main(self, t: _Thread) -> None:
         ident = threading.get_ident()
         self._by_ident[ident] = t
+        _OWNER[ident] = self
         t.sem.wait()
         try:
             if not self._aborted:
@@ -321,6 +339,7 @@ class Runtime:
             self._fail("error", f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}", t, exc)
         finally:
             self._by_ident.pop(ident, None)
+            _OWNER.pop(ident, None)
             self._finish(t)
 
     def _finish(self, t: _Thread) -> None:
@@ -331,23 +350,28 @@ class Runtime:
             if all(x.done for x in self.threads):
                 self._all_done.post()
             return
-        ready = self._runnable(None)
-        if ready:
-            self.threads[self._decide(ready, None)].sem.post()
-        elif all(x.done for x in self.threads):
-            self._all_done.post()
-        else:
-            self._fail("deadlock", self._deadlock_report(), t)
+        try:
+            ready = self._runnable(None)
+            if ready:
+                self.threads[self._decide(ready, None)].sem.post()
+                return
             if all(x.done for x in self.threads):
                 self._all_done.post()
+                return
+            self._fail("deadlock", self._deadlock_report(), t)
+        except BaseException as exc:  # the scheduler failed: end the execution, say why
+            self._fail("error", f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}",
+                       t, exc)
+        if all(x.done for x in self.threads):
+            self._all_done.post()
 
-    def _fail(self, kind: str, message: str, t: _Thread,
+    def _fail(self, kind: str, message: str, t: _Thread | None,
               exc: BaseException | None = None) -> None:
         if self._aborted:
             return  # the first failure is the one reported
         out = self.outcome
         out.kind, out.message, out.step, out.thread, out.exception = (
-            kind, message, out.steps, t.name, exc)
+            kind, message, out.steps, t.name if t is not None else None, exc)
         self._aborted = True
         for other in self.threads:
             if other is not t and not other.done:
@@ -388,6 +412,6 @@ class Runtime:
                     stacks += f"\n--- {t.name} ---\n" + "".join(traceback.format_stack(frame))
             self._fail("deadlock", f"the execution made no progress for {self.wall_timeout:g}s: "
                                    f"a thread blocked outside the switch points (a real OS "
-                                   f"lock or a sleep?){stacks}", self.threads[0])
+                                   f"lock or a sleep?){stacks}", None)
             self._all_done.wait(5)
         return self.outcome

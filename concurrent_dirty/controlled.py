@@ -143,6 +143,7 @@ class _Vm:
                 self.algorithm.enable_dirty_logging(slot)
         self.migration.begin(1, self.algorithm)
         self.migration.violations.clear()
+        self.migration.latencies.clear()
         for vcpu in self.vcpus:
             vcpu.new_execution(self.cls(self.kvm))
 

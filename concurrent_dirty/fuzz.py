@@ -109,10 +109,15 @@ def explore(algorithm: str, scenario: Scenario, *, scheduler: str = "pct",
             executions: int | None = 1000, seconds: float = 10.0, depth: int = 2,
             preemptions: int | None = 2, rounds: int = 2, seed: int = 0,
             max_steps: int = DEFAULT_MAX_STEPS, token_file: str | None = None,
-            program: Program | None = None,
+            program: Program | None = None, vary_program: bool | None = None,
             progress: Callable[[FuzzReport], None] | None = None) -> FuzzReport:
     """Fuzz ``algorithm`` with ``scheduler`` (random, pct or dfs) within
-    ``executions`` and ``seconds``; stops at the first failure."""
+    ``executions`` and ``seconds``; stops at the first failure.
+
+    ``vary_program``: draw new writes for every execution (more coverage,
+    the default for random) or keep one program (``program``, else the
+    scenario's for its seed), which dfs needs and which pct's guarantee is
+    about (the default for both)."""
     cls = resolve_algorithm(algorithm)
     if scheduler == "random":
         inner: Any = RandomScheduler(seed, max_executions=executions)
@@ -125,8 +130,9 @@ def explore(algorithm: str, scenario: Scenario, *, scheduler: str = "pct",
                          f"got {scheduler!r}")
     metrics = Metrics(inner)
     report = FuzzReport(algorithm=algorithm_name(cls), scheduler=scheduler)
-    # dfs enumerates the schedules of one program; the others vary it too.
-    fixed = program or (make_program(scenario, rounds) if scheduler == "dfs" else None)
+    if vary_program is None:
+        vary_program = scheduler == "random" and program is None
+    fixed = None if vary_program else (program or make_program(scenario, rounds))
     start = time.monotonic()
     deadline = start + seconds
     last_tick = start
@@ -165,12 +171,16 @@ def explore(algorithm: str, scenario: Scenario, *, scheduler: str = "pct",
         report.exhausted = inner.exhausted
         report.extra["preemption_bound"] = preemptions
     if isinstance(inner, PctScheduler) and report.failure is None:
-        p, q = inner.miss_bound(report.executions)
-        report.guarantee = (f"pct guarantee: with n={inner.max_threads} threads and "
-                            f"k={inner.k} steps, each execution finds a given depth-{depth} "
-                            f"bug with probability >= 1/(n*k^{depth - 1}) = {p:.3g}; after "
-                            f"{report.executions} clean executions the chance such a bug was "
-                            f"missed is <= {q:.3g}")
+        if fixed is None:
+            report.guarantee = ("pct guarantee: none stated, the program varied between "
+                                "executions (the bound is per program)")
+        else:
+            n, k, valid, p, q = inner.miss_bound()
+            report.guarantee = (
+                f"pct guarantee for this program: with n={n} threads and k={k} steps, each "
+                f"execution finds a given depth-{depth} bug with probability >= "
+                f"1/(n*k^{depth - 1}) = {p:.3g}; after {valid} clean executions within k "
+                f"(of {report.executions}) the chance such a bug was missed is <= {q:.3g}")
     return report
 
 
@@ -255,7 +265,7 @@ def minimize_preemptions(found: ExecutionResult, *, max_executions: int = 20_000
         dfs = DfsScheduler(bound, max_executions=max_executions)
         while time.monotonic() < deadline and dfs.new_execution():
             result = run_controlled(found.algorithm_ref, found.scenario, found.program, dfs)
-            if result.failed:
+            if result.outcome.kind == found.outcome.kind:
                 return run_controlled(found.algorithm_ref, found.scenario, found.program,
                                       _fresh(ReplayScheduler(result.outcome.schedule)),
                                       trace=True)

@@ -136,8 +136,9 @@ def _controlled(ref: str, engine: str, extra: dict[str, Any], seed: int,
     scenario = replace(Scenario(algorithm=ref, seed=seed), **{**CONTROLLED_SCENARIO, **extra})
     if engine == "hypothesis":
         return _hypothesis(ref, seed, budget)
+    # Detection power, not a bound: pct and random draw new writes each time.
     r = explore(ref, scenario, scheduler=engine, executions=None, seconds=budget,
-                preemptions=2, seed=seed)
+                preemptions=2, seed=seed, vary_program=engine != "dfs")
     f = r.failure
     return Trial(f is not None, r.seconds, r.executions,
                  f.outcome.preemptions if f else None, f.outcome.kind if f else "",

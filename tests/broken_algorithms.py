@@ -6,36 +6,15 @@ that writer processes can rebuild them by reference.
 
 from __future__ import annotations
 
-from concurrent_dirty import HARVESTER, XchgDirtyLog, for_each_set_bit
+from concurrent_dirty import HARVESTER, XchgDirtyLog
+from concurrent_dirty.mutants.xchg import NonatomicClear
 
 
-class NonatomicClearXchg(XchgDirtyLog):
-    """The seed algorithm with its ``xchg`` split into a load and a store.
-
-    ``mmu_lock`` keeps faults out, but writes KVM makes on the guest's
-    behalf set bits without it: one that lands between the load and the
-    store is erased, and the page it names is never copied again.
-    """
-
-    name = "nonatomic-clear"
-
-    def get_dirty_log(self, slot_id: int) -> list[int]:
-        kvm = self.kvm
-        slot = kvm.id_to_memslot(slot_id)
-        bitmap = kvm.dirty_bitmap(slot_id)
-        n = slot.nwords
-        words = [0] * n
-        with kvm.mmu_lock.held(HARVESTER):
-            for i in range(n):
-                mask = bitmap.load(i)
-                if not mask:
-                    continue
-                bitmap.store(i, 0)  # BUG: a bit set since the load is erased
-                words[i] = mask
-                for bit in for_each_set_bit(mask):
-                    kvm.write_protect(slot.base_gfn + 64 * i + bit)
-            kvm.flush_remote_tlbs()
-        return words
+class NonatomicClearXchg(NonatomicClear):
+    """The tests' own broken algorithm: the seed harvest with its ``xchg``
+    split into a load and a store (the ``nonatomic-clear`` mutant). An
+    on-behalf write, which takes no ``mmu_lock``, that sets a bit between
+    the two is erased, and its page is never copied again."""
 
 
 class NotAnAlgorithm:

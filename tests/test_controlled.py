@@ -5,7 +5,7 @@ import threading
 
 import pytest
 
-from concurrent_dirty import Scenario
+from concurrent_dirty import HARVESTER, Scenario, SrcuDirtyLog
 from concurrent_dirty.controlled import Program, make_program, run_controlled
 from concurrent_dirty.fuzz import explore
 from concurrent_dirty.scheduler import (
@@ -48,9 +48,16 @@ def test_random_finds_the_broken_clear():
     assert r.failure is not None and r.failure.outcome.kind == "violation"
 
 
-def test_pct_finds_the_broken_clear():
-    r = explore(BROKEN, SMALL, scheduler="pct", executions=5000, seconds=120)
+def test_pct_finds_the_broken_clear_in_a_fixed_program():
+    r = explore(BROKEN, SMALL, scheduler="pct", executions=5000, seconds=120, program=RACE)
     assert r.failure is not None and r.failure.outcome.kind == "violation"
+
+
+def test_pct_finds_the_broken_clear_across_programs():
+    r = explore(BROKEN, SMALL, scheduler="pct", executions=5000, seconds=120,
+                vary_program=True)
+    assert r.failure is not None and r.failure.outcome.kind == "violation"
+    assert r.guarantee == ""
 
 
 def test_dfs_with_one_preemption_finds_the_broken_clear():
@@ -137,6 +144,43 @@ def test_an_exception_in_a_thread_ends_the_execution_cleanly():
     assert again.outcome.kind == "ok"
 
 
+def test_a_scheduler_that_fails_when_a_thread_finishes_ends_the_execution():
+    class Flaky(RandomScheduler):
+        calls = 0
+
+        def next_thread(self, runnable, current):
+            self.calls += 1
+            if current is None and self.calls > 1:
+                raise RuntimeError("scheduler broke")
+            return super().next_thread(runnable, current)
+
+    r = run_controlled("xchg", SMALL, make_program(SMALL), fresh(Flaky(0, stay=0.99)))
+    assert r.outcome.kind == "error" and "RuntimeError: scheduler broke" in r.outcome.message
+    again = run_controlled("xchg", SMALL, make_program(SMALL), fresh(RandomScheduler(0)))
+    assert again.outcome.kind == "ok"  # the carriers survived
+
+
+class GraceUnderLock(SrcuDirtyLog):
+    """Waits for a grace period while holding mmu_lock: a vCPU inside its
+    read-side section that needs the lock can never leave the section."""
+
+    name = "grace-under-lock"
+
+    def get_dirty_log(self, slot_id):
+        with self.kvm.mmu_lock.held(HARVESTER):
+            self.kvm.srcu.synchronize()
+        return super().get_dirty_log(slot_id)
+
+
+def test_spinning_while_nobody_else_can_run_is_a_deadlock():
+    r = explore("tests.test_controlled:GraceUnderLock", SMALL, scheduler="dfs", preemptions=1,
+                executions=None, seconds=60, program=Program(writes=(((0, False),),), rounds=1))
+    assert r.failure is not None and r.failure.outcome.kind == "deadlock"
+    assert r.failure.outcome.message == (
+        "deadlock: no thread can run; vcpu 0 waits for mmu_lock, held by harvester; "
+        "harvester waits for srcu[0] (spinning; no other thread can run)")
+
+
 def test_metrics_wrapper_counts_preemptions_and_switches():
     m = Metrics(RandomScheduler(1, stay=0.0))
     for _ in range(3):
@@ -148,8 +192,9 @@ def test_metrics_wrapper_counts_preemptions_and_switches():
 
 def test_pct_reports_its_guarantee_after_a_clean_run():
     r = explore("xchg", SMALL, scheduler="pct", executions=50, seconds=60, depth=2)
-    assert r.guarantee.startswith("pct guarantee: with n=3 threads and k=")
-    assert "after 50 clean executions the chance such a bug was missed is <=" in r.guarantee
+    assert r.guarantee.startswith("pct guarantee for this program: with n=3 threads and k=")
+    assert "clean executions within k (of 50) the chance such a bug was missed is <=" \
+        in r.guarantee
 
 
 def test_bad_scheduler_arguments_are_clear_errors():

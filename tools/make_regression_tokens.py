@@ -30,7 +30,8 @@ def find(ref: str, breaks: str, extra: dict[str, object], scheduler: str,
          program: Program | None = None) -> dict[str, object]:
     scenario = replace(Scenario(algorithm=ref), **{**CONTROLLED_SCENARIO, **extra})
     r = explore(ref, scenario, scheduler=scheduler, preemptions=2, seed=0, program=program,
-                executions=3_000 if scheduler == "dfs" else 20_000, seconds=60)
+                executions=3_000 if scheduler == "dfs" else 20_000, seconds=60,
+                vary_program=scheduler != "dfs" and program is None)
     if r.failure is None:
         raise SystemExit(f"{ref}: {scheduler} found nothing in {r.executions} executions")
     return {"algorithm": ref, "breaks": breaks, "found_by": scheduler,

@@ -44,6 +44,7 @@ class DfsScheduler:
         self.max_executions = max_executions
         self.execution = 0
         self.exhausted = False
+        self.truncated = False
         self._stack: list[_Node] = []
         self._pos = 0
         self._preemptions = 0
@@ -59,7 +60,7 @@ class DfsScheduler:
                     break
                 self._stack.pop()
             if not self._stack:
-                self.exhausted = True
+                self.exhausted = not self.truncated
                 return False
         self.execution += 1
         self._pos = 0
@@ -80,6 +81,8 @@ class DfsScheduler:
                 bounded = self.max_preemptions is not None \
                     and self._preemptions >= self.max_preemptions
                 deep = self.max_steps is not None and self._pos >= self.max_steps
+                if deep and others:
+                    self.truncated = True  # branches cut by depth: not exhaustive
                 options = [current] if bounded or deep else [current, *others]
             else:
                 options = list(runnable)

@@ -12,7 +12,10 @@ one execution finds a given bug of depth ``d`` with probability at least
 Deviations: threads get their priority when they first become runnable
 (all are, at the start, here); ``k`` is not known in advance, so it is the
 largest step count seen so far (the first execution uses ``k_hint``), as
-shuttle's PCT does; the bound reported uses the final ``k``.
+shuttle's PCT does. The bound is per program; an execution longer than the
+``k`` its change points came from is not covered, so :meth:`miss_bound`
+counts only the executions it covers and reports the largest ``k`` they
+used.
 """
 
 from __future__ import annotations
@@ -37,6 +40,11 @@ class PctScheduler:
         self.execution = 0
         self.max_threads = 0
         self._k_seen = 0
+        self._k_used = k_hint
+        self._closed = True
+        #: Executions the bound covers, and the largest k among them.
+        self.valid = 0
+        self.k_bound = 0
         self._rng = random.Random()
         self._priority: dict[int, float] = {}
         self._changes: dict[int, int] = {}
@@ -47,10 +55,12 @@ class PctScheduler:
         if self.max_executions is not None and self.execution >= self.max_executions:
             return False
         if self.execution:
+            self._close()
             # k: the longest execution seen; the hint only serves the first.
-            self._k_seen = max(self._k_seen, self._step)
             self.k = self._k_seen
         self.execution += 1
+        self._k_used = self.k
+        self._closed = False
         self._rng = rng = random.Random(f"pct:{self.seed}:{self.execution}")
         self._priority = {}
         points = rng.sample(range(1, self.k + 1), min(self.depth - 1, self.k))
@@ -58,6 +68,17 @@ class PctScheduler:
         self._step = 0
         self._running = None
         return True
+
+    def _close(self) -> None:
+        """Account for the execution that just ended: the bound holds only
+        for executions no longer than the k their change points used."""
+        if self._closed or not self.execution:
+            return
+        self._closed = True
+        self._k_seen = max(self._k_seen, self._step)
+        if self._step <= self._k_used:
+            self.valid += 1
+            self.k_bound = max(self.k_bound, self._k_used)
 
     def _prio(self, tid: int) -> float:
         p = self._priority.get(tid)
@@ -71,8 +92,8 @@ class PctScheduler:
     def next_thread(self, runnable: Sequence[int], current: int | None) -> int:
         self._step += 1
         low = self._changes.get(self._step)
-        if low is not None and self._running is not None:
-            self._priority[self._running] = low
+        if low is not None and self._running is not None and self._running in runnable:
+            self._priority[self._running] = low  # (a thread that finished needs no lowering)
         choice = max(runnable, key=self._prio)
         self._running = choice
         return choice
@@ -80,11 +101,14 @@ class PctScheduler:
     def next_u64(self) -> int:
         return self._rng.getrandbits(64)
 
-    def miss_bound(self, executions: int) -> tuple[float, float]:
-        """(p, q): each execution finds a depth-d bug with probability at
-        least p; after ``executions`` clean ones, the chance one was missed
-        is at most q = (1 - p) ** executions."""
+    def miss_bound(self) -> tuple[int, int, int, float, float]:
+        """(n, k, valid, p, q) for one fixed program: each valid execution
+        (no longer than the k its change points were drawn from) finds a
+        given depth-d bug with probability at least p = 1/(n*k^(d-1)); after
+        ``valid`` clean ones, the chance it was missed is at most
+        q = (1 - p) ** valid."""
+        self._close()
         n = max(1, self.max_threads)
-        k = max(1, self._k_seen, self._step)
+        k = max(1, self.k_bound)
         p = 1.0 / (n * k ** (self.depth - 1))
-        return p, (1.0 - p) ** executions
+        return n, k, self.valid, p, (1.0 - p) ** self.valid
