@@ -45,6 +45,9 @@ def add_parsers(sub: Any, number: Any, choice: Any) -> None:
                    default=2, help="harvest rounds before the final one (default %(default)s)")
     f.add_argument("--on-behalf", type=number("a probability", 0, 1), default=0.5,
                    help="share of on-behalf writes (default %(default)s)")
+    f.add_argument("--vary-program", action="store_true",
+                   help="pct: draw new writes every execution (more coverage, no stated "
+                        "bound); random always does, dfs never does")
     f.add_argument("--initially-set", action="store_true")
     f.add_argument("--no-tlb", dest="tlb", action="store_false",
                    help="no per-vCPU TLB model")
@@ -121,7 +124,9 @@ def run_fuzz(ns: argparse.Namespace, write_json: Any) -> int:
             report = explore(spec, scenario, scheduler=ns.scheduler, executions=ns.executions,
                              seconds=ns.seconds, depth=ns.depth, preemptions=ns.preemptions,
                              rounds=ns.rounds, seed=ns.seed, max_steps=ns.max_steps,
-                             token_file=ns.token_file)
+                             token_file=ns.token_file,
+                             vary_program=(True if ns.vary_program and ns.scheduler == "pct"
+                                           else None))
         reports.append(report)
         print(f"== {report.algorithm} under {report.scheduler}")
         if report.failure is not None:
