@@ -177,10 +177,10 @@ def explore(algorithm: str, scenario: Scenario, *, scheduler: str = "pct",
         else:
             n, k, valid, p, q = inner.miss_bound()
             report.guarantee = (
-                f"pct guarantee for this program: with n={n} threads and k={k} steps, each "
-                f"execution finds a given depth-{depth} bug with probability >= "
-                f"1/(n*k^{depth - 1}) = {p:.3g}; after {valid} clean executions within k "
-                f"(of {report.executions}) the chance such a bug was missed is <= {q:.3g}")
+                f"pct guarantee for this program: with n={n} threads and at most k={k} steps, "
+                f"each execution finds a given depth-{depth} bug with probability >= "
+                f"1/(n*k^{depth - 1}) = {p:.3g}; after {valid} clean executions within their "
+                f"k (of {report.executions}) the chance such a bug was missed is <= {q:.3g}")
     return report
 
 

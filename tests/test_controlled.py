@@ -192,8 +192,9 @@ def test_metrics_wrapper_counts_preemptions_and_switches():
 
 def test_pct_reports_its_guarantee_after_a_clean_run():
     r = explore("xchg", SMALL, scheduler="pct", executions=50, seconds=60, depth=2)
-    assert r.guarantee.startswith("pct guarantee for this program: with n=3 threads and k=")
-    assert "clean executions within k (of 50) the chance such a bug was missed is <=" \
+    assert r.guarantee.startswith("pct guarantee for this program: with n=3 threads and at "
+                                  "most k=")
+    assert "clean executions within their k (of 50) the chance such a bug was missed is <=" \
         in r.guarantee
 
 

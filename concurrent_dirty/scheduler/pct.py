@@ -20,6 +20,7 @@ used.
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Sequence
 
@@ -45,6 +46,7 @@ class PctScheduler:
         #: Executions the bound covers, and the largest k among them.
         self.valid = 0
         self.k_bound = 0
+        self._log_miss = 0.0  # sum of log(1 - p_e) over covered executions
         self._rng = random.Random()
         self._priority: dict[int, float] = {}
         self._changes: dict[int, int] = {}
@@ -79,6 +81,8 @@ class PctScheduler:
         if self._step <= self._k_used:
             self.valid += 1
             self.k_bound = max(self.k_bound, self._k_used)
+            n = max(1, len(self._priority))
+            self._log_miss += math.log1p(-1.0 / (n * max(1, self._k_used) ** (self.depth - 1)))
 
     def _prio(self, tid: int) -> float:
         p = self._priority.get(tid)
@@ -102,13 +106,13 @@ class PctScheduler:
         return self._rng.getrandbits(64)
 
     def miss_bound(self) -> tuple[int, int, int, float, float]:
-        """(n, k, valid, p, q) for one fixed program: each valid execution
-        (no longer than the k its change points were drawn from) finds a
-        given depth-d bug with probability at least p = 1/(n*k^(d-1)); after
-        ``valid`` clean ones, the chance it was missed is at most
-        q = (1 - p) ** valid."""
+        """(n, k, valid, p, q) for one fixed program: each covered execution
+        e (no longer than the k_e its change points were drawn from) finds a
+        given depth-d bug with probability at least 1/(n*k_e^(d-1)) >= p,
+        with k the largest k_e; after ``valid`` clean ones, the chance it was
+        missed is at most q = the product of (1 - 1/(n*k_e^(d-1)))."""
         self._close()
         n = max(1, self.max_threads)
         k = max(1, self.k_bound)
         p = 1.0 / (n * k ** (self.depth - 1))
-        return n, k, self.valid, p, (1.0 - p) ** self.valid
+        return n, k, self.valid, p, math.exp(self._log_miss)
