@@ -10,8 +10,15 @@ settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 @pytest.fixture
 def shm_guard():
-    """Fails the test if it leaves a new segment in /dev/shm."""
+    """Fails the test if it leaves a shared-memory segment behind: none of
+    this process's may stay linked, and (unless pytest-xdist workers share
+    /dev/shm with us) no new entry may remain in /dev/shm."""
+    from concurrent_dirty._arena import live_segments
+
+    alone = "PYTEST_XDIST_WORKER" not in os.environ
     before = set(os.listdir("/dev/shm"))
     yield
-    leaked = sorted(set(os.listdir("/dev/shm")) - before)
-    assert not leaked, f"shared-memory segments left behind: {leaked}"
+    assert live_segments() == [], f"segments still linked: {live_segments()}"
+    if alone:
+        leaked = sorted(set(os.listdir("/dev/shm")) - before)
+        assert not leaked, f"shared-memory segments left behind: {leaked}"
