@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from .._atomic import AtomicWords
 from .._sync import HARVESTER
 from ..memslot import MemslotFlags
 from ._protocol import DirtyLogAlgorithm, check_clear_range, for_each_set_bit
@@ -49,6 +50,10 @@ class ManualDirtyLog(DirtyLogAlgorithm):
         # With manual protect KVM copies the live bitmap itself.
         return [bitmap.load(i) for i in range(slot.nwords)]
 
+    def _clear_word(self, bitmap: AtomicWords, i: int, m: int) -> int:
+        """Clear the bits ``m`` of word ``i``; return those that were set."""
+        return m & bitmap.fetch_andnot(i, m)
+
     def clear_dirty_log(self, slot_id: int, first_page: int, mask: Sequence[int],
                         num_pages: int | None = None) -> None:
         kvm = self.kvm
@@ -65,7 +70,7 @@ class ManualDirtyLog(DirtyLogAlgorithm):
                 bitmap.store(n + i, m)  # the user's mask lands in the second half
                 if not m:
                     continue
-                m &= bitmap.fetch_andnot(i, m)
+                m = self._clear_word(bitmap, i, m)
                 if m:
                     flush = True
                     offset = slot.base_gfn + 64 * i

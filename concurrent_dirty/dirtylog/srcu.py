@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
+from .._atomic import AtomicWords
 from .._sync import HARVESTER
 from ..kvm import Kvm
 from ..memslot import MemslotTable
@@ -79,8 +80,7 @@ class SrcuDirtyLog(DirtyLogAlgorithm):
         old = self._live.load(index)
         self._live.store(index, 1 - old)  # rcu_assign_pointer: the zeroed half
         self._grace_period()
-        base = old * n
-        words = [bitmap.load(base + i) for i in range(n)]
+        words = [bitmap.load(old * n + i) for i in range(n)]
         if any(words):
             with kvm.mmu_lock.held(HARVESTER):
                 for i, mask in enumerate(words):
@@ -88,7 +88,13 @@ class SrcuDirtyLog(DirtyLogAlgorithm):
                     for bit in for_each_set_bit(mask):
                         kvm.write_protect(offset + bit)
                 kvm.flush_remote_tlbs()
-            for i, mask in enumerate(words):
-                if mask:
-                    bitmap.store(base + i, 0)  # ready for its next turn
+            self._zero_half(bitmap, old * n, words)
         return words
+
+    @staticmethod
+    def _zero_half(bitmap: AtomicWords, base: int, words: list[int]) -> None:
+        """Zero the harvested half's non-zero words, ready for its next turn
+        (no writer can reach it: the grace period ended)."""
+        for i, mask in enumerate(words):
+            if mask:
+                bitmap.store(base + i, 0)

@@ -2,43 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from .._atomic import AtomicWords
-from .._sync import HARVESTER
-from ..dirtylog import ManualDirtyLog, check_clear_range, for_each_set_bit
+from ..dirtylog import ManualDirtyLog, for_each_set_bit
 
 __all__ = ["ManualClearUnsynced", "ManualNonatomicAndnot", "ManualBitwiseClear"]
 
 
-class _Clear(ManualDirtyLog):
-    """KVM_CLEAR_DIRTY_LOG with its clearing step replaceable."""
-
-    def _clear_word(self, bitmap: AtomicWords, i: int, m: int) -> int:
-        return m & bitmap.fetch_andnot(i, m)
-
-    def clear_dirty_log(self, slot_id: int, first_page: int, mask: Sequence[int],
-                        num_pages: int | None = None) -> None:
-        kvm = self.kvm
-        slot = kvm.id_to_memslot(slot_id)
-        num_pages = check_clear_range(slot, first_page, mask, num_pages)
-        bitmap = kvm.dirty_bitmap(slot_id)
-        flush = False
-        with kvm.mmu_lock.held(HARVESTER):
-            for k in range((num_pages + 63) // 64):
-                i = first_page // 64 + k
-                if not mask[k]:
-                    continue
-                m = self._clear_word(bitmap, i, mask[k])
-                if m:
-                    flush = True
-                    for bit in for_each_set_bit(m):
-                        kvm.write_protect(slot.base_gfn + 64 * i + bit)
-        if flush:
-            kvm.flush_remote_tlbs()
-
-
-class ManualClearUnsynced(_Clear):
+class ManualClearUnsynced(ManualDirtyLog):
     """CLEAR clears the whole word, not just the bits GET returned.
 
     Bits set between GET and CLEAR are cleared and their pages
@@ -54,7 +24,7 @@ class ManualClearUnsynced(_Clear):
         return bitmap.fetch_andnot(i, (1 << 64) - 1)
 
 
-class ManualNonatomicAndnot(_Clear):
+class ManualNonatomicAndnot(ManualDirtyLog):
     """CLEAR with a load, an and-not and a store instead of
     ``atomic_long_fetch_andnot``: an on-behalf write's bit set in between
     (no ``mmu_lock`` on that path) is erased, and its page never copied."""
@@ -67,7 +37,7 @@ class ManualNonatomicAndnot(_Clear):
         return m & old
 
 
-class ManualBitwiseClear(_Clear):
+class ManualBitwiseClear(ManualDirtyLog):
     """Clears bit by bit with ``test_and_clear_bit``.
 
     Benign: slower, but each step is still atomic and clears exactly the

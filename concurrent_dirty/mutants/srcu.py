@@ -72,7 +72,5 @@ class SrcuProtectBeforeSwap(SrcuDirtyLog):
         self._live.store(index, 1 - old)
         kvm.srcu.synchronize()
         words = [bitmap.load(base + i) for i in range(n)]
-        for i, mask in enumerate(words):
-            if mask:
-                bitmap.store(base + i, 0)
+        self._zero_half(bitmap, base, words)
         return words

@@ -14,20 +14,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from .replay import OneExecution
+
 __all__ = ["ChoiceScheduler"]
 
 
-class ChoiceScheduler:
+class ChoiceScheduler(OneExecution):
     def __init__(self, choices: Sequence[int]) -> None:
         self.choices = list(choices)
-        self.execution = 0
         self._pos = 0
-
-    def new_execution(self) -> bool:
-        if self.execution:
-            return False
-        self.execution = 1
-        return True
 
     def next_thread(self, runnable: Sequence[int], current: int | None) -> int:
         v = self.choices[self._pos] if self._pos < len(self.choices) else 0
@@ -38,6 +33,3 @@ class ChoiceScheduler:
             others = [t for t in runnable if t != current]
             return others[(v - 1) % len(others)] if others else current
         return runnable[v % len(runnable)]
-
-    def next_u64(self) -> int:
-        return 0

@@ -11,21 +11,30 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-__all__ = ["ReplayScheduler"]
+__all__ = ["OneExecution", "ReplayScheduler"]
 
 
-class ReplayScheduler:
-    def __init__(self, schedule: Sequence[int]) -> None:
-        self.schedule = list(schedule)
-        self.execution = 0
-        self.diverged_at: int | None = None
-        self._pos = 0
+class OneExecution:
+    """Schedulers that drive exactly one execution (a replay, one drawn
+    case): ``new_execution`` says yes once."""
+
+    execution = 0
 
     def new_execution(self) -> bool:
         if self.execution:
             return False
         self.execution = 1
         return True
+
+    def next_u64(self) -> int:
+        return 0
+
+
+class ReplayScheduler(OneExecution):
+    def __init__(self, schedule: Sequence[int]) -> None:
+        self.schedule = list(schedule)
+        self.diverged_at: int | None = None
+        self._pos = 0
 
     def next_thread(self, runnable: Sequence[int], current: int | None) -> int:
         pos = self._pos
@@ -35,6 +44,3 @@ class ReplayScheduler:
         if pos < len(self.schedule) and self.diverged_at is None:
             self.diverged_at = pos
         return current if current is not None else runnable[0]
-
-    def next_u64(self) -> int:
-        return 0
