@@ -37,6 +37,7 @@ from .fuzz import (
 )
 from .kvm import WRITABLE, Kvm, page_value, page_version, page_writer
 from .memslot import Memslot, MemslotFlags, MemslotTable
+from .mutants import MUTANTS, Mutant, register_mutant, resolve_mutant
 from .oracle import Migration, Violation
 from .scenario import Scenario
 from .scheduler import (
@@ -49,10 +50,17 @@ from .scheduler import (
     Scheduler,
 )
 from .stress import CellResult, Progress, run_cell
+from .zoo import ZooReport, run_zoo
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "MUTANTS",
+    "Mutant",
+    "ZooReport",
+    "register_mutant",
+    "resolve_mutant",
+    "run_zoo",
     "ChoiceScheduler",
     "DfsScheduler",
     "ExecutionResult",
