@@ -17,7 +17,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ._controlled import Outcome
 from ._token import decode
 from .controlled import DEFAULT_MAX_STEPS, ExecutionResult, Program, make_program, run_controlled
 from .dirtylog import algorithm_name, resolve_algorithm
@@ -315,6 +314,3 @@ def interleavings(algorithm: str, *, writers: Any = None, writes: Any = None, pa
 
     return build()
 
-
-def outcome_line(outcome: Outcome) -> str:
-    return f"{outcome.kind} at step {outcome.step}" if outcome.failed else "ok"
