@@ -5,9 +5,6 @@ The public surface is re-exported here; everything in a module whose name
 starts with ``_`` is private.
 """
 
-from ._atomic import AtomicWords
-from ._sync import HARVESTER, MmuLock, Srcu
-from .controlled import ExecutionResult, Program, run_controlled
 from .dirtylog import (
     BUILTIN_ALGORITHMS,
     DirtyLogAlgorithm,
@@ -18,6 +15,8 @@ from .dirtylog import (
     for_each_set_bit,
     resolve_algorithm,
 )
+from .engines.controlled import ExecutionResult, Program, run_controlled
+from .engines.free import CellResult, Progress, run_cell
 from .errors import (
     AlgorithmError,
     ConcurrentDirtyError,
@@ -26,21 +25,14 @@ from .errors import (
     UsageError,
     WorkerDied,
 )
-from .fuzz import (
-    FuzzReport,
-    Interleaving,
-    explore,
-    interleavings,
-    minimize_preemptions,
-    regression_test,
-    replay,
-)
-from .kvm import WRITABLE, Kvm, page_value, page_version, page_writer
-from .memslot import Memslot, MemslotFlags, MemslotTable
+from .harness.oracle import Migration, Violation
+from .harness.scenario import Scenario
+from .model.atomic import AtomicWords
+from .model.kvm import WRITABLE, Kvm, page_value, page_version, page_writer
+from .model.memslot import Memslot, MemslotFlags, MemslotTable
+from .model.sync import HARVESTER, MmuLock, Srcu
 from .mutants import MUTANTS, Mutant, register_mutant, resolve_mutant
-from .oracle import Migration, Violation
-from .scenario import Scenario
-from .scheduler import (
+from .schedulers import (
     ChoiceScheduler,
     DfsScheduler,
     Metrics,
@@ -49,8 +41,16 @@ from .scheduler import (
     ReplayScheduler,
     Scheduler,
 )
-from .stress import CellResult, Progress, run_cell
-from .zoo import ZooReport, run_zoo
+from .search.explore import (
+    FuzzReport,
+    Interleaving,
+    explore,
+    interleavings,
+    minimize_preemptions,
+    regression_test,
+    replay,
+)
+from .search.zoo import ZooReport, run_zoo
 
 __version__ = "0.1.0"
 

@@ -13,7 +13,7 @@ def shm_guard():
     """Fails the test if it leaves a shared-memory segment behind: none of
     this process's may stay linked, and (unless pytest-xdist workers share
     /dev/shm with us) no new entry may remain in /dev/shm."""
-    from concurrent_dirty._arena import live_segments
+    from concurrent_dirty.model.arena import live_segments
 
     alone = "PYTEST_XDIST_WORKER" not in os.environ
     before = set(os.listdir("/dev/shm"))

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from concurrent_dirty._cli import main
+from concurrent_dirty.cli.main import main
 from tests.test_tokens import REGRESSIONS
 
 BROKEN = "tests.broken_algorithms:NonatomicClearXchg"

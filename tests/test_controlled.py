@@ -6,9 +6,8 @@ import threading
 import pytest
 
 from concurrent_dirty import HARVESTER, Scenario, SrcuDirtyLog
-from concurrent_dirty.controlled import Program, make_program, run_controlled
-from concurrent_dirty.fuzz import explore
-from concurrent_dirty.scheduler import (
+from concurrent_dirty.engines.controlled import Program, make_program, run_controlled
+from concurrent_dirty.schedulers import (
     ChoiceScheduler,
     DfsScheduler,
     Metrics,
@@ -16,6 +15,7 @@ from concurrent_dirty.scheduler import (
     RandomScheduler,
     ReplayScheduler,
 )
+from concurrent_dirty.search.explore import explore
 
 BROKEN = "tests.broken_algorithms:NonatomicClearXchg"
 SMALL = Scenario(writers=2, slots=1, pages=4, writes=2, on_behalf=0.5)

@@ -6,7 +6,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from concurrent_dirty import InvariantViolation
-from concurrent_dirty.fuzz import interleavings, replay
+from concurrent_dirty.search.explore import interleavings, replay
 
 BROKEN = "tests.broken_algorithms:NonatomicClearXchg"
 

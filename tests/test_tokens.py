@@ -6,10 +6,10 @@ import pathlib
 import pytest
 
 from concurrent_dirty import Scenario, UsageError
-from concurrent_dirty._token import decode, encode
-from concurrent_dirty.controlled import Program, run_controlled
-from concurrent_dirty.fuzz import regression_test, replay
-from concurrent_dirty.scheduler import ReplayScheduler
+from concurrent_dirty.engines.controlled import Program, run_controlled
+from concurrent_dirty.harness.token import decode, encode
+from concurrent_dirty.schedulers import ReplayScheduler
+from concurrent_dirty.search.explore import regression_test, replay
 
 BROKEN = "tests.broken_algorithms:NonatomicClearXchg"
 

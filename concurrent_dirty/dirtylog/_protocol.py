@@ -25,8 +25,8 @@ from collections.abc import Iterator, Sequence
 from typing import ClassVar
 
 from ..errors import UsageError
-from ..kvm import Kvm
-from ..memslot import Memslot, MemslotFlags, MemslotTable
+from ..model.kvm import Kvm
+from ..model.memslot import Memslot, MemslotFlags, MemslotTable
 
 __all__ = ["DirtyLogAlgorithm", "check_clear_range", "for_each_set_bit"]
 

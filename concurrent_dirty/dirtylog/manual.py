@@ -27,9 +27,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .._atomic import AtomicWords
-from .._sync import HARVESTER
-from ..memslot import MemslotFlags
+from ..model.atomic import AtomicWords
+from ..model.memslot import MemslotFlags
+from ..model.sync import HARVESTER
 from ._protocol import DirtyLogAlgorithm, check_clear_range, for_each_set_bit
 
 __all__ = ["ManualDirtyLog"]

@@ -22,7 +22,7 @@ a bit set after that read is simply harvested next round.
 
 from __future__ import annotations
 
-from .._sync import HARVESTER
+from ..model.sync import HARVESTER
 from ._protocol import DirtyLogAlgorithm, for_each_set_bit
 
 __all__ = ["XchgDirtyLog"]

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from .._sync import HARVESTER
 from ..dirtylog import XchgDirtyLog, for_each_set_bit
+from ..model.sync import HARVESTER
 
 __all__ = ["NonatomicClear", "SkipWriteProtect", "NoTlbFlush", "FlushAfterCopy",
            "BitBeforeData", "XchgNoZeroSkip", "XchgFlushAfterUnlock"]

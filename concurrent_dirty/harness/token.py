@@ -19,11 +19,11 @@ import zlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .errors import UsageError
+from ..errors import UsageError
 from .scenario import Scenario
 
 if TYPE_CHECKING:
-    from .controlled import ExecutionResult, Program
+    from ..engines.controlled import ExecutionResult, Program
 
 __all__ = ["VERSION", "encode", "decode", "ReplayCase"]
 
@@ -61,7 +61,7 @@ def _short(token: str) -> str:
 
 
 def decode(token: Any) -> ReplayCase:
-    from .controlled import Program
+    from ..engines.controlled import Program
 
     if not isinstance(token, str):
         raise UsageError(f"expected a replay token string like cd1.<base64>, "

@@ -2,7 +2,7 @@
 memslots' double-size dirty bitmaps, ``mmu_lock`` and SRCU.
 
 This is what an algorithm receives. Every field lives in one
-:class:`~concurrent_dirty._arena.Arena`, so the same object works over a
+:class:`~concurrent_dirty.model.arena.Arena`, so the same object works over a
 ``bytearray`` (threads) and over a ``SharedMemory`` segment attached by
 several processes. An algorithm object is built once per process over its
 own ``Kvm``; anything that writers and the harvester share must therefore
@@ -19,11 +19,11 @@ the check.
 
 from __future__ import annotations
 
-from . import _switch
-from ._arena import Arena, Layout
-from ._atomic import AtomicWords
-from ._sync import MmuLock, Srcu
+from .._core import switch as _switch
+from .arena import Arena, Layout
+from .atomic import AtomicWords
 from .memslot import Memslot, MemslotFlags, MemslotTable
+from .sync import MmuLock, Srcu
 
 __all__ = ["WRITABLE", "Kvm", "make_page", "page_value", "page_version", "page_writer"]
 

@@ -22,15 +22,15 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from . import _switch
-from ._arena import Arena, Layout
-from ._atomic import AtomicWords
-from ._vcpu import Vcpu, workload_picker
-from .dirtylog import DirtyLogAlgorithm, resolve_algorithm
-from .errors import WorkerDied
-from .kvm import Kvm
-from .memslot import MemslotTable
-from .scenario import Scenario
+from .._core import switch as _switch
+from ..dirtylog import DirtyLogAlgorithm, resolve_algorithm
+from ..errors import WorkerDied
+from ..harness.scenario import Scenario
+from ..model.arena import Arena, Layout
+from ..model.atomic import AtomicWords
+from ..model.kvm import Kvm
+from ..model.memslot import MemslotTable
+from ..model.vcpu import Vcpu, workload_picker
 
 CTL_GEN, CTL_DONE, CTL_STOP, CTL_END, CTL_READY = range(5)
 CTL_WORDS = 8
@@ -227,7 +227,7 @@ class ProcessWorkers:
             try:
                 proc = subprocess.Popen(
                     [sys.executable, "-c",
-                     "from concurrent_dirty._workers import child_entry; child_entry()"],
+                     "from concurrent_dirty.engines.workers import child_entry; child_entry()"],
                     stdin=subprocess.PIPE, pass_fds=(write_end,), env=env)
             finally:
                 os.close(write_end)

@@ -28,9 +28,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from . import _switch
-from ._atomic import AtomicWords
-from .errors import DeadlockError, UsageError
+from .._core import switch as _switch
+from ..errors import DeadlockError, UsageError
+from .atomic import AtomicWords
 
 __all__ = ["HARVESTER", "MmuLock", "Srcu", "actor_name"]
 

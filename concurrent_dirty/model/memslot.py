@@ -15,7 +15,7 @@ import itertools
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from .errors import UsageError
+from ..errors import UsageError
 
 __all__ = ["Memslot", "MemslotFlags", "MemslotTable", "bitmap_words"]
 

@@ -6,8 +6,8 @@ import argparse
 import sys
 from typing import Any
 
-from .mutants import MUTANTS, resolve_mutant
-from .zoo import ENGINES, Cell, format_table, run_zoo
+from ..mutants import MUTANTS, resolve_mutant
+from ..search.zoo import ENGINES, Cell, format_table, run_zoo
 
 
 def add_parser(sub: Any, number: Any, choice: Any) -> None:

@@ -17,10 +17,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import _switch
-from ._arena import Arena
-from ._sync import actor_name
-from ._workers import (
+from .._core import switch as _switch
+from ..dirtylog import algorithm_name, algorithm_ref, resolve_algorithm
+from ..errors import ConcurrentDirtyError, DeadlockError, UsageError
+from ..harness.oracle import Migration, Violation
+from ..harness.scenario import Scenario
+from ..model.arena import Arena
+from ..model.kvm import Kvm
+from ..model.memslot import MemslotFlags, MemslotTable
+from ..model.sync import actor_name
+from .workers import (
     CTL_DONE,
     CTL_END,
     CTL_GEN,
@@ -35,12 +41,6 @@ from ._workers import (
     ThreadWorkers,
     WorkerSpec,
 )
-from .dirtylog import algorithm_name, algorithm_ref, resolve_algorithm
-from .errors import ConcurrentDirtyError, DeadlockError, UsageError
-from .kvm import Kvm
-from .memslot import MemslotFlags, MemslotTable
-from .oracle import Migration, Violation
-from .scenario import Scenario
 
 __all__ = ["CellResult", "Progress", "run_cell"]
 

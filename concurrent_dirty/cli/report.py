@@ -6,7 +6,7 @@ import sys
 import time
 from typing import TextIO
 
-from .stress import CellResult, Progress
+from ..engines.free import CellResult, Progress
 
 __all__ = ["ProgressPrinter", "summary_line", "verdict_table"]
 

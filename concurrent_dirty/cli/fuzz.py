@@ -6,11 +6,11 @@ import argparse
 import time
 from typing import Any
 
-from ._token import decode
-from .dirtylog import BUILTIN_ALGORITHMS, resolve_algorithm
-from .errors import ConcurrentDirtyError
-from .fuzz import SCHEDULERS, FuzzReport, explore, interleavings, regression_test, replay
-from .scenario import Scenario
+from ..dirtylog import BUILTIN_ALGORITHMS, resolve_algorithm
+from ..errors import ConcurrentDirtyError
+from ..harness.scenario import Scenario
+from ..harness.token import decode
+from ..search.explore import SCHEDULERS, FuzzReport, explore, interleavings, regression_test, replay
 
 EXIT_OK, EXIT_FAIL = 0, 1
 

@@ -17,12 +17,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ._token import decode
-from .controlled import DEFAULT_MAX_STEPS, ExecutionResult, Program, make_program, run_controlled
-from .dirtylog import algorithm_name, resolve_algorithm
-from .errors import InvariantViolation, UsageError
-from .scenario import Scenario
-from .scheduler import (
+from ..dirtylog import algorithm_name, resolve_algorithm
+from ..engines.controlled import (
+    DEFAULT_MAX_STEPS,
+    ExecutionResult,
+    Program,
+    make_program,
+    run_controlled,
+)
+from ..errors import InvariantViolation, UsageError
+from ..harness.scenario import Scenario
+from ..harness.token import decode
+from ..schedulers import (
     ChoiceScheduler,
     DfsScheduler,
     Metrics,

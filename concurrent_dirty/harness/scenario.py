@@ -16,7 +16,7 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from .errors import UsageError
+from ..errors import UsageError
 
 __all__ = ["ENGINES", "MODES", "WORKLOADS", "Scenario"]
 

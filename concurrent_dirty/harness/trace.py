@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .kvm import WRITABLE, page_version, page_writer
+from ..model.kvm import WRITABLE, page_version, page_writer
 
 if TYPE_CHECKING:
-    from .controlled import ExecutionResult
+    from ..engines.controlled import ExecutionResult
 
 
 def _value(target: str, value: int | None) -> str:

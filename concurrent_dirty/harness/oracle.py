@@ -23,10 +23,10 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from ._atomic import AtomicWords
-from .dirtylog import DirtyLogAlgorithm
-from .errors import AlgorithmError
-from .kvm import Kvm, page_version, page_writer
+from ..dirtylog import DirtyLogAlgorithm
+from ..errors import AlgorithmError
+from ..model.atomic import AtomicWords
+from ..model.kvm import Kvm, page_version, page_writer
 
 __all__ = ["Migration", "Violation"]
 

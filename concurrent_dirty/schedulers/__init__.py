@@ -1,12 +1,16 @@
 """Schedulers for the controlled engine, one per module, behind the
-:class:`~concurrent_dirty._controlled.Scheduler` protocol; and the
-:class:`Metrics` wrapper that counts what any of them did."""
+:class:`~concurrent_dirty._core.runtime.Scheduler` protocol; and the
+:class:`Metrics` wrapper that counts what any of them did.
+
+Layer 2 (beside ``model``): a scheduler sees thread ids and nothing else.
+May import: errors, ``_core``.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .._controlled import Scheduler
+from .._core.runtime import Scheduler
 from .dfs import DfsScheduler
 from .hypothesis import ChoiceScheduler
 from .pct import PctScheduler

@@ -19,8 +19,8 @@ from contextlib import contextmanager
 from multiprocessing import resource_tracker, shared_memory
 from typing import Any
 
-from ._atomic import WORD_BYTES, AtomicWords, buffer_address
-from .errors import UsageError
+from ..errors import UsageError
+from .atomic import WORD_BYTES, AtomicWords, buffer_address
 
 __all__ = ["Arena", "Layout", "live_segments", "unlink_all"]
 

@@ -15,12 +15,13 @@ import tempfile
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from . import _cli_fuzz, _cli_zoo
-from ._report import ProgressPrinter, summary_line, verdict_table
-from .dirtylog import BUILTIN_ALGORITHMS, resolve_algorithm
-from .errors import UsageError
-from .scenario import ENGINES, MODES, WORKLOADS, Scenario
-from .stress import CellResult, run_cell
+from ..dirtylog import BUILTIN_ALGORITHMS, resolve_algorithm
+from ..engines.free import CellResult, run_cell
+from ..errors import UsageError
+from ..harness.scenario import ENGINES, MODES, WORKLOADS, Scenario
+from . import fuzz as _cli_fuzz
+from . import zoo as _cli_zoo
+from .report import ProgressPrinter, summary_line, verdict_table
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 _DEFAULT = Scenario()

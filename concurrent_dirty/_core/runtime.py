@@ -29,8 +29,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from ._atomic import AtomicWords
-from .errors import DeadlockError, InvariantViolation, UsageError
+from ..errors import DeadlockError, InvariantViolation, UsageError
+from ..model.atomic import AtomicWords
 
 __all__ = ["Scheduler", "Runtime", "Step", "Outcome"]
 
@@ -391,7 +391,7 @@ class Runtime:
         return "deadlock: no thread can run; " + "; ".join(parts)
 
     def _actor(self, actor: int) -> str:
-        from ._sync import actor_name
+        from ..model.sync import actor_name
 
         return actor_name(actor)
 

@@ -22,11 +22,11 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 
-from ._atomic import AtomicWords
-from .dirtylog import DirtyLogAlgorithm
+from ..dirtylog import DirtyLogAlgorithm
+from ..harness.scenario import Scenario
+from .atomic import AtomicWords
 from .kvm import WRITABLE, Kvm, make_page, page_version
 from .memslot import MemslotTable
-from .scenario import Scenario
 
 __all__ = ["Vcpu", "workload_picker"]
 

@@ -30,8 +30,8 @@ import atomics
 import cffi
 from atomics._impl.patomic import Patomic  # the op table atomics itself uses
 
-from . import _switch
-from .errors import UsageError
+from .._core import switch as _switch
+from ..errors import UsageError
 
 __all__ = ["WORD_BITS", "WORD_BYTES", "AtomicWords"]
 

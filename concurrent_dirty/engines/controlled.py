@@ -3,7 +3,7 @@
 A :class:`Program` is the scenario's shape as plain data: for each writer,
 its writes in order (gfn, and whether KVM makes it on the guest's behalf),
 and how many harvest rounds race them before the final one. The writers and
-the harvester are real threads under a :class:`~concurrent_dirty._controlled.
+the harvester are real threads under a :class:`~concurrent_dirty._core.runtime.
 Runtime`; the harvester's oracles raise at the end of the round that proves
 a bit lost, so a failure has a step number that replay reproduces.
 """
@@ -14,18 +14,18 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import _switch
-from ._arena import Arena
-from ._atomic import AtomicWords
-from ._controlled import Outcome, Runtime, Scheduler
-from ._vcpu import Vcpu, workload_picker
-from .dirtylog import DirtyLogAlgorithm, algorithm_name, algorithm_ref, resolve_algorithm
-from .errors import ConcurrentDirtyError, DeadlockError, InvariantViolation, UsageError
-from .kvm import Kvm
-from .memslot import MemslotFlags
-from .oracle import Migration
-from .scenario import Scenario
-from .stress import build_memslots
+from .._core import switch as _switch
+from .._core.runtime import Outcome, Runtime, Scheduler
+from ..dirtylog import DirtyLogAlgorithm, algorithm_name, algorithm_ref, resolve_algorithm
+from ..errors import ConcurrentDirtyError, DeadlockError, InvariantViolation, UsageError
+from ..harness.oracle import Migration
+from ..harness.scenario import Scenario
+from ..model.arena import Arena
+from ..model.atomic import AtomicWords
+from ..model.kvm import Kvm
+from ..model.memslot import MemslotFlags
+from ..model.vcpu import Vcpu, workload_picker
+from .free import build_memslots
 
 __all__ = ["Program", "ExecutionResult", "run_controlled", "make_program", "DEFAULT_MAX_STEPS"]
 
@@ -82,12 +82,12 @@ class ExecutionResult:
 
     @property
     def token(self) -> str:
-        from ._token import encode
+        from ..harness.token import encode
 
         return encode(self)
 
     def counterexample(self) -> str:
-        from ._trace import format_trace
+        from ..harness.trace import format_trace
 
         return format_trace(self)
 

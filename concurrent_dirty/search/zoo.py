@@ -15,12 +15,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from .dirtylog import BUILTIN_ALGORITHMS
-from .errors import ConcurrentDirtyError
-from .fuzz import explore, interleavings
-from .mutants import MUTANTS, Mutant
-from .scenario import Scenario
-from .stress import run_cell
+from ..dirtylog import BUILTIN_ALGORITHMS
+from ..engines.free import run_cell
+from ..errors import ConcurrentDirtyError
+from ..harness.scenario import Scenario
+from ..mutants import MUTANTS, Mutant
+from .explore import explore, interleavings
 
 __all__ = ["ENGINES", "CONTROLLED_ENGINES", "Trial", "Cell", "ZooReport", "run_zoo"]
 
