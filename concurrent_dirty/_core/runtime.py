@@ -6,13 +6,17 @@ per-thread semaphore. Everything scheduling-related lives here; the
 primitives stay facades (loom's ``rt`` and shuttle's ``runtime`` are built
 the same way).
 
-Blocking is modelled, not spun: a thread at a ``lock`` switch point is not
-runnable while ``mmu_lock`` is held; a thread in :meth:`Runtime.wait_for` is
-not runnable until the threads it waits for have finished; a ``yield``
-(``_switch.cpu_relax``, a spin-wait iteration) makes the scheduler pick
-someone else if anyone else can run. No runnable thread left while some are
-unfinished is a deadlock, reported with each thread's wait. A run longer
-than ``max_steps`` stops with a message that suggests a spin loop.
+The runtime knows no domain (loom's ``rt`` against its ``sync``): it never
+names a lock. Blocking is modelled, not spun: a facade that must wait (a
+held lock, a grace period, threads to finish) calls
+:meth:`Runtime.block_until` through ``switch.wait_until`` with a condition
+and a reason, and the thread is not runnable until the condition holds; a
+``yield`` (``switch.cpu_relax``, a spin-wait iteration) makes the scheduler
+pick someone else if anyone else can run. No runnable thread left while
+some are unfinished is a deadlock, reported with each thread's reason. A
+run longer than ``max_steps`` stops with a message that suggests a spin
+loop; a thread that runs for ``watchdog`` seconds without reaching a switch
+point is reported as a hang, with its stack.
 
 An exception in any thread ends the execution: the runtime records it, then
 wakes every other thread, which unwinds from its next switch point with a
@@ -24,33 +28,61 @@ from __future__ import annotations
 import _thread
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Protocol
 
-from ..errors import DeadlockError, InvariantViolation, UsageError
-from ..model.atomic import AtomicWords
+from ..errors import (
+    AlgorithmMisuse,
+    DeadlockError,
+    InternalError,
+    InvariantViolation,
+    UsageError,
+)
+from .switch import Op
 
-__all__ = ["Scheduler", "Runtime", "Step", "Outcome"]
+__all__ = ["DEFAULT_WATCHDOG", "Outcome", "Runtime", "Scheduler", "Step", "Verdict"]
+
+#: Seconds a controlled thread may run without reaching a switch point.
+DEFAULT_WATCHDOG = 10.0
+
+
+class Verdict(StrEnum):
+    """How an execution ended."""
+
+    OK = "ok"
+    #: An oracle proved a dirty bit lost.
+    VIOLATION = "violation"
+    #: No thread could run (each one's wait is in the message).
+    DEADLOCK = "deadlock"
+    #: More than ``max_steps`` switch points: a spin without ``cpu_relax``?
+    STEP_BOUND = "step-bound"
+    #: A thread ran ``watchdog`` seconds without reaching a switch point.
+    HANG = "hang"
+    #: The code under test misused a primitive (a bad CLEAR range...).
+    MISUSE = "misuse"
+    #: Any other exception in the code under test.
+    ERROR = "error"
 
 
 class Scheduler(Protocol):
     """The scheduling protocol: state that persists across executions.
 
     ``new_execution()`` starts an execution, or returns False when the
-    scheduler has nothing left to try (dfs exhausted, replay done).
-    ``next_thread(runnable, current)`` picks one id from ``runnable``
-    (sorted); ``current`` is the id of the thread asking if it could go on
-    (so that picking another is a preemption), else None. ``next_u64()``
-    gives a random number for the code under test.
+    scheduler has nothing left to try (dfs exhausted, replay done); the
+    runner calls it, never the runtime. ``next_thread(runnable, current)``
+    picks one id from ``runnable`` (sorted); ``current`` is the id of the
+    thread asking if it could go on (so that picking another is a
+    preemption), else None. (The code under test draws no random numbers,
+    so the protocol has no ``next_u64``.)
     """
 
     def new_execution(self) -> bool: ...
 
     def next_thread(self, runnable: Sequence[int], current: int | None) -> int: ...
-
-    def next_u64(self) -> int: ...
 
 
 class _Abort(BaseException):
@@ -63,7 +95,7 @@ class Step:
 
     index: int
     thread: int
-    op: str
+    op: Op
     target: str
     word: int
     before: int | None
@@ -74,10 +106,9 @@ class Step:
 
 @dataclass
 class Outcome:
-    """How an execution ended. ``kind``: ok, violation, deadlock,
-    step-bound, error."""
+    """How an execution ended, and what it did."""
 
-    kind: str = "ok"
+    kind: Verdict = Verdict.OK
     message: str = ""
     step: int = 0
     thread: str | None = None
@@ -90,7 +121,7 @@ class Outcome:
 
     @property
     def failed(self) -> bool:
-        return self.kind != "ok"
+        return self.kind is not Verdict.OK
 
 
 class _Signal:
@@ -163,7 +194,7 @@ _OWNER: dict[int, Runtime] = {}
 
 
 class _Thread:
-    __slots__ = ("tid", "name", "fn", "sem", "done", "blocker", "waits_for", "yielded",
+    __slots__ = ("tid", "name", "fn", "sem", "done", "blocker", "reason", "yielded",
                  "last", "pending_preempt", "os_thread")
 
     def __init__(self, tid: int, name: str, fn: Callable[[], None]) -> None:
@@ -173,7 +204,7 @@ class _Thread:
         self.sem = _Signal()
         self.done = False
         self.blocker: Callable[[], bool] | None = None  # runnable iff it returns True
-        self.waits_for = ""
+        self.reason: Callable[[], str] | None = None  # what it waits for
         self.yielded = False
         self.last: Step | None = None
         self.pending_preempt: int | None = None
@@ -184,20 +215,18 @@ class Runtime:
     """One controlled execution. Install it as the switch hook, ``spawn``
     the threads, then ``run()``."""
 
-    handles_yield = True
+    #: Waits through ``switch.wait_until`` are modelled blocking here.
+    models_blocking = True
 
     def __init__(self, scheduler: Scheduler, *, max_steps: int,
-                 lock_word: AtomicWords | None = None,
-                 words: Callable[[str], AtomicWords | None] | None = None,
-                 ignore: frozenset[str] = frozenset(), trace: bool = False,
-                 wall_timeout: float = 120.0) -> None:
+                 words: Callable[[str], AtomicWordsLike | None] | None = None,
+                 trace: bool = False, watchdog: float = DEFAULT_WATCHDOG) -> None:
         self.scheduler = scheduler
         self.max_steps = max_steps
-        self.lock_word = lock_word
+        #: Finds the words a switch point names, to show values in traces.
         self.words = words
-        self.ignore = ignore
         self.tracing = trace
-        self.wall_timeout = wall_timeout
+        self.watchdog = watchdog
         self.threads: list[_Thread] = []
         self.outcome = Outcome()
         self._by_ident: dict[int, _Thread] = {}
@@ -214,38 +243,47 @@ class Runtime:
         return self.threads[tid].name
 
     # -- the hook -----------------------------------------------------------------
-    def __call__(self, op: str, target: str, index: int) -> None:
+    def _me(self) -> _Thread | None:
         ident = threading.get_ident()
         me = self._by_ident.get(ident)
         if me is None:
             if ident in _OWNER:
                 raise _Abort  # a controlled thread of an earlier, aborted execution
-            return  # the driver, or any thread the runtime does not own
+            return None  # the driver, or any thread the runtime does not own
         if self._aborted:
             raise _Abort
-        if target in self.ignore or (target == "mmu_lock" and op not in ("lock", "unlock")):
-            return  # bookkeeping, or the lock's own internals (atomic to the scheduler)
-        if op == "lock":
-            me.blocker = self._lock_free
-            me.waits_for = "mmu_lock"
-        elif op == "yield":
+        return me
+
+    def __call__(self, op: Op, target: str, index: int) -> None:
+        me = self._me()
+        if me is None:
+            return
+        if op is Op.YIELD:
             me.yielded = True
+        self._switch(me, op, target, index)
+
+    def block_until(self, ready: Callable[[], bool], reason: Callable[[], str], op: Op,
+                    target: str, index: int) -> None:
+        """A switch point at which the calling thread is not runnable until
+        ``ready()`` holds; a deadlock report says it waits for ``reason()``.
+        When it returns, ``ready()`` held at the decision that resumed it,
+        and no other thread has run since."""
+        me = self._me()
+        if me is None:
+            if ready():
+                return
+            raise InternalError(f"a thread the runtime does not own would block on "
+                                f"{reason()}")
+        me.blocker = ready
+        me.reason = reason
         self._switch(me, op, target, index)
 
     def wait_for(self, tids: Sequence[int]) -> None:
         """Block the calling controlled thread until ``tids`` have finished."""
-        me = self._by_ident.get(threading.get_ident())
-        if me is None:
-            raise UsageError("Runtime.wait_for() called from a thread the runtime does not own")
-        if self._aborted:
-            raise _Abort
         waited = [self.threads[t] for t in tids]
-        me.blocker = lambda: all(t.done for t in waited)
-        me.waits_for = " and ".join(t.name for t in waited) + " to finish"
-        self._switch(me, "join", "threads", 0)
-
-    def _lock_free(self) -> bool:
-        return self.lock_word is None or self.lock_word.peek(0) == 0
+        names = " and ".join(t.name for t in waited)
+        self.block_until(lambda: all(t.done for t in waited), lambda: f"{names} to finish",
+                         Op.WAIT, "threads", 0)
 
     def _runnable(self, me: _Thread | None) -> list[int]:
         ready = [t.tid for t in self.threads
@@ -259,18 +297,20 @@ class Runtime:
         self._close_step(me)
         out.steps += 1
         if out.steps > self.max_steps:
-            self._fail("step-bound", f"the execution exceeded {self.max_steps} steps "
-                                     f"(max_steps) at {me.name}'s {op} on {target}[{index}]: a "
-                                     f"spin loop without a yield (cpu_relax) can do this", me)
+            self._fail(Verdict.STEP_BOUND,
+                       f"the execution exceeded {self.max_steps} steps (max_steps) at "
+                       f"{me.name}'s {op} on {target}[{index}]: a spin loop that does not call "
+                       f"concurrent_dirty.cpu_relax() can do this (or a livelock)", me)
             raise _Abort
         ready = self._runnable(me)
         if not ready:
-            self._fail("deadlock", self._deadlock_report(), me)
+            self._fail(Verdict.DEADLOCK, self._deadlock_report(), me)
             raise _Abort
         if me.yielded and ready == [me.tid]:
             # Spinning while nobody else can run: nothing will ever change.
-            me.waits_for = f"{target}[{index}] (spinning; no other thread can run)"
-            self._fail("deadlock", self._deadlock_report(), me)
+            spun = f"{target}[{index}] (spinning; no other thread can run)"
+            me.reason = lambda: spun
+            self._fail(Verdict.DEADLOCK, self._deadlock_report(), me)
             raise _Abort
         current = me.tid if me.tid in ready and not me.yielded else None
         choice = self._decide(ready, current)
@@ -285,7 +325,7 @@ class Runtime:
             if self._aborted:
                 raise _Abort
         me.blocker = None
-        me.waits_for = ""
+        me.reason = None
         me.yielded = False
         if self.tracing:
             self._record(me, op, target, index)
@@ -293,15 +333,13 @@ class Runtime:
     def _decide(self, ready: list[int], current: int | None) -> int:
         choice = self.scheduler.next_thread(ready, current)
         if choice not in ready:
-            raise UsageError(f"expected the scheduler to pick one of the runnable threads "
+            raise InternalError(f"expected the scheduler to pick one of the runnable threads "
                              f"{ready}, got {choice!r}")
         self.outcome.schedule.append(choice)
         return choice
 
     # -- trace --------------------------------------------------------------------
     def _peek(self, target: str, index: int) -> int | None:
-        if target == "mmu_lock":
-            index = 0  # lock/unlock carry the actor as index; show the lock word
         words = self.words(target) if self.words is not None else None
         if words is None or not 0 <= index < words.nwords:
             return None
@@ -332,11 +370,14 @@ class Runtime:
         except _Abort:
             pass
         except InvariantViolation as exc:
-            self._fail("violation", str(exc), t, exc)
+            self._fail(Verdict.VIOLATION, str(exc), t, exc)
         except DeadlockError as exc:
-            self._fail("deadlock", str(exc), t, exc)
+            self._fail(Verdict.DEADLOCK, str(exc), t, exc)
+        except AlgorithmMisuse as exc:
+            self._fail(Verdict.MISUSE, f"{exc}\n{traceback.format_exc()}", t, exc)
         except BaseException as exc:
-            self._fail("error", f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}", t, exc)
+            self._fail(Verdict.ERROR, f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}",
+                       t, exc)
         finally:
             self._by_ident.pop(ident, None)
             _OWNER.pop(ident, None)
@@ -358,14 +399,14 @@ class Runtime:
             if all(x.done for x in self.threads):
                 self._all_done.post()
                 return
-            self._fail("deadlock", self._deadlock_report(), t)
+            self._fail(Verdict.DEADLOCK, self._deadlock_report(), t)
         except BaseException as exc:  # the scheduler failed: end the execution, say why
-            self._fail("error", f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}",
+            self._fail(Verdict.ERROR, f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}",
                        t, exc)
         if all(x.done for x in self.threads):
             self._all_done.post()
 
-    def _fail(self, kind: str, message: str, t: _Thread | None,
+    def _fail(self, kind: Verdict, message: str, t: _Thread | None,
               exc: BaseException | None = None) -> None:
         if self._aborted:
             return  # the first failure is the one reported
@@ -382,18 +423,9 @@ class Runtime:
         for t in self.threads:
             if t.done:
                 continue
-            if t.waits_for == "mmu_lock":
-                value = self.lock_word.peek(0) if self.lock_word is not None else 0
-                holder = "nobody" if value == 0 else self._actor(value - 1)
-                parts.append(f"{t.name} waits for mmu_lock, held by {holder}")
-            else:
-                parts.append(f"{t.name} waits for {t.waits_for or 'nothing (runnable)'}")
+            what = t.reason() if t.reason is not None else "nothing (runnable)"
+            parts.append(f"{t.name} waits for {what}")
         return "deadlock: no thread can run; " + "; ".join(parts)
-
-    def _actor(self, actor: int) -> str:
-        from ..model.sync import actor_name
-
-        return actor_name(actor)
 
     def run(self) -> Outcome:
         """Run the execution to its end; returns how it ended."""
@@ -403,15 +435,54 @@ class Runtime:
             t.os_thread = _Carrier.submit(lambda t=t: self._thread_main(t))  # type: ignore[misc]
         first = self._decide([t.tid for t in self.threads], None)
         self.threads[first].sem.post()
-        if not self._all_done.wait(self.wall_timeout):
-            frames = sys._current_frames()
-            stacks = ""
-            for t in self.threads:
-                frame = frames.get(t.os_thread.ident or -1) if t.os_thread else None
-                if not t.done and frame is not None:
-                    stacks += f"\n--- {t.name} ---\n" + "".join(traceback.format_stack(frame))
-            self._fail("deadlock", f"the execution made no progress for {self.wall_timeout:g}s: "
-                                   f"a thread blocked outside the switch points (a real OS "
-                                   f"lock or a sleep?){stacks}", None)
-            self._all_done.wait(5)
+        # The watchdog: one thread runs at a time, so no new step for
+        # `watchdog` seconds means the running thread is stuck outside the
+        # switch points (an endless loop that touches no shared word, a real
+        # OS lock, a sleep).
+        last_steps, last_change = -1, time.monotonic()
+        while not self._all_done.wait(min(0.25, self.watchdog)):
+            now = time.monotonic()
+            if self.outcome.steps != last_steps:
+                last_steps, last_change = self.outcome.steps, now
+                continue
+            if now - last_change < self.watchdog:
+                continue
+            self._fail(Verdict.HANG, self._hang_report(), self._running())
+            self._all_done.wait(1.0)
+            break
         return self.outcome
+
+    def _running(self) -> _Thread | None:
+        frames = sys._current_frames()
+        for t in self.threads:
+            if not t.done and t.blocker is None and t.os_thread is not None:
+                frame = frames.get(t.os_thread.ident or -1)
+                if frame is not None and not _parked(frame):
+                    return t
+        return None
+
+    def _hang_report(self) -> str:
+        running = self._running()
+        who = running.name if running is not None else "a thread"
+        text = (f"{who} ran for {self.watchdog:g}s without reaching a switch point (an "
+                f"endless loop that touches no shared word, a real OS lock or a sleep in the "
+                f"code under test); its stack:")
+        frames = sys._current_frames()
+        if running is not None and running.os_thread is not None:
+            frame = frames.get(running.os_thread.ident or -1)
+            if frame is not None:
+                text += "\n" + "".join(traceback.format_stack(frame))
+        return text
+
+
+def _parked(frame: object) -> bool:
+    """Whether a controlled thread's innermost frame is the runtime's own
+    hand-off wait (so it is not the thread that hangs)."""
+    code = getattr(frame, "f_code", None)
+    return code is not None and code.co_name == "wait" and code.co_filename == __file__
+
+
+class AtomicWordsLike(Protocol):
+    nwords: int
+
+    def peek(self, i: int) -> int: ...

@@ -10,7 +10,12 @@ from ..dirtylog import BUILTIN_ALGORITHMS, resolve_algorithm
 from ..errors import ConcurrentDirtyError
 from ..harness.scenario import Scenario
 from ..harness.token import decode
-from ..search.explore import SCHEDULERS, FuzzReport, explore, interleavings, regression_test, replay
+from ..schedulers import SCHEDULERS as _REGISTRY
+from ..search.hypothesis import interleavings
+from ..search.runner import FuzzReport, explore, regression_test, replay
+
+#: The controlled schedulers, and Hypothesis (which drives its own search).
+SCHEDULERS = (*_REGISTRY, "hypothesis")
 
 EXIT_OK, EXIT_FAIL = 0, 1
 
@@ -64,7 +69,7 @@ def add_parsers(sub: Any, number: Any, choice: Any) -> None:
     r = sub.add_parser("replay", help="rerun a failure from its replay token",
                        description="Rerun the execution a token describes, print its "
                                    "interleaving; exit 1 while it still fails.")
-    r.add_argument("token", help="the cd1.... token a failure printed")
+    r.add_argument("token", help="the cd2.... token a failure printed")
     r.add_argument("--algorithm", metavar="NAME|module:Class",
                    help="replay against this algorithm instead (to check a fix)")
 

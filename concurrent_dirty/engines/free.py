@@ -19,14 +19,14 @@ from typing import Any
 
 from .._core import switch as _switch
 from ..dirtylog import algorithm_name, algorithm_ref, resolve_algorithm
-from ..errors import ConcurrentDirtyError, DeadlockError, UsageError
-from ..harness.oracle import Migration, Violation
+from ..errors import ConcurrentDirtyError, DeadlockError, InvariantViolation, UsageError
+from ..harness.execution import Vm, run_harvester
+from ..harness.oracle import Violation
 from ..harness.scenario import Scenario
 from ..model.arena import Arena
-from ..model.kvm import Kvm
-from ..model.memslot import MemslotFlags, MemslotTable
 from ..model.sync import actor_name
 from .workers import (
+    CTL,
     CTL_DONE,
     CTL_END,
     CTL_GEN,
@@ -37,6 +37,7 @@ from .workers import (
     STAT_ON_BEHALF,
     STAT_WORDS,
     STAT_WRITES,
+    STATS,
     ProcessWorkers,
     ThreadWorkers,
     WorkerSpec,
@@ -121,63 +122,41 @@ def _percentiles(samples: list[float]) -> dict[str, float]:
             "max": round(ordered[-1] * 1e3, 4)}
 
 
-def build_memslots(scenario: Scenario, slot_flags: MemslotFlags) -> MemslotTable:
-    flags = MemslotFlags.LOG_DIRTY_PAGES | slot_flags
-    if scenario.initially_set:
-        flags |= MemslotFlags.INITIALLY_SET
-    return MemslotTable.contiguous(scenario.slots, scenario.pages, flags)
-
-
 def run_cell(scenario: Scenario, *, progress: Callable[[Progress], None] | None = None,
              rerun: str = "") -> CellResult:
     """Run ``scenario`` within its budget. Violations and errors of the code
     under test land in the result; bad arguments raise :class:`UsageError`."""
     cls = resolve_algorithm(scenario.algorithm)
     name = algorithm_name(cls)
-    memslots = build_memslots(scenario, getattr(cls, "slot_flags", MemslotFlags.NONE))
-    extra = cls.shared_words(memslots)
-    if not isinstance(extra, dict) or not all(
-            isinstance(k, str) and isinstance(v, int) and v > 0 for k, v in extra.items()):
-        raise UsageError(f"expected {name}.shared_words() to return a dict of name: positive "
-                         f"int, got {extra!r}")
-    layout = Kvm.layout(memslots, scenario.writers, extra)
-    layout.add("harness:ctl", CTL_WORDS)
-    layout.add("harness:stats", STAT_WORDS * scenario.writers)
-    layout.add("harness:completed", memslots.total_gfns)
     result = CellResult(algorithm=name, engine=scenario.engine, scenario=scenario.to_dict(),
                         rerun=rerun)
     processes = scenario.engine == "processes"
-    arena: Arena | None = None
-    spec = WorkerSpec(layout, memslots, scenario, algorithm_ref(cls))
+    vm: Vm | None = None
     workers: ThreadWorkers | ProcessWorkers | None = None
     previous_hook = _switch.current()
     previous_interval = sys.getswitchinterval()
-    migration: Migration | None = None
     start = time.monotonic()
     try:
-        arena = Arena(layout, shared=processes)
-        kvm = Kvm(arena, memslots, scenario.writers, scenario.lock_timeout, tlb=scenario.tlb)
-        algorithm = cls(kvm)
-        migration = Migration(kvm, algorithm, arena.words("harness:completed"),
-                              algorithm_name=name, engine=scenario.engine, seed=scenario.seed,
-                              rerun=rerun)
+        vm = Vm(cls, scenario, shared=processes, engine=scenario.engine, rerun=rerun,
+                harness_regions={CTL: CTL_WORDS, STATS: STAT_WORDS * scenario.writers})
         if scenario.noise:
             _switch.install(_switch.NoiseHook(scenario.noise, scenario.seed * 1000 + 999))
         if scenario.switch_interval is not None and not processes:
             sys.setswitchinterval(scenario.switch_interval)
-        workers = ProcessWorkers(arena, spec) if processes else ThreadWorkers(arena, spec, cls)
+        spec = WorkerSpec(vm.layout, vm.memslots, scenario, algorithm_ref(cls))
+        workers = ProcessWorkers(vm.arena, spec) if processes \
+            else ThreadWorkers(vm.arena, spec, cls)
         workers.start()
         # A writer that dies holding mmu_lock or inside a read-side section
         # must end the run now, not after the lock timeout.
-        kvm.mmu_lock.on_wait = kvm.srcu.on_wait = workers.check
-        if kvm.tlb is not None:
-            kvm.tlb.on_wait = workers.check
-        _wait_ready(arena, scenario, workers)
-        _drive(scenario, kvm, cls, arena, migration, workers, result, progress)
+        vm.kvm.watch(workers.check)
+        _wait_ready(vm.arena, scenario, workers)
+        _drive(scenario, vm, workers, result, progress)
     except ConcurrentDirtyError as exc:
-        if isinstance(exc, UsageError) and migration is None:
+        if isinstance(exc, UsageError) and vm is None:
             raise
-        result.error = f"{type(exc).__name__}: {exc}"
+        if not isinstance(exc, InvariantViolation):
+            result.error = f"{type(exc).__name__}: {exc}"
     except KeyboardInterrupt:
         result.interrupted = True
     finally:
@@ -189,14 +168,14 @@ def run_cell(scenario: Scenario, *, progress: Callable[[Progress], None] | None 
                 result.error = f"writers did not stop: {', '.join(stuck)}"
         if not result.seconds:
             result.seconds = time.monotonic() - start
-        if arena is not None:
-            _collect(arena, scenario, migration, result)
-            arena.close()
+        if vm is not None:
+            _collect(vm, scenario, result)
+            vm.close()
     return result
 
 
 def _wait_ready(arena: Arena, scenario: Scenario, workers: ThreadWorkers | ProcessWorkers) -> None:
-    ctl = arena.words("harness:ctl")
+    ctl = arena.words(CTL)
     deadline = time.monotonic() + 120
     while ctl.load(CTL_READY) < scenario.writers:
         workers.check()
@@ -205,84 +184,80 @@ def _wait_ready(arena: Arena, scenario: Scenario, workers: ThreadWorkers | Proce
         time.sleep(0.002)
 
 
-def _drive(scenario: Scenario, kvm: Kvm, cls: Any, arena: Arena, migration: Migration,
-           workers: ThreadWorkers | ProcessWorkers, result: CellResult,
-           progress: Callable[[Progress], None] | None) -> None:
-    ctl = arena.words("harness:ctl")
-    stats = arena.words("harness:stats")
+def _drive(scenario: Scenario, vm: Vm, workers: ThreadWorkers | ProcessWorkers,
+           result: CellResult, progress: Callable[[Progress], None] | None) -> None:
+    """The executions of a cell: fresh state, start the writers, the
+    harness's harvester until they are done; until the budget is spent or
+    a bit is lost."""
+    ctl = vm.arena.words(CTL)
+    stats = vm.arena.words(STATS)
+    migration = vm.migration
     start = time.monotonic()
     result.seconds = 0.0
     deadline = start + scenario.seconds
     short = scenario.mode == "short"
     stall_after = 2 * scenario.lock_timeout + 5
-    logging_slots = [s for s in kvm.memslots if s.logging]
-    next_tick = start
-    execution = 0
-    while True:
+    tick = {"next": start, "seen": -1, "change": start}
+
+    def after_round() -> None:
         now = time.monotonic()
-        if now >= deadline or migration.violations or (
-                scenario.max_executions is not None and execution >= scenario.max_executions):
-            break
-        execution += 1
-        for region in arena.layout.regions:
-            if not region.startswith("harness:") or region == "harness:completed":
-                arena.zero(region)
-        algorithm = cls(kvm)  # fresh per execution, like the state
-        for slot in logging_slots:
-            algorithm.enable_dirty_logging(slot)
-        migration.begin(execution, algorithm)
-        ctl.store(CTL_DONE, 0)
-        ctl.store(CTL_END, 0)
-        ctl.store(CTL_GEN, execution)
-        last_seen, last_change = -1, now
-        while ctl.load(CTL_DONE) < scenario.writers:
-            now = time.monotonic()
-            if not short and now >= deadline:
-                ctl.store(CTL_END, 1)
-            migration.harvest_round()
-            if now >= next_tick:
-                next_tick = now + 0.05
-                workers.check()
-                seen = _sum_stat(stats, scenario.writers, STAT_WRITES) + ctl.load(CTL_DONE)
-                if seen != last_seen:
-                    last_seen, last_change = seen, now
-                elif now - last_change > stall_after:
-                    holder = kvm.mmu_lock.holder()
-                    raise DeadlockError(
-                        f"no writer made progress for {stall_after:g}s in execution "
-                        f"{execution}; mmu_lock held by "
-                        f"{'nobody' if holder is None else actor_name(holder)}")
-                if progress is not None:
-                    progress(_progress(migration, stats, scenario, start, execution))
-            if scenario.interval:
-                time.sleep(scenario.interval)
-        workers.check()
-        migration.harvest_round()
-        migration.final_check()
-        result.executions = execution
-    del migration.violations[_MAX_VIOLATIONS:]
-    result.seconds = time.monotonic() - start
-    if progress is not None:
-        progress(_progress(migration, stats, scenario, start, execution))
+        if not short and now >= deadline:
+            ctl.store(CTL_END, 1)
+        if now >= tick["next"]:
+            tick["next"] = now + 0.05
+            workers.check()
+            seen = _sum_stat(stats, scenario.writers, STAT_WRITES) + ctl.load(CTL_DONE)
+            if seen != tick["seen"]:
+                tick["seen"], tick["change"] = seen, now
+            elif now - tick["change"] > stall_after:
+                holder = vm.kvm.mmu_lock.holder()
+                raise DeadlockError(
+                    f"no writer made progress for {stall_after:g}s in execution "
+                    f"{vm.execution}; mmu_lock held by "
+                    f"{'nobody' if holder is None else actor_name(holder)}")
+            if progress is not None:
+                progress(_progress(vm, stats, scenario, start))
+        if scenario.interval:
+            time.sleep(scenario.interval)
+
+    execution = 0
+    try:
+        while time.monotonic() < deadline and (
+                scenario.max_executions is None or execution < scenario.max_executions):
+            execution += 1
+            vm.begin(execution)
+            ctl.store(CTL_DONE, 0)
+            ctl.store(CTL_END, 0)
+            ctl.store(CTL_GEN, execution)
+            tick["change"] = time.monotonic()
+            run_harvester(migration, rounds=None,
+                          writers_done=lambda: ctl.load(CTL_DONE) >= scenario.writers,
+                          wait_writers=workers.check, after_round=after_round)
+            result.executions = execution
+    finally:
+        del migration.violations[_MAX_VIOLATIONS:]
+        result.seconds = time.monotonic() - start
+        if progress is not None:
+            progress(_progress(vm, stats, scenario, start))
 
 
 def _sum_stat(stats: Any, writers: int, which: int) -> int:
     return sum(stats.load(w * STAT_WORDS + which) for w in range(writers))
 
 
-def _progress(migration: Migration, stats: Any, scenario: Scenario, start: float,
-              execution: int) -> Progress:
+def _progress(vm: Vm, stats: Any, scenario: Scenario, start: float) -> Progress:
+    migration = vm.migration
     return Progress(algorithm=migration.label["algorithm"],  # type: ignore[arg-type]
                     engine=scenario.engine, elapsed=time.monotonic() - start,
-                    budget=scenario.seconds, executions=execution,
+                    budget=scenario.seconds, executions=vm.execution,
                     writes=_sum_stat(stats, scenario.writers, STAT_WRITES),
                     rounds=migration.rounds, violations=len(migration.violations))
 
 
-def _collect(arena: Arena, scenario: Scenario, migration: Migration | None,
-             result: CellResult) -> None:
+def _collect(vm: Vm, scenario: Scenario, result: CellResult) -> None:
+    migration = vm.migration
     try:
-        stats = arena.words("harness:stats")
+        stats = vm.arena.words(STATS)
         result.writes = _sum_stat(stats, scenario.writers, STAT_WRITES)
         result.faults = _sum_stat(stats, scenario.writers, STAT_FAULTS)
         result.on_behalf = _sum_stat(stats, scenario.writers, STAT_ON_BEHALF)
@@ -292,10 +267,9 @@ def _collect(arena: Arena, scenario: Scenario, migration: Migration | None,
                 default=0)
     except ConcurrentDirtyError:
         pass
-    if migration is not None:
-        result.rounds = migration.rounds
-        result.bits = migration.bits
-        result.copied = migration.copied
-        result.spurious = migration.spurious
-        result.latency_ms = _percentiles(migration.latencies)
-        result.violations = migration.violations
+    result.rounds = migration.rounds
+    result.bits = migration.bits
+    result.copied = migration.copied
+    result.spurious = migration.spurious
+    result.latency_ms = _percentiles(migration.latencies)
+    result.violations = migration.violations

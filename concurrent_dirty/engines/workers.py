@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import random
 import select
 import signal
 import subprocess
@@ -21,17 +20,20 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import islice
 
 from .._core import switch as _switch
 from ..dirtylog import DirtyLogAlgorithm, resolve_algorithm
 from ..errors import WorkerDied
+from ..harness.execution import attach_kvm, make_vcpu, run_writes
+from ..harness.program import writer_stream
 from ..harness.scenario import Scenario
 from ..model.arena import Arena, Layout
 from ..model.atomic import AtomicWords
-from ..model.kvm import Kvm
 from ..model.memslot import MemslotTable
-from ..model.vcpu import Vcpu, workload_picker
 
+#: The engine's own regions (quiet: not switch points).
+CTL, STATS = "harness:ctl", "harness:stats"
 CTL_GEN, CTL_DONE, CTL_STOP, CTL_END, CTL_READY = range(5)
 CTL_WORDS = 8
 STAT_WRITES, STAT_FAULTS, STAT_ON_BEHALF, STAT_EXECUTIONS = range(4)
@@ -76,19 +78,18 @@ def _wait_for_execution(ctl: AtomicWords, last: int,
 def writer_main(arena: Arena, spec: WorkerSpec, cls: type[DirtyLogAlgorithm], vcpu_id: int,
                 parent_alive: Callable[[], bool]) -> None:
     scenario = spec.scenario
-    kvm = Kvm(arena, spec.memslots, scenario.writers, scenario.lock_timeout,
-              tlb=scenario.tlb)
-    ctl = arena.words("harness:ctl")
+    kvm = attach_kvm(arena, spec.memslots, scenario)
+    ctl = arena.words(CTL)
 
     def while_waiting() -> None:
         if not parent_alive():
-            raise WorkerDied("the driver died while this writer waited for mmu_lock")
+            raise WorkerDied("the driver died while this writer waited")
         if ctl.load(CTL_STOP):
             raise _Stopped
 
-    kvm.mmu_lock.on_wait = while_waiting
-    vcpu = Vcpu(vcpu_id, kvm, cls(kvm), arena.words("harness:completed"))
-    stats = arena.words("harness:stats")
+    kvm.watch(while_waiting)
+    vcpu = make_vcpu(cls, kvm, vcpu_id)
+    stats = arena.words(STATS)
     first_stat = vcpu_id * STAT_WORDS
 
     def publish() -> None:
@@ -97,47 +98,31 @@ def writer_main(arena: Arena, spec: WorkerSpec, cls: type[DirtyLogAlgorithm], vc
         stats.store(first_stat + STAT_ON_BEHALF, vcpu.on_behalf)
         stats.store(first_stat + STAT_EXECUTIONS, vcpu.executions)
 
+    def stop(n: int) -> bool:
+        if n and n % _PUBLISH_EVERY == 0:
+            publish()
+        if n and n % _PARENT_EVERY == 0 and not parent_alive():
+            raise _Stopped
+        # END ends a long execution; STOP (Ctrl-C, an error) ends any.
+        return n % _CHECK_EVERY == 0 and bool(ctl.load(CTL_END) or ctl.load(CTL_STOP))
+
     ctl.fetch_add(CTL_READY, 1)
-    try:
-        _writer_loop(spec, cls, vcpu, ctl, publish, parent_alive)
-    except _Stopped:
-        pass
-
-
-def _writer_loop(spec: WorkerSpec, cls: type[DirtyLogAlgorithm], vcpu: Vcpu, ctl: AtomicWords,
-                 publish: Callable[[], None], parent_alive: Callable[[], bool]) -> None:
-    scenario = spec.scenario
     short = scenario.mode == "short"
     last = 0
-    while True:
-        gen = _wait_for_execution(ctl, last, parent_alive)
-        if gen is None:
-            return
-        last = gen
-        vcpu.new_execution(cls(vcpu.kvm))
-        rng = random.Random(f"{scenario.seed}:{gen}:{vcpu.id}")
-        pick = workload_picker(scenario, spec.memslots, vcpu.id, rng)
-        on_behalf = scenario.on_behalf
-        n = 0
+    try:
         while True:
-            if short and n >= scenario.writes:
-                break
-            # END ends a long execution; STOP (Ctrl-C, an error) ends any.
-            if n % _CHECK_EVERY == 0 and (ctl.load(CTL_END) or ctl.load(CTL_STOP)):
-                break
-            gfn = pick()
-            if on_behalf and rng.random() < on_behalf:
-                vcpu.write_on_behalf(gfn)
-            else:
-                vcpu.guest_write(gfn)
-            n += 1
-            if n % _PUBLISH_EVERY == 0:
-                publish()
-            if n % _PARENT_EVERY == 0 and not parent_alive():
+            gen = _wait_for_execution(ctl, last, parent_alive)
+            if gen is None:
                 return
-        vcpu.executions += 1
-        publish()
-        ctl.fetch_add(CTL_DONE, 1)
+            last = gen
+            vcpu.new_execution(cls(kvm))
+            writes = writer_stream(scenario, spec.memslots, gen, vcpu_id)
+            run_writes(vcpu, islice(writes, scenario.writes) if short else writes, stop)
+            vcpu.executions += 1
+            publish()
+            ctl.fetch_add(CTL_DONE, 1)
+    except _Stopped:
+        pass
 
 
 class ThreadWorkers:
@@ -166,7 +151,7 @@ class ThreadWorkers:
             raise WorkerDied(f"vcpu {wid} (thread) raised {type(exc).__name__}: {exc}\n{tb}")
 
     def stop(self) -> list[str]:
-        self.arena.words("harness:ctl").store(CTL_STOP, 1)
+        self.arena.words(CTL).store(CTL_STOP, 1)
         stuck: list[str] = []
         deadline = time.monotonic() + self.spec.scenario.lock_timeout + 5
         for t in self.threads:
@@ -260,7 +245,7 @@ class ProcessWorkers:
         names of children that had to be killed."""
         self._stopping = True
         try:
-            self.arena.words("harness:ctl").store(CTL_STOP, 1)
+            self.arena.words(CTL).store(CTL_STOP, 1)
         except Exception:
             pass
         forced = []

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from ..dirtylog import DirtyLogAlgorithm
-from ..errors import AlgorithmError
+from ..errors import AlgorithmMisuse
 from ..model.atomic import AtomicWords
 from ..model.kvm import Kvm, page_version, page_writer
 
@@ -121,13 +121,13 @@ class Migration:
         spent = time.perf_counter() - t0
         if not isinstance(bitmap, list) or len(bitmap) != slot.nwords:
             got = f"{len(bitmap)} words" if isinstance(bitmap, list) else type(bitmap).__name__
-            raise AlgorithmError(f"expected get_dirty_log({slot_id}) to return a list of "
+            raise AlgorithmMisuse(f"expected get_dirty_log({slot_id}) to return a list of "
                                  f"{slot.nwords} ints, got {got}")
         for i, mask in enumerate(bitmap):
             if not mask:
                 continue
             if mask >> min(64, npages - 64 * i):
-                raise AlgorithmError(f"get_dirty_log({slot_id}) reported bits past the slot's "
+                raise AlgorithmMisuse(f"get_dirty_log({slot_id}) reported bits past the slot's "
                                      f"{npages} pages in word {i}: {mask:#x}")
             if self.manual:
                 t1 = time.perf_counter()

@@ -4,9 +4,14 @@ Format: ``cd<version>.`` followed by URL-safe base64 (no padding) of the
 zlib-compressed, sorted JSON payload ``{"algorithm", "scenario", "program",
 "schedule", "expect"}``: the algorithm's reference, the scenario fields that
 shape the VM, the writers' writes and the rounds, the thread chosen at each
-scheduling decision, and the failure it led to (kind and step). Version 1
-is the only one; a token of another version, or anything else, is refused
-with a one-line error.
+scheduling decision, and the failure it led to (kind and step).
+
+Schedules follow the instrumentation: when the switch points change, the
+version goes up. Version 2 (this release) came with the domain-free runtime
+(waits are modelled blocks, lock internals are not switch points); a token
+of another version is refused with a one-line error that names it and says
+how to get a new one (rerun the search, or ``tools/make_regression_tokens.py``
+for the committed ones).
 """
 
 from __future__ import annotations
@@ -23,11 +28,12 @@ from ..errors import UsageError
 from .scenario import Scenario
 
 if TYPE_CHECKING:
-    from ..engines.controlled import ExecutionResult, Program
+    from .execution import ExecutionResult
+    from .program import Program
 
 __all__ = ["VERSION", "encode", "decode", "ReplayCase"]
 
-VERSION = 1
+VERSION = 2
 _PREFIX = re.compile(r"^cd(\d+)\.([A-Za-z0-9_-]+)$")
 _SCENARIO_FIELDS = ("slots", "pages", "initially_set", "seed", "lock_timeout", "tlb")
 
@@ -61,23 +67,25 @@ def _short(token: str) -> str:
 
 
 def decode(token: Any) -> ReplayCase:
-    from ..engines.controlled import Program
+    from .program import Program
 
     if not isinstance(token, str):
-        raise UsageError(f"expected a replay token string like cd1.<base64>, "
+        raise UsageError(f"expected a replay token string like cd2.<base64>, "
                          f"got {type(token).__name__}")
     token = token.strip()
     m = _PREFIX.match(token)
     if m is None:
-        raise UsageError(f"expected a replay token like cd1.<base64>, got {_short(token)}")
+        raise UsageError(f"expected a replay token like cd2.<base64>, got {_short(token)}")
     version = int(m.group(1))
     if version != VERSION:
-        raise UsageError(f"expected a version {VERSION} replay token, got version {version} "
-                         f"(made by another release of concurrent-dirty?)")
+        raise UsageError(f"expected a version {VERSION} replay token, got version {version}: "
+                         f"it was made by another release of concurrent-dirty, whose "
+                         f"schedules differ; rerun the fuzz command that found it to get a "
+                         f"new token (committed ones: python3 tools/make_regression_tokens.py)")
     body = m.group(2)
 
     def damaged(why: str) -> UsageError:
-        return UsageError(f"expected a replay token like cd1.<base64>, got a damaged one "
+        return UsageError(f"expected a replay token like cd2.<base64>, got a damaged one "
                           f"({why})")
 
     try:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from ..model.kvm import WRITABLE, page_version, page_writer
 
 if TYPE_CHECKING:
-    from ..engines.controlled import ExecutionResult
+    from .execution import ExecutionResult
 
 
 def _value(target: str, value: int | None) -> str:

@@ -32,9 +32,11 @@ class Layout:
 
     def __init__(self) -> None:
         self.regions: dict[str, tuple[int, int]] = {}
+        #: Regions whose words are not switch points (see AtomicWords.quiet).
+        self.quiet: set[str] = set()
         self.nbytes = 0
 
-    def add(self, name: str, nwords: int) -> None:
+    def add(self, name: str, nwords: int, *, quiet: bool = False) -> None:
         if name in self.regions:
             raise UsageError(f"expected a new region name, got {name!r} twice")
         if not isinstance(nwords, int) or nwords <= 0:
@@ -42,6 +44,8 @@ class Layout:
         offset = -(-self.nbytes // _LINE) * _LINE
         self.regions[name] = (offset, nwords)
         self.nbytes = offset + nwords * WORD_BYTES
+        if quiet:
+            self.quiet.add(name)
 
     def __contains__(self, name: object) -> bool:
         return name in self.regions
@@ -150,7 +154,8 @@ class Arena:
             except KeyError:
                 raise UsageError(f"expected one of the regions {sorted(self.layout.regions)}, "
                                  f"got {region!r}") from None
-            view = AtomicWords(self._buf, nwords, offset=offset + self._skew, name=region)
+            view = AtomicWords(self._buf, nwords, offset=offset + self._skew, name=region,
+                               quiet=region in self.layout.quiet)
             self._views[region] = view
         return view
 

@@ -31,6 +31,7 @@ import cffi
 from atomics._impl.patomic import Patomic  # the op table atomics itself uses
 
 from .._core import switch as _switch
+from .._core.switch import Op
 from ..errors import UsageError
 
 __all__ = ["WORD_BITS", "WORD_BYTES", "AtomicWords"]
@@ -116,11 +117,14 @@ class AtomicWords:
     (the kernel's little-endian bitmap layout).
     """
 
-    __slots__ = ("__weakref__", "_base", "_cdata", "_n", "_ops", "_scratch", "name")
+    __slots__ = ("__weakref__", "_base", "_cdata", "_n", "_ops", "_scratch", "name", "quiet")
 
     def __init__(self, buffer: Any, nwords: int | None = None, *, offset: int = 0,
-                 name: str = "words") -> None:
+                 name: str = "words", quiet: bool = False) -> None:
         self.name = name
+        #: Not a switch point: words private to a facade that announces its
+        #: own effects (a lock's word), or the harness's bookkeeping.
+        self.quiet = quiet
         self._n = 0
         self._cdata: Any = None
         try:
@@ -216,8 +220,8 @@ class AtomicWords:
         if not 0 <= i < self._n:
             raise self._bad_index(i)
         hook = _switch.HOOK
-        if hook is not None:
-            hook("load", self.name, i)
+        if hook is not None and not self.quiet:
+            hook(Op.LOAD, self.name, i)
         r = self._scratch.a
         self._ops.load(self._base + (i << 3), _SEQ_CST, r)
         return int(r[0])
@@ -236,8 +240,8 @@ class AtomicWords:
         if not 0 <= i < self._n:
             raise self._bad_index(i)
         hook = _switch.HOOK
-        if hook is not None:
-            hook("store", self.name, i)
+        if hook is not None and not self.quiet:
+            hook(Op.STORE, self.name, i)
         a = self._scratch.a
         a[0] = value & _MASK64
         self._ops.store(self._base + (i << 3), a, _SEQ_CST)
@@ -247,8 +251,8 @@ class AtomicWords:
         if not 0 <= i < self._n:
             raise self._bad_index(i)
         hook = _switch.HOOK
-        if hook is not None:
-            hook("xchg", self.name, i)
+        if hook is not None and not self.quiet:
+            hook(Op.XCHG, self.name, i)
         s = self._scratch
         s.a[0] = value & _MASK64
         self._ops.exchange(self._base + (i << 3), s.a, _SEQ_CST, s.b)
@@ -260,19 +264,19 @@ class AtomicWords:
         if not 0 <= i < self._n:
             raise self._bad_index(i)
         hook = _switch.HOOK
-        if hook is not None:
-            hook("cmpxchg", self.name, i)
+        if hook is not None and not self.quiet:
+            hook(Op.CMPXCHG, self.name, i)
         s = self._scratch
         s.a[0] = expected & _MASK64
         s.b[0] = desired & _MASK64
         ok = self._ops.cmpxchg(self._base + (i << 3), s.a, s.b, _SEQ_CST, _SEQ_CST)
         return bool(ok), int(s.a[0])
 
-    def _fetch(self, fn: Any, op: str, i: int, arg: int) -> int:
+    def _fetch(self, fn: Any, op: Op, i: int, arg: int) -> int:
         if not 0 <= i < self._n:
             raise self._bad_index(i)
         hook = _switch.HOOK
-        if hook is not None:
+        if hook is not None and not self.quiet:
             hook(op, self.name, i)
         s = self._scratch
         s.a[0] = arg & _MASK64
@@ -281,53 +285,53 @@ class AtomicWords:
 
     def fetch_or(self, i: int, mask: int) -> int:
         """Atomically OR ``mask`` in; return the previous value."""
-        return self._fetch(self._ops.fetch_or, "fetch_or", i, mask)
+        return self._fetch(self._ops.fetch_or, Op.FETCH_OR, i, mask)
 
     def fetch_and(self, i: int, mask: int) -> int:
         """Atomically AND with ``mask``; return the previous value."""
-        return self._fetch(self._ops.fetch_and, "fetch_and", i, mask)
+        return self._fetch(self._ops.fetch_and, Op.FETCH_AND, i, mask)
 
     def fetch_andnot(self, i: int, mask: int) -> int:
         """Atomically clear the bits of ``mask``; return the previous value
         (the kernel's ``atomic_long_fetch_andnot``)."""
-        return self._fetch(self._ops.fetch_and, "fetch_andnot", i, ~mask)
+        return self._fetch(self._ops.fetch_and, Op.FETCH_ANDNOT, i, ~mask)
 
     def fetch_add(self, i: int, value: int) -> int:
         """Atomically add ``value`` modulo 2**64; return the previous value."""
-        return self._fetch(self._ops.fetch_add, "fetch_add", i, value)
+        return self._fetch(self._ops.fetch_add, Op.FETCH_ADD, i, value)
 
     # -- bit operations (the kernel's set_bit_le family) --------------------
     def set_bit(self, nr: int) -> None:
         if not 0 <= nr < self._n << 6:
             raise self._bad_bit(nr)
-        self._fetch(self._ops.fetch_or, "set_bit", nr >> 6, 1 << (nr & 63))
+        self._fetch(self._ops.fetch_or, Op.SET_BIT, nr >> 6, 1 << (nr & 63))
 
     def clear_bit(self, nr: int) -> None:
         if not 0 <= nr < self._n << 6:
             raise self._bad_bit(nr)
-        self._fetch(self._ops.fetch_and, "clear_bit", nr >> 6, ~(1 << (nr & 63)))
+        self._fetch(self._ops.fetch_and, Op.CLEAR_BIT, nr >> 6, ~(1 << (nr & 63)))
 
     def test_bit(self, nr: int) -> bool:
         if not 0 <= nr < self._n << 6:
             raise self._bad_bit(nr)
         return bool(self.load(nr >> 6) >> (nr & 63) & 1)
 
-    def _test_modify(self, fn: Any, op: str, nr: int) -> bool:
+    def _test_modify(self, fn: Any, op: Op, nr: int) -> bool:
         if not 0 <= nr < self._n << 6:
             raise self._bad_bit(nr)
         i = nr >> 6
         hook = _switch.HOOK
-        if hook is not None:
+        if hook is not None and not self.quiet:
             hook(op, self.name, i)
         return bool(fn(self._base + (i << 3), nr & 63, _SEQ_CST))
 
     def test_and_set_bit(self, nr: int) -> bool:
         """Atomically set bit ``nr``; return whether it was already set."""
-        return self._test_modify(self._ops.test_set, "test_and_set_bit", nr)
+        return self._test_modify(self._ops.test_set, Op.TEST_AND_SET_BIT, nr)
 
     def test_and_clear_bit(self, nr: int) -> bool:
         """Atomically clear bit ``nr``; return whether it was set."""
-        return self._test_modify(self._ops.test_reset, "test_and_clear_bit", nr)
+        return self._test_modify(self._ops.test_reset, Op.TEST_AND_CLEAR_BIT, nr)
 
     # -- bulk helpers -------------------------------------------------------
     def snapshot(self, start: int = 0, count: int | None = None) -> list[int]:

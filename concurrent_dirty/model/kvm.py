@@ -19,11 +19,14 @@ the check.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from .._core import switch as _switch
+from .._core.switch import Op
 from .arena import Arena, Layout
 from .atomic import AtomicWords
 from .memslot import Memslot, MemslotFlags, MemslotTable
-from .sync import MmuLock, Srcu
+from .sync import Lock, Srcu
 
 __all__ = ["WRITABLE", "Kvm", "make_page", "page_value", "page_version", "page_writer"]
 
@@ -61,7 +64,10 @@ class Kvm:
         self.memslots = memslots
         self.nvcpus = nvcpus
         self.pages = arena.words("pages")
-        self.mmu_lock = MmuLock(arena.words("mmu_lock"), lock_timeout)
+        self.lock_timeout = lock_timeout
+        self.mmu_lock = Lock(arena.words("mmu_lock"), lock_timeout, name="mmu_lock")
+        self._locks: dict[tuple[str, int], Lock] = {}
+        self._watch: Callable[[], None] | None = None
         self.srcu = Srcu(arena.words("srcu_gp"), arena.words("srcu_readers"), lock_timeout)
         #: The per-vCPU TLB model: vCPUs cache writable translations while in
         #: guest mode; a remote flush waits until every vCPU has left guest
@@ -73,11 +79,11 @@ class Kvm:
         self._bitmaps = {s.id: arena.words(f"dirty_bitmap:{s.id}") for s in memslots}
 
     @staticmethod
-    def layout(memslots: MemslotTable, nvcpus: int,
-               algorithm_words: dict[str, int]) -> Layout:
+    def layout(memslots: MemslotTable, nvcpus: int, algorithm_words: dict[str, int],
+               algorithm_locks: dict[str, int] | None = None) -> Layout:
         layout = Layout()
         layout.add("pages", memslots.total_gfns)
-        layout.add("mmu_lock", 1)
+        layout.add("mmu_lock", 1, quiet=True)  # the Lock facade announces itself
         layout.add("srcu_gp", 1)
         layout.add("srcu_readers", nvcpus)
         layout.add("tlb_gen", 1)
@@ -86,6 +92,8 @@ class Kvm:
             layout.add(f"dirty_bitmap:{slot.id}", 2 * slot.nwords)
         for name, nwords in algorithm_words.items():
             layout.add(f"algo:{name}", nwords)
+        for name, count in (algorithm_locks or {}).items():
+            layout.add(f"lock:{name}", count, quiet=True)
         return layout
 
     # -- what algorithms use ------------------------------------------------
@@ -101,6 +109,31 @@ class Kvm:
     def words(self, name: str) -> AtomicWords:
         """The algorithm's own shared words, declared by ``shared_words``."""
         return self.arena.words(f"algo:{name}")
+
+    def watch(self, on_wait: Callable[[], None] | None) -> None:
+        """Call ``on_wait`` now and then from every wait (locks, grace
+        periods, flushes): a driver checks there that the thread or process
+        it waits for is still alive."""
+        self._watch = on_wait
+        for primitive in (self.mmu_lock, self.srcu, self.tlb, *self._locks.values()):
+            if primitive is not None:
+                primitive.on_wait = on_wait
+
+    def lock(self, name: str, index: int = 0) -> Lock:
+        """Lock ``index`` of the algorithm's own locks called ``name``
+        (declared by ``shared_locks``); it blocks and reports deadlocks like
+        ``mmu_lock``."""
+        key = (name, index)
+        lock = self._locks.get(key)
+        if lock is None:
+            words = self.arena.words(f"lock:{name}")
+            if not 0 <= index < words.nwords:
+                raise IndexError(f"expected a lock index from 0 to {words.nwords - 1} for "
+                                 f"{name!r}, got {index!r}")
+            label = name if words.nwords == 1 else f"{name}[{index}]"
+            lock = self._locks[key] = Lock(words, self.lock_timeout, index=index, name=label,
+                                           on_wait=self._watch)
+        return lock
 
     def id_to_memslot(self, slot_id: int) -> Memslot:
         return self.memslots.id_to_memslot(slot_id)
@@ -121,7 +154,7 @@ class Kvm:
         a translation cached before the call (a real wait on the vCPUs,
         across threads and processes). Call it after write-protecting and
         before anyone reads the pages."""
-        _switch.switch_point("flush_tlb", "tlb", 0)
+        _switch.switch_point(Op.SYNCHRONIZE, "tlb", 0)
         if self.tlb is not None:
             self.tlb.synchronize()
 

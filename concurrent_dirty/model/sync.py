@@ -1,11 +1,14 @@
 """``mmu_lock`` and SRCU, built on atomic words so that they work the same
 between threads and between processes.
 
-``MmuLock`` is a test-and-test-and-set spinlock: the word holds 0 when free
-and the holder's id + 1 otherwise, so a deadlock report can name the holder.
-Waiters yield the CPU on every failed attempt (the machine has two cores and
-the holder may be waiting for one) and give up after the run's lock timeout
-with a :class:`~concurrent_dirty.DeadlockError`.
+``Lock`` (``mmu_lock`` is one) is a test-and-test-and-set spinlock: the
+word holds 0 when free and the holder's id + 1 otherwise, so a deadlock
+report can name the holder. Free-running, waiters yield the CPU on every
+failed attempt (the machine has two cores and the holder may be waiting for
+one) and give up after the run's lock timeout with a
+:class:`~concurrent_dirty.DeadlockError`; under the controlled runtime a
+waiter is blocked until the lock is free. Both come from one call,
+:func:`~concurrent_dirty._core.switch.wait_until`: the runtime knows no lock.
 
 ``Srcu`` is a real grace-period mechanism, not a sleep. Each reader owns one
 word: ``read_lock`` stores ``(gp << 1) | 1`` where ``gp`` is the grace-period
@@ -25,14 +28,14 @@ reader owns one word) and there is one updater at a time (the harvester).
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
 from .._core import switch as _switch
-from ..errors import DeadlockError, UsageError
+from .._core.switch import Op, wait_until
+from ..errors import AlgorithmMisuse, DeadlockError
 from .atomic import AtomicWords
 
-__all__ = ["HARVESTER", "MmuLock", "Srcu", "actor_name"]
+__all__ = ["HARVESTER", "Lock", "MmuLock", "Srcu", "actor_name"]
 
 #: The id the harvester (userspace, the ioctl caller) uses as lock holder.
 HARVESTER = 0xFFFF
@@ -42,67 +45,73 @@ def actor_name(actor: int) -> str:
     return "harvester" if actor == HARVESTER else f"vcpu {actor}"
 
 
-class MmuLock:
-    """The ``kvm->mmu_lock`` stand-in. Use ``with lock.held(actor):`` or
-    :meth:`acquire` / :meth:`release`."""
+class Lock:
+    """A spinlock over one word (0 free, holder id + 1 held), so that a
+    deadlock report can name the holder. ``mmu_lock`` is one; an algorithm
+    can declare its own (``DirtyLogAlgorithm.shared_locks``: one per memslot,
+    a ring lock) and gets the same blocking and deadlock reports.
 
-    def __init__(self, word: AtomicWords, timeout: float,
-                 on_wait: Callable[[], None] | None = None) -> None:
+    Use ``with lock.held(actor):`` or :meth:`acquire` / :meth:`release`. The
+    word must be quiet (not a switch point): the lock announces its own
+    ``lock``/``unlock`` switch points, and waits through
+    :func:`~concurrent_dirty._core.switch.wait_until`, which is a bounded
+    spin when free-running and a modelled block under the controlled
+    runtime.
+    """
+
+    def __init__(self, word: AtomicWords, timeout: float, *, index: int = 0,
+                 name: str = "mmu_lock", on_wait: Callable[[], None] | None = None) -> None:
         self._word = word
+        self._index = index
+        self.name = name
         self.timeout = timeout
         #: Called now and then while waiting; the driver checks here that
         #: the holder is still alive (a writer that died holding the lock).
         self.on_wait = on_wait
 
     def holder(self) -> int | None:
-        value = self._word.load(0)
+        value = self._word.peek(self._index)
         return None if value == 0 else value - 1
 
+    def _free(self) -> bool:
+        return self._word.peek(self._index) == 0
+
+    def _held_by(self) -> str:
+        holder = self.holder()
+        return f"{self.name}, held by {'nobody' if holder is None else actor_name(holder)}"
+
     def acquire(self, actor: int) -> None:
-        _switch.switch_point("lock", "mmu_lock", actor)
-        word = self._word
-        ok, value = word.compare_exchange(0, 0, actor + 1)
-        if ok:
-            return
-        if value == actor + 1:
-            raise DeadlockError(f"{actor_name(actor)} tried to take mmu_lock, which it "
+        word, i = self._word, self._index
+        if word.peek(i) == actor + 1:
+            raise DeadlockError(f"{actor_name(actor)} tried to take {self.name}, which it "
                                 f"already holds: a recursive lock or a missing unlock")
-        deadline = time.monotonic() + self.timeout
-        spins = 0
         while True:
-            # Test before test-and-set: spin on a load, not on a locked op.
-            if word.load(0) == 0:
-                ok, value = word.compare_exchange(0, 0, actor + 1)
-                if ok:
-                    return
-            _switch.cpu_relax("mmu_lock", actor)
-            spins += 1
-            if spins & 63:
-                continue
-            if self.on_wait is not None:
-                self.on_wait()
-            if time.monotonic() > deadline:
-                holder = self.holder()
-                raise DeadlockError(
-                    f"{actor_name(actor)} waited {self.timeout:g}s for mmu_lock, held by "
-                    f"{'nobody' if holder is None else actor_name(holder)}: a path that "
-                    f"returns without unlocking, or a holder that is itself blocked")
+            # Test before test-and-set: wait on a plain read, not a locked op.
+            wait_until(self._free, self._held_by, Op.ACQUIRE, self.name, i,
+                       timeout=self.timeout, on_wait=self.on_wait, waiter=actor_name(actor))
+            ok, _ = word.compare_exchange(i, 0, actor + 1)
+            if ok:
+                return
 
     def release(self, actor: int) -> None:
-        _switch.switch_point("unlock", "mmu_lock", actor)
-        ok, value = self._word.compare_exchange(0, actor + 1, 0)
+        _switch.switch_point(Op.RELEASE, self.name, self._index)
+        ok, value = self._word.compare_exchange(self._index, actor + 1, 0)
         if not ok:
             holder = "nobody" if value == 0 else actor_name(value - 1)
-            raise UsageError(f"{actor_name(actor)} released mmu_lock held by {holder}")
+            raise AlgorithmMisuse(f"{actor_name(actor)} released {self.name} held by {holder}")
 
     def held(self, actor: int) -> _Held:
         return _Held(self, actor)
 
 
+#: The ``kvm->mmu_lock`` stand-in is a :class:`Lock` named ``mmu_lock``.
+MmuLock = Lock
+
+
 class _Held:
     __slots__ = ("_actor", "_lock")
 
-    def __init__(self, lock: MmuLock, actor: int) -> None:
+    def __init__(self, lock: Lock, actor: int) -> None:
         self._lock = lock
         self._actor = actor
 
@@ -123,10 +132,8 @@ class Srcu:
     """
 
     _KINDS = {
-        "srcu": ("srcu_read_lock", "srcu_read_unlock", "grace period",
-                 "stayed in its SRCU read-side section"),
-        "tlb": ("guest_enter", "guest_exit", "remote TLB flush",
-                "never left guest mode to acknowledge it"),
+        "srcu": ("grace period", "stayed in its SRCU read-side section"),
+        "tlb": ("remote TLB flush", "never left guest mode to acknowledge it"),
     }
 
     def __init__(self, gp: AtomicWords, readers: AtomicWords, timeout: float,
@@ -136,10 +143,10 @@ class Srcu:
         self.timeout = timeout
         self.on_wait = on_wait
         self.kind = kind
-        self._enter, self._exit, self._what, self._stuck = self._KINDS[kind]
+        self._what, self._stuck = self._KINDS[kind]
 
     def read_lock(self, reader: int) -> None:
-        _switch.switch_point(self._enter, self.kind, reader)
+        _switch.switch_point(Op.ENTER, self.kind, reader)
         phase = self._gp.load(0)
         self._readers.store(reader, (phase << 1) | 1)
 
@@ -151,7 +158,7 @@ class Srcu:
         return self._gp.load(0)
 
     def read_unlock(self, reader: int) -> None:
-        _switch.switch_point(self._exit, self.kind, reader)
+        _switch.switch_point(Op.EXIT, self.kind, reader)
         self._readers.store(reader, 0)
 
     def synchronize(self) -> None:
@@ -159,24 +166,13 @@ class Srcu:
         ended (``synchronize_srcu_expedited``)."""
         target = self._gp.fetch_add(0, 1) + 1
         readers = self._readers
-        # Under a controlled scheduler, waiting is bounded by its step bound
-        # and deadlock detection; a wall-clock deadline would make replays
-        # depend on timing.
-        controlled = bool(getattr(_switch.HOOK, "handles_yield", False))
-        deadline = time.monotonic() + self.timeout
         for r in range(readers.nwords):
-            spins = 0
-            while True:
-                value = readers.load(r)
-                if not value & 1 or value >> 1 >= target:
-                    break
-                _switch.cpu_relax(self.kind, r)
-                spins += 1
-                if spins & 63:
-                    continue
-                if self.on_wait is not None:
-                    self.on_wait()
-                if not controlled and time.monotonic() > deadline:
-                    raise DeadlockError(
-                        f"harvester waited {self.timeout:g}s for a {self._what}: "
-                        f"{actor_name(r)} {self._stuck}")
+            def quiescent(r: int = r) -> bool:
+                value = readers.peek(r)
+                return not value & 1 or value >> 1 >= target
+
+            def reason(r: int = r) -> str:
+                return f"a {self._what}: {actor_name(r)} {self._stuck}"
+
+            wait_until(quiescent, reason, Op.WAIT, self.kind, r, timeout=self.timeout,
+                       on_wait=self.on_wait, waiter=actor_name(HARVESTER))

@@ -35,13 +35,11 @@ class _Node:
 
 
 class DfsScheduler:
-    def __init__(self, max_preemptions: int | None = 2, *, max_steps: int | None = None,
-                 max_executions: int | None = None) -> None:
+    def __init__(self, max_preemptions: int | None = 2, *, max_steps: int | None = None) -> None:
         if max_preemptions is not None and max_preemptions < 0:
             raise UsageError(f"expected a preemption bound >= 0, got {max_preemptions!r}")
         self.max_preemptions = max_preemptions
         self.max_steps = max_steps
-        self.max_executions = max_executions
         self.execution = 0
         self.exhausted = False
         self.truncated = False
@@ -50,8 +48,6 @@ class DfsScheduler:
         self._preemptions = 0
 
     def new_execution(self) -> bool:
-        if self.max_executions is not None and self.execution >= self.max_executions:
-            return False
         if self.execution:
             while self._stack:
                 node = self._stack[-1]
@@ -94,5 +90,11 @@ class DfsScheduler:
         self._pos += 1
         return choice
 
-    def next_u64(self) -> int:
-        return 0  # exhaustive search explores no random choices
+    def report(self) -> str:
+        bound = "no bound" if self.max_preemptions is None \
+            else f"at most {self.max_preemptions} preemption(s)"
+        if self.exhausted:
+            return (f"dfs: every schedule with {bound} of this program was run "
+                    f"({self.execution} executions): the space was exhausted")
+        why = "branches were cut by the depth cap" if self.truncated else "the budget ran out"
+        return f"dfs: the space of schedules with {bound} was NOT exhausted ({why})"

@@ -30,14 +30,12 @@ __all__ = ["PctScheduler"]
 
 
 class PctScheduler:
-    def __init__(self, seed: int = 0, *, depth: int = 2, k_hint: int = 200,
-                 max_executions: int | None = None) -> None:
+    def __init__(self, seed: int = 0, *, depth: int = 2, k_hint: int = 200) -> None:
         if not isinstance(depth, int) or depth < 1:
             raise UsageError(f"expected a bug depth >= 1 for pct, got {depth!r}")
         self.seed = seed
         self.depth = depth
         self.k = k_hint
-        self.max_executions = max_executions
         self.execution = 0
         self.max_threads = 0
         self._k_seen = 0
@@ -54,8 +52,6 @@ class PctScheduler:
         self._running: int | None = None
 
     def new_execution(self) -> bool:
-        if self.max_executions is not None and self.execution >= self.max_executions:
-            return False
         if self.execution:
             self._close()
             # k: the longest execution seen; the hint only serves the first.
@@ -102,8 +98,6 @@ class PctScheduler:
         self._running = choice
         return choice
 
-    def next_u64(self) -> int:
-        return self._rng.getrandbits(64)
 
     def miss_bound(self) -> tuple[int, int, int, float, float]:
         """(n, k, valid, p, q) for one fixed program: each covered execution
@@ -116,3 +110,12 @@ class PctScheduler:
         k = max(1, self.k_bound)
         p = 1.0 / (n * k ** (self.depth - 1))
         return n, k, self.valid, p, math.exp(self._log_miss)
+
+    def report(self) -> str:
+        """PCT's guarantee for one fixed program (the bound is per program)."""
+        n, k, valid, p, q = self.miss_bound()
+        d = self.depth
+        return (f"pct guarantee for this program: with n={n} threads and at most k={k} steps, "
+                f"each execution finds a given depth-{d} bug with probability >= "
+                f"1/(n*k^{d - 1}) = {p:.3g}; after {valid} clean executions within their "
+                f"k (of {self.execution}) the chance such a bug was missed is <= {q:.3g}")

@@ -17,19 +17,15 @@ __all__ = ["RandomScheduler"]
 
 
 class RandomScheduler:
-    def __init__(self, seed: int = 0, *, stay: float = 0.5,
-                 max_executions: int | None = None) -> None:
+    def __init__(self, seed: int = 0, *, stay: float = 0.5) -> None:
         if not 0.0 <= stay < 1.0:
             raise UsageError(f"expected 0 <= stay < 1 for the random scheduler, got {stay!r}")
         self.seed = seed
         self.stay = stay
-        self.max_executions = max_executions
         self.execution = 0
         self._rng = random.Random()
 
     def new_execution(self) -> bool:
-        if self.max_executions is not None and self.execution >= self.max_executions:
-            return False
         self.execution += 1
         self._rng = random.Random(f"random:{self.seed}:{self.execution}")
         return True
@@ -40,5 +36,6 @@ class RandomScheduler:
             return current
         return runnable[rng.randrange(len(runnable))]
 
-    def next_u64(self) -> int:
-        return self._rng.getrandbits(64)
+    def report(self) -> str:
+        """A random walk guarantees nothing; say so."""
+        return "random walk: no guarantee (the executions above are all it tried)"

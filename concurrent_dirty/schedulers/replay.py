@@ -26,8 +26,8 @@ class OneExecution:
         self.execution = 1
         return True
 
-    def next_u64(self) -> int:
-        return 0
+    def report(self) -> str:
+        return ""
 
 
 class ReplayScheduler(OneExecution):

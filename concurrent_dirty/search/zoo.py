@@ -20,7 +20,8 @@ from ..engines.free import run_cell
 from ..errors import ConcurrentDirtyError
 from ..harness.scenario import Scenario
 from ..mutants import MUTANTS, Mutant
-from .explore import explore, interleavings
+from .hypothesis import interleavings
+from .runner import explore
 
 __all__ = ["ENGINES", "CONTROLLED_ENGINES", "Trial", "Cell", "ZooReport", "run_zoo"]
 

@@ -19,16 +19,11 @@ write was really done.
 
 from __future__ import annotations
 
-import random
-from collections.abc import Callable
-
 from ..dirtylog import DirtyLogAlgorithm
-from ..harness.scenario import Scenario
-from .atomic import AtomicWords
-from .kvm import WRITABLE, Kvm, make_page, page_version
-from .memslot import MemslotTable
+from ..model.atomic import AtomicWords
+from ..model.kvm import WRITABLE, Kvm, make_page, page_version
 
-__all__ = ["Vcpu", "workload_picker"]
+__all__ = ["Vcpu"]
 
 
 class Vcpu:
@@ -135,32 +130,3 @@ class Vcpu:
             ok, current = completed.compare_exchange(gfn, current, value)
             if ok:
                 return
-
-
-def workload_picker(scenario: Scenario, memslots: MemslotTable, vcpu_id: int,
-                    rng: random.Random) -> Callable[[], int]:
-    """The gfn sequence of one writer in one execution.
-
-    ``uniform``: any page of any slot. ``hot``: nine writes in ten go to a
-    framebuffer-like hot set (the first eighth of the first slot, as VGA
-    redraws), the rest anywhere. ``sequential``: each writer sweeps its own
-    share of guest memory in order, wrapping, like the kernel's memstress.
-    """
-    gfns = [g for s in memslots for g in range(s.base_gfn, s.end_gfn)]
-    total = len(gfns)
-    if scenario.workload == "uniform":
-        return lambda: gfns[rng.randrange(total)]
-    if scenario.workload == "hot":
-        first = next(iter(memslots))
-        hot = gfns[:max(1, first.npages // 8)]
-        return lambda: hot[rng.randrange(len(hot))] if rng.random() < 0.9 \
-            else gfns[rng.randrange(total)]
-    start = vcpu_id * total // scenario.writers
-    position = [start + rng.randrange(max(1, total // scenario.writers))]
-
-    def sequential() -> int:
-        gfn = gfns[position[0] % total]
-        position[0] += 1
-        return gfn
-
-    return sequential
