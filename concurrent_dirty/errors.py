@@ -21,7 +21,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .harness.result import ExecutionResult
+    from .harness.execution import ExecutionResult
 
 __all__ = [
     "AlgorithmError",

@@ -58,10 +58,10 @@ def test_replay_against_the_fixed_algorithm_exits_0(capsys):
 
 @pytest.mark.parametrize("argv, message", [
     (["replay", "garbage"], "expected a replay token like cd2.<base64>, got 'garbage'"),
-    (["replay", "cd7.AAAA"], "expected a version 2 replay token, got version 7: it was made by another "
-                             "release of concurrent-dirty, whose schedules differ; rerun the fuzz command "
-                             "that found it to get a new token (committed ones: python3 "
-                             "tools/make_regression_tokens.py)"),
+    (["replay", "cd7.AAAA"], "expected a version 2 replay token, got version 7: it was made "
+                             "by another release of concurrent-dirty, whose schedules differ; "
+                             "rerun the fuzz command that found it to get a new token "
+                             "(committed ones: python3 tools/make_regression_tokens.py)"),
     (["fuzz", "--algorithm", "xchgg"], "expected an algorithm in ['manual', 'srcu', 'xchg'] "
                                        "or module:Class, got 'xchgg'; did you mean 'xchg'?"),
 ])

@@ -292,7 +292,7 @@ class Runtime:
             ready.remove(me.tid)
         return ready
 
-    def _switch(self, me: _Thread, op: str, target: str, index: int) -> None:
+    def _switch(self, me: _Thread, op: Op, target: str, index: int) -> None:
         out = self.outcome
         self._close_step(me)
         out.steps += 1
@@ -345,7 +345,7 @@ class Runtime:
             return None
         return words.peek(index)
 
-    def _record(self, me: _Thread, op: str, target: str, index: int) -> None:
+    def _record(self, me: _Thread, op: Op, target: str, index: int) -> None:
         step = Step(index=len(self.outcome.trace) + 1, thread=me.tid, op=op, target=target,
                     word=index, before=self._peek(target, index), preempted=me.pending_preempt)
         me.pending_preempt = None
@@ -483,6 +483,9 @@ def _parked(frame: object) -> bool:
 
 
 class AtomicWordsLike(Protocol):
-    nwords: int
+    """What a trace needs of the words a switch point names."""
+
+    @property
+    def nwords(self) -> int: ...
 
     def peek(self, i: int) -> int: ...

@@ -11,14 +11,16 @@ has a step number that replay reproduces.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from .._core import switch as _switch
 from .._core.runtime import DEFAULT_WATCHDOG, Runtime, Scheduler
 from ..dirtylog import DirtyLogAlgorithm, algorithm_name, algorithm_ref, resolve_algorithm
 from ..harness.execution import ExecutionResult, Vm, run_harvester, run_writes
-from ..harness.program import Program
+from ..harness.program import Program, Write
 from ..harness.scenario import Scenario
+from ..harness.vcpu import Vcpu
 from ..model.atomic import AtomicWords
 
 __all__ = ["DEFAULT_MAX_STEPS", "run_controlled"]
@@ -62,7 +64,7 @@ def run_controlled(algorithm: str | type[DirtyLogAlgorithm], scenario: Scenario,
 
     runtime = Runtime(scheduler, max_steps=max_steps, words=words, trace=trace,
                       watchdog=watchdog)
-    writer_ids = [runtime.spawn(f"vcpu {w}", lambda v=vcpus[w], ws=writes: run_writes(v, ws))
+    writer_ids = [runtime.spawn(f"vcpu {w}", _writer(vcpus[w], writes))
                   for w, writes in enumerate(program.writes)]
     migration = vm.migration
     runtime.spawn("harvester", lambda: run_harvester(
@@ -76,4 +78,11 @@ def run_controlled(algorithm: str | type[DirtyLogAlgorithm], scenario: Scenario,
     return ExecutionResult(algorithm=algorithm_name(cls), algorithm_ref=algorithm_ref(cls),
                            scenario=scenario, program=program, outcome=outcome,
                            names=[t.name for t in runtime.threads],
-                           diverged_at=getattr(scheduler, "diverged_at", None))
+                           diverged_at=getattr(scheduler, "diverged_at", None),
+                           image=tuple(migration.dest))
+
+
+def _writer(vcpu: Vcpu, writes: tuple[Write, ...]) -> Callable[[], None]:
+    def run() -> None:
+        run_writes(vcpu, writes)
+    return run

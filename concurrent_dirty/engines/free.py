@@ -82,6 +82,9 @@ class CellResult:
     rerun: str = ""
     #: Ctrl-C (or SIGTERM) ended the cell early; its figures are partial.
     interrupted: bool = False
+    #: For a one-execution cell: the destination's guest memory at the end
+    #: (page values by gfn), to compare engines on the same program.
+    image: tuple[int, ...] = ()
 
     @property
     def status(self) -> str:
@@ -273,3 +276,5 @@ def _collect(vm: Vm, scenario: Scenario, result: CellResult) -> None:
     result.spurious = migration.spurious
     result.latency_ms = _percentiles(migration.latencies)
     result.violations = migration.violations
+    if result.executions == 1:
+        result.image = tuple(migration.dest)
