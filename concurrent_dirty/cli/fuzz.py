@@ -8,6 +8,7 @@ from typing import Any
 
 from ..dirtylog import BUILTIN_ALGORITHMS, resolve_algorithm
 from ..errors import ConcurrentDirtyError
+from ..harness.program import make_program
 from ..harness.scenario import Scenario
 from ..harness.token import decode
 from ..schedulers import SCHEDULERS as _REGISTRY
@@ -38,7 +39,7 @@ def add_parsers(sub: Any, number: Any, choice: Any) -> None:
                    help="pct bug depth d (default %(default)s)")
     f.add_argument("--preemptions", type=number("a preemption bound", 0, 50, integer=True),
                    default=2, help="dfs preemption bound (default %(default)s)")
-    f.add_argument("--writers", type=number("a number of writers", 1, 16, integer=True),
+    f.add_argument("--writers", type=number("a number of writers", 1, 64, integer=True),
                    default=2, help="vCPU writers (hypothesis: at most) (default %(default)s)")
     f.add_argument("--slots", type=number("a number of slots", 1, 64, integer=True),
                    default=1, help="memslots (default %(default)s)")
@@ -50,6 +51,13 @@ def add_parsers(sub: Any, number: Any, choice: Any) -> None:
                    default=2, help="harvest rounds before the final one (default %(default)s)")
     f.add_argument("--on-behalf", type=number("a probability", 0, 1), default=0.5,
                    help="share of on-behalf writes (default %(default)s)")
+    f.add_argument("--execution", type=number("an execution number", 1, 1 << 62, True),
+                   default=None,
+                   help="explore exactly the writes of this execution of the free-running "
+                        "engines (same scenario options and seed): what a stress failure "
+                        "prints")
+    f.add_argument("--workload", type=choice("a workload", ("uniform", "hot", "sequential")),
+                   default="uniform", help="how writers pick pages (default %(default)s)")
     f.add_argument("--vary-program", action="store_true",
                    help="pct: draw new writes every execution (more coverage, no stated "
                         "bound); random always does, dfs never does")
@@ -119,7 +127,7 @@ def run_fuzz(ns: argparse.Namespace, write_json: Any) -> int:
         resolve_algorithm(spec)
     scenario_args = dict(writers=ns.writers, slots=ns.slots, pages=ns.pages, writes=ns.writes,
                          on_behalf=ns.on_behalf, initially_set=ns.initially_set, seed=ns.seed,
-                         tlb=ns.tlb)
+                         tlb=ns.tlb, workload=ns.workload)
     reports = []
     for spec in algorithms:
         scenario = Scenario(algorithm=spec, **scenario_args)
@@ -130,6 +138,8 @@ def run_fuzz(ns: argparse.Namespace, write_json: Any) -> int:
                              seconds=ns.seconds, depth=ns.depth, preemptions=ns.preemptions,
                              rounds=ns.rounds, seed=ns.seed, max_steps=ns.max_steps,
                              token_file=ns.token_file,
+                             program=(make_program(scenario, ns.rounds, execution=ns.execution)
+                                      if ns.execution else None),
                              vary_program=(True if ns.vary_program and ns.scheduler == "pct"
                                            else None))
         reports.append(report)

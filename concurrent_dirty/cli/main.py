@@ -151,6 +151,23 @@ def rerun_command(scenario: Scenario) -> str:
     return shlex.join(words)
 
 
+def explore_command(scenario: Scenario, execution: int) -> str:
+    """The ``fuzz`` command that explores exactly the program a short
+    free-running execution ran (the same writes, every interleaving)."""
+    words = ["concurrent-dirty", "fuzz", "--algorithm", scenario.algorithm,
+             "--seed", str(scenario.seed), "--execution", str(execution),
+             "--writers", str(scenario.writers), "--slots", str(scenario.slots),
+             "--pages", str(scenario.pages), "--writes", str(scenario.writes),
+             "--on-behalf", f"{scenario.on_behalf:g}"]
+    if scenario.workload != "uniform":
+        words += ["--workload", scenario.workload]
+    if scenario.initially_set:
+        words.append("--initially-set")
+    if not scenario.tlb:
+        words.append("--no-tlb")
+    return shlex.join(words)
+
+
 def _check_json_path(path: str) -> None:
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
@@ -210,6 +227,9 @@ def _stress(ns: argparse.Namespace) -> int:
             print(f"\nERROR in {r.algorithm}/{r.engine}: {r.error}\n  rerun: {r.rerun}")
         for v in r.violations[:5]:
             print("\n" + v.describe())
+            if r.scenario.get("mode") == "short":
+                print(f"  explore this program under control: "
+                      f"{explore_command(Scenario(**r.scenario), v.execution)}")
         if len(r.violations) > 5:
             print(f"  ... and {len(r.violations) - 5} more for {r.algorithm}/{r.engine}")
     if ns.json:

@@ -228,6 +228,7 @@ def _drive(scenario: Scenario, vm: Vm, workers: ThreadWorkers | ProcessWorkers,
         while time.monotonic() < deadline and (
                 scenario.max_executions is None or execution < scenario.max_executions):
             execution += 1
+            result.executions = execution
             vm.begin(execution)
             ctl.store(CTL_DONE, 0)
             ctl.store(CTL_END, 0)
@@ -236,7 +237,6 @@ def _drive(scenario: Scenario, vm: Vm, workers: ThreadWorkers | ProcessWorkers,
             run_harvester(migration, rounds=None,
                           writers_done=lambda: ctl.load(CTL_DONE) >= scenario.writers,
                           wait_writers=workers.check, after_round=after_round)
-            result.executions = execution
     finally:
         del migration.violations[_MAX_VIOLATIONS:]
         result.seconds = time.monotonic() - start
