@@ -13,14 +13,23 @@ import signal
 import sys
 import tempfile
 from collections.abc import Sequence
-from typing import Any, NoReturn
+from importlib import import_module
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from . import _cli_fuzz, _cli_zoo
-from ._report import ProgressPrinter, summary_line, verdict_table
-from .dirtylog import BUILTIN_ALGORITHMS, resolve_algorithm
 from .errors import UsageError
 from .scenario import ENGINES, MODES, WORKLOADS, Scenario
-from .stress import CellResult, run_cell
+
+if TYPE_CHECKING:
+    from .stress import CellResult
+
+# Subcommands, in the order --help lists them: the module that adds a
+# command's options (and runs it) is imported only when that command runs.
+_COMMANDS = {
+    "stress": ("", "race dirty-log algorithms with free-running writers"),
+    "fuzz": ("._cli_fuzz", "explore interleavings under a controlled scheduler"),
+    "replay": ("._cli_fuzz", "rerun a failure from its replay token"),
+    "mutants": ("._cli_zoo", "run the bug zoo: every mutant under every engine"),
+}
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 _DEFAULT = Scenario()
@@ -63,9 +72,32 @@ def _choice(kind: str, choices: Sequence[str]) -> Any:
     return parse
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser. ``only``: give full options to that subcommand alone
+    (the others are listed with their help line), so that parsing imports
+    just the module it runs; None: every subcommand in full."""
     parser = _Parser(prog="concurrent-dirty", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
+    selected = None if only is None else _COMMANDS.get(only, (None,))[0]
+    for name, (module, help_line) in _COMMANDS.items():
+        if name in sub.choices:
+            continue  # added along with its sibling (fuzz and replay)
+        if only is not None and module != selected:
+            sub.add_parser(name, help=help_line, add_help=False)
+        elif module:
+            mod = import_module(module, __package__)
+            if hasattr(mod, "add_parsers"):
+                mod.add_parsers(sub, _number, _choice)
+            else:
+                mod.add_parser(sub, _number, _choice)
+        else:
+            _add_stress(sub)
+    return parser
+
+
+def _add_stress(sub: Any) -> None:
+    from .dirtylog import BUILTIN_ALGORITHMS
+
     s = sub.add_parser("stress", help="race dirty-log algorithms with free-running writers",
                        description="Race each algorithm on each engine for a budget and print "
                                    "a verdict table. With no options: every built-in algorithm "
@@ -118,9 +150,6 @@ def build_parser() -> argparse.ArgumentParser:
                    default=None, help="sys.setswitchinterval for the threads engine")
     g.add_argument("--json", metavar="PATH", help="write the report as JSON")
     g.add_argument("--quiet", action="store_true", help="no progress line")
-    _cli_fuzz.add_parsers(sub, _number, _choice)
-    _cli_zoo.add_parser(sub, _number, _choice)
-    return parser
 
 
 def _scenario_args(ns: argparse.Namespace) -> dict[str, Any]:
@@ -180,6 +209,10 @@ def _write_report(path: str, report: dict[str, Any]) -> None:
 
 
 def _stress(ns: argparse.Namespace) -> int:
+    from ._report import ProgressPrinter, summary_line, verdict_table
+    from .dirtylog import BUILTIN_ALGORITHMS, resolve_algorithm
+    from .stress import run_cell
+
     algorithms = ns.algorithm or list(BUILTIN_ALGORITHMS)
     engines = ns.engine or list(ENGINES)
     for spec in algorithms:
@@ -192,7 +225,7 @@ def _stress(ns: argparse.Namespace) -> int:
     interrupted = False
     try:
         for n, scenario in enumerate(cells, 1):
-            printer = ProgressPrinter(cell=f"{n}/{len(cells)} ")
+            printer = ProgressPrinter(sys.stderr, cell=f"{n}/{len(cells)} ")
             result = run_cell(scenario, progress=None if ns.quiet else printer,
                               rerun=rerun_command(scenario))
             printer.finish()
@@ -223,24 +256,24 @@ def _sigterm(signum: int, frame: object) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    ns = parser.parse_args(argv)
+    args = list(sys.argv[1:] if argv is None else argv)
+    command = args[0] if args and args[0] in _COMMANDS else ""
+    parser = build_parser(only=command)
+    ns = parser.parse_args(args)
     if ns.command is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
     previous = signal.signal(signal.SIGTERM, _sigterm)
     try:
-        if ns.command == "fuzz":
-            if ns.json:
-                _check_json_path(ns.json)
-            return _cli_fuzz.run_fuzz(ns, _write_report)
+        if ns.command == "stress":
+            return _stress(ns)
         if ns.command == "replay":
-            return _cli_fuzz.run_replay(ns)
-        if ns.command == "mutants":
-            if ns.json:
-                _check_json_path(ns.json)
-            return _cli_zoo.run_mutants(ns, _write_report)
-        return _stress(ns)
+            return int(import_module("._cli_fuzz", __package__).run_replay(ns))
+        if getattr(ns, "json", None):
+            _check_json_path(ns.json)
+        module = import_module(_COMMANDS[ns.command][0], __package__)
+        run = getattr(module, f"run_{ns.command}")
+        return int(run(ns, _write_report))
     except UsageError as exc:
         sys.stderr.write(f"concurrent-dirty: error: {exc}\n")
         return EXIT_USAGE
