@@ -29,6 +29,7 @@ _COMMANDS = {
     "fuzz": ("._cli_fuzz", "explore interleavings under a controlled scheduler"),
     "replay": ("._cli_fuzz", "rerun a failure from its replay token"),
     "mutants": ("._cli_zoo", "run the bug zoo: every mutant under every engine"),
+    "perf": ("._cli_perf", "time GET/CLEAR and vCPU waits over a dirty-fraction sweep"),
 }
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130

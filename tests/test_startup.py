@@ -47,7 +47,7 @@ def test_import_resolves_names_lazily():
 
 
 def test_subcommand_help_loads_only_its_module():
-    loaded = _modules_after("fuzz", "--help")
-    assert "concurrent_dirty._cli_fuzz" in loaded
+    loaded = _modules_after("perf", "--help")
+    assert "concurrent_dirty._cli_perf" in loaded
     assert "concurrent_dirty._cli_zoo" not in loaded
     assert "hypothesis" not in loaded
