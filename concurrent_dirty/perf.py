@@ -510,21 +510,26 @@ def plot(report: PerfReport, directory: str) -> list[str]:
     series: dict[tuple[str, int], list[PerfPoint]] = {}
     for p in report.points:
         series.setdefault((p.algorithm, p.vcpus), []).append(p)
-    many = len(report.config.vcpus) > 1
+    names = list(dict.fromkeys(p.algorithm for p in report.points))
+    colors = {name: f"C{i}" for i, name in enumerate(names)}
+    counts = list(dict.fromkeys(p.vcpus for p in report.points))
+    styles = ["-", "--", ":", "-."]
     for (name, vcpus), pts in series.items():
         pts.sort(key=lambda p: p.fraction)
-        label = f"{name}, {vcpus} vCPUs" if many else name
+        style = dict(color=colors[name], linestyle=styles[counts.index(vcpus) % len(styles)])
+        label = f"{name}, {vcpus} vCPU{'s' if vcpus > 1 else ''}"
         xs = [p.fraction for p in pts]
         js = [p.to_json() for p in pts]
-        line = left.plot(xs, [j["get_ms"]["p50"] for j in js], marker="o", label=f"{label} GET")
         if any(p.clear_seconds for p in pts):
-            left.plot(xs, [j["get_ms"]["p50"] + j["clear_ms"]["p50"] for j in js],
-                      marker="s", linestyle="--", color=line[0].get_color(),
-                      label=f"{label} GET+CLEAR")
-        line = right.plot(xs, [max(1e-3, j["fault_wait_us"]["p99"] / 1e3) for j in js],
-                          marker="o", label=f"{label} fault (mmu_lock)")
-        right.plot(xs, [max(1e-3, j["exit_wait_us"]["p99"] / 1e3) for j in js], marker="^",
-                   linestyle=":", color=line[0].get_color(), label=f"{label} exit (ioctl)")
+            left.plot(xs, [j["get_ms"]["p50"] + j["clear_ms"]["p50"] for j in js], marker="s",
+                      label=f"{label} (GET+CLEAR)", **style)
+            left.plot(xs, [j["get_ms"]["p50"] for j in js], marker=".", alpha=0.5,
+                      label=f"{label} (GET only)", **style)
+        else:
+            left.plot(xs, [j["get_ms"]["p50"] for j in js], marker="o", label=label, **style)
+        # a point where no vCPU operation waited has no p99: leave a gap
+        right.plot(xs, [j["vcpu_wait_us"]["p99"] / 1e3 if j["vcpu_wait_us"]["count"]
+                        else math.nan for j in js], marker="o", label=label, **style)
     c = report.config
     for ax in (left, right):
         ax.set_xscale("log")
@@ -534,8 +539,8 @@ def plot(report: PerfReport, directory: str) -> list[str]:
         ax.legend(fontsize="small")
     left.set_ylabel("harvest latency, ms (median of rounds)")
     left.set_title("KVM_GET_DIRTY_LOG (+ CLEAR) latency")
-    right.set_ylabel("vCPU wait p99, ms")
-    right.set_title("what vCPUs wait for during a harvest")
+    right.set_ylabel("vCPU wait p99, ms (faults for mmu_lock, exits for the ioctl)")
+    right.set_title("how long a blocked vCPU waits during a harvest")
     fig.suptitle(f"concurrent-dirty perf (Python model, {platform.python_version()}; "
                  f"shapes, not kernel numbers)", fontsize="medium")
     os.makedirs(directory, exist_ok=True)
