@@ -5,13 +5,10 @@ in the code under test, 2 bad usage, 130 interrupted."""
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
-import shlex
 import signal
 import sys
-import tempfile
 from collections.abc import Sequence
 from importlib import import_module
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -167,6 +164,8 @@ _FLAGS = {"max_executions": "--executions"}
 def rerun_command(scenario: Scenario) -> str:
     """The command line that reruns one cell: its algorithm, engine and
     every option that differs from the default."""
+    import shlex
+
     words = ["concurrent-dirty", "stress", "--algorithm", scenario.algorithm,
              "--engine", scenario.engine, "--seed", str(scenario.seed)]
     for name, value in scenario.to_dict().items():
@@ -197,6 +196,9 @@ def _write_json(path: str, results: list[CellResult], interrupted: bool) -> None
 
 
 def _write_report(path: str, report: dict[str, Any]) -> None:
+    import json
+    import tempfile
+
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".concurrent-dirty-", suffix=".json", dir=directory)
     try:

@@ -533,7 +533,13 @@ def plot(report: PerfReport, directory: str) -> list[str]:
     c = report.config
     for ax in (left, right):
         ax.set_xscale("log")
-        ax.set_yscale("log")
+        values = [y for line in ax.get_lines() for y in line.get_ydata()
+                  if isinstance(y, (int, float)) and math.isfinite(y) and y > 0]
+        if values:  # a log axis needs at least one positive value
+            ax.set_yscale("log")
+        else:
+            ax.text(0.5, 0.5, "nothing to show: no value above 0", ha="center",
+                    transform=ax.transAxes)
         ax.set_xlabel(f"dirty fraction of a {c.pages}-page slot")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize="small")

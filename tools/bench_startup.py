@@ -58,6 +58,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=10, help="best of N (default %(default)s)")
     parser.add_argument("--python", default=sys.executable, help="interpreter to time")
+    parser.add_argument("--bytecode", action="store_true",
+                        help="first compile the package into __pycache__ (what an installed "
+                             "package has), even under PYTHONDONTWRITEBYTECODE")
     ns = parser.parse_args()
     if ns.runs < 1:
         parser.error(f"expected --runs >= 1, got {ns.runs}")
@@ -69,11 +72,19 @@ def main() -> int:
         ("concurrent_dirty replay TOKEN", [py, "-m", "concurrent_dirty", "replay", token],
          (0, 1)),
     ]
+    if ns.bytecode:
+        subprocess.run([py, "-m", "compileall", "-q", "concurrent_dirty"], cwd=ROOT,
+                       check=True, stdout=subprocess.DEVNULL)
+    cached = os.path.isdir(os.path.join(ROOT, "concurrent_dirty", "__pycache__"))
     times = {label: best_of(argv, ns.runs, ok) for label, argv, ok in rows}
     base = times["python -c pass"]
     print(f"{'command':<32} {'best s':>8} {'x pass':>7} {'over pass ms':>13}   (best of {ns.runs})")
     for label, spent in times.items():
         print(f"{label:<32} {spent:8.4f} {spent / base:7.2f} {(spent - base) * 1e3:13.1f}")
+    dont_write = bool(os.environ.get("PYTHONDONTWRITEBYTECODE"))
+    print(f"bytecode cache: {'present' if cached else 'absent'}"
+          f"{'; PYTHONDONTWRITEBYTECODE is set' if dont_write else ''}"
+          f"{' (every run compiles the package from source)' if not cached else ''}")
     return 0
 
 
