@@ -5,23 +5,29 @@ in the code under test, 2 bad usage, 130 interrupted."""
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
-import shlex
 import signal
 import sys
-import tempfile
 from collections.abc import Sequence
-from typing import Any, NoReturn
+from importlib import import_module
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from ..dirtylog import BUILTIN_ALGORITHMS, resolve_algorithm
-from ..engines.free import CellResult, run_cell
 from ..errors import UsageError
 from ..harness.scenario import ENGINES, MODES, WORKLOADS, Scenario
-from . import fuzz as _cli_fuzz
-from . import zoo as _cli_zoo
-from .report import ProgressPrinter, summary_line, verdict_table
+
+if TYPE_CHECKING:
+    from ..engines.free import CellResult
+
+# Subcommands, in the order --help lists them: the module that adds a
+# command's options (and runs it) is imported only when that command runs.
+_COMMANDS = {
+    "stress": ("", "race dirty-log algorithms with free-running writers"),
+    "fuzz": (".fuzz", "explore interleavings under a controlled scheduler"),
+    "replay": (".fuzz", "rerun a failure from its replay token"),
+    "mutants": (".zoo", "run the bug zoo: every mutant under every engine"),
+    "perf": (".perf", "time GET/CLEAR and vCPU waits over a dirty-fraction sweep"),
+}
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 _DEFAULT = Scenario()
@@ -64,9 +70,32 @@ def _choice(kind: str, choices: Sequence[str]) -> Any:
     return parse
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser. ``only``: give full options to that subcommand alone
+    (the others are listed with their help line), so that parsing imports
+    just the module it runs; None: every subcommand in full."""
     parser = _Parser(prog="concurrent-dirty", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
+    selected = None if only is None else _COMMANDS.get(only, (None,))[0]
+    for name, (module, help_line) in _COMMANDS.items():
+        if name in sub.choices:
+            continue  # added along with its sibling (fuzz and replay)
+        if only is not None and module != selected:
+            sub.add_parser(name, help=help_line, add_help=False)
+        elif module:
+            mod = import_module(module, __package__)
+            if hasattr(mod, "add_parsers"):
+                mod.add_parsers(sub, _number, _choice)
+            else:
+                mod.add_parser(sub, _number, _choice)
+        else:
+            _add_stress(sub)
+    return parser
+
+
+def _add_stress(sub: Any) -> None:
+    from ..dirtylog import BUILTIN_ALGORITHMS
+
     s = sub.add_parser("stress", help="race dirty-log algorithms with free-running writers",
                        description="Race each algorithm on each engine for a budget and print "
                                    "a verdict table. With no options: every built-in algorithm "
@@ -119,9 +148,6 @@ def build_parser() -> argparse.ArgumentParser:
                    default=None, help="sys.setswitchinterval for the threads engine")
     g.add_argument("--json", metavar="PATH", help="write the report as JSON")
     g.add_argument("--quiet", action="store_true", help="no progress line")
-    _cli_fuzz.add_parsers(sub, _number, _choice)
-    _cli_zoo.add_parser(sub, _number, _choice)
-    return parser
 
 
 def _scenario_args(ns: argparse.Namespace) -> dict[str, Any]:
@@ -138,6 +164,8 @@ _FLAGS = {"max_executions": "--executions"}
 def rerun_command(scenario: Scenario) -> str:
     """The command line that reruns one cell: its algorithm, engine and
     every option that differs from the default."""
+    import shlex
+
     words = ["concurrent-dirty", "stress", "--algorithm", scenario.algorithm,
              "--engine", scenario.engine, "--seed", str(scenario.seed)]
     for name, value in scenario.to_dict().items():
@@ -154,6 +182,8 @@ def rerun_command(scenario: Scenario) -> str:
 def explore_command(scenario: Scenario, execution: int) -> str:
     """The ``fuzz`` command that explores exactly the program a short
     free-running execution ran (the same writes, every interleaving)."""
+    import shlex
+
     words = ["concurrent-dirty", "fuzz", "--algorithm", scenario.algorithm,
              "--seed", str(scenario.seed), "--execution", str(execution),
              "--writers", str(scenario.writers), "--slots", str(scenario.slots),
@@ -185,6 +215,9 @@ def _write_json(path: str, results: list[CellResult], interrupted: bool) -> None
 
 
 def _write_report(path: str, report: dict[str, Any]) -> None:
+    import json
+    import tempfile
+
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".concurrent-dirty-", suffix=".json", dir=directory)
     try:
@@ -198,6 +231,10 @@ def _write_report(path: str, report: dict[str, Any]) -> None:
 
 
 def _stress(ns: argparse.Namespace) -> int:
+    from ..dirtylog import BUILTIN_ALGORITHMS, resolve_algorithm
+    from ..engines.free import run_cell
+    from .report import ProgressPrinter, summary_line, verdict_table
+
     algorithms = ns.algorithm or list(BUILTIN_ALGORITHMS)
     engines = ns.engine or list(ENGINES)
     for spec in algorithms:
@@ -210,7 +247,7 @@ def _stress(ns: argparse.Namespace) -> int:
     interrupted = False
     try:
         for n, scenario in enumerate(cells, 1):
-            printer = ProgressPrinter(cell=f"{n}/{len(cells)} ")
+            printer = ProgressPrinter(sys.stderr, cell=f"{n}/{len(cells)} ")
             result = run_cell(scenario, progress=None if ns.quiet else printer,
                               rerun=rerun_command(scenario))
             printer.finish()
@@ -244,24 +281,24 @@ def _sigterm(signum: int, frame: object) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    ns = parser.parse_args(argv)
+    args = list(sys.argv[1:] if argv is None else argv)
+    command = args[0] if args and args[0] in _COMMANDS else ""
+    parser = build_parser(only=command)
+    ns = parser.parse_args(args)
     if ns.command is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
     previous = signal.signal(signal.SIGTERM, _sigterm)
     try:
-        if ns.command == "fuzz":
-            if ns.json:
-                _check_json_path(ns.json)
-            return _cli_fuzz.run_fuzz(ns, _write_report)
+        if ns.command == "stress":
+            return _stress(ns)
         if ns.command == "replay":
-            return _cli_fuzz.run_replay(ns)
-        if ns.command == "mutants":
-            if ns.json:
-                _check_json_path(ns.json)
-            return _cli_zoo.run_mutants(ns, _write_report)
-        return _stress(ns)
+            return int(import_module(".fuzz", __package__).run_replay(ns))
+        if getattr(ns, "json", None):
+            _check_json_path(ns.json)
+        module = import_module(_COMMANDS[ns.command][0], __package__)
+        run = getattr(module, f"run_{ns.command}")
+        return int(run(ns, _write_report))
     except UsageError as exc:
         sys.stderr.write(f"concurrent-dirty: error: {exc}\n")
         return EXIT_USAGE

@@ -16,11 +16,13 @@ import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from multiprocessing import resource_tracker, shared_memory
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import UsageError
 from .atomic import WORD_BYTES, AtomicWords, buffer_address
+
+if TYPE_CHECKING:  # imported where used: the threads-only paths never load it
+    from multiprocessing import shared_memory
 
 __all__ = ["Arena", "Layout", "live_segments", "unlink_all"]
 
@@ -82,6 +84,8 @@ def _untracked() -> Iterator[None]:
     creator owns (and unlinks) a segment. Python 3.13 has ``track=False``;
     before it, registration is the known cause of spurious 'leaked
     shared_memory' warnings and double unlinks (CPython gh-82300)."""
+    from multiprocessing import resource_tracker
+
     original = resource_tracker.register
 
     def register(name: Any, rtype: str) -> None:
@@ -105,6 +109,8 @@ class Arena:
         self._shm: shared_memory.SharedMemory | None = None
         self._owner = attach is None and shared
         self._skew = 0
+        if attach is not None or shared:
+            from multiprocessing import shared_memory
         if attach is not None:
             if sys.version_info >= (3, 13):
                 self._shm = shared_memory.SharedMemory(name=attach, track=False)
