@@ -11,11 +11,11 @@ import os
 import shlex
 import signal
 import sys
-import tempfile
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from . import _cli_fuzz, _cli_zoo
+from ._output import check_output_path, write_text
 from ._report import ProgressPrinter, summary_line, verdict_table
 from .dirtylog import BUILTIN_ALGORITHMS, resolve_algorithm
 from .errors import UsageError
@@ -150,15 +150,6 @@ def rerun_command(scenario: Scenario) -> str:
     return shlex.join(words)
 
 
-def _check_json_path(path: str) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        raise UsageError(f"expected --json in an existing directory, got {path!r} "
-                         f"({directory} does not exist)")
-    if os.path.isdir(path):
-        raise UsageError(f"expected --json to name a file, got the directory {path!r}")
-
-
 def _write_json(path: str, results: list[CellResult], interrupted: bool) -> None:
     _write_report(path, {
         "tool": "concurrent-dirty", "command": "stress", "interrupted": interrupted,
@@ -167,16 +158,7 @@ def _write_json(path: str, results: list[CellResult], interrupted: bool) -> None
 
 
 def _write_report(path: str, report: dict[str, Any]) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".concurrent-dirty-", suffix=".json", dir=directory)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(report, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)  # readers never see a half-written report
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    write_text(path, json.dumps(report, indent=2) + "\n")  # see _output: atomic or plain
 
 
 def _stress(ns: argparse.Namespace) -> int:
@@ -184,8 +166,6 @@ def _stress(ns: argparse.Namespace) -> int:
     engines = ns.engine or list(ENGINES)
     for spec in algorithms:
         resolve_algorithm(spec)  # every usage error before anything runs
-    if ns.json:
-        _check_json_path(ns.json)
     cells = [Scenario(algorithm=a, engine=e, **_scenario_args(ns))
              for a in algorithms for e in engines]
     results: list[CellResult] = []
@@ -230,15 +210,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     previous = signal.signal(signal.SIGTERM, _sigterm)
     try:
+        for option in ("json", "token_file"):  # before anything runs
+            if getattr(ns, option, None):
+                check_output_path(getattr(ns, option), "--" + option.replace("_", "-"))
         if ns.command == "fuzz":
-            if ns.json:
-                _check_json_path(ns.json)
             return _cli_fuzz.run_fuzz(ns, _write_report)
         if ns.command == "replay":
             return _cli_fuzz.run_replay(ns)
         if ns.command == "mutants":
-            if ns.json:
-                _check_json_path(ns.json)
             return _cli_zoo.run_mutants(ns, _write_report)
         return _stress(ns)
     except UsageError as exc:

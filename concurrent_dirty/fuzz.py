@@ -10,13 +10,12 @@ to a file, so that a crash or a hang still leaves something to replay.
 
 from __future__ import annotations
 
-import os
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from ._output import write_text
 from ._token import decode
 from .controlled import DEFAULT_MAX_STEPS, ExecutionResult, Program, make_program, run_controlled
 from .dirtylog import algorithm_name, resolve_algorithm
@@ -97,11 +96,7 @@ class FuzzReport:
 
 
 def _write_pending(path: str, text: str) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".pending-", dir=directory)
-    with os.fdopen(fd, "w") as f:
-        f.write(text + "\n")
-    os.replace(tmp, path)
+    write_text(path, text + "\n")  # atomic for a file, plain for a device or FIFO
 
 
 def explore(algorithm: str, scenario: Scenario, *, scheduler: str = "pct",
