@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from . import _cli_fuzz, _cli_zoo
+from ._limits import MAX_EXECUTIONS, MAX_SECONDS, MAX_TOTAL_PAGES, SEED_RANGE
 from ._output import check_output_path, write_text
 from ._report import ProgressPrinter, summary_line, verdict_table
 from .dirtylog import BUILTIN_ALGORITHMS, resolve_algorithm
@@ -34,18 +35,28 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(EXIT_USAGE)
 
 
-def _number(kind: str, low: float, high: float = math.inf, integer: bool = False,
+def _number(kind: str, low: float, high: float = MAX_SECONDS, integer: bool = False,
             low_open: bool = False) -> Any:
+    """A parser for a number in [low, high] (or (low, high] with
+    ``low_open``); its error names the whole range."""
+    def show(bound: float) -> str:
+        return str(int(bound)) if float(bound).is_integer() else f"{bound:g}"
+
+    rng = (f"> {show(low)} and <= {show(high)}" if low_open
+           else f"from {show(low)} to {show(high)}")
+
     def parse(text: str) -> float | int:
         try:
-            value: float | int = int(text) if integer else float(text)
-        except ValueError:
+            value: float | int = float(text)
+            if integer:
+                value = int(text) if text.strip().lstrip("+-").isdigit() else (
+                    int(value) if math.isfinite(value) and value.is_integer() else math.nan)
+        except (ValueError, OverflowError):
             value = math.nan
         ok = not math.isnan(value) and (value > low if low_open else value >= low) \
-            and value <= high and not math.isinf(value)
+            and value <= high
         if not ok:
-            bound = f"> {low:g}" if low_open else f">= {low:g}"
-            raise argparse.ArgumentTypeError(f"expected {kind} {bound}, got {text!r}")
+            raise argparse.ArgumentTypeError(f"expected {kind} {rng}, got {text!r}")
         return value
     return parse
 
@@ -102,7 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--writes", type=_number("a number of writes", 1, 1 << 40, True),
                    default=_DEFAULT.writes,
                    help="writes per writer per short execution (default %(default)s)")
-    g.add_argument("--executions", type=_number("a number of executions", 1, integer=True),
+    g.add_argument("--executions",
+                   type=_number("a number of executions", 1, MAX_EXECUTIONS, True),
                    default=None, help="stop a cell after this many executions")
     g.add_argument("--interval", type=_number("a number of seconds", 0),
                    default=_DEFAULT.interval, help="pause between harvest rounds")
@@ -110,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
                    default=_DEFAULT.lock_timeout,
                    help="report a deadlock after waiting this long (default %(default)s)")
     g = s.add_argument_group("perturbation and output")
-    g.add_argument("--seed", type=_number("an integer seed", -(1 << 63), 1 << 63, True),
+    g.add_argument("--seed", type=_number("an integer seed", *SEED_RANGE, True),
                    default=_DEFAULT.seed, help="seed for workloads and noise")
     g.add_argument("--noise", type=_number("a probability", 0, 1), default=_DEFAULT.noise,
                    help="chance of a yield or short sleep at each switch point")
@@ -166,6 +178,9 @@ def _stress(ns: argparse.Namespace) -> int:
     engines = ns.engine or list(ENGINES)
     for spec in algorithms:
         resolve_algorithm(spec)  # every usage error before anything runs
+    if ns.slots * ns.pages > MAX_TOTAL_PAGES:
+        raise UsageError(f"expected --slots x --pages at most {MAX_TOTAL_PAGES} guest pages in "
+                         f"all, got {ns.slots} x {ns.pages} = {ns.slots * ns.pages}")
     cells = [Scenario(algorithm=a, engine=e, **_scenario_args(ns))
              for a in algorithms for e in engines]
     results: list[CellResult] = []

@@ -6,6 +6,7 @@ import argparse
 import time
 from typing import Any
 
+from ._limits import MAX_EXECUTIONS, SEED_RANGE
 from ._token import decode
 from .dirtylog import BUILTIN_ALGORITHMS, resolve_algorithm
 from .errors import ConcurrentDirtyError
@@ -25,7 +26,7 @@ def add_parsers(sub: Any, number: Any, choice: Any) -> None:
                    help="repeatable; default: all built-ins")
     f.add_argument("--scheduler", type=choice("a scheduler", SCHEDULERS), default="pct",
                    help="random, pct, dfs or hypothesis (default %(default)s)")
-    f.add_argument("--executions", type=number("a number of executions", 1, integer=True),
+    f.add_argument("--executions", type=number("a number of executions", 1, MAX_EXECUTIONS, True),
                    default=10_000, help="executions per algorithm (default %(default)s)")
     f.add_argument("--seconds", type=number("a number of seconds", 0, low_open=True),
                    default=10.0, help="budget per algorithm (default %(default)s)")
@@ -51,7 +52,7 @@ def add_parsers(sub: Any, number: Any, choice: Any) -> None:
     f.add_argument("--initially-set", action="store_true")
     f.add_argument("--no-tlb", dest="tlb", action="store_false",
                    help="no per-vCPU TLB model")
-    f.add_argument("--seed", type=number("an integer seed", -(1 << 63), 1 << 63, True),
+    f.add_argument("--seed", type=number("an integer seed", *SEED_RANGE, True),
                    default=0)
     f.add_argument("--max-steps", type=number("a step bound", 10, 10_000_000, integer=True),
                    default=20_000, help="switch points per execution before giving up")
