@@ -7,7 +7,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import shlex
 import signal
 import sys
@@ -47,10 +46,11 @@ def _number(kind: str, low: float, high: float = MAX_SECONDS, integer: bool = Fa
 
     def parse(text: str) -> float | int:
         try:
-            value: float | int = float(text)
+            number = float(text)
+            value: float | int = number
             if integer:
                 value = int(text) if text.strip().lstrip("+-").isdigit() else (
-                    int(value) if math.isfinite(value) and value.is_integer() else math.nan)
+                    int(number) if math.isfinite(number) and number.is_integer() else math.nan)
         except (ValueError, OverflowError):
             value = math.nan
         ok = not math.isnan(value) and (value > low if low_open else value >= low) \

@@ -35,7 +35,8 @@ def run(capsys, *argv):
                          "got 'inf'"),
     (["--pages", "0"], "argument --pages: expected a number of pages per slot from 1 to 16777216, "
                      "got '0'"),
-    (["--writers", "-2"], "argument --writers: expected a number of writers from 1 to 512, got '-2'"),
+    (["--writers", "-2"],
+     "argument --writers: expected a number of writers from 1 to 512, got '-2'"),
     (["--workload", "random"],
      "argument --workload: expected a workload in ['uniform', 'hot', 'sequential'], "
      "got 'random'"),
