@@ -10,15 +10,22 @@ settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 @pytest.fixture
 def shm_guard():
-    """Fails the test if it leaves a shared-memory segment behind: none of
-    this process's may stay linked, and (unless pytest-xdist workers share
-    /dev/shm with us) no new entry may remain in /dev/shm."""
+    """Fails the test if it leaves a shared-memory segment behind. It looks
+    only at this process's own segments (``live_segments()`` and the names
+    in /dev/shm with this pid's ``cd-<pid>-`` prefix), never at the rest of
+    /dev/shm, so other programs on the machine cannot make a test fail."""
     from concurrent_dirty.model.arena import live_segments
 
-    alone = "PYTEST_XDIST_WORKER" not in os.environ
-    before = set(os.listdir("/dev/shm"))
+    prefix = f"cd-{os.getpid()}-"
+
+    def own():
+        try:
+            return {n for n in os.listdir("/dev/shm") if n.startswith(prefix)}
+        except FileNotFoundError:
+            return set()
+
+    before = own()
     yield
     assert live_segments() == [], f"segments still linked: {live_segments()}"
-    if alone:
-        leaked = sorted(set(os.listdir("/dev/shm")) - before)
-        assert not leaked, f"shared-memory segments left behind: {leaked}"
+    leaked = sorted(own() - before)
+    assert not leaked, f"shared-memory segments left behind: {leaked}"

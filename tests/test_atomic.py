@@ -6,6 +6,7 @@ import atomics
 import pytest
 
 from concurrent_dirty import AtomicWords, UsageError
+from concurrent_dirty.model.arena import new_segment_name
 
 M64 = (1 << 64) - 1
 
@@ -84,7 +85,7 @@ def test_values_are_visible_through_the_public_atomics_api():
 
 
 def test_shared_memory_closes_and_unlinks_after_view_close(shm_guard):
-    shm = shared_memory.SharedMemory(create=True, size=64)
+    shm = shared_memory.SharedMemory(create=True, size=64, name=new_segment_name())
     try:
         w = AtomicWords(shm.buf, 8)
         w.store(7, 1)
@@ -147,7 +148,7 @@ def _hammer(name, n, worker):
 def test_fetch_add_loses_no_update_between_real_processes(shm_guard):
     """Two processes increment one word on real shared memory: a load-then-
     store emulation would lose increments; one lock xadd loses none."""
-    shm = shared_memory.SharedMemory(create=True, size=64)
+    shm = shared_memory.SharedMemory(create=True, size=64, name=new_segment_name())
     try:
         ctx = multiprocessing.get_context("spawn")
         procs = [ctx.Process(target=_hammer, args=(shm.name, 20000, i)) for i in range(2)]

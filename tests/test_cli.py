@@ -27,11 +27,16 @@ def run(capsys, *argv):
     (["--engine", "thread"],
      "argument --engine: expected an engine in ['threads', 'processes'], got 'thread'; "
      "did you mean 'threads'?"),
-    (["--seconds", "0"], "argument --seconds: expected a number of seconds > 0, got '0'"),
-    (["--seconds", "soon"], "argument --seconds: expected a number of seconds > 0, got 'soon'"),
-    (["--seconds", "inf"], "argument --seconds: expected a number of seconds > 0, got 'inf'"),
-    (["--pages", "0"], "argument --pages: expected a number of pages per slot >= 1, got '0'"),
-    (["--writers", "-2"], "argument --writers: expected a number of writers >= 1, got '-2'"),
+    (["--seconds", "0"], "argument --seconds: expected a number of seconds > 0 and <= 10000000, "
+                       "got '0'"),
+    (["--seconds", "soon"], "argument --seconds: expected a number of seconds > 0 and <= 10000000, "
+                          "got 'soon'"),
+    (["--seconds", "inf"], "argument --seconds: expected a number of seconds > 0 and <= 10000000, "
+                         "got 'inf'"),
+    (["--pages", "0"], "argument --pages: expected a number of pages per slot from 1 to 16777216, "
+                     "got '0'"),
+    (["--writers", "-2"],
+     "argument --writers: expected a number of writers from 1 to 512, got '-2'"),
     (["--workload", "random"],
      "argument --workload: expected a workload in ['uniform', 'hot', 'sequential'], "
      "got 'random'"),

@@ -130,3 +130,49 @@ class BrokenButCalledBenign(XchgDirtyLog):
         slot = kvm.id_to_memslot(slot_id)
         bitmap = kvm.dirty_bitmap(slot_id)
         return [bitmap.exchange(i, 0) for i in range(slot.nwords)]
+
+
+class BreaksNothingKnown(XchgDirtyLog):
+    """A mutant whose ``breaks`` names no algorithm."""
+
+    name = "breaks-nothing-known"
+    breaks = "nosuch"
+
+
+class BreaksAMisspelling(XchgDirtyLog):
+    name = "breaks-a-misspelling"
+    breaks = "xhcg"
+
+
+class BreaksAMissingClass(XchgDirtyLog):
+    name = "breaks-a-missing-class"
+    breaks = "tests.broken_algorithms:Missing"
+
+
+@pytest.mark.parametrize("cls, message", [
+    ("BreaksNothingKnown", "expected 'tests.test_mutants:BreaksNothingKnown' to break a known "
+                           "algorithm, one of ['manual', 'srcu', 'xchg'] or module:Class, got "
+                           "breaks = 'nosuch'"),
+    ("BreaksAMisspelling", "expected 'tests.test_mutants:BreaksAMisspelling' to break a known "
+                           "algorithm, one of ['manual', 'srcu', 'xchg'] or module:Class, got "
+                           "breaks = 'xhcg'; did you mean 'xchg'?"),
+    ("BreaksAMissingClass", "expected 'tests.test_mutants:BreaksAMissingClass' to break a "
+                            "known algorithm, got breaks = 'tests.broken_algorithms:Missing': "
+                            "expected tests.broken_algorithms to define Missing for algorithm "
+                            "'tests.broken_algorithms:Missing', got no attribute 'Missing'"),
+])
+def test_a_mutant_that_breaks_an_unknown_algorithm_is_exit_2(capsys, cls, message):
+    code = main(["mutants", "--mutant", f"tests.test_mutants:{cls}", "--engine", "random",
+                 "--seeds", "1", "--budget", "0.1", "--no-correct", "--quiet"])
+    out, err = capsys.readouterr()
+    assert code == 2
+    assert err == f"concurrent-dirty: error: {message}\n"
+    assert out == ""
+
+
+def test_register_mutant_refuses_an_unknown_algorithm():
+    with pytest.raises(AlgorithmError, match=r"^expected 'BreaksNothingKnown' to break a known "
+                                             r"algorithm, one of \['manual', 'srcu', 'xchg'\] "
+                                             r"or module:Class, got breaks = 'nosuch'$"):
+        register_mutant(BreaksNothingKnown, breaks="nosuch")
+    assert "breaks-nothing-known" not in MUTANTS

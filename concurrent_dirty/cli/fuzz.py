@@ -8,6 +8,7 @@ from typing import Any
 
 from ..dirtylog import BUILTIN_ALGORITHMS, resolve_algorithm
 from ..errors import ConcurrentDirtyError
+from ..harness.limits import MAX_EXECUTIONS, SEED_RANGE
 from ..harness.program import make_program
 from ..harness.scenario import Scenario
 from ..harness.token import decode
@@ -31,7 +32,7 @@ def add_parsers(sub: Any, number: Any, choice: Any) -> None:
                    help="repeatable; default: all built-ins")
     f.add_argument("--scheduler", type=choice("a scheduler", SCHEDULERS), default="pct",
                    help="random, pct, dfs or hypothesis (default %(default)s)")
-    f.add_argument("--executions", type=number("a number of executions", 1, integer=True),
+    f.add_argument("--executions", type=number("a number of executions", 1, MAX_EXECUTIONS, True),
                    default=10_000, help="executions per algorithm (default %(default)s)")
     f.add_argument("--seconds", type=number("a number of seconds", 0, low_open=True),
                    default=10.0, help="budget per algorithm (default %(default)s)")
@@ -39,7 +40,7 @@ def add_parsers(sub: Any, number: Any, choice: Any) -> None:
                    help="pct bug depth d (default %(default)s)")
     f.add_argument("--preemptions", type=number("a preemption bound", 0, 50, integer=True),
                    default=2, help="dfs preemption bound (default %(default)s)")
-    f.add_argument("--writers", type=number("a number of writers", 1, 64, integer=True),
+    f.add_argument("--writers", type=number("a number of writers", 1, 16, integer=True),
                    default=2, help="vCPU writers (hypothesis: at most) (default %(default)s)")
     f.add_argument("--slots", type=number("a number of slots", 1, 64, integer=True),
                    default=1, help="memslots (default %(default)s)")
@@ -64,7 +65,7 @@ def add_parsers(sub: Any, number: Any, choice: Any) -> None:
     f.add_argument("--initially-set", action="store_true")
     f.add_argument("--no-tlb", dest="tlb", action="store_false",
                    help="no per-vCPU TLB model")
-    f.add_argument("--seed", type=number("an integer seed", -(1 << 63), 1 << 63, True),
+    f.add_argument("--seed", type=number("an integer seed", *SEED_RANGE, True),
                    default=0)
     f.add_argument("--max-steps", type=number("a step bound", 10, 10_000_000, integer=True),
                    default=20_000, help="switch points per execution before giving up")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -14,6 +13,8 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from ..errors import UsageError
+from ..harness.limits import MAX_EXECUTIONS, MAX_SECONDS, MAX_TOTAL_PAGES, SEED_RANGE
+from ..harness.output import check_output_path, write_text
 from ..harness.scenario import ENGINES, MODES, WORKLOADS, Scenario
 
 if TYPE_CHECKING:
@@ -41,18 +42,29 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(EXIT_USAGE)
 
 
-def _number(kind: str, low: float, high: float = math.inf, integer: bool = False,
+def _number(kind: str, low: float, high: float = MAX_SECONDS, integer: bool = False,
             low_open: bool = False) -> Any:
+    """A parser for a number in [low, high] (or (low, high] with
+    ``low_open``); its error names the whole range."""
+    def show(bound: float) -> str:
+        return str(int(bound)) if float(bound).is_integer() else f"{bound:g}"
+
+    rng = (f"> {show(low)} and <= {show(high)}" if low_open
+           else f"from {show(low)} to {show(high)}")
+
     def parse(text: str) -> float | int:
         try:
-            value: float | int = int(text) if integer else float(text)
-        except ValueError:
+            number = float(text)
+            value: float | int = number
+            if integer:
+                value = int(text) if text.strip().lstrip("+-").isdigit() else (
+                    int(number) if math.isfinite(number) and number.is_integer() else math.nan)
+        except (ValueError, OverflowError):
             value = math.nan
         ok = not math.isnan(value) and (value > low if low_open else value >= low) \
-            and value <= high and not math.isinf(value)
+            and value <= high
         if not ok:
-            bound = f"> {low:g}" if low_open else f">= {low:g}"
-            raise argparse.ArgumentTypeError(f"expected {kind} {bound}, got {text!r}")
+            raise argparse.ArgumentTypeError(f"expected {kind} {rng}, got {text!r}")
         return value
     return parse
 
@@ -132,7 +144,8 @@ def _add_stress(sub: Any) -> None:
     g.add_argument("--writes", type=_number("a number of writes", 1, 1 << 40, True),
                    default=_DEFAULT.writes,
                    help="writes per writer per short execution (default %(default)s)")
-    g.add_argument("--executions", type=_number("a number of executions", 1, integer=True),
+    g.add_argument("--executions",
+                   type=_number("a number of executions", 1, MAX_EXECUTIONS, True),
                    default=None, help="stop a cell after this many executions")
     g.add_argument("--interval", type=_number("a number of seconds", 0),
                    default=_DEFAULT.interval, help="pause between harvest rounds")
@@ -140,7 +153,7 @@ def _add_stress(sub: Any) -> None:
                    default=_DEFAULT.lock_timeout,
                    help="report a deadlock after waiting this long (default %(default)s)")
     g = s.add_argument_group("perturbation and output")
-    g.add_argument("--seed", type=_number("an integer seed", -(1 << 63), 1 << 63, True),
+    g.add_argument("--seed", type=_number("an integer seed", *SEED_RANGE, True),
                    default=_DEFAULT.seed, help="seed for workloads and noise")
     g.add_argument("--noise", type=_number("a probability", 0, 1), default=_DEFAULT.noise,
                    help="chance of a yield or short sleep at each switch point")
@@ -198,15 +211,6 @@ def explore_command(scenario: Scenario, execution: int) -> str:
     return shlex.join(words)
 
 
-def _check_json_path(path: str) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        raise UsageError(f"expected --json in an existing directory, got {path!r} "
-                         f"({directory} does not exist)")
-    if os.path.isdir(path):
-        raise UsageError(f"expected --json to name a file, got the directory {path!r}")
-
-
 def _write_json(path: str, results: list[CellResult], interrupted: bool) -> None:
     _write_report(path, {
         "tool": "concurrent-dirty", "command": "stress", "interrupted": interrupted,
@@ -216,18 +220,8 @@ def _write_json(path: str, results: list[CellResult], interrupted: bool) -> None
 
 def _write_report(path: str, report: dict[str, Any]) -> None:
     import json
-    import tempfile
 
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".concurrent-dirty-", suffix=".json", dir=directory)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(report, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)  # readers never see a half-written report
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    write_text(path, json.dumps(report, indent=2) + "\n")  # see harness/output.py: atomic or plain
 
 
 def _stress(ns: argparse.Namespace) -> int:
@@ -239,8 +233,9 @@ def _stress(ns: argparse.Namespace) -> int:
     engines = ns.engine or list(ENGINES)
     for spec in algorithms:
         resolve_algorithm(spec)  # every usage error before anything runs
-    if ns.json:
-        _check_json_path(ns.json)
+    if ns.slots * ns.pages > MAX_TOTAL_PAGES:
+        raise UsageError(f"expected --slots x --pages at most {MAX_TOTAL_PAGES} guest pages in "
+                         f"all, got {ns.slots} x {ns.pages} = {ns.slots * ns.pages}")
     cells = [Scenario(algorithm=a, engine=e, **_scenario_args(ns))
              for a in algorithms for e in engines]
     results: list[CellResult] = []
@@ -290,12 +285,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     previous = signal.signal(signal.SIGTERM, _sigterm)
     try:
+        for option in ("json", "token_file"):  # before anything runs
+            if getattr(ns, option, None):
+                check_output_path(getattr(ns, option), "--" + option.replace("_", "-"))
         if ns.command == "stress":
             return _stress(ns)
         if ns.command == "replay":
             return int(import_module(".fuzz", __package__).run_replay(ns))
-        if getattr(ns, "json", None):
-            _check_json_path(ns.json)
         module = import_module(_COMMANDS[ns.command][0], __package__)
         run = getattr(module, f"run_{ns.command}")
         return int(run(ns, _write_report))

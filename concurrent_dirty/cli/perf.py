@@ -9,6 +9,7 @@ import sys
 from typing import Any
 
 from ..errors import UsageError
+from ..harness.limits import SEED_RANGE
 
 _DEFAULT_ALGORITHMS = ("srcu", "xchg", "manual")
 
@@ -84,7 +85,7 @@ def add_parser(sub: Any, number: Any, choice: Any) -> None:
     p.add_argument("--exit-rate", type=number("a probability", 0, 1), default=d.exit_rate,
                    help="share of vCPU operations that exit to userspace and need the lock "
                         "the harvester holds across the ioctl (default %(default)s)")
-    p.add_argument("--seed", type=number("an integer seed", -(1 << 63), 1 << 63, True),
+    p.add_argument("--seed", type=number("an integer seed", *SEED_RANGE, True),
                    default=d.seed)
     p.add_argument("--json", metavar="PATH", help="write the report as JSON")
     p.add_argument("--plot", metavar="DIR",

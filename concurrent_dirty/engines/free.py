@@ -10,7 +10,6 @@ every path out, Ctrl-C included.
 
 from __future__ import annotations
 
-import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -113,16 +112,6 @@ class CellResult:
         }
 
 
-def _percentiles(samples: list[float]) -> dict[str, float]:
-    if not samples:
-        return {"p50": 0.0, "p99": 0.0, "max": 0.0}
-    ordered = sorted(samples)
-
-    def at(q: float) -> float:
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1e3
-
-    return {"p50": round(statistics.median(ordered) * 1e3, 4), "p99": round(at(0.99), 4),
-            "max": round(ordered[-1] * 1e3, 4)}
 
 
 def run_cell(scenario: Scenario, *, progress: Callable[[Progress], None] | None = None,
@@ -274,7 +263,7 @@ def _collect(vm: Vm, scenario: Scenario, result: CellResult) -> None:
     result.bits = migration.bits
     result.copied = migration.copied
     result.spurious = migration.spurious
-    result.latency_ms = _percentiles(migration.latencies)
+    result.latency_ms = migration.latencies.percentiles_ms()
     result.violations = migration.violations
     if result.executions == 1:
         result.image = tuple(migration.dest)

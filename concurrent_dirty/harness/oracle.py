@@ -27,6 +27,7 @@ from ..dirtylog import DirtyLogAlgorithm
 from ..errors import AlgorithmMisuse
 from ..model.atomic import AtomicWords
 from ..model.kvm import Kvm, page_version, page_writer
+from .histogram import LatencyHistogram
 
 __all__ = ["Migration", "Violation"]
 
@@ -88,7 +89,7 @@ class Migration:
         self.bits = 0
         self.copied = 0
         self.spurious = 0
-        self.latencies: list[float] = []
+        self.latencies = LatencyHistogram()  # fixed memory, however long the run
         self.violations: list[Violation] = []
         self._reported: set[tuple[int, int]] = set()
 
@@ -134,7 +135,7 @@ class Migration:
                 algorithm.clear_dirty_log(slot_id, 64 * i, [mask])
                 spent += time.perf_counter() - t1
             self._copy(base + 64 * i, mask)
-        self.latencies.append(spent)
+        self.latencies.record(spent)
         dest = self.dest
         for p, value in enumerate(needed):
             if value and page_version(dest[base + p]) < page_version(value):

@@ -7,11 +7,22 @@ creates and unlinks and the children only attach to. Every segment created
 here is recorded until it is unlinked, and :func:`unlink_all` (run at exit,
 and by the engines on any error or signal) removes whatever is left, so no
 segment outlives the run that made it.
+
+Segments are named ``cd-<pid of the creator>-<8 hex digits>`` (at most 20
+characters with the leading slash, well inside the 31 that some systems
+allow). A run killed with SIGKILL cannot unlink its segment, so every run
+that creates one first calls :func:`sweep_dead_segments`: in ``/dev/shm``,
+a ``cd-<pid>-...`` segment whose creator no longer exists is removed (one
+line on stderr says which). Segments of live processes, and every other
+name, are never touched.
 """
 
 from __future__ import annotations
 
 import atexit
+import os
+import re
+import secrets
 import sys
 import threading
 from collections.abc import Iterator
@@ -24,7 +35,8 @@ from .atomic import WORD_BYTES, AtomicWords, buffer_address
 if TYPE_CHECKING:  # imported where used: the threads-only paths never load it
     from multiprocessing import shared_memory
 
-__all__ = ["Arena", "Layout", "live_segments", "unlink_all"]
+__all__ = ["Arena", "Layout", "live_segments", "new_segment_name", "sweep_dead_segments",
+           "unlink_all"]
 
 _LINE = 64
 
@@ -77,6 +89,62 @@ def unlink_all() -> None:
 
 atexit.register(unlink_all)
 
+SHM_DIR = "/dev/shm"
+_OWNED = re.compile(r"^cd-([0-9]+)-[0-9a-f]+$")
+
+
+def new_segment_name() -> str:
+    """``cd-<this pid>-<random hex>``: short, and names its creator."""
+    return f"cd-{os.getpid()}-{secrets.token_hex(4)}"
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return True  # not a pid we could have written: leave it alone
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # exists, but not ours to signal (or cannot tell)
+    return True
+
+
+def sweep_dead_segments(directory: str = SHM_DIR, *, report: bool = True) -> list[str]:
+    """Remove the ``cd-<pid>-...`` segments in ``directory`` whose creator
+    is dead; return their names (and say so on stderr if ``report``)."""
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return []  # no /dev/shm on this system: nothing to sweep
+    removed = []
+    for name in sorted(names):
+        match = _OWNED.match(name)
+        if match is None or _alive(int(match.group(1))):
+            continue
+        try:
+            os.unlink(os.path.join(directory, name))
+        except OSError:
+            continue
+        removed.append(name)
+    if removed and report:
+        sys.stderr.write(f"concurrent-dirty: removed {len(removed)} shared-memory segment(s) "
+                         f"left by dead runs: {', '.join(removed)}\n")
+        sys.stderr.flush()
+    return removed
+
+
+def _create_segment(size: int) -> shared_memory.SharedMemory:
+    from multiprocessing import shared_memory
+
+    sweep_dead_segments()
+    for _ in range(100):
+        try:
+            return shared_memory.SharedMemory(name=new_segment_name(), create=True, size=size)
+        except FileExistsError:
+            continue
+    raise FileExistsError("no free shared-memory name after 100 tries")
+
 
 @contextmanager
 def _untracked() -> Iterator[None]:
@@ -123,7 +191,7 @@ class Arena:
                                  f"{layout.nbytes} bytes, got {self._shm.size}")
             self._buf: memoryview | bytearray = self._shm_buf()
         elif shared:
-            self._shm = shared_memory.SharedMemory(create=True, size=max(layout.nbytes, 1))
+            self._shm = _create_segment(max(layout.nbytes, 1))
             with _LIVE_LOCK:
                 _LIVE[self._shm.name] = self._shm
             self._buf = self._shm_buf()

@@ -64,11 +64,29 @@ def register_mutant(algorithm: type[DirtyLogAlgorithm], *, breaks: str, name: st
     """Add a mutant (or a benign look-alike) to the zoo and return it.
     ``breaks`` names the correct algorithm it varies (a built-in name or
     ``module:Class``)."""
-    resolve_algorithm(breaks)
+    _check_breaks(breaks, algorithm.__name__)
     label = name or getattr(algorithm, "name", "") or algorithm.__name__
     mutant = Mutant(label, algorithm, breaks, benign, dict(scenario or {}))
     MUTANTS[label] = mutant
     return mutant
+
+
+def _check_breaks(breaks: str, who: str) -> None:
+    """A one-line usage error unless ``breaks`` names a known algorithm."""
+    known = sorted(BUILTIN_ALGORITHMS)
+    if not isinstance(breaks, str) or (breaks not in BUILTIN_ALGORITHMS and ":" not in breaks):
+        import difflib
+
+        close = difflib.get_close_matches(str(breaks), known, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise AlgorithmError(f"expected {who!r} to break a known algorithm, one of {known} or "
+                             f"module:Class, got breaks = {breaks!r}{hint}")
+    if breaks not in BUILTIN_ALGORITHMS:
+        try:
+            resolve_algorithm(breaks)
+        except AlgorithmError as exc:
+            raise AlgorithmError(f"expected {who!r} to break a known algorithm, got breaks = "
+                                 f"{breaks!r}: {exc}") from None
 
 
 def resolve_mutant(spec: str) -> Mutant:
@@ -88,6 +106,7 @@ def resolve_mutant(spec: str) -> Mutant:
     if not isinstance(breaks, str):
         raise AlgorithmError(f"expected {spec!r} to name the algorithm it breaks in a class "
                              f"attribute breaks = 'xchg' (or another algorithm), got {breaks!r}")
+    _check_breaks(breaks, spec)
     return Mutant(getattr(cls, "name", "") or spec, cls, breaks,
                   bool(getattr(cls, "benign", False)))
 

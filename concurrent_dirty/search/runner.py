@@ -10,8 +10,6 @@ to a file, so that a crash or a hang still leaves something to replay.
 
 from __future__ import annotations
 
-import os
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,6 +19,7 @@ from .._core.runtime import Scheduler
 from ..dirtylog import DirtyLogAlgorithm, algorithm_name, algorithm_ref, resolve_algorithm
 from ..engines.controlled import DEFAULT_MAX_STEPS, run_controlled
 from ..harness.execution import ExecutionResult
+from ..harness.output import write_text
 from ..harness.program import Program, make_program
 from ..harness.scenario import Scenario
 from ..harness.token import decode, encode
@@ -102,11 +101,7 @@ class FuzzReport:
 
 
 def _write_pending(path: str, text: str) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".pending-", dir=directory)
-    with os.fdopen(fd, "w") as f:
-        f.write(text + "\n")
-    os.replace(tmp, path)
+    write_text(path, text + "\n")  # atomic for a file, plain for a device or FIFO
 
 
 class Runner:
