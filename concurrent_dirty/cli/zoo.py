@@ -25,6 +25,9 @@ def add_parser(sub: Any, number: Any, choice: Any) -> None:
                    default=3, help="seeds per cell (default %(default)s)")
     m.add_argument("--budget", type=number("a number of seconds", 0, low_open=True),
                    default=2.0, help="seconds per seed per cell (default %(default)s)")
+    m.add_argument("--hints", action="store_true",
+                   help="give each mutant the scenario its bug needs (the default runs every "
+                        "engine with no options, as a user who does not know the bug would)")
     m.add_argument("--no-correct", dest="correct", action="store_false",
                    help="leave out the correct algorithms' baseline rows")
     m.add_argument("--json", metavar="PATH", help="write the table as JSON")
@@ -41,10 +44,11 @@ def run_mutants(ns: argparse.Namespace, write_json: Any) -> int:
                              f"{len(cell.detections)}/{len(cell.trials)}\n")
             sys.stderr.flush()
 
-    report = run_zoo(mutants, engines, seeds=ns.seeds, budget=ns.budget,
+    report = run_zoo(mutants, engines, seeds=ns.seeds, budget=ns.budget, hints=ns.hints,
                      correct=ns.correct, progress=progress)
     print(format_table(report))
     if ns.json:
         write_json(ns.json, {"tool": "concurrent-dirty", "command": "mutants",
-                             "budget": ns.budget, "seeds": ns.seeds, **report.to_json()})
+                             "budget": ns.budget, "seeds": ns.seeds, "hints": ns.hints,
+                             **report.to_json()})
     return 0 if report.ok else 1

@@ -10,28 +10,30 @@ look-alikes run too: any report on them is the harness crying wolf.
 from __future__ import annotations
 
 import statistics
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..dirtylog import BUILTIN_ALGORITHMS
 from ..engines.free import run_cell
-from ..errors import ConcurrentDirtyError
+from ..harness.program import ProgramSpace
 from ..harness.scenario import Scenario
 from ..mutants import MUTANTS, Mutant
-from .hypothesis import interleavings
+from .hypothesis import hypothesis_search
 from .runner import explore
 
 __all__ = ["ENGINES", "CONTROLLED_ENGINES", "Trial", "Cell", "ZooReport", "run_zoo"]
 
 FREE_ENGINES = ("threads", "threads+noise", "processes")
-CONTROLLED_ENGINES = ("random", "pct", "dfs", "hypothesis")
+CONTROLLED_ENGINES = ("auto", "random", "pct", "dfs", "hypothesis")
 ENGINES = FREE_ENGINES + CONTROLLED_ENGINES
 
-#: The small free-running scenario: repeated tiny executions.
+#: With ``hints`` (opt-in): the small free-running scenario that each
+#: mutant's own hints refine. Without, every engine runs with what a user
+#: gets with no options: ``stress``'s and ``fuzz``'s defaults.
 FREE_SCENARIO = dict(writers=2, slots=1, pages=8, writes=16, on_behalf=0.3)
-#: The controlled scenario: two writers, two pages, two writes each.
+#: With ``hints``: two writers, two pages, two writes each, refined by the
+#: mutant's hints (the regression tokens are made this way).
 CONTROLLED_SCENARIO = dict(writers=2, slots=1, pages=2, writes=2, on_behalf=0.3)
 
 
@@ -120,8 +122,9 @@ class ZooReport:
                 "cells": [c.to_json() for c in self.cells]}
 
 
-def _free(ref: str, engine: str, extra: dict[str, Any], seed: int, budget: float) -> Trial:
-    kw: dict[str, Any] = {**FREE_SCENARIO, **extra}
+def _free(ref: str, engine: str, extra: dict[str, Any] | None, seed: int,
+          budget: float) -> Trial:
+    kw: dict[str, Any] = {} if extra is None else {**FREE_SCENARIO, **extra}
     if engine == "threads+noise":
         kw.update(noise=0.2, switch_interval=1e-5)
     r = run_cell(Scenario(algorithm=ref, engine="threads" if engine != "processes"
@@ -132,76 +135,43 @@ def _free(ref: str, engine: str, extra: dict[str, Any], seed: int, budget: float
                  kind=r.violations[0].kind if r.violations else "")
 
 
-def _controlled(ref: str, engine: str, extra: dict[str, Any], seed: int,
+def _controlled(ref: str, engine: str, extra: dict[str, Any] | None, seed: int,
                 budget: float) -> Trial:
-    scenario = replace(Scenario(algorithm=ref, seed=seed), **{**CONTROLLED_SCENARIO, **extra})
     if engine == "hypothesis":
-        return _hypothesis(ref, seed, budget)
-    # Detection power, not a bound: pct and random draw new writes each time.
-    r = explore(ref, scenario, scheduler=engine, executions=None, seconds=budget,
-                preemptions=2, seed=seed, vary_program=engine != "dfs")
+        pins = {} if extra is None else {"slots": 1, "pages": 2, "writers": 2, "writes": 2}
+        r = hypothesis_search(ref, seed=seed, seconds=budget, pins=pins)
+    elif extra is None:  # the defaults: every execution's program drawn from the space
+        r = explore(ref, Scenario(algorithm=ref, seed=seed), scheduler=engine,
+                    executions=None, seconds=budget, seed=seed, space=ProgramSpace())
+    else:
+        scenario = replace(Scenario(algorithm=ref, seed=seed),
+                           **{**CONTROLLED_SCENARIO, **extra})
+        r = explore(ref, scenario, scheduler=engine, executions=None, seconds=budget,
+                    preemptions=2, seed=seed, vary_program=engine != "dfs")
     f = r.failure
-    return Trial(f is not None, r.seconds, r.executions,
+    seconds = r.seconds
+    return Trial(f is not None, seconds, r.executions,
                  f.outcome.preemptions if f else None, f.outcome.kind if f else "",
                  f.token if f else "")
 
 
-def _hypothesis(ref: str, seed: int, budget: float) -> Trial:
-    from hypothesis import HealthCheck, given, settings
-    from hypothesis import seed as hseed
-    from hypothesis import strategies as st
-
-    start = time.monotonic()
-    deadline = start + budget
-    state: dict[str, Any] = {"executions": 0, "first": None, "result": None}
-
-    def search(case: Any) -> None:
-        if time.monotonic() > deadline and state["first"] is None:
-            return
-        result = case.run()
-        state["executions"] += 1
-        if result.failed and state["first"] is None:
-            state["first"] = (time.monotonic() - start, state["executions"])
-        try:
-            case.check_result(result)
-        except ConcurrentDirtyError as exc:
-            state["result"] = getattr(exc, "result", None) or state["result"]
-            raise
-
-    strategy = interleavings(ref, writers=2, pages=st.integers(1, 3),
-                             writes=st.integers(1, 3), rounds=st.integers(0, 2))
-    batch = 0
-    while time.monotonic() < deadline and state["first"] is None:
-        batch += 1
-        test = hseed(seed * 1000 + batch)(settings(
-            max_examples=200, deadline=None, database=None, print_blob=False,
-            suppress_health_check=list(HealthCheck))(given(case=strategy)(search)))
-        try:
-            test()
-        except ConcurrentDirtyError:
-            break
-    if state["first"] is None:
-        return Trial(False, time.monotonic() - start, state["executions"])
-    seconds, executions = state["first"]
-    found = state["result"]
-    return Trial(True, seconds, executions,
-                 found.outcome.preemptions if found is not None else None,
-                 found.outcome.kind if found is not None else "violation",
-                 found.token if found is not None else "")
-
-
 def run_zoo(mutants: Sequence[Mutant] | None = None, engines: Sequence[str] = ENGINES, *,
-            seeds: int = 3, budget: float = 2.0, correct: bool = True,
+            seeds: int = 3, budget: float = 2.0, correct: bool = True, hints: bool = False,
             progress: Callable[[Cell], None] | None = None) -> ZooReport:
     """Run the detection-power table (every registered mutant by default,
-    the benign look-alikes, and the correct algorithms as a baseline)."""
-    subjects: list[tuple[str, str, str, str, dict[str, Any]]] = []
+    the benign look-alikes, and the correct algorithms as a baseline).
+
+    By default every engine runs with the options a user gets with none
+    (what finds bugs nobody described); ``hints`` gives each mutant the
+    scenario its bug needs instead (the old table, and how the regression
+    tokens are made)."""
+    subjects: list[tuple[str, str, str, str, dict[str, Any] | None]] = []
     for m in (mutants if mutants is not None else list(MUTANTS.values())):
         subjects.append((m.name, m.ref, "benign" if m.benign else "mutant", m.breaks,
-                         m.scenario))
+                         m.scenario if hints else None))
     if correct:
         for name in BUILTIN_ALGORITHMS:
-            subjects.append((name, name, "correct", name, {"on_behalf": 0.5}))
+            subjects.append((name, name, "correct", name, {"on_behalf": 0.5} if hints else None))
     report = ZooReport(engines=list(engines))
     for name, ref, role, breaks, extra in subjects:
         for engine in engines:
