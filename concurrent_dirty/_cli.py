@@ -8,12 +8,13 @@ import argparse
 import json
 import math
 import shlex
-import signal
 import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from . import _cli_fuzz, _cli_zoo
+from ._interrupt import interrupted as _interrupted
+from ._interrupt import signals_interrupt
 from ._limits import MAX_EXECUTIONS, MAX_SECONDS, MAX_TOTAL_PAGES, SEED_RANGE
 from ._output import check_output_path, write_text
 from ._report import ProgressPrinter, summary_line, verdict_table
@@ -196,7 +197,7 @@ def _stress(ns: argparse.Namespace) -> int:
                 raise KeyboardInterrupt
     except KeyboardInterrupt:
         interrupted = True
-        sys.stderr.write("\ninterrupted: writers stopped, shared memory unlinked\n")
+        _interrupted("writers stopped, shared memory unlinked")
     print(verdict_table(results))
     print(summary_line(results, interrupted))
     for r in results:
@@ -213,33 +214,29 @@ def _stress(ns: argparse.Namespace) -> int:
     return EXIT_FAIL if any(r.status != "ok" for r in results) else EXIT_OK
 
 
-def _sigterm(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     ns = parser.parse_args(argv)
     if ns.command is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
-    previous = signal.signal(signal.SIGTERM, _sigterm)
-    try:
-        for option in ("json", "token_file"):  # before anything runs
-            if getattr(ns, option, None):
-                check_output_path(getattr(ns, option), "--" + option.replace("_", "-"))
-        if ns.command == "fuzz":
-            return _cli_fuzz.run_fuzz(ns, _write_report)
-        if ns.command == "replay":
-            return _cli_fuzz.run_replay(ns)
-        if ns.command == "mutants":
-            return _cli_zoo.run_mutants(ns, _write_report)
-        return _stress(ns)
-    except UsageError as exc:
-        sys.stderr.write(f"concurrent-dirty: error: {exc}\n")
-        return EXIT_USAGE
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    with signals_interrupt():  # SIGTERM ends every subcommand as Ctrl-C does
+        try:
+            for option in ("json", "token_file"):  # before anything runs
+                if getattr(ns, option, None):
+                    check_output_path(getattr(ns, option), "--" + option.replace("_", "-"))
+            if ns.command == "fuzz":
+                return _cli_fuzz.run_fuzz(ns, _write_report)
+            if ns.command == "replay":
+                return _cli_fuzz.run_replay(ns)
+            if ns.command == "mutants":
+                return _cli_zoo.run_mutants(ns, _write_report)
+            return _stress(ns)
+        except UsageError as exc:
+            sys.stderr.write(f"concurrent-dirty: error: {exc}\n")
+            return EXIT_USAGE
+        except KeyboardInterrupt:  # before a subcommand had anything to report
+            return _interrupted("stopped before anything was reported")
 
 
 if __name__ == "__main__":  # pragma: no cover

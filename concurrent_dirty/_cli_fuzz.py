@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import math
+import sys
 import time
 from typing import Any
 
+from ._interrupt import EXIT_INTERRUPTED
+from ._interrupt import interrupted as _interrupted
 from ._limits import MAX_EXECUTIONS, SEED_RANGE
 from ._token import decode
 from .dirtylog import BUILTIN_ALGORITHMS, resolve_algorithm
@@ -70,7 +74,44 @@ def add_parsers(sub: Any, number: Any, choice: Any) -> None:
                    help="replay against this algorithm instead (to check a fix)")
 
 
-def _hypothesis(algorithm: str, ns: argparse.Namespace) -> FuzzReport:
+class _Progress:
+    """The fuzz progress line on stderr: redrawn on a terminal, on a log a
+    line at the first tick and then every fifth of the budget (>= 2 s).
+    Keeps the latest report, the partial one if the run is interrupted."""
+
+    def __init__(self, ns: argparse.Namespace) -> None:
+        self.quiet = ns.quiet
+        self.budget = ns.seconds
+        self.tty = sys.stderr.isatty()
+        self.latest: FuzzReport | None = None
+        self._last = -math.inf
+        self._width = 0
+
+    def __call__(self, report: FuzzReport) -> None:
+        self.latest = report
+        now = time.monotonic()
+        if self.quiet or now - self._last < (0.1 if self.tty else max(2.0, self.budget / 5)):
+            return
+        self._last = now
+        line = (f"[{report.algorithm}/{report.scheduler}] {report.seconds:5.1f}s/"
+                f"{self.budget:g}s  executions {report.executions} "
+                f"({report.executions_per_second:.0f}/s)  switch points {report.steps}")
+        if self.tty:
+            sys.stderr.write("\r" + line + " " * max(0, self._width - len(line)))
+            self._width = len(line)
+        else:
+            sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+
+    def finish(self) -> None:
+        if self.tty and self._width:
+            sys.stderr.write("\r" + " " * self._width + "\r")
+            sys.stderr.flush()
+            self._width = 0
+
+
+def _hypothesis(algorithm: str, ns: argparse.Namespace,
+                progress: Any = None) -> FuzzReport:
     from hypothesis import HealthCheck, given, settings
     from hypothesis import strategies as st
 
@@ -93,6 +134,9 @@ def _hypothesis(algorithm: str, ns: argparse.Namespace) -> FuzzReport:
         report.executions += 1
         report.steps += result.outcome.steps
         report.preemptions += result.outcome.preemptions
+        if progress is not None:
+            report.seconds = time.monotonic() - start
+            progress(report)
         try:
             case.check_result(result)
         except ConcurrentDirtyError as exc:
@@ -117,39 +161,69 @@ def run_fuzz(ns: argparse.Namespace, write_json: Any) -> int:
                          on_behalf=ns.on_behalf, initially_set=ns.initially_set, seed=ns.seed,
                          tlb=ns.tlb)
     reports = []
-    for spec in algorithms:
-        scenario = Scenario(algorithm=spec, **scenario_args)
-        if ns.scheduler == "hypothesis":
-            report = _hypothesis(spec, ns)
-        else:
-            report = explore(spec, scenario, scheduler=ns.scheduler, executions=ns.executions,
-                             seconds=ns.seconds, depth=ns.depth, preemptions=ns.preemptions,
-                             rounds=ns.rounds, seed=ns.seed, max_steps=ns.max_steps,
-                             token_file=ns.token_file,
-                             vary_program=(True if ns.vary_program and ns.scheduler == "pct"
-                                           else None))
-        reports.append(report)
-        print(f"== {report.algorithm} under {report.scheduler}")
-        if report.failure is not None:
-            failure = report.failure
-            print(failure.counterexample())
-            print(f"\nreplay token: {failure.token}")
-            print(f"  rerun:  concurrent-dirty replay {failure.token}")
-            print("  as a regression test:")
-            print("    " + regression_test(failure.token).replace("\n", "\n    ").rstrip())
-        print(report.summary())
+    stopped = False
+    progress = _Progress(ns)
+    try:
+        for spec in algorithms:
+            progress.latest = None
+            scenario = Scenario(algorithm=spec, **scenario_args)
+            if ns.scheduler == "hypothesis":
+                report = _hypothesis(spec, ns, progress)
+            else:
+                report = explore(spec, scenario, scheduler=ns.scheduler,
+                                 executions=ns.executions, seconds=ns.seconds, depth=ns.depth,
+                                 preemptions=ns.preemptions, rounds=ns.rounds, seed=ns.seed,
+                                 max_steps=ns.max_steps, token_file=ns.token_file,
+                                 vary_program=(True if ns.vary_program and ns.scheduler == "pct"
+                                               else None), progress=progress)
+            progress.finish()
+            reports.append(report)
+            _print_report(report)
+    except KeyboardInterrupt:
+        stopped = True
+        progress.finish()
+        partial = progress.latest
+        if partial is not None:
+            reports.append(partial)
+            print(f"== {partial.algorithm} under {partial.scheduler} (interrupted)")
+            print(f"verdict: INTERRUPTED (no failure reported in {partial.executions} executions, "
+                  f"{partial.steps} switch points, {partial.seconds:.2f}s before the interrupt; "
+                  f"the figures are partial)")
+        _interrupted(f"fuzzing stopped after {len(reports)} of {len(algorithms)} "
+                     f"algorithm(s) (the last one partial)" if partial is not None else
+                     f"fuzzing stopped after {len(reports)} of {len(algorithms)} algorithm(s)")
     if ns.json:
         write_json(ns.json, {"tool": "concurrent-dirty", "command": "fuzz",
+                             "interrupted": stopped,
                              "verdict": "fail" if any(r.failure for r in reports) else "pass",
                              "results": [r.to_json() for r in reports]})
+    if stopped:
+        return EXIT_INTERRUPTED
     return EXIT_FAIL if any(r.failure for r in reports) else EXIT_OK
+
+
+def _print_report(report: FuzzReport) -> None:
+    print(f"== {report.algorithm} under {report.scheduler}")
+    if report.failure is not None:
+        failure = report.failure
+        print(failure.counterexample())
+        print(f"\nreplay token: {failure.token}")
+        print(f"  rerun:  concurrent-dirty replay {failure.token}")
+        print("  as a regression test:")
+        print("    " + regression_test(failure.token).replace("\n", "\n    ").rstrip())
+    print(report.summary())
 
 
 def run_replay(ns: argparse.Namespace) -> int:
     case = decode(ns.token)
     if ns.algorithm:
         resolve_algorithm(ns.algorithm)
-    result = replay(ns.token, algorithm=ns.algorithm)
+    try:
+        result = replay(ns.token, algorithm=ns.algorithm)
+    except KeyboardInterrupt:
+        print(f"verdict: INTERRUPTED (the replay against {ns.algorithm or case.algorithm} "
+              f"did not finish; nothing to report)")
+        return _interrupted("replay stopped")
     out = result.outcome
     print(result.counterexample())
     against = ns.algorithm or case.algorithm

@@ -18,6 +18,7 @@ from typing import Any
 
 from . import _switch
 from ._arena import Arena
+from ._interrupt import deferred_interrupts
 from ._sync import actor_name
 from ._workers import (
     CTL_DONE,
@@ -153,7 +154,8 @@ def run_cell(scenario: Scenario, *, progress: Callable[[Progress], None] | None 
         if scenario.switch_interval is not None and not processes:
             sys.setswitchinterval(scenario.switch_interval)
         workers = ProcessWorkers(arena, spec) if processes else ThreadWorkers(arena, spec, cls)
-        workers.start()
+        with deferred_interrupts():  # never leave a child started but not set up
+            workers.start()
         # A writer that dies holding mmu_lock or inside a read-side section
         # must end the run now, not after the lock timeout.
         kvm.mmu_lock.on_wait = kvm.srcu.on_wait = workers.check
