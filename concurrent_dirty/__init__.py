@@ -3,58 +3,112 @@ processes on shared memory, and proves that no dirty bit is lost.
 
 The public surface is re-exported here; everything in a module whose name
 starts with ``_`` is private.
+
+Names are resolved lazily (PEP 562): ``import concurrent_dirty`` costs
+almost nothing, and each name imports its module on first use, so the CLI's
+``--help`` and ``replay`` load only what they need.
 """
 
-from ._atomic import AtomicWords
-from ._sync import HARVESTER, MmuLock, Srcu
-from .controlled import ExecutionResult, Program, run_controlled
-from .dirtylog import (
-    BUILTIN_ALGORITHMS,
-    DirtyLogAlgorithm,
-    ManualDirtyLog,
-    SrcuDirtyLog,
-    XchgDirtyLog,
-    check_clear_range,
-    for_each_set_bit,
-    resolve_algorithm,
-)
-from .errors import (
-    AlgorithmError,
-    ConcurrentDirtyError,
-    DeadlockError,
-    InvariantViolation,
-    UsageError,
-    WorkerDied,
-)
-from .fuzz import (
-    FuzzReport,
-    Interleaving,
-    explore,
-    interleavings,
-    minimize_preemptions,
-    regression_test,
-    replay,
-)
-from .kvm import WRITABLE, Kvm, page_value, page_version, page_writer
-from .memslot import Memslot, MemslotFlags, MemslotTable
-from .mutants import MUTANTS, Mutant, register_mutant, resolve_mutant
-from .oracle import Migration, Violation
-from .scenario import Scenario
-from .scheduler import (
-    ChoiceScheduler,
-    DfsScheduler,
-    Metrics,
-    PctScheduler,
-    RandomScheduler,
-    ReplayScheduler,
-    Scheduler,
-)
-from .stress import CellResult, Progress, run_cell
-from .zoo import ZooReport, run_zoo
+import importlib as _importlib
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+from typing import Any as _Any
 
 __version__ = "0.1.0"
 
+#: Public name -> the module (relative to this package) that defines it.
+_LAZY: dict[str, str] = {
+    "Outcome": "._core.runtime",
+    "Verdict": "._core.runtime",
+    "cpu_relax": "._core.switch",
+    "BUILTIN_ALGORITHMS": ".dirtylog",
+    "DirtyLogAlgorithm": ".dirtylog",
+    "ManualDirtyLog": ".dirtylog",
+    "SrcuDirtyLog": ".dirtylog",
+    "XchgDirtyLog": ".dirtylog",
+    "check_clear_range": ".dirtylog",
+    "for_each_set_bit": ".dirtylog",
+    "resolve_algorithm": ".dirtylog",
+    "run_controlled": ".engines.controlled",
+    "CellResult": ".engines.free",
+    "Progress": ".engines.free",
+    "run_cell": ".engines.free",
+    "AlgorithmError": ".errors",
+    "AlgorithmMisuse": ".errors",
+    "ConcurrentDirtyError": ".errors",
+    "DeadlockError": ".errors",
+    "ExecutionFailed": ".errors",
+    "HangError": ".errors",
+    "InternalError": ".errors",
+    "InvariantViolation": ".errors",
+    "StepBoundExceeded": ".errors",
+    "UsageError": ".errors",
+    "WorkerDied": ".errors",
+    "ExecutionResult": ".harness.execution",
+    "Migration": ".harness.oracle",
+    "Violation": ".harness.oracle",
+    "Program": ".harness.program",
+    "make_program": ".harness.program",
+    "Scenario": ".harness.scenario",
+    "AtomicWords": ".model.atomic",
+    "Kvm": ".model.kvm",
+    "WRITABLE": ".model.kvm",
+    "page_value": ".model.kvm",
+    "page_version": ".model.kvm",
+    "page_writer": ".model.kvm",
+    "Memslot": ".model.memslot",
+    "MemslotFlags": ".model.memslot",
+    "MemslotTable": ".model.memslot",
+    "HARVESTER": ".model.sync",
+    "Lock": ".model.sync",
+    "MmuLock": ".model.sync",
+    "Srcu": ".model.sync",
+    "MUTANTS": ".mutants",
+    "Mutant": ".mutants",
+    "register_mutant": ".mutants",
+    "resolve_mutant": ".mutants",
+    "Budget": ".schedulers",
+    "ChoiceScheduler": ".schedulers",
+    "DfsScheduler": ".schedulers",
+    "Metrics": ".schedulers",
+    "PctScheduler": ".schedulers",
+    "RandomScheduler": ".schedulers",
+    "ReplayScheduler": ".schedulers",
+    "SCHEDULERS": ".schedulers",
+    "Scheduler": ".schedulers",
+    "make_scheduler": ".schedulers",
+    "Interleaving": ".search.hypothesis",
+    "interleavings": ".search.hypothesis",
+    "minimize_preemptions": ".search.hypothesis",
+    "FuzzReport": ".search.runner",
+    "Runner": ".search.runner",
+    "check_dfs": ".search.runner",
+    "check_pct": ".search.runner",
+    "check_random": ".search.runner",
+    "explore": ".search.runner",
+    "regression_test": ".search.runner",
+    "replay": ".search.runner",
+    "ZooReport": ".search.zoo",
+    "run_zoo": ".search.zoo",
+}
+
 __all__ = [
+    "SCHEDULERS",
+    "AlgorithmMisuse",
+    "Budget",
+    "ExecutionFailed",
+    "HangError",
+    "InternalError",
+    "Lock",
+    "Outcome",
+    "Runner",
+    "StepBoundExceeded",
+    "Verdict",
+    "check_dfs",
+    "check_pct",
+    "check_random",
+    "cpu_relax",
+    "make_program",
+    "make_scheduler",
     "MUTANTS",
     "Mutant",
     "ZooReport",
@@ -111,3 +165,79 @@ __all__ = [
     "resolve_algorithm",
     "run_cell",
 ]
+
+
+def __getattr__(name: str) -> _Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(_importlib.import_module(module, __name__), name)
+    globals()[name] = value  # next time, no __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+if _TYPE_CHECKING:  # what type checkers and IDEs see: the eager imports
+    from ._core.runtime import Outcome, Verdict
+    from ._core.switch import cpu_relax
+    from .dirtylog import (
+        BUILTIN_ALGORITHMS,
+        DirtyLogAlgorithm,
+        ManualDirtyLog,
+        SrcuDirtyLog,
+        XchgDirtyLog,
+        check_clear_range,
+        for_each_set_bit,
+        resolve_algorithm,
+    )
+    from .engines.controlled import run_controlled
+    from .engines.free import CellResult, Progress, run_cell
+    from .errors import (
+        AlgorithmError,
+        AlgorithmMisuse,
+        ConcurrentDirtyError,
+        DeadlockError,
+        ExecutionFailed,
+        HangError,
+        InternalError,
+        InvariantViolation,
+        StepBoundExceeded,
+        UsageError,
+        WorkerDied,
+    )
+    from .harness.execution import ExecutionResult
+    from .harness.oracle import Migration, Violation
+    from .harness.program import Program, make_program
+    from .harness.scenario import Scenario
+    from .model.atomic import AtomicWords
+    from .model.kvm import WRITABLE, Kvm, page_value, page_version, page_writer
+    from .model.memslot import Memslot, MemslotFlags, MemslotTable
+    from .model.sync import HARVESTER, Lock, MmuLock, Srcu
+    from .mutants import MUTANTS, Mutant, register_mutant, resolve_mutant
+    from .schedulers import (
+        SCHEDULERS,
+        Budget,
+        ChoiceScheduler,
+        DfsScheduler,
+        Metrics,
+        PctScheduler,
+        RandomScheduler,
+        ReplayScheduler,
+        Scheduler,
+        make_scheduler,
+    )
+    from .search.hypothesis import Interleaving, interleavings, minimize_preemptions
+    from .search.runner import (
+        FuzzReport,
+        Runner,
+        check_dfs,
+        check_pct,
+        check_random,
+        explore,
+        regression_test,
+        replay,
+    )
+    from .search.zoo import ZooReport, run_zoo

@@ -1,18 +1,38 @@
 """One exception hierarchy for everything the harness raises on purpose.
 
-User errors (a bad argument, a bad configuration, an algorithm that does not
-implement the protocol, a deadlock in the code under test, a lost dirty bit)
-derive from :class:`ConcurrentDirtyError`. Anything else escaping the harness
-is a bug in the harness itself.
+Two families, as hypothesis and trio keep them:
+
+* :class:`UsageError` (exit code 2): a bad argument, a bad configuration, an
+  algorithm that cannot be found or does not implement the protocol. Fix the
+  call or the command line.
+* :class:`ExecutionFailed` (exit code 1): the code under test failed in an
+  execution: a lost dirty bit (:class:`InvariantViolation`), a deadlock
+  (:class:`DeadlockError`), a run that never ends (:class:`StepBoundExceeded`,
+  :class:`HangError`), a writer that died (:class:`WorkerDied`), a misuse of
+  the harness's primitives (:class:`AlgorithmMisuse`). ``result`` holds the
+  execution (with its counterexample and replay token) when one is known.
+
+:class:`InternalError` is a bug in the harness itself ("cannot happen"):
+please report it with the replay token if there is one.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .harness.execution import ExecutionResult
+
 __all__ = [
     "AlgorithmError",
+    "AlgorithmMisuse",
     "ConcurrentDirtyError",
     "DeadlockError",
+    "ExecutionFailed",
+    "HangError",
+    "InternalError",
     "InvariantViolation",
+    "StepBoundExceeded",
     "UsageError",
     "WorkerDied",
 ]
@@ -32,31 +52,68 @@ class UsageError(ConcurrentDirtyError, ValueError):
 
 class AlgorithmError(UsageError):
     """An algorithm could not be found, imported, or does not implement the
-    :class:`~concurrent_dirty.DirtyLogAlgorithm` protocol, or it misused the
-    harness (for example a CLEAR that breaks KVM's alignment rules)."""
+    :class:`~concurrent_dirty.DirtyLogAlgorithm` protocol."""
 
 
-class DeadlockError(ConcurrentDirtyError):
-    """A thread waited for a lock longer than the run's bound.
+class InternalError(ConcurrentDirtyError):
+    """The harness broke one of its own invariants: a bug in
+    concurrent-dirty, not in the code under test. Please report it."""
 
-    The message names the waiting thread, the lock and its holder. Look for a
-    path that returns without releasing ``mmu_lock``, or a lock taken twice.
+
+class ExecutionFailed(ConcurrentDirtyError):
+    """The code under test failed during an execution.
+
+    ``result`` is the :class:`~concurrent_dirty.ExecutionResult` when the
+    failure came from a controlled execution (its ``token`` replays it), else
+    None.
+    """
+
+    def __init__(self, message: str, *, result: ExecutionResult | None = None) -> None:
+        super().__init__(message)
+        self.result: ExecutionResult | None = result
+
+
+class DeadlockError(ExecutionFailed):
+    """No thread can go on, or a thread waited longer than the run's bound.
+
+    The message names each waiting thread, what it waits for and who holds
+    it. Look for a path that returns without releasing a lock, a lock taken
+    twice, or a wait for an event that never comes.
     """
 
 
-class InvariantViolation(ConcurrentDirtyError):
-    """An oracle proved that a dirty bit was lost.
+class StepBoundExceeded(ExecutionFailed):
+    """A controlled execution ran past ``max_steps`` switch points: usually
+    a spin loop that does not call :func:`concurrent_dirty.cpu_relax`, or a
+    livelock."""
+
+
+class HangError(ExecutionFailed):
+    """Code under test ran for longer than the watchdog allows without
+    reaching a switch point (a loop that never touches shared state, a real
+    OS lock, a sleep). The message holds the thread's Python stack."""
+
+
+class AlgorithmMisuse(ExecutionFailed):
+    """The algorithm misused a primitive of the harness: a CLEAR outside
+    KVM's alignment rules, a lock released by a thread that does not hold
+    it."""
+
+
+class InvariantViolation(ExecutionFailed):
+    """An oracle proved that a dirty bit was lost (or is stuck).
 
     ``violations`` holds the structured reports; the message is the first
     one, with the command that reruns it.
     """
 
-    def __init__(self, message: str, violations: list[object] | None = None) -> None:
-        super().__init__(message)
+    def __init__(self, message: str, violations: list[object] | None = None, *,
+                 result: ExecutionResult | None = None) -> None:
+        super().__init__(message, result=result)
         self.violations = violations or []
 
 
-class WorkerDied(ConcurrentDirtyError):
+class WorkerDied(ExecutionFailed):
     """A writer thread or process ended with an exception or a signal.
 
     The message carries the worker's traceback or exit code; every other

@@ -14,7 +14,7 @@ def shm_guard():
     only at this process's own segments (``live_segments()`` and the names
     in /dev/shm with this pid's ``cd-<pid>-`` prefix), never at the rest of
     /dev/shm, so other programs on the machine cannot make a test fail."""
-    from concurrent_dirty._arena import live_segments
+    from concurrent_dirty.model.arena import live_segments
 
     prefix = f"cd-{os.getpid()}-"
 

@@ -3,7 +3,14 @@ violations. And the broken ones: caught, with a clear report."""
 
 import pytest
 
-from concurrent_dirty import AtomicWords, DeadlockError, MmuLock, Scenario, UsageError, run_cell
+from concurrent_dirty import (
+    AlgorithmMisuse,
+    AtomicWords,
+    DeadlockError,
+    MmuLock,
+    Scenario,
+    run_cell,
+)
 
 BUDGET = dict(seconds=30, max_executions=40)
 
@@ -97,7 +104,7 @@ def test_releasing_a_lock_held_by_someone_else_is_an_error():
     with AtomicWords(bytearray(8)) as w:
         lock = MmuLock(w, timeout=1)
         lock.acquire(1)
-        with pytest.raises(UsageError, match=r"^vcpu 2 released mmu_lock held by vcpu 1$"):
+        with pytest.raises(AlgorithmMisuse, match=r"^vcpu 2 released mmu_lock held by vcpu 1$"):
             lock.release(2)
 
 
@@ -105,7 +112,7 @@ def test_clear_on_a_clearing_algorithm_is_refused():
     r"""CLEAR exists only with manual protect (KVM returns -EINVAL)."""
     from concurrent_dirty import XchgDirtyLog
 
-    with pytest.raises(UsageError, match=r"^expected an algorithm with manual_protect"):
+    with pytest.raises(AlgorithmMisuse, match=r"^expected an algorithm with manual_protect"):
         XchgDirtyLog.clear_dirty_log(None, 0, 0, [1])  # type: ignore[arg-type]
 
 

@@ -6,7 +6,7 @@ import atomics
 import pytest
 
 from concurrent_dirty import AtomicWords, UsageError
-from concurrent_dirty._arena import new_segment_name
+from concurrent_dirty.model.arena import new_segment_name
 
 M64 = (1 << 64) - 1
 

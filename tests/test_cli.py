@@ -9,7 +9,7 @@ import time
 import pytest
 
 from concurrent_dirty import Scenario
-from concurrent_dirty._cli import main, rerun_command
+from concurrent_dirty.cli.main import main, rerun_command
 
 BROKEN = "tests.broken_algorithms:NonatomicClearXchg"
 

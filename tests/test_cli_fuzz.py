@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from concurrent_dirty._cli import main
+from concurrent_dirty.cli.main import main
 from tests.test_tokens import REGRESSIONS
 
 BROKEN = "tests.broken_algorithms:NonatomicClearXchg"
@@ -57,9 +57,11 @@ def test_replay_against_the_fixed_algorithm_exits_0(capsys):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["replay", "garbage"], "expected a replay token like cd1.<base64>, got 'garbage'"),
-    (["replay", "cd7.AAAA"], "expected a version 1 replay token, got version 7 (made by "
-                             "another release of concurrent-dirty?)"),
+    (["replay", "garbage"], "expected a replay token like cd2.<base64>, got 'garbage'"),
+    (["replay", "cd7.AAAA"], "expected a version 2 replay token, got version 7: it was made "
+                             "by another release of concurrent-dirty, whose schedules differ; "
+                             "rerun the fuzz command that found it to get a new token "
+                             "(committed ones: python3 tools/make_regression_tokens.py)"),
     (["fuzz", "--algorithm", "xchgg"], "expected an algorithm in ['manual', 'srcu', 'xchg'] "
                                        "or module:Class, got 'xchgg'; did you mean 'xchg'?"),
 ])

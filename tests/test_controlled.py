@@ -5,10 +5,15 @@ import threading
 
 import pytest
 
-from concurrent_dirty import HARVESTER, Scenario, SrcuDirtyLog
-from concurrent_dirty.controlled import Program, make_program, run_controlled
-from concurrent_dirty.fuzz import explore
-from concurrent_dirty.scheduler import (
+from concurrent_dirty import (
+    HARVESTER,
+    Program,
+    Scenario,
+    SrcuDirtyLog,
+    make_program,
+    run_controlled,
+)
+from concurrent_dirty.schedulers import (
     ChoiceScheduler,
     DfsScheduler,
     Metrics,
@@ -16,6 +21,7 @@ from concurrent_dirty.scheduler import (
     RandomScheduler,
     ReplayScheduler,
 )
+from concurrent_dirty.search.runner import explore
 
 BROKEN = "tests.broken_algorithms:NonatomicClearXchg"
 SMALL = Scenario(writers=2, slots=1, pages=4, writes=2, on_behalf=0.5)
@@ -129,7 +135,7 @@ def test_a_spin_loop_without_yield_hits_the_step_bound():
                        max_steps=300)
     assert r.outcome.kind == "step-bound"
     assert r.outcome.message.startswith("the execution exceeded 300 steps (max_steps) at vcpu 0's")
-    assert "spin loop without a yield" in r.outcome.message
+    assert "a spin loop that does not call concurrent_dirty.cpu_relax()" in r.outcome.message
 
 
 def test_an_exception_in_a_thread_ends_the_execution_cleanly():
@@ -172,13 +178,13 @@ class GraceUnderLock(SrcuDirtyLog):
         return super().get_dirty_log(slot_id)
 
 
-def test_spinning_while_nobody_else_can_run_is_a_deadlock():
+def test_a_grace_period_under_mmu_lock_is_a_deadlock_naming_both_waits():
     r = explore("tests.test_controlled:GraceUnderLock", SMALL, scheduler="dfs", preemptions=1,
                 executions=None, seconds=60, program=Program(writes=(((0, False),),), rounds=1))
     assert r.failure is not None and r.failure.outcome.kind == "deadlock"
     assert r.failure.outcome.message == (
         "deadlock: no thread can run; vcpu 0 waits for mmu_lock, held by harvester; "
-        "harvester waits for srcu[0] (spinning; no other thread can run)")
+        "harvester waits for a grace period: vcpu 0 stayed in its SRCU read-side section")
 
 
 def test_metrics_wrapper_counts_preemptions_and_switches():

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from concurrent_dirty._histogram import HIGH, LOW, RELATIVE_ERROR, LatencyHistogram
+from concurrent_dirty.harness.histogram import HIGH, LOW, RELATIVE_ERROR, LatencyHistogram
 
 QUANTILES = (0.0, 0.01, 0.25, 0.5, 0.9, 0.99, 0.999, 1.0)
 

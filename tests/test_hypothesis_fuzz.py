@@ -5,8 +5,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from concurrent_dirty import InvariantViolation
-from concurrent_dirty.fuzz import interleavings, replay
+from concurrent_dirty import InvariantViolation, interleavings, replay
 
 BROKEN = "tests.broken_algorithms:NonatomicClearXchg"
 

@@ -3,7 +3,7 @@ is honoured: the bounds themselves are accepted."""
 
 import pytest
 
-from concurrent_dirty._cli import build_parser, main
+from concurrent_dirty.cli.main import build_parser, main
 
 SECONDS = "a number of seconds > 0 and <= 10000000"
 SEED = "an integer seed from -9223372036854775808 to 9223372036854775807"
@@ -11,6 +11,13 @@ SEED = "an integer seed from -9223372036854775808 to 9223372036854775807"
 # (subcommand, option, the range as the error states it, a value just outside,
 #  the bounds that must parse)
 LIMITS = [
+    ("perf", "--seconds", SECONDS, "0", ["1e-9", "10000000"]),
+    ("perf", "--think-us", "a number of microseconds from 0 to 1000000", "-1", ["0", "1e6"]),
+    ("perf", "--exit-rate", "a probability from 0 to 1", "2", ["0", "1"]),
+    ("perf", "--seed", SEED, "9223372036854775808",
+     ["-9223372036854775808", "9223372036854775807"]),
+    ("fuzz", "--execution", "an execution number from 1 to 4611686018427387904", "0",
+     ["1", "4611686018427387904"]),
     ("stress", "--writers", "a number of writers from 1 to 512", "10000", ["1", "512"]),
     ("stress", "--slots", "a number of slots from 1 to 4096", "1e6", ["1", "4096"]),
     ("stress", "--pages", "a number of pages per slot from 1 to 16777216", "1e9",

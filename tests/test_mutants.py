@@ -7,9 +7,9 @@ import pathlib
 import pytest
 
 from concurrent_dirty import AlgorithmError, XchgDirtyLog, replay, run_cell
-from concurrent_dirty._cli import main
+from concurrent_dirty.cli.main import main
 from concurrent_dirty.mutants import MUTANTS, register_mutant, resolve_mutant
-from concurrent_dirty.zoo import format_table, run_zoo
+from concurrent_dirty.search.zoo import format_table, run_zoo
 
 TOKENS = json.loads((pathlib.Path(__file__).parent / "regression_tokens.json").read_text())
 MUTANT_NAMES = sorted(n for n, m in MUTANTS.items() if not m.benign)

@@ -9,9 +9,9 @@ import threading
 
 import pytest
 
-from concurrent_dirty import _output
-from concurrent_dirty._cli import main
-from concurrent_dirty._output import OutputError, check_output_path, write_text
+from concurrent_dirty.cli.main import main
+from concurrent_dirty.harness import output as _output
+from concurrent_dirty.harness.output import OutputError, check_output_path, write_text
 
 STRESS = ["stress", "--algorithm", "xchg", "--engine", "threads", "--executions", "2",
           "--quiet"]
@@ -125,7 +125,9 @@ def test_a_successful_fuzz_run_leaves_only_its_two_files(capsys, tmp_path):
     capsys.readouterr()
     assert code == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fuzz.json", "token.txt"]
-    assert token.read_text().startswith("pending: pct seed 0 execution ")
+    # The last execution's pending token: one that replay accepts.
+    assert token.read_text().startswith("cd2.")
+    assert main(["replay", token.read_text().strip()]) == 0
 
 
 def test_a_regular_file_is_replaced_atomically_keeping_its_mode(tmp_path):

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from concurrent_dirty._arena import Arena, Layout, new_segment_name, sweep_dead_segments
+from concurrent_dirty.model.arena import Arena, Layout, new_segment_name, sweep_dead_segments
 
 needs_dev_shm = pytest.mark.skipif(not os.path.isdir("/dev/shm"), reason="no /dev/shm")
 

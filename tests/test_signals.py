@@ -16,8 +16,8 @@ import time
 
 import pytest
 
-from concurrent_dirty import _cli_fuzz
-from concurrent_dirty._cli import main
+from concurrent_dirty.cli import fuzz as _cli_fuzz
+from concurrent_dirty.cli.main import main
 from tests.test_cli import _alive, _descendants
 from tests.test_tokens import REGRESSIONS
 
@@ -146,7 +146,7 @@ def test_sigterm_handler_is_restored_after_main(capsys):
 
 
 def test_deferred_interrupts_hold_a_signal_until_the_block_ends():
-    from concurrent_dirty._interrupt import deferred_interrupts, signals_interrupt
+    from concurrent_dirty.harness.interrupt import deferred_interrupts, signals_interrupt
 
     steps = []
     with signals_interrupt(), pytest.raises(KeyboardInterrupt):

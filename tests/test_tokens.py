@@ -5,11 +5,9 @@ import pathlib
 
 import pytest
 
-from concurrent_dirty import Scenario, UsageError
-from concurrent_dirty._token import decode, encode
-from concurrent_dirty.controlled import Program, run_controlled
-from concurrent_dirty.fuzz import regression_test, replay
-from concurrent_dirty.scheduler import ReplayScheduler
+from concurrent_dirty import Program, Scenario, UsageError, regression_test, replay, run_controlled
+from concurrent_dirty.harness.token import decode, encode
+from concurrent_dirty.schedulers import ReplayScheduler
 
 BROKEN = "tests.broken_algorithms:NonatomicClearXchg"
 
@@ -50,13 +48,19 @@ def test_token_round_trips_everything_needed_to_replay():
 
 
 @pytest.mark.parametrize("token, message", [
-    ("", "expected a replay token like cd1.<base64>, got ''"),
-    ("hello", "expected a replay token like cd1.<base64>, got 'hello'"),
-    ("cd9.eNpVTs", "expected a version 1 replay token, got version 9 (made by another "
-                   "release of concurrent-dirty?)"),
-    ("cd1.abc", "expected a replay token like cd1.<base64>, got a damaged one (its body "
+    ("", "expected a replay token like cd2.<base64>, got ''"),
+    ("hello", "expected a replay token like cd2.<base64>, got 'hello'"),
+    ("cd9.eNpVTs", "expected a version 2 replay token, got version 9: it was made by another "
+                   "release of concurrent-dirty, whose schedules differ; rerun the fuzz command "
+                   "that found it to get a new token (committed ones: python3 "
+                   "tools/make_regression_tokens.py)"),
+    ("cd1.eNpVTs", "expected a version 2 replay token, got version 1: it was made by another "
+                   "release of concurrent-dirty, whose schedules differ; rerun the fuzz command "
+                   "that found it to get a new token (committed ones: python3 "
+                   "tools/make_regression_tokens.py)"),
+    ("cd2.abc", "expected a replay token like cd2.<base64>, got a damaged one (its body "
                 "does not decompress: truncated or mistyped?)"),
-    ("cd1.eJyrrgUAAXUA-Q", "expected a replay token like cd1.<base64>, got a damaged one "
+    ("cd2.eJyrrgUAAXUA-Q", "expected a replay token like cd2.<base64>, got a damaged one "
                            "(its payload has no 'algorithm')"),
 ])
 def test_malformed_foreign_or_future_tokens_are_one_line_errors(token, message):
@@ -67,7 +71,7 @@ def test_malformed_foreign_or_future_tokens_are_one_line_errors(token, message):
 
 def test_non_string_token_is_refused():
     with pytest.raises(UsageError, match=r"^expected a replay token string like "
-                                         r"cd1.<base64>, got int$"):
+                                         r"cd2.<base64>, got int$"):
         decode(5)
 
 

@@ -17,8 +17,15 @@ import time
 
 from hypothesis import HealthCheck, given, settings
 
-from concurrent_dirty import Metrics, RandomScheduler, Scenario, explore, interleavings
-from concurrent_dirty.controlled import make_program, run_controlled
+from concurrent_dirty import (
+    Metrics,
+    RandomScheduler,
+    Scenario,
+    explore,
+    interleavings,
+    make_program,
+    run_controlled,
+)
 
 
 def by_scheduler(scheduler: object, scenario: Scenario, seconds: float) -> tuple[int, int, int]:

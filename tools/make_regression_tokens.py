@@ -17,7 +17,7 @@ from dataclasses import replace
 
 from concurrent_dirty import Program, Scenario, explore
 from concurrent_dirty.mutants import MUTANTS
-from concurrent_dirty.zoo import CONTROLLED_SCENARIO
+from concurrent_dirty.search.zoo import CONTROLLED_SCENARIO
 
 BROKEN = "tests.broken_algorithms:NonatomicClearXchg"
 

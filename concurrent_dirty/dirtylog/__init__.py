@@ -4,6 +4,8 @@ Built in, oldest first: ``srcu`` (b050b015abbe, 2009), ``xchg``
 (60c34612b707, 2012, the seed) and ``manual`` (2a31b9db1535, 2018). A user's
 algorithm is named ``package.module:ClassName`` and must implement the
 :class:`DirtyLogAlgorithm` protocol.
+
+Layer 3. May import: errors, ``_core``, ``model``.
 """
 
 from __future__ import annotations

@@ -24,9 +24,9 @@ import contextlib
 from collections.abc import Iterator, Sequence
 from typing import ClassVar
 
-from ..errors import UsageError
-from ..kvm import Kvm
-from ..memslot import Memslot, MemslotFlags, MemslotTable
+from ..errors import AlgorithmMisuse
+from ..model.kvm import Kvm
+from ..model.memslot import Memslot, MemslotTable
 
 __all__ = ["DirtyLogAlgorithm", "check_clear_range", "for_each_set_bit"]
 
@@ -45,24 +45,24 @@ def check_clear_range(slot: Memslot, first_page: int, mask: Sequence[int],
     """Apply ``kvm_clear_dirty_log_protect``'s -EINVAL rules; return the
     number of pages the CLEAR covers."""
     if not isinstance(first_page, int) or first_page < 0 or first_page & 63:
-        raise UsageError(f"KVM_CLEAR_DIRTY_LOG on slot {slot.id}: expected first_page to be a "
+        raise AlgorithmMisuse(f"KVM_CLEAR_DIRTY_LOG on slot {slot.id}: expected first_page to be a "
                          f"non-negative multiple of 64, got {first_page!r}")
     if first_page >= slot.npages:
-        raise UsageError(f"KVM_CLEAR_DIRTY_LOG on slot {slot.id}: expected first_page < "
+        raise AlgorithmMisuse(f"KVM_CLEAR_DIRTY_LOG on slot {slot.id}: expected first_page < "
                          f"{slot.npages} (the slot's npages), got {first_page}")
     if num_pages is None:
         num_pages = min(64 * len(mask), slot.npages - first_page)
     if not isinstance(num_pages, int) or num_pages <= 0 \
             or num_pages > slot.npages - first_page:
-        raise UsageError(f"KVM_CLEAR_DIRTY_LOG on slot {slot.id}: expected 1 <= num_pages <= "
+        raise AlgorithmMisuse(f"KVM_CLEAR_DIRTY_LOG on slot {slot.id}: expected 1 <= num_pages <= "
                          f"{slot.npages - first_page}, got {num_pages!r}")
     if num_pages & 63 and first_page + num_pages != slot.npages:
-        raise UsageError(f"KVM_CLEAR_DIRTY_LOG on slot {slot.id}: expected num_pages to be a "
+        raise AlgorithmMisuse(f"KVM_CLEAR_DIRTY_LOG on slot {slot.id}: expected num_pages to be a "
                          f"multiple of 64 unless the range reaches the slot's end "
                          f"({slot.npages}), got {num_pages} from page {first_page}")
     need = (num_pages + 63) // 64
     if len(mask) < need:
-        raise UsageError(f"KVM_CLEAR_DIRTY_LOG on slot {slot.id}: mask too small: expected "
+        raise AlgorithmMisuse(f"KVM_CLEAR_DIRTY_LOG on slot {slot.id}: mask too small: expected "
                          f"{need} words for {num_pages} pages, got {len(mask)}")
     return num_pages
 
@@ -77,9 +77,9 @@ class DirtyLogAlgorithm:
     """
 
     name: ClassVar[str] = ""
+    #: GET only snapshots; the harvester then calls CLEAR (and the slots get
+    #: ``KVM_MEM_MANUAL_PROTECT``, derived by the harness from this flag).
     manual_protect: ClassVar[bool] = False
-    #: Extra memslot flags the algorithm needs (MANUAL_PROTECT for CLEAR).
-    slot_flags: ClassVar[MemslotFlags] = MemslotFlags.NONE
     #: For mutants only: an on-behalf write marks the page dirty *before*
     #: storing the data (KVM stores first, then marks).
     mark_before_data: ClassVar[bool] = False
@@ -90,7 +90,16 @@ class DirtyLogAlgorithm:
     @classmethod
     def shared_words(cls, memslots: MemslotTable) -> dict[str, int]:
         """Names and sizes of the words this algorithm shares between
-        processes; each is zeroed before every execution."""
+        processes (``kvm.words(name)``); each is zeroed before every
+        execution."""
+        return {}
+
+    @classmethod
+    def shared_locks(cls, memslots: MemslotTable) -> dict[str, int]:
+        """Names and counts of the locks this algorithm owns besides
+        ``mmu_lock`` (``kvm.lock(name, i)``), e.g. ``{"slot_lock":
+        len(memslots)}``. They block, and report deadlocks, exactly like
+        ``mmu_lock`` under every engine."""
         return {}
 
     def enable_dirty_logging(self, slot: Memslot) -> None:
@@ -109,12 +118,12 @@ class DirtyLogAlgorithm:
 
     def clear_dirty_log(self, slot_id: int, first_page: int, mask: Sequence[int],
                         num_pages: int | None = None) -> None:
-        raise UsageError(f"expected an algorithm with manual_protect for KVM_CLEAR_DIRTY_LOG, "
+        raise AlgorithmMisuse(f"expected an algorithm with manual_protect for KVM_CLEAR_DIRTY_LOG, "
                          f"got {type(self).__name__}, which clears in get_dirty_log")
 
     # -- helpers shared by the built-in algorithms ---------------------------
     def _slot_of(self, gfn: int) -> Memslot:
         slot = self.kvm.gfn_to_memslot(gfn)
         if slot is None:
-            raise UsageError(f"expected a gfn inside a memslot, got {gfn}")
+            raise AlgorithmMisuse(f"expected a gfn inside a memslot, got {gfn}")
         return slot

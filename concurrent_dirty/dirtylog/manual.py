@@ -27,9 +27,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .._atomic import AtomicWords
-from .._sync import HARVESTER
-from ..memslot import MemslotFlags
+from ..model.atomic import AtomicWords
+from ..model.sync import HARVESTER
 from ._protocol import DirtyLogAlgorithm, check_clear_range, for_each_set_bit
 
 __all__ = ["ManualDirtyLog"]
@@ -38,7 +37,6 @@ __all__ = ["ManualDirtyLog"]
 class ManualDirtyLog(DirtyLogAlgorithm):
     name = "manual"
     manual_protect = True
-    slot_flags = MemslotFlags.MANUAL_PROTECT
 
     def mark_page_dirty(self, gfn: int, vcpu_id: int) -> None:
         slot = self._slot_of(gfn)

@@ -9,7 +9,7 @@ Writers read that word and set their bit inside an SRCU read-side section
 (``read_side``), which spans the fault's dirty mark and the SPTE it makes
 writable, as KVM's vCPU loop holds ``kvm->srcu`` around the whole fault.
 The harvester publishes the other, zeroed half, waits for a real grace
-period (:class:`~concurrent_dirty._sync.Srcu`), write-protects the pages
+period (:class:`~concurrent_dirty.model.sync.Srcu`), write-protects the pages
 whose bits the old half holds and flushes TLBs under ``mmu_lock``, copies
 the old half out and zeroes it for its next turn.
 
@@ -30,10 +30,10 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
-from .._atomic import AtomicWords
-from .._sync import HARVESTER
-from ..kvm import Kvm
-from ..memslot import MemslotTable
+from ..model.atomic import AtomicWords
+from ..model.kvm import Kvm
+from ..model.memslot import MemslotTable
+from ..model.sync import HARVESTER
 from ._protocol import DirtyLogAlgorithm, for_each_set_bit
 
 __all__ = ["SrcuDirtyLog"]

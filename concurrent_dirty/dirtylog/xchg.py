@@ -22,13 +22,19 @@ a bit set after that read is simply harvested next round.
 
 from __future__ import annotations
 
-from .._sync import HARVESTER
+from ..model.atomic import AtomicWords
+from ..model.sync import HARVESTER
 from ._protocol import DirtyLogAlgorithm, for_each_set_bit
 
 __all__ = ["XchgDirtyLog"]
 
 
 class XchgDirtyLog(DirtyLogAlgorithm):
+    """The seed harvest. Its steps are seams that a variant overrides one at
+    a time: :meth:`_take_word` (test and exchange one word),
+    :meth:`_write_protect_word` (the ``__ffs`` loop) and :meth:`_flush`
+    (under the lock, when anything was dirty)."""
+
     name = "xchg"
 
     def mark_page_dirty(self, gfn: int, vcpu_id: int) -> None:
@@ -45,15 +51,27 @@ class XchgDirtyLog(DirtyLogAlgorithm):
             for i in range(n):
                 bitmap.store(n + i, 0)  # memset(dirty_bitmap_buffer, 0, n)
             for i in range(n):
-                if not bitmap.load(i):
+                mask = self._take_word(bitmap, i)
+                if not mask:
                     continue
                 is_dirty = True
-                mask = bitmap.exchange(i, 0)
                 bitmap.store(n + i, mask)
-                offset = slot.base_gfn + 64 * i
-                for bit in for_each_set_bit(mask):
-                    kvm.write_protect(offset + bit)
+                self._write_protect_word(slot.base_gfn + 64 * i, mask)
             if is_dirty:
-                kvm.flush_remote_tlbs()
+                self._flush()
         return [bitmap.load(n + i) for i in range(n)]  # copy_to_user
 
+    def _take_word(self, bitmap: AtomicWords, i: int) -> int:
+        """Skip a word that reads zero (the kernel's optimisation: a bit set
+        after the test is harvested next round), else ``xchg`` it with 0."""
+        if not bitmap.load(i):
+            return 0
+        return bitmap.exchange(i, 0)
+
+    def _write_protect_word(self, first_gfn: int, mask: int) -> None:
+        kvm = self.kvm
+        for bit in for_each_set_bit(mask):
+            kvm.write_protect(first_gfn + bit)
+
+    def _flush(self) -> None:
+        self.kvm.flush_remote_tlbs()

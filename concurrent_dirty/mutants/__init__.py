@@ -6,6 +6,9 @@ that loses data. Benign look-alikes are variants that look suspicious but
 are correct: the harness must never report them. Register your own with
 :func:`register_mutant` (or name a class ``module:Class`` on the command
 line); ``concurrent-dirty mutants`` runs them all under every engine.
+
+Layer 3 (beside ``dirtylog``, whose algorithms it varies). May import:
+errors, ``_core``, ``model``, ``dirtylog``.
 """
 
 from __future__ import annotations

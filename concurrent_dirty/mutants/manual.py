@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from .._atomic import AtomicWords
 from ..dirtylog import ManualDirtyLog, for_each_set_bit
+from ..model.atomic import AtomicWords
 
 __all__ = ["ManualClearUnsynced", "ManualNonatomicAndnot", "ManualBitwiseClear"]
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import contextlib
 
-from .._sync import HARVESTER
 from ..dirtylog import SrcuDirtyLog
+from ..model.sync import HARVESTER
 
 __all__ = ["SrcuNoGracePeriod", "SrcuReaderOutsideSection", "SrcuProtectBeforeSwap"]
 

@@ -2,45 +2,14 @@
 
 from __future__ import annotations
 
-from .._sync import HARVESTER
-from ..dirtylog import XchgDirtyLog, for_each_set_bit
+from ..dirtylog import XchgDirtyLog
+from ..model.atomic import AtomicWords
 
 __all__ = ["NonatomicClear", "SkipWriteProtect", "NoTlbFlush", "FlushAfterCopy",
            "BitBeforeData", "XchgNoZeroSkip", "XchgFlushAfterUnlock"]
 
 
-class _Harvest(XchgDirtyLog):
-    """The seed harvest with its three steps as switches, for mutants."""
-
-    atomic_clear = True
-    write_protect = True
-    flush = True
-
-    def get_dirty_log(self, slot_id: int) -> list[int]:
-        kvm = self.kvm
-        slot = kvm.id_to_memslot(slot_id)
-        bitmap = kvm.dirty_bitmap(slot_id)
-        n = slot.nwords
-        words = [0] * n
-        with kvm.mmu_lock.held(HARVESTER):
-            for i in range(n):
-                if not bitmap.load(i):
-                    continue
-                if self.atomic_clear:
-                    mask = bitmap.exchange(i, 0)
-                else:
-                    mask = bitmap.load(i)
-                    bitmap.store(i, 0)
-                words[i] = mask
-                if self.write_protect:
-                    for bit in for_each_set_bit(mask):
-                        kvm.write_protect(slot.base_gfn + 64 * i + bit)
-            if self.flush and any(words):
-                kvm.flush_remote_tlbs()
-        return words
-
-
-class NonatomicClear(_Harvest):
+class NonatomicClear(XchgDirtyLog):
     """Clears each word with a load and a store instead of one ``xchg``.
 
     ``mmu_lock`` keeps faults out, but an on-behalf write
@@ -51,10 +20,15 @@ class NonatomicClear(_Harvest):
     """
 
     name = "nonatomic-clear"
-    atomic_clear = False
+
+    def _take_word(self, bitmap: AtomicWords, i: int) -> int:
+        mask = bitmap.load(i)
+        if mask:
+            bitmap.store(i, 0)  # BUG: a set_bit between the load and here is erased
+        return mask
 
 
-class SkipWriteProtect(_Harvest):
+class SkipWriteProtect(XchgDirtyLog):
     """Takes the bits but leaves the pages writable.
 
     The next write to a harvested page goes straight through its writable
@@ -63,10 +37,12 @@ class SkipWriteProtect(_Harvest):
     """
 
     name = "skip-write-protect"
-    write_protect = False
+
+    def _write_protect_word(self, first_gfn: int, mask: int) -> None:
+        pass  # BUG: the pages stay writable
 
 
-class NoTlbFlush(_Harvest):
+class NoTlbFlush(XchgDirtyLog):
     """Write-protects the SPTEs but never flushes remote TLBs.
 
     A vCPU that cached the writable translation keeps writing through it
@@ -76,10 +52,12 @@ class NoTlbFlush(_Harvest):
     """
 
     name = "no-tlb-flush"
-    flush = False
+
+    def _flush(self) -> None:
+        pass  # BUG: stale writable translations survive the harvest
 
 
-class FlushAfterCopy(_Harvest):
+class FlushAfterCopy(XchgDirtyLog):
     """Defers the flush to the next GET, after userspace copied the pages.
 
     Between the return of GET and the deferred flush, userspace reads the
@@ -88,15 +66,16 @@ class FlushAfterCopy(_Harvest):
     """
 
     name = "flush-after-copy"
-    flush = False
     _pending = False
+
+    def _flush(self) -> None:
+        self._pending = True  # BUG: deferred past the copy
 
     def get_dirty_log(self, slot_id: int) -> list[int]:
         if self._pending:
-            self.kvm.flush_remote_tlbs()  # BUG: the previous copy already ran
-        words = super().get_dirty_log(slot_id)
-        self._pending = any(words)
-        return words
+            self._pending = False
+            self.kvm.flush_remote_tlbs()  # the previous copy already ran
+        return super().get_dirty_log(slot_id)
 
 
 class BitBeforeData(XchgDirtyLog):
@@ -112,7 +91,7 @@ class BitBeforeData(XchgDirtyLog):
     mark_before_data = True
 
 
-class XchgNoZeroSkip(_Harvest):
+class XchgNoZeroSkip(XchgDirtyLog):
     """Exchanges every word, even one that reads zero.
 
     Benign: the seed commit skips zero words with a plain load first; both
@@ -121,33 +100,25 @@ class XchgNoZeroSkip(_Harvest):
 
     name = "xchg-no-zero-skip"
 
-    def get_dirty_log(self, slot_id: int) -> list[int]:
-        kvm = self.kvm
-        slot = kvm.id_to_memslot(slot_id)
-        bitmap = kvm.dirty_bitmap(slot_id)
-        words = []
-        with kvm.mmu_lock.held(HARVESTER):
-            for i in range(slot.nwords):
-                mask = bitmap.exchange(i, 0)
-                words.append(mask)
-                for bit in for_each_set_bit(mask):
-                    kvm.write_protect(slot.base_gfn + 64 * i + bit)
-            if any(words):
-                kvm.flush_remote_tlbs()
-        return words
+    def _take_word(self, bitmap: AtomicWords, i: int) -> int:
+        return bitmap.exchange(i, 0)
 
 
-class XchgFlushAfterUnlock(_Harvest):
+class XchgFlushAfterUnlock(XchgDirtyLog):
     """Flushes after dropping ``mmu_lock`` instead of under it.
 
     Benign: the flush still comes before userspace reads a page, which is
     all the ordering needs."""
 
     name = "xchg-flush-after-unlock"
-    flush = False
+    _pending = False
+
+    def _flush(self) -> None:
+        self._pending = True
 
     def get_dirty_log(self, slot_id: int) -> list[int]:
-        words = super().get_dirty_log(slot_id)
-        if any(words):
+        words = super().get_dirty_log(slot_id)  # mmu_lock is dropped on return
+        if self._pending:
+            self._pending = False
             self.kvm.flush_remote_tlbs()
         return words

@@ -1,0 +1,491 @@
+"""The controlled engine's core: real OS threads, exactly one running.
+
+Every switch point (``_switch.switch_point``) lands in :class:`Runtime`,
+which asks a scheduler which thread runs next and hands the CPU over with a
+per-thread semaphore. Everything scheduling-related lives here; the
+primitives stay facades (loom's ``rt`` and shuttle's ``runtime`` are built
+the same way).
+
+The runtime knows no domain (loom's ``rt`` against its ``sync``): it never
+names a lock. Blocking is modelled, not spun: a facade that must wait (a
+held lock, a grace period, threads to finish) calls
+:meth:`Runtime.block_until` through ``switch.wait_until`` with a condition
+and a reason, and the thread is not runnable until the condition holds; a
+``yield`` (``switch.cpu_relax``, a spin-wait iteration) makes the scheduler
+pick someone else if anyone else can run. No runnable thread left while
+some are unfinished is a deadlock, reported with each thread's reason. A
+run longer than ``max_steps`` stops with a message that suggests a spin
+loop; a thread that runs for ``watchdog`` seconds without reaching a switch
+point is reported as a hang, with its stack.
+
+An exception in any thread ends the execution: the runtime records it, then
+wakes every other thread, which unwinds from its next switch point with a
+private ``BaseException``; no thread is left running.
+"""
+
+from __future__ import annotations
+
+import _thread
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Protocol
+
+from ..errors import (
+    AlgorithmMisuse,
+    DeadlockError,
+    InternalError,
+    InvariantViolation,
+    UsageError,
+)
+from .switch import Op
+
+__all__ = ["DEFAULT_WATCHDOG", "Outcome", "Runtime", "Scheduler", "Step", "Verdict"]
+
+#: Seconds a controlled thread may run without reaching a switch point.
+DEFAULT_WATCHDOG = 10.0
+
+
+class Verdict(StrEnum):
+    """How an execution ended."""
+
+    OK = "ok"
+    #: An oracle proved a dirty bit lost.
+    VIOLATION = "violation"
+    #: No thread could run (each one's wait is in the message).
+    DEADLOCK = "deadlock"
+    #: More than ``max_steps`` switch points: a spin without ``cpu_relax``?
+    STEP_BOUND = "step-bound"
+    #: A thread ran ``watchdog`` seconds without reaching a switch point.
+    HANG = "hang"
+    #: The code under test misused a primitive (a bad CLEAR range...).
+    MISUSE = "misuse"
+    #: Any other exception in the code under test.
+    ERROR = "error"
+
+
+class Scheduler(Protocol):
+    """The scheduling protocol: state that persists across executions.
+
+    ``new_execution()`` starts an execution, or returns False when the
+    scheduler has nothing left to try (dfs exhausted, replay done); the
+    runner calls it, never the runtime. ``next_thread(runnable, current)``
+    picks one id from ``runnable`` (sorted); ``current`` is the id of the
+    thread asking if it could go on (so that picking another is a
+    preemption), else None. (The code under test draws no random numbers,
+    so the protocol has no ``next_u64``.)
+    """
+
+    def new_execution(self) -> bool: ...
+
+    def next_thread(self, runnable: Sequence[int], current: int | None) -> int: ...
+
+
+class _Abort(BaseException):
+    """Unwinds a controlled thread when its execution has ended."""
+
+
+@dataclass
+class Step:
+    """One switch point that went through: ``thread`` performs ``op``."""
+
+    index: int
+    thread: int
+    op: Op
+    target: str
+    word: int
+    before: int | None
+    after: int | None = None
+    #: The thread this step's thread took the CPU from, if that was a preemption.
+    preempted: int | None = None
+
+
+@dataclass
+class Outcome:
+    """How an execution ended, and what it did."""
+
+    kind: Verdict = Verdict.OK
+    message: str = ""
+    step: int = 0
+    thread: str | None = None
+    steps: int = 0
+    preemptions: int = 0
+    switches: int = 0
+    schedule: list[int] = field(default_factory=list)
+    trace: list[Step] = field(default_factory=list)
+    exception: BaseException | None = None
+
+    @property
+    def failed(self) -> bool:
+        return self.kind is not Verdict.OK
+
+
+class _Signal:
+    """A binary semaphore on a raw lock: several times cheaper than
+    ``threading.Semaphore``, and a hand-off is two of these."""
+
+    __slots__ = ("_lock",)
+
+    def __init__(self) -> None:
+        self._lock = _thread.allocate_lock()
+        self._lock.acquire()
+
+    def post(self) -> None:
+        try:
+            self._lock.release()
+        except RuntimeError:
+            pass  # already posted (an abort wakes everyone, some twice)
+
+    def wait(self, timeout: float = -1) -> bool:
+        return self._lock.acquire(True, timeout)
+
+
+class _Carrier:
+    """A reusable OS thread that runs controlled threads' bodies, so that an
+    execution does not pay for starting threads (most of a tiny execution's
+    cost otherwise)."""
+
+    _idle: list[_Carrier] = []
+    _lock = threading.Lock()
+    _count = 0
+
+    def __init__(self) -> None:
+        self._go = _Signal()
+        self._job: Callable[[], None] | None = None
+        with _Carrier._lock:
+            _Carrier._count += 1
+            n = _Carrier._count
+        self.thread = threading.Thread(target=self._loop, name=f"controlled-carrier-{n}",
+                                       daemon=True)
+        self.thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            self._go.wait()
+            job, self._job = self._job, None
+            try:
+                if job is not None:
+                    job()
+            except BaseException:  # never let a pooled thread die idle
+                traceback.print_exc()
+            finally:
+                with _Carrier._lock:
+                    _Carrier._idle.append(self)
+
+    @classmethod
+    def submit(cls, job: Callable[[], None]) -> threading.Thread:
+        with cls._lock:
+            carrier = cls._idle.pop() if cls._idle else None
+        if carrier is None:
+            carrier = cls()
+        carrier._job = job
+        carrier._go.post()
+        return carrier.thread
+
+
+#: Which runtime owns each controlled OS thread: a thread left over from an
+#: earlier execution (a wall-timeout abort) must not run uncontrolled in a
+#: later one, so the later runtime's hook unwinds it.
+_OWNER: dict[int, Runtime] = {}
+
+
+class _Thread:
+    __slots__ = ("tid", "name", "fn", "sem", "done", "blocker", "reason", "yielded",
+                 "last", "pending_preempt", "os_thread")
+
+    def __init__(self, tid: int, name: str, fn: Callable[[], None]) -> None:
+        self.tid = tid
+        self.name = name
+        self.fn = fn
+        self.sem = _Signal()
+        self.done = False
+        self.blocker: Callable[[], bool] | None = None  # runnable iff it returns True
+        self.reason: Callable[[], str] | None = None  # what it waits for
+        self.yielded = False
+        self.last: Step | None = None
+        self.pending_preempt: int | None = None
+        self.os_thread: threading.Thread | None = None
+
+
+class Runtime:
+    """One controlled execution. Install it as the switch hook, ``spawn``
+    the threads, then ``run()``."""
+
+    #: Waits through ``switch.wait_until`` are modelled blocking here.
+    models_blocking = True
+
+    def __init__(self, scheduler: Scheduler, *, max_steps: int,
+                 words: Callable[[str], AtomicWordsLike | None] | None = None,
+                 trace: bool = False, watchdog: float = DEFAULT_WATCHDOG) -> None:
+        self.scheduler = scheduler
+        self.max_steps = max_steps
+        #: Finds the words a switch point names, to show values in traces.
+        self.words = words
+        self.tracing = trace
+        self.watchdog = watchdog
+        self.threads: list[_Thread] = []
+        self.outcome = Outcome()
+        self._by_ident: dict[int, _Thread] = {}
+        self._aborted = False
+        self._all_done = _Signal()
+
+    # -- building ---------------------------------------------------------------
+    def spawn(self, name: str, fn: Callable[[], None]) -> int:
+        t = _Thread(len(self.threads), name, fn)
+        self.threads.append(t)
+        return t.tid
+
+    def name_of(self, tid: int) -> str:
+        return self.threads[tid].name
+
+    # -- the hook -----------------------------------------------------------------
+    def _me(self) -> _Thread | None:
+        ident = threading.get_ident()
+        me = self._by_ident.get(ident)
+        if me is None:
+            if ident in _OWNER:
+                raise _Abort  # a controlled thread of an earlier, aborted execution
+            return None  # the driver, or any thread the runtime does not own
+        if self._aborted:
+            raise _Abort
+        return me
+
+    def __call__(self, op: Op, target: str, index: int) -> None:
+        me = self._me()
+        if me is None:
+            return
+        if op is Op.YIELD:
+            me.yielded = True
+        self._switch(me, op, target, index)
+
+    def block_until(self, ready: Callable[[], bool], reason: Callable[[], str], op: Op,
+                    target: str, index: int) -> None:
+        """A switch point at which the calling thread is not runnable until
+        ``ready()`` holds; a deadlock report says it waits for ``reason()``.
+        When it returns, ``ready()`` held at the decision that resumed it,
+        and no other thread has run since."""
+        me = self._me()
+        if me is None:
+            if ready():
+                return
+            raise InternalError(f"a thread the runtime does not own would block on "
+                                f"{reason()}")
+        me.blocker = ready
+        me.reason = reason
+        self._switch(me, op, target, index)
+
+    def wait_for(self, tids: Sequence[int]) -> None:
+        """Block the calling controlled thread until ``tids`` have finished."""
+        waited = [self.threads[t] for t in tids]
+        names = " and ".join(t.name for t in waited)
+        self.block_until(lambda: all(t.done for t in waited), lambda: f"{names} to finish",
+                         Op.WAIT, "threads", 0)
+
+    def _runnable(self, me: _Thread | None) -> list[int]:
+        ready = [t.tid for t in self.threads
+                 if not t.done and (t.blocker is None or t.blocker())]
+        if me is not None and me.yielded and len(ready) > 1 and me.tid in ready:
+            ready.remove(me.tid)
+        return ready
+
+    def _switch(self, me: _Thread, op: Op, target: str, index: int) -> None:
+        out = self.outcome
+        self._close_step(me)
+        out.steps += 1
+        if out.steps > self.max_steps:
+            self._fail(Verdict.STEP_BOUND,
+                       f"the execution exceeded {self.max_steps} steps (max_steps) at "
+                       f"{me.name}'s {op} on {target}[{index}]: a spin loop that does not call "
+                       f"concurrent_dirty.cpu_relax() can do this (or a livelock)", me)
+            raise _Abort
+        ready = self._runnable(me)
+        if not ready:
+            self._fail(Verdict.DEADLOCK, self._deadlock_report(), me)
+            raise _Abort
+        if me.yielded and ready == [me.tid]:
+            # Spinning while nobody else can run: nothing will ever change.
+            spun = f"{target}[{index}] (spinning; no other thread can run)"
+            me.reason = lambda: spun
+            self._fail(Verdict.DEADLOCK, self._deadlock_report(), me)
+            raise _Abort
+        current = me.tid if me.tid in ready and not me.yielded else None
+        choice = self._decide(ready, current)
+        if choice != me.tid:
+            nxt = self.threads[choice]
+            if current is not None:
+                out.preemptions += 1
+                nxt.pending_preempt = me.tid
+            out.switches += 1
+            nxt.sem.post()
+            me.sem.wait()
+            if self._aborted:
+                raise _Abort
+        me.blocker = None
+        me.reason = None
+        me.yielded = False
+        if self.tracing:
+            self._record(me, op, target, index)
+
+    def _decide(self, ready: list[int], current: int | None) -> int:
+        choice = self.scheduler.next_thread(ready, current)
+        if choice not in ready:
+            raise InternalError(f"expected the scheduler to pick one of the runnable threads "
+                             f"{ready}, got {choice!r}")
+        self.outcome.schedule.append(choice)
+        return choice
+
+    # -- trace --------------------------------------------------------------------
+    def _peek(self, target: str, index: int) -> int | None:
+        words = self.words(target) if self.words is not None else None
+        if words is None or not 0 <= index < words.nwords:
+            return None
+        return words.peek(index)
+
+    def _record(self, me: _Thread, op: Op, target: str, index: int) -> None:
+        step = Step(index=len(self.outcome.trace) + 1, thread=me.tid, op=op, target=target,
+                    word=index, before=self._peek(target, index), preempted=me.pending_preempt)
+        me.pending_preempt = None
+        me.last = step
+        self.outcome.trace.append(step)
+
+    def _close_step(self, me: _Thread) -> None:
+        last = me.last
+        if last is not None:
+            last.after = self._peek(last.target, last.word)
+            me.last = None
+
+    # -- life cycle ---------------------------------------------------------------
+    def _thread_main(self, t: _Thread) -> None:
+        ident = threading.get_ident()
+        self._by_ident[ident] = t
+        _OWNER[ident] = self
+        t.sem.wait()
+        try:
+            if not self._aborted:
+                t.fn()
+        except _Abort:
+            pass
+        except InvariantViolation as exc:
+            self._fail(Verdict.VIOLATION, str(exc), t, exc)
+        except DeadlockError as exc:
+            self._fail(Verdict.DEADLOCK, str(exc), t, exc)
+        except AlgorithmMisuse as exc:
+            self._fail(Verdict.MISUSE, f"{exc}\n{traceback.format_exc()}", t, exc)
+        except BaseException as exc:
+            self._fail(Verdict.ERROR, f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}",
+                       t, exc)
+        finally:
+            self._by_ident.pop(ident, None)
+            _OWNER.pop(ident, None)
+            self._finish(t)
+
+    def _finish(self, t: _Thread) -> None:
+        if self.tracing:
+            self._close_step(t)
+        t.done = True
+        if self._aborted:
+            if all(x.done for x in self.threads):
+                self._all_done.post()
+            return
+        try:
+            ready = self._runnable(None)
+            if ready:
+                self.threads[self._decide(ready, None)].sem.post()
+                return
+            if all(x.done for x in self.threads):
+                self._all_done.post()
+                return
+            self._fail(Verdict.DEADLOCK, self._deadlock_report(), t)
+        except BaseException as exc:  # the scheduler failed: end the execution, say why
+            self._fail(Verdict.ERROR, f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}",
+                       t, exc)
+        if all(x.done for x in self.threads):
+            self._all_done.post()
+
+    def _fail(self, kind: Verdict, message: str, t: _Thread | None,
+              exc: BaseException | None = None) -> None:
+        if self._aborted:
+            return  # the first failure is the one reported
+        out = self.outcome
+        out.kind, out.message, out.step, out.thread, out.exception = (
+            kind, message, out.steps, t.name if t is not None else None, exc)
+        self._aborted = True
+        for other in self.threads:
+            if other is not t and not other.done:
+                other.sem.post()
+
+    def _deadlock_report(self) -> str:
+        parts = []
+        for t in self.threads:
+            if t.done:
+                continue
+            what = t.reason() if t.reason is not None else "nothing (runnable)"
+            parts.append(f"{t.name} waits for {what}")
+        return "deadlock: no thread can run; " + "; ".join(parts)
+
+    def run(self) -> Outcome:
+        """Run the execution to its end; returns how it ended."""
+        if not self.threads:
+            raise UsageError("expected at least one spawned thread, got none")
+        for t in self.threads:
+            t.os_thread = _Carrier.submit(lambda t=t: self._thread_main(t))  # type: ignore[misc]
+        first = self._decide([t.tid for t in self.threads], None)
+        self.threads[first].sem.post()
+        # The watchdog: one thread runs at a time, so no new step for
+        # `watchdog` seconds means the running thread is stuck outside the
+        # switch points (an endless loop that touches no shared word, a real
+        # OS lock, a sleep).
+        last_steps, last_change = -1, time.monotonic()
+        while not self._all_done.wait(min(0.25, self.watchdog)):
+            now = time.monotonic()
+            if self.outcome.steps != last_steps:
+                last_steps, last_change = self.outcome.steps, now
+                continue
+            if now - last_change < self.watchdog:
+                continue
+            self._fail(Verdict.HANG, self._hang_report(), self._running())
+            self._all_done.wait(1.0)
+            break
+        return self.outcome
+
+    def _running(self) -> _Thread | None:
+        frames = sys._current_frames()
+        for t in self.threads:
+            if not t.done and t.blocker is None and t.os_thread is not None:
+                frame = frames.get(t.os_thread.ident or -1)
+                if frame is not None and not _parked(frame):
+                    return t
+        return None
+
+    def _hang_report(self) -> str:
+        running = self._running()
+        who = running.name if running is not None else "a thread"
+        text = (f"{who} ran for {self.watchdog:g}s without reaching a switch point (an "
+                f"endless loop that touches no shared word, a real OS lock or a sleep in the "
+                f"code under test); its stack:")
+        frames = sys._current_frames()
+        if running is not None and running.os_thread is not None:
+            frame = frames.get(running.os_thread.ident or -1)
+            if frame is not None:
+                text += "\n" + "".join(traceback.format_stack(frame))
+        return text
+
+
+def _parked(frame: object) -> bool:
+    """Whether a controlled thread's innermost frame is the runtime's own
+    hand-off wait (so it is not the thread that hangs)."""
+    code = getattr(frame, "f_code", None)
+    return code is not None and code.co_name == "wait" and code.co_filename == __file__
+
+
+class AtomicWordsLike(Protocol):
+    """What a trace needs of the words a switch point names."""
+
+    @property
+    def nwords(self) -> int: ...
+
+    def peek(self, i: int) -> int: ...

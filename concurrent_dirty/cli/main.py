@@ -1,0 +1,303 @@
+"""The command line: ``concurrent-dirty stress`` (also ``python -m
+concurrent_dirty stress``). Exit codes: 0 clean, 1 a violation or an error
+in the code under test, 2 bad usage, 130 interrupted."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from collections.abc import Sequence
+from importlib import import_module
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from ..errors import UsageError
+from ..harness.interrupt import interrupted as _interrupted
+from ..harness.interrupt import signals_interrupt
+from ..harness.limits import MAX_EXECUTIONS, MAX_SECONDS, MAX_TOTAL_PAGES, SEED_RANGE
+from ..harness.output import check_output_path, write_text
+from ..harness.scenario import ENGINES, MODES, WORKLOADS, Scenario
+
+if TYPE_CHECKING:
+    from ..engines.free import CellResult
+
+# Subcommands, in the order --help lists them: the module that adds a
+# command's options (and runs it) is imported only when that command runs.
+_COMMANDS = {
+    "stress": ("", "race dirty-log algorithms with free-running writers"),
+    "fuzz": (".fuzz", "explore interleavings under a controlled scheduler"),
+    "replay": (".fuzz", "rerun a failure from its replay token"),
+    "mutants": (".zoo", "run the bug zoo: every mutant under every engine"),
+    "perf": (".perf", "time GET/CLEAR and vCPU waits over a dirty-fraction sweep"),
+}
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+_DEFAULT = Scenario()
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"concurrent-dirty: error: {message}\n")
+        raise SystemExit(EXIT_USAGE)
+
+
+def _number(kind: str, low: float, high: float = MAX_SECONDS, integer: bool = False,
+            low_open: bool = False) -> Any:
+    """A parser for a number in [low, high] (or (low, high] with
+    ``low_open``); its error names the whole range."""
+    def show(bound: float) -> str:
+        return str(int(bound)) if float(bound).is_integer() else f"{bound:g}"
+
+    rng = (f"> {show(low)} and <= {show(high)}" if low_open
+           else f"from {show(low)} to {show(high)}")
+
+    def parse(text: str) -> float | int:
+        try:
+            number = float(text)
+            value: float | int = number
+            if integer:
+                value = int(text) if text.strip().lstrip("+-").isdigit() else (
+                    int(number) if math.isfinite(number) and number.is_integer() else math.nan)
+        except (ValueError, OverflowError):
+            value = math.nan
+        ok = not math.isnan(value) and (value > low if low_open else value >= low) \
+            and value <= high
+        if not ok:
+            raise argparse.ArgumentTypeError(f"expected {kind} {rng}, got {text!r}")
+        return value
+    return parse
+
+
+def _choice(kind: str, choices: Sequence[str]) -> Any:
+    def parse(text: str) -> str:
+        if text not in choices:
+            import difflib
+
+            close = difflib.get_close_matches(text, choices, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise argparse.ArgumentTypeError(
+                f"expected {kind} in {list(choices)}, got {text!r}{hint}")
+        return text
+    return parse
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser. ``only``: give full options to that subcommand alone
+    (the others are listed with their help line), so that parsing imports
+    just the module it runs; None: every subcommand in full."""
+    parser = _Parser(prog="concurrent-dirty", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
+    selected = None if only is None else _COMMANDS.get(only, (None,))[0]
+    for name, (module, help_line) in _COMMANDS.items():
+        if name in sub.choices:
+            continue  # added along with its sibling (fuzz and replay)
+        if only is not None and module != selected:
+            sub.add_parser(name, help=help_line, add_help=False)
+        elif module:
+            mod = import_module(module, __package__)
+            if hasattr(mod, "add_parsers"):
+                mod.add_parsers(sub, _number, _choice)
+            else:
+                mod.add_parser(sub, _number, _choice)
+        else:
+            _add_stress(sub)
+    return parser
+
+
+def _add_stress(sub: Any) -> None:
+    from ..dirtylog import BUILTIN_ALGORITHMS
+
+    s = sub.add_parser("stress", help="race dirty-log algorithms with free-running writers",
+                       description="Race each algorithm on each engine for a budget and print "
+                                   "a verdict table. With no options: every built-in algorithm "
+                                   "on both engines.")
+    g = s.add_argument_group("what to attack")
+    g.add_argument("--algorithm", action="append", metavar="NAME|module:Class",
+                   help=f"built-in {sorted(BUILTIN_ALGORITHMS)} or your own class "
+                        f"(repeatable; default: all built-ins)")
+    g.add_argument("--engine", action="append", type=_choice("an engine", ENGINES),
+                   help="threads or processes (repeatable; default: both)")
+    g = s.add_argument_group("scenario")
+    g.add_argument("--writers", type=_number("a number of writers", 1, 512, True),
+                   default=_DEFAULT.writers, help="vCPU writers (default %(default)s)")
+    g.add_argument("--slots", type=_number("a number of slots", 1, 4096, True),
+                   default=_DEFAULT.slots, help="memslots (default %(default)s)")
+    g.add_argument("--pages", type=_number("a number of pages per slot", 1, 1 << 24, True),
+                   default=_DEFAULT.pages, help="pages per slot (default %(default)s)")
+    g.add_argument("--workload", type=_choice("a workload", WORKLOADS),
+                   default=_DEFAULT.workload, help="uniform, hot or sequential "
+                                                   "(default %(default)s)")
+    g.add_argument("--on-behalf", type=_number("a probability", 0, 1),
+                   default=_DEFAULT.on_behalf,
+                   help="share of writes KVM makes for the guest (default %(default)s)")
+    g.add_argument("--initially-set", action="store_true",
+                   help="start logging with every bit set (KVM_DIRTY_LOG_INITIALLY_SET)")
+    g.add_argument("--no-tlb", dest="tlb", action="store_false",
+                   help="no per-vCPU TLB model: every write checks the SPTE")
+    g = s.add_argument_group("budget and shape")
+    g.add_argument("--seconds", type=_number("a number of seconds", 0, low_open=True),
+                   default=_DEFAULT.seconds, help="budget per cell (default %(default)s)")
+    g.add_argument("--mode", type=_choice("a mode", MODES), default=_DEFAULT.mode,
+                   help="short: many small executions on fresh state (finds more); long: one "
+                        "execution for the whole budget (default %(default)s)")
+    g.add_argument("--writes", type=_number("a number of writes", 1, 1 << 40, True),
+                   default=_DEFAULT.writes,
+                   help="writes per writer per short execution (default %(default)s)")
+    g.add_argument("--executions",
+                   type=_number("a number of executions", 1, MAX_EXECUTIONS, True),
+                   default=None, help="stop a cell after this many executions")
+    g.add_argument("--interval", type=_number("a number of seconds", 0),
+                   default=_DEFAULT.interval, help="pause between harvest rounds")
+    g.add_argument("--lock-timeout", type=_number("a number of seconds", 0, low_open=True),
+                   default=_DEFAULT.lock_timeout,
+                   help="report a deadlock after waiting this long (default %(default)s)")
+    g = s.add_argument_group("perturbation and output")
+    g.add_argument("--seed", type=_number("an integer seed", *SEED_RANGE, True),
+                   default=_DEFAULT.seed, help="seed for workloads and noise")
+    g.add_argument("--noise", type=_number("a probability", 0, 1), default=_DEFAULT.noise,
+                   help="chance of a yield or short sleep at each switch point")
+    g.add_argument("--switch-interval", type=_number("a number of seconds", 0, low_open=True),
+                   default=None, help="sys.setswitchinterval for the threads engine")
+    g.add_argument("--json", metavar="PATH", help="write the report as JSON")
+    g.add_argument("--quiet", action="store_true", help="no progress line")
+
+
+def _scenario_args(ns: argparse.Namespace) -> dict[str, Any]:
+    return dict(writers=ns.writers, slots=ns.slots, pages=ns.pages, workload=ns.workload,
+                on_behalf=ns.on_behalf, mode=ns.mode, writes=ns.writes, seconds=ns.seconds,
+                max_executions=ns.executions, seed=ns.seed, noise=ns.noise,
+                switch_interval=ns.switch_interval, interval=ns.interval,
+                initially_set=ns.initially_set, lock_timeout=ns.lock_timeout, tlb=ns.tlb)
+
+
+_FLAGS = {"max_executions": "--executions"}
+
+
+def rerun_command(scenario: Scenario) -> str:
+    """The command line that reruns one cell: its algorithm, engine and
+    every option that differs from the default."""
+    import shlex
+
+    words = ["concurrent-dirty", "stress", "--algorithm", scenario.algorithm,
+             "--engine", scenario.engine, "--seed", str(scenario.seed)]
+    for name, value in scenario.to_dict().items():
+        if name in ("algorithm", "engine", "seed") or value == getattr(_DEFAULT, name):
+            continue
+        flag = _FLAGS.get(name, "--" + name.replace("_", "-"))
+        if isinstance(value, bool):
+            words.append(flag if value else "--no-" + name.replace("_", "-"))
+        else:
+            words += [flag, str(value)]
+    return shlex.join(words)
+
+
+def explore_command(scenario: Scenario, execution: int) -> str:
+    """The ``fuzz`` command that explores exactly the program a short
+    free-running execution ran (the same writes, every interleaving)."""
+    import shlex
+
+    words = ["concurrent-dirty", "fuzz", "--algorithm", scenario.algorithm,
+             "--seed", str(scenario.seed), "--execution", str(execution),
+             "--writers", str(scenario.writers), "--slots", str(scenario.slots),
+             "--pages", str(scenario.pages), "--writes", str(scenario.writes),
+             "--on-behalf", f"{scenario.on_behalf:g}"]
+    if scenario.workload != "uniform":
+        words += ["--workload", scenario.workload]
+    if scenario.initially_set:
+        words.append("--initially-set")
+    if not scenario.tlb:
+        words.append("--no-tlb")
+    return shlex.join(words)
+
+
+def _write_json(path: str, results: list[CellResult], interrupted: bool) -> None:
+    _write_report(path, {
+        "tool": "concurrent-dirty", "command": "stress", "interrupted": interrupted,
+        "verdict": "fail" if any(r.status != "ok" for r in results) else "pass",
+        "results": [r.to_json() for r in results]})
+
+
+def _write_report(path: str, report: dict[str, Any]) -> None:
+    import json
+
+    write_text(path, json.dumps(report, indent=2) + "\n")  # see harness/output.py: atomic or plain
+
+
+def _stress(ns: argparse.Namespace) -> int:
+    from ..dirtylog import BUILTIN_ALGORITHMS, resolve_algorithm
+    from ..engines.free import run_cell
+    from .report import ProgressPrinter, summary_line, verdict_table
+
+    algorithms = ns.algorithm or list(BUILTIN_ALGORITHMS)
+    engines = ns.engine or list(ENGINES)
+    for spec in algorithms:
+        resolve_algorithm(spec)  # every usage error before anything runs
+    if ns.slots * ns.pages > MAX_TOTAL_PAGES:
+        raise UsageError(f"expected --slots x --pages at most {MAX_TOTAL_PAGES} guest pages in "
+                         f"all, got {ns.slots} x {ns.pages} = {ns.slots * ns.pages}")
+    cells = [Scenario(algorithm=a, engine=e, **_scenario_args(ns))
+             for a in algorithms for e in engines]
+    results: list[CellResult] = []
+    interrupted = False
+    try:
+        for n, scenario in enumerate(cells, 1):
+            printer = ProgressPrinter(sys.stderr, cell=f"{n}/{len(cells)} ")
+            result = run_cell(scenario, progress=None if ns.quiet else printer,
+                              rerun=rerun_command(scenario))
+            printer.finish()
+            results.append(result)
+            if result.interrupted:
+                raise KeyboardInterrupt
+    except KeyboardInterrupt:
+        interrupted = True
+        _interrupted("writers stopped, shared memory unlinked")
+    print(verdict_table(results))
+    print(summary_line(results, interrupted))
+    for r in results:
+        if r.error:
+            print(f"\nERROR in {r.algorithm}/{r.engine}: {r.error}\n  rerun: {r.rerun}")
+        for v in r.violations[:5]:
+            print("\n" + v.describe())
+            if r.scenario.get("mode") == "short":
+                print(f"  explore this program under control: "
+                      f"{explore_command(Scenario(**r.scenario), v.execution)}")
+        if len(r.violations) > 5:
+            print(f"  ... and {len(r.violations) - 5} more for {r.algorithm}/{r.engine}")
+    if ns.json:
+        _write_json(ns.json, results, interrupted)
+    if interrupted:
+        return EXIT_INTERRUPTED
+    return EXIT_FAIL if any(r.status != "ok" for r in results) else EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    command = args[0] if args and args[0] in _COMMANDS else ""
+    parser = build_parser(only=command)
+    ns = parser.parse_args(args)
+    if ns.command is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    with signals_interrupt():  # SIGTERM ends every subcommand as Ctrl-C does
+        try:
+            for option in ("json", "token_file"):  # before anything runs
+                if getattr(ns, option, None):
+                    check_output_path(getattr(ns, option), "--" + option.replace("_", "-"))
+            if ns.command == "stress":
+                return _stress(ns)
+            if ns.command == "replay":
+                return int(import_module(".fuzz", __package__).run_replay(ns))
+            module = import_module(_COMMANDS[ns.command][0], __package__)
+            run = getattr(module, f"run_{ns.command}")
+            return int(run(ns, _write_report))
+        except UsageError as exc:
+            sys.stderr.write(f"concurrent-dirty: error: {exc}\n")
+            return EXIT_USAGE
+        except KeyboardInterrupt:  # before a subcommand had anything to report
+            return _interrupted("stopped before anything was reported")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,133 @@
+"""``concurrent-dirty perf``: the dirty-fraction sweep (see ``perf.py``)."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+from typing import Any
+
+from ..errors import UsageError
+from ..harness.limits import SEED_RANGE
+
+_DEFAULT_ALGORITHMS = ("srcu", "xchg", "manual")
+
+
+def _list_of(kind: str, parse_one: Any) -> Any:
+    """A comma-separated list (the option is also repeatable)."""
+    def parse(text: str) -> list[Any]:
+        items = [t.strip() for t in text.split(",")]
+        if not text.strip() or not all(items):
+            raise argparse.ArgumentTypeError(f"expected {kind} (or a comma-separated list), "
+                                             f"got {text!r}")
+        return [parse_one(t) for t in items]
+    return parse
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if math.isnan(value) or not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a dirty fraction in (0, 1], got {text!r}")
+    return value
+
+
+def _int_in(kind: str, low: int, high: int) -> Any:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {kind} between {low} and {high}, "
+                                             f"got {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"expected {kind} between {low} and {high}, "
+                                             f"got {text!r}")
+        return value
+    return parse
+
+
+def add_parser(sub: Any, number: Any, choice: Any) -> None:
+    from ..search.perf import DEFAULT_PAGES, MAX_PAGES, MAX_VCPUS, PerfConfig
+
+    d = PerfConfig()
+    p = sub.add_parser(
+        "perf", help="time GET/CLEAR and vCPU waits over a dirty-fraction sweep",
+        description="The harness's dirty_log_perf_test: for each algorithm, vCPU count and "
+                    "dirty fraction of one slot, dirty that many pages through the "
+                    "algorithm's fault path, then harvest while vCPU threads run, and time "
+                    "GET (and CLEAR), pages harvested per second and how long vCPUs waited "
+                    "(faults for mmu_lock, exits for the userspace lock held across the "
+                    "ioctl). A Python model: compare shapes, not kernel numbers.")
+    p.add_argument("--algorithm", action="append", metavar="NAME|module:Class",
+                   help=f"repeatable; default: {', '.join(_DEFAULT_ALGORITHMS)}")
+    p.add_argument("--vcpus", action="append", metavar="N[,N...]",
+                   type=_list_of("a number of vCPUs", _int_in("a number of vCPUs", 1,
+                                                                  MAX_VCPUS)),
+                   help=f"vCPU writer threads; repeatable or a list (default {d.vcpus[0]})")
+    p.add_argument("--pages", type=_int_in("a number of pages", 1, MAX_PAGES),
+                   default=DEFAULT_PAGES,
+                   help=f"pages in the slot, up to {MAX_PAGES} (default %(default)s)")
+    p.add_argument("--fraction", action="append", metavar="F[,F...]",
+                   type=_list_of("a dirty fraction in (0, 1]", _fraction),
+                   help="dirty fractions in (0, 1]; repeatable or a list (default: a handful "
+                        "of pages, 0.001, 0.01, 0.1, 0.5, 1)")
+    p.add_argument("--rounds", type=_int_in("a number of rounds", 1, 10_000),
+                   default=d.rounds, help="rounds per point (default %(default)s)")
+    p.add_argument("--seconds", type=number("a number of seconds", 0, low_open=True),
+                   default=d.seconds, help="budget per point: no new round after it; one "
+                                           "round always runs (default %(default)s)")
+    p.add_argument("--think-us", type=number("a number of microseconds", 0, 1e6),
+                   default=d.think_us,
+                   help="each vCPU's pause between operations (default %(default)s)")
+    p.add_argument("--exit-rate", type=number("a probability", 0, 1), default=d.exit_rate,
+                   help="share of vCPU operations that exit to userspace and need the lock "
+                        "the harvester holds across the ioctl (default %(default)s)")
+    p.add_argument("--seed", type=number("an integer seed", *SEED_RANGE, True),
+                   default=d.seed)
+    p.add_argument("--json", metavar="PATH", help="write the report as JSON")
+    p.add_argument("--plot", metavar="DIR",
+                   help="write dirty_log_perf.png and .svg into DIR (needs the [plot] extra)")
+    p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+
+
+def run_perf(ns: argparse.Namespace, write_json: Any) -> int:
+    from ..search.perf import PerfConfig, describe_progress, format_table, plot, require_matplotlib
+    from ..search.perf import run_perf as sweep
+
+    if ns.plot:
+        require_matplotlib()
+        parent = os.path.dirname(os.path.abspath(ns.plot))
+        if not os.path.isdir(parent) or (os.path.exists(ns.plot)
+                                         and not os.path.isdir(ns.plot)):
+            raise UsageError(f"expected --plot to name a directory (its parent must exist), "
+                             f"got {ns.plot!r}")
+    config = PerfConfig(
+        algorithms=list(ns.algorithm or _DEFAULT_ALGORITHMS),
+        vcpus=[v for group in ns.vcpus for v in group] if ns.vcpus else PerfConfig().vcpus,
+        pages=ns.pages,
+        fractions=sorted({f for group in ns.fraction for f in group}) if ns.fraction else None,
+        rounds=ns.rounds, seconds=ns.seconds, think_us=ns.think_us, exit_rate=ns.exit_rate,
+        seed=ns.seed)
+
+    def progress(n: int, total: int, point: Any) -> None:
+        if not ns.quiet:
+            sys.stderr.write(describe_progress(n, total, point) + "\n")
+            sys.stderr.flush()
+
+    from ..search.perf import summary_lines
+
+    report = sweep(config, progress=progress)
+    print(format_table(report))
+    for line in summary_lines(report):
+        print(line)
+    if ns.json:
+        write_json(ns.json, report.to_json())
+    if ns.plot and report.points:
+        for path in plot(report, ns.plot):
+            print(f"plot: {path}")
+    if report.interrupted:
+        return 130
+    return 1 if report.error else 0

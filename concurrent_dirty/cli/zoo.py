@@ -1,0 +1,68 @@
+"""``concurrent-dirty mutants``: the detection-power table."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from ..dirtylog import BUILTIN_ALGORITHMS
+from ..harness.interrupt import interrupted
+from ..mutants import MUTANTS, resolve_mutant
+from ..search.zoo import ENGINES, Cell, ZooReport, format_table, run_zoo
+
+
+def add_parser(sub: Any, number: Any, choice: Any) -> None:
+    m = sub.add_parser("mutants", help="run the bug zoo: every mutant under every engine",
+                       description="Run each mutant (a known class of dirty-logging race), "
+                                   "each benign look-alike and each correct algorithm under "
+                                   "every engine, and print the detection-power table and "
+                                   "the mutation score. Exit 1 if a mutant escapes every "
+                                   "engine or anything correct is reported.")
+    m.add_argument("--mutant", action="append", metavar="NAME|module:Class",
+                   help=f"repeatable; default: all {len(MUTANTS)} registered")
+    m.add_argument("--engine", action="append", type=choice("an engine", ENGINES),
+                   help=f"repeatable, from {list(ENGINES)}; default: all")
+    m.add_argument("--seeds", type=number("a number of seeds", 1, 100, integer=True),
+                   default=3, help="seeds per cell (default %(default)s)")
+    m.add_argument("--budget", type=number("a number of seconds", 0, low_open=True),
+                   default=2.0, help="seconds per seed per cell (default %(default)s)")
+    m.add_argument("--no-correct", dest="correct", action="store_false",
+                   help="leave out the correct algorithms' baseline rows")
+    m.add_argument("--json", metavar="PATH", help="write the table as JSON")
+    m.add_argument("--quiet", action="store_true", help="no progress lines")
+
+
+def run_mutants(ns: argparse.Namespace, write_json: Any) -> int:
+    mutants = [resolve_mutant(spec) for spec in ns.mutant] if ns.mutant else None
+    engines = ns.engine or list(ENGINES)
+    done: list[Cell] = []
+
+    def progress(cell: Cell) -> None:
+        done.append(cell)
+        if not ns.quiet:
+            sys.stderr.write(f"[{cell.subject} / {cell.engine}] detected "
+                             f"{len(cell.detections)}/{len(cell.trials)}\n")
+            sys.stderr.flush()
+
+    try:
+        report = run_zoo(mutants, engines, seeds=ns.seeds, budget=ns.budget,
+                         correct=ns.correct, progress=progress)
+    except KeyboardInterrupt:
+        total = (len(mutants if mutants is not None else MUTANTS)
+                 + (len(BUILTIN_ALGORITHMS) if ns.correct else 0)) * len(engines)
+        partial = ZooReport(engines=list(engines), cells=done)
+        print("\n".join(format_table(partial).splitlines()[:-1]))  # all but its verdict
+        print(f"verdict: INTERRUPTED ({len(done)} of {total} cells done; the table above is "
+              f"partial)")
+        if ns.json:
+            write_json(ns.json, {"tool": "concurrent-dirty", "command": "mutants",
+                                 "budget": ns.budget, "seeds": ns.seeds, "interrupted": True,
+                                 **partial.to_json(), "verdict": "interrupted"})
+        return interrupted(f"the zoo stopped after {len(done)} of {total} cells; writers "
+                           f"stopped, shared memory unlinked")
+    print(format_table(report))
+    if ns.json:
+        write_json(ns.json, {"tool": "concurrent-dirty", "command": "mutants",
+                             "budget": ns.budget, "seeds": ns.seeds, **report.to_json()})
+    return 0 if report.ok else 1

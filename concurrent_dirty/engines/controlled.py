@@ -1,0 +1,88 @@
+"""The controlled engine: one execution's threads, one at a time, under a
+scheduler.
+
+The writers and the harvester are the harness's
+(:func:`~concurrent_dirty.harness.execution.run_writes`,
+:func:`~concurrent_dirty.harness.execution.run_harvester`) on real threads
+under a :class:`~concurrent_dirty._core.runtime.Runtime`; the harvester's
+oracles raise at the end of the round that proves a bit lost, so a failure
+has a step number that replay reproduces.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from .._core import switch as _switch
+from .._core.runtime import DEFAULT_WATCHDOG, Runtime, Scheduler
+from ..dirtylog import DirtyLogAlgorithm, algorithm_name, algorithm_ref, resolve_algorithm
+from ..harness.execution import ExecutionResult, Vm, run_harvester, run_writes
+from ..harness.program import Program, Write
+from ..harness.scenario import Scenario
+from ..harness.vcpu import Vcpu
+from ..model.atomic import AtomicWords
+
+__all__ = ["DEFAULT_MAX_STEPS", "run_controlled"]
+
+DEFAULT_MAX_STEPS = 20_000
+
+_VMS: dict[tuple[Any, ...], Vm] = {}
+_VMS_KEPT = 4
+
+
+def _vm(cls: type[DirtyLogAlgorithm], scenario: Scenario) -> Vm:
+    key = (cls, scenario.slots, scenario.pages, scenario.initially_set, scenario.lock_timeout,
+           scenario.tlb, scenario.seed, scenario.writers)
+    vm = _VMS.pop(key, None)
+    if vm is None:
+        vm = Vm(cls, scenario, shared=False, engine="controlled")
+        while len(_VMS) >= _VMS_KEPT:
+            _VMS.pop(next(iter(_VMS))).close()
+    _VMS[key] = vm  # most recently used last
+    return vm
+
+
+def run_controlled(algorithm: str | type[DirtyLogAlgorithm], scenario: Scenario,
+                   program: Program, scheduler: Scheduler, *,
+                   max_steps: int = DEFAULT_MAX_STEPS, trace: bool = False,
+                   watchdog: float = DEFAULT_WATCHDOG) -> ExecutionResult:
+    """Run ``program`` once under ``scheduler`` (whose ``new_execution`` the
+    caller has already called), on fresh state."""
+    cls = resolve_algorithm(algorithm) if isinstance(algorithm, str) else algorithm
+    if scenario.writers != len(program.writes):
+        from dataclasses import replace
+
+        scenario = replace(scenario, writers=len(program.writes))
+    program.check_fits(scenario.slots * scenario.pages)
+    vm = _vm(cls, scenario)
+    vcpus = vm.local_vcpus()
+    vm.begin(1, fresh_stats=True)
+
+    def words(region: str) -> AtomicWords | None:
+        return vm.arena.words(region) if region in vm.layout.regions else None
+
+    runtime = Runtime(scheduler, max_steps=max_steps, words=words, trace=trace,
+                      watchdog=watchdog)
+    writer_ids = [runtime.spawn(f"vcpu {w}", _writer(vcpus[w], writes))
+                  for w, writes in enumerate(program.writes)]
+    migration = vm.migration
+    runtime.spawn("harvester", lambda: run_harvester(
+        migration, rounds=program.rounds, writers_done=lambda: False,
+        wait_writers=lambda: runtime.wait_for(writer_ids)))
+    previous = _switch.install(runtime)
+    try:
+        outcome = runtime.run()
+    finally:
+        _switch.install(previous)
+    return ExecutionResult(algorithm=algorithm_name(cls), algorithm_ref=algorithm_ref(cls),
+                           scenario=scenario, program=program, outcome=outcome,
+                           names=[t.name for t in runtime.threads],
+                           diverged_at=getattr(scheduler, "diverged_at", None),
+                           image=tuple(migration.dest))
+
+
+def _writer(vcpu: Vcpu, writes: tuple[Write, ...]) -> Callable[[], None]:
+    def run() -> None:
+        run_writes(vcpu, writes)
+    return run

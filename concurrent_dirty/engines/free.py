@@ -1,0 +1,271 @@
+"""Run one stress cell (an algorithm on an engine) and measure it.
+
+The driver thread is the harvester. It starts the writers, then for each
+execution: puts the VM on fresh state, starts the writers, harvests rounds
+until they are done, harvests a final round and runs the end-of-run oracle.
+It stops at the first execution with a violation, when the budget is spent,
+or on any error; the writers are stopped and the shared memory unlinked on
+every path out, Ctrl-C included.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .._core import switch as _switch
+from ..dirtylog import algorithm_name, algorithm_ref, resolve_algorithm
+from ..errors import ConcurrentDirtyError, DeadlockError, InvariantViolation, UsageError
+from ..harness.execution import Vm, run_harvester
+from ..harness.interrupt import deferred_interrupts
+from ..harness.oracle import Violation
+from ..harness.scenario import Scenario
+from ..model.arena import Arena
+from ..model.sync import actor_name
+from .workers import (
+    CTL,
+    CTL_DONE,
+    CTL_END,
+    CTL_GEN,
+    CTL_READY,
+    CTL_WORDS,
+    STAT_EXECUTIONS,
+    STAT_FAULTS,
+    STAT_ON_BEHALF,
+    STAT_WORDS,
+    STAT_WRITES,
+    STATS,
+    ProcessWorkers,
+    ThreadWorkers,
+    WorkerSpec,
+)
+
+__all__ = ["CellResult", "Progress", "run_cell"]
+
+_MAX_VIOLATIONS = 50
+
+
+@dataclass
+class Progress:
+    """A live snapshot, passed to the progress callback a few times a second."""
+
+    algorithm: str
+    engine: str
+    elapsed: float
+    budget: float
+    executions: int
+    writes: int
+    rounds: int
+    violations: int
+
+
+@dataclass
+class CellResult:
+    algorithm: str
+    engine: str
+    scenario: dict[str, Any]
+    seconds: float = 0.0
+    executions: int = 0
+    writes: int = 0
+    faults: int = 0
+    on_behalf: int = 0
+    rounds: int = 0
+    bits: int = 0
+    copied: int = 0
+    spurious: int = 0
+    latency_ms: dict[str, float] = field(default_factory=dict)
+    violations: list[Violation] = field(default_factory=list)
+    error: str | None = None
+    rerun: str = ""
+    #: Ctrl-C (or SIGTERM) ended the cell early; its figures are partial.
+    interrupted: bool = False
+    #: For a one-execution cell: the destination's guest memory at the end
+    #: (page values by gfn), to compare engines on the same program.
+    image: tuple[int, ...] = ()
+
+    @property
+    def status(self) -> str:
+        if self.interrupted and not self.violations and not self.error:
+            return "interrupted"
+        if self.error:
+            return "ERROR"
+        return "FAIL" if self.violations else "ok"
+
+    @property
+    def executions_per_second(self) -> float:
+        return self.executions / self.seconds if self.seconds else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "algorithm": self.algorithm, "engine": self.engine, "status": self.status,
+            "seconds": round(self.seconds, 3), "executions": self.executions,
+            "executions_per_second": round(self.executions_per_second, 1),
+            "writes": self.writes, "faults": self.faults, "on_behalf": self.on_behalf,
+            "rounds": self.rounds, "bits_harvested": self.bits, "pages_copied": self.copied,
+            "spurious_reports": self.spurious, "harvest_latency_ms": self.latency_ms,
+            "violations": len(self.violations),
+            "violation_reports": [v.to_json() for v in self.violations],
+            "error": self.error, "interrupted": self.interrupted, "rerun": self.rerun,
+            "scenario": self.scenario,
+        }
+
+
+
+
+def run_cell(scenario: Scenario, *, progress: Callable[[Progress], None] | None = None,
+             rerun: str = "") -> CellResult:
+    """Run ``scenario`` within its budget. Violations and errors of the code
+    under test land in the result; bad arguments raise :class:`UsageError`."""
+    cls = resolve_algorithm(scenario.algorithm)
+    name = algorithm_name(cls)
+    result = CellResult(algorithm=name, engine=scenario.engine, scenario=scenario.to_dict(),
+                        rerun=rerun)
+    processes = scenario.engine == "processes"
+    vm: Vm | None = None
+    workers: ThreadWorkers | ProcessWorkers | None = None
+    previous_hook = _switch.current()
+    previous_interval = sys.getswitchinterval()
+    start = time.monotonic()
+    try:
+        vm = Vm(cls, scenario, shared=processes, engine=scenario.engine, rerun=rerun,
+                harness_regions={CTL: CTL_WORDS, STATS: STAT_WORDS * scenario.writers})
+        if scenario.noise:
+            _switch.install(_switch.NoiseHook(scenario.noise, scenario.seed * 1000 + 999))
+        if scenario.switch_interval is not None and not processes:
+            sys.setswitchinterval(scenario.switch_interval)
+        spec = WorkerSpec(vm.layout, vm.memslots, scenario, algorithm_ref(cls))
+        workers = ProcessWorkers(vm.arena, spec) if processes \
+            else ThreadWorkers(vm.arena, spec, cls)
+        with deferred_interrupts():  # never leave a child started but not set up
+            workers.start()
+        # A writer that dies holding mmu_lock or inside a read-side section
+        # must end the run now, not after the lock timeout.
+        vm.kvm.watch(workers.check)
+        _wait_ready(vm.arena, scenario, workers)
+        _drive(scenario, vm, workers, result, progress)
+    except ConcurrentDirtyError as exc:
+        if isinstance(exc, UsageError) and vm is None:
+            raise
+        if not isinstance(exc, InvariantViolation):
+            result.error = f"{type(exc).__name__}: {exc}"
+    except KeyboardInterrupt:
+        result.interrupted = True
+    finally:
+        _switch.install(previous_hook)
+        sys.setswitchinterval(previous_interval)
+        if workers is not None:
+            stuck = workers.stop()
+            if stuck and result.error is None:
+                result.error = f"writers did not stop: {', '.join(stuck)}"
+        if not result.seconds:
+            result.seconds = time.monotonic() - start
+        if vm is not None:
+            _collect(vm, scenario, result)
+            vm.close()
+    return result
+
+
+def _wait_ready(arena: Arena, scenario: Scenario, workers: ThreadWorkers | ProcessWorkers) -> None:
+    ctl = arena.words(CTL)
+    deadline = time.monotonic() + 120
+    while ctl.load(CTL_READY) < scenario.writers:
+        workers.check()
+        if time.monotonic() > deadline:
+            raise DeadlockError("writers did not start within 120s")
+        time.sleep(0.002)
+
+
+def _drive(scenario: Scenario, vm: Vm, workers: ThreadWorkers | ProcessWorkers,
+           result: CellResult, progress: Callable[[Progress], None] | None) -> None:
+    """The executions of a cell: fresh state, start the writers, the
+    harness's harvester until they are done; until the budget is spent or
+    a bit is lost."""
+    ctl = vm.arena.words(CTL)
+    stats = vm.arena.words(STATS)
+    migration = vm.migration
+    start = time.monotonic()
+    result.seconds = 0.0
+    deadline = start + scenario.seconds
+    short = scenario.mode == "short"
+    stall_after = 2 * scenario.lock_timeout + 5
+    tick = {"next": start, "seen": -1, "change": start}
+
+    def after_round() -> None:
+        now = time.monotonic()
+        if not short and now >= deadline:
+            ctl.store(CTL_END, 1)
+        if now >= tick["next"]:
+            tick["next"] = now + 0.05
+            workers.check()
+            seen = _sum_stat(stats, scenario.writers, STAT_WRITES) + ctl.load(CTL_DONE)
+            if seen != tick["seen"]:
+                tick["seen"], tick["change"] = seen, now
+            elif now - tick["change"] > stall_after:
+                holder = vm.kvm.mmu_lock.holder()
+                raise DeadlockError(
+                    f"no writer made progress for {stall_after:g}s in execution "
+                    f"{vm.execution}; mmu_lock held by "
+                    f"{'nobody' if holder is None else actor_name(holder)}")
+            if progress is not None:
+                progress(_progress(vm, stats, scenario, start))
+        if scenario.interval:
+            time.sleep(scenario.interval)
+
+    execution = 0
+    try:
+        while time.monotonic() < deadline and (
+                scenario.max_executions is None or execution < scenario.max_executions):
+            execution += 1
+            result.executions = execution
+            vm.begin(execution)
+            ctl.store(CTL_DONE, 0)
+            ctl.store(CTL_END, 0)
+            ctl.store(CTL_GEN, execution)
+            tick["change"] = time.monotonic()
+            run_harvester(migration, rounds=None,
+                          writers_done=lambda: ctl.load(CTL_DONE) >= scenario.writers,
+                          wait_writers=workers.check, after_round=after_round)
+    finally:
+        del migration.violations[_MAX_VIOLATIONS:]
+        result.seconds = time.monotonic() - start
+        if progress is not None:
+            progress(_progress(vm, stats, scenario, start))
+
+
+def _sum_stat(stats: Any, writers: int, which: int) -> int:
+    return sum(stats.load(w * STAT_WORDS + which) for w in range(writers))
+
+
+def _progress(vm: Vm, stats: Any, scenario: Scenario, start: float) -> Progress:
+    migration = vm.migration
+    return Progress(algorithm=migration.label["algorithm"],  # type: ignore[arg-type]
+                    engine=scenario.engine, elapsed=time.monotonic() - start,
+                    budget=scenario.seconds, executions=vm.execution,
+                    writes=_sum_stat(stats, scenario.writers, STAT_WRITES),
+                    rounds=migration.rounds, violations=len(migration.violations))
+
+
+def _collect(vm: Vm, scenario: Scenario, result: CellResult) -> None:
+    migration = vm.migration
+    try:
+        stats = vm.arena.words(STATS)
+        result.writes = _sum_stat(stats, scenario.writers, STAT_WRITES)
+        result.faults = _sum_stat(stats, scenario.writers, STAT_FAULTS)
+        result.on_behalf = _sum_stat(stats, scenario.writers, STAT_ON_BEHALF)
+        if not result.executions:
+            result.executions = max(
+                (stats.load(w * STAT_WORDS + STAT_EXECUTIONS) for w in range(scenario.writers)),
+                default=0)
+    except ConcurrentDirtyError:
+        pass
+    result.rounds = migration.rounds
+    result.bits = migration.bits
+    result.copied = migration.copied
+    result.spurious = migration.spurious
+    result.latency_ms = migration.latencies.percentiles_ms()
+    result.violations = migration.violations
+    if result.executions == 1:
+        result.image = tuple(migration.dest)

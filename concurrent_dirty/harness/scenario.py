@@ -1,0 +1,115 @@
+"""The frozen description of one stress cell: which algorithm, which engine,
+what the writers do and for how long.
+
+Two shapes of run. ``short`` (the default) repeats a small execution on
+fresh state, as jcstress does with its strides: each writer makes ``writes``
+writes and the harvester races them, then a final round and the end-of-run
+oracle; repeat until the budget is spent. Measured here, a tiny repeated
+execution meets a lost-bit window many times a second, while one long run
+over hundreds of pages can go seconds without one. ``long`` runs a single
+execution for the whole budget, the shape of a real migration.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from ..errors import UsageError
+
+__all__ = ["ENGINES", "MODES", "WORKLOADS", "Scenario"]
+
+ENGINES = ("threads", "processes")
+WORKLOADS = ("uniform", "hot", "sequential")
+MODES = ("short", "long")
+
+
+def _closest(value: str, choices: tuple[str, ...]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(value, choices, n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+@dataclass(frozen=True)
+class Scenario:
+    algorithm: str = "xchg"
+    engine: str = "threads"
+    #: vCPU writer threads or processes.
+    writers: int = 2
+    slots: int = 2
+    #: Pages per slot (need not be a multiple of 64).
+    pages: int = 64
+    workload: str = "uniform"
+    #: Share of writes KVM makes on the guest's behalf (no mmu_lock, no fault).
+    on_behalf: float = 0.1
+    mode: str = "short"
+    #: Writes per writer per execution (short mode).
+    writes: int = 16
+    #: Budget for the whole cell, in seconds of running (set-up excluded).
+    seconds: float = 2.0
+    #: Stop after this many executions even if time is left (None: no limit).
+    max_executions: int | None = None
+    seed: int = 0
+    #: ConTest-style noise: chance of a yield or short sleep at a switch point.
+    noise: float = 0.0
+    #: sys.setswitchinterval for the threads engine (None: leave it).
+    switch_interval: float | None = None
+    #: Pause between harvest rounds, in seconds.
+    interval: float = 0.0
+    #: Start logging with every bit set (KVM_DIRTY_LOG_INITIALLY_SET).
+    initially_set: bool = False
+    #: Longest wait for a lock or a grace period before a DeadlockError.
+    lock_timeout: float = 10.0
+    #: The per-vCPU TLB model (stale translations until a remote flush).
+    tlb: bool = True
+
+    def __post_init__(self) -> None:
+        if self.engine not in ENGINES:
+            raise UsageError(f"expected an engine in {list(ENGINES)}, got "
+                             f"{self.engine!r}{_closest(str(self.engine), ENGINES)}")
+        if self.workload not in WORKLOADS:
+            raise UsageError(f"expected a workload in {list(WORKLOADS)}, got "
+                             f"{self.workload!r}{_closest(str(self.workload), WORKLOADS)}")
+        if self.mode not in MODES:
+            raise UsageError(f"expected a mode in {list(MODES)}, got {self.mode!r}")
+        for name, low, high in (("writers", 1, 512), ("slots", 1, 4096),
+                                ("pages", 1, 1 << 24), ("writes", 1, 1 << 40)):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+                raise UsageError(f"expected an int from {low} to {high} for {name}, "
+                                 f"got {value!r}")
+        if self.slots * self.pages > 1 << 24:
+            raise UsageError(f"expected at most {1 << 24} guest pages in all, got "
+                             f"{self.slots} slots x {self.pages} pages")
+        self._positive("seconds", self.seconds)
+        self._positive("lock_timeout", self.lock_timeout)
+        for name in ("on_behalf", "noise"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+                raise UsageError(f"expected a probability from 0 to 1 for {name}, got {value!r}")
+        if not isinstance(self.interval, (int, float)) or not 0 <= self.interval < math.inf:
+            raise UsageError(f"expected a non-negative number of seconds for interval, "
+                             f"got {self.interval!r}")
+        if self.switch_interval is not None:
+            self._positive("switch_interval", self.switch_interval)
+        if self.max_executions is not None and (
+                not isinstance(self.max_executions, int) or self.max_executions < 1):
+            raise UsageError(f"expected a positive int for max_executions, "
+                             f"got {self.max_executions!r}")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
+            raise UsageError(f"expected an int seed, got {self.seed!r}")
+
+    @staticmethod
+    def _positive(name: str, value: object) -> None:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                or not 0 < value < math.inf:
+            raise UsageError(f"expected a positive number of seconds for {name}, got {value!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]

@@ -1,0 +1,184 @@
+"""The shared state of one VM: guest pages with their write protection, the
+memslots' double-size dirty bitmaps, ``mmu_lock`` and SRCU.
+
+This is what an algorithm receives. Every field lives in one
+:class:`~concurrent_dirty.model.arena.Arena`, so the same object works over a
+``bytearray`` (threads) and over a ``SharedMemory`` segment attached by
+several processes. An algorithm object is built once per process over its
+own ``Kvm``; anything that writers and the harvester share must therefore
+live in words (declare them with ``DirtyLogAlgorithm.shared_words``), never
+in Python attributes.
+
+A page is one 64-bit word: bit 0 is the SPTE's writable bit, bits 1-15 the
+writer (vCPU id + 1, 0 for a page never written) and bits 16-63 a version
+that every write increments. Keeping the writable bit and the value in one
+word makes "check writable, then store" a single compare-exchange, as it is
+in the MMU: a write can never land on a page that was write-protected after
+the check.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from .._core import switch as _switch
+from .._core.switch import Op
+from .arena import Arena, Layout
+from .atomic import AtomicWords
+from .memslot import Memslot, MemslotFlags, MemslotTable
+from .sync import Lock, Srcu
+
+__all__ = ["WRITABLE", "Kvm", "make_page", "page_value", "page_version", "page_writer"]
+
+WRITABLE = 1
+_WRITER_BITS = 15
+_WRITER_MASK = (1 << _WRITER_BITS) - 1
+MAX_VCPUS = _WRITER_MASK - 1
+
+
+def make_page(version: int, writer: int, writable: bool) -> int:
+    return (version << 16) | ((writer + 1) << 1) | (WRITABLE if writable else 0)
+
+
+def page_value(word: int) -> int:
+    """What the guest sees: the word without its writable bit."""
+    return word >> 1
+
+
+def page_version(value: int) -> int:
+    """The version of a page value (as returned by :func:`page_value`)."""
+    return value >> _WRITER_BITS
+
+
+def page_writer(value: int) -> int:
+    """The vCPU that wrote a page value, or -1 for a never-written page."""
+    return (value & _WRITER_MASK) - 1
+
+
+class Kvm:
+    """One VM's shared state, as seen by one process."""
+
+    def __init__(self, arena: Arena, memslots: MemslotTable, nvcpus: int,
+                 lock_timeout: float, *, tlb: bool = True) -> None:
+        self.arena = arena
+        self.memslots = memslots
+        self.nvcpus = nvcpus
+        self.pages = arena.words("pages")
+        self.lock_timeout = lock_timeout
+        self.mmu_lock = Lock(arena.words("mmu_lock"), lock_timeout, name="mmu_lock")
+        self._locks: dict[tuple[str, int], Lock] = {}
+        self._watch: Callable[[], None] | None = None
+        self.srcu = Srcu(arena.words("srcu_gp"), arena.words("srcu_readers"), lock_timeout)
+        #: The per-vCPU TLB model: vCPUs cache writable translations while in
+        #: guest mode; a remote flush waits until every vCPU has left guest
+        #: mode once (so none can still use a stale entry) and each drops
+        #: its entries when it next enters. None: no TLB, writes always
+        #: check the SPTE.
+        self.tlb: Srcu | None = Srcu(arena.words("tlb_gen"), arena.words("tlb_state"),
+                                     lock_timeout, kind="tlb") if tlb else None
+        self._bitmaps = {s.id: arena.words(f"dirty_bitmap:{s.id}") for s in memslots}
+
+    @staticmethod
+    def layout(memslots: MemslotTable, nvcpus: int, algorithm_words: dict[str, int],
+               algorithm_locks: dict[str, int] | None = None) -> Layout:
+        layout = Layout()
+        layout.add("pages", memslots.total_gfns)
+        layout.add("mmu_lock", 1, quiet=True)  # the Lock facade announces itself
+        layout.add("srcu_gp", 1)
+        layout.add("srcu_readers", nvcpus)
+        layout.add("tlb_gen", 1)
+        layout.add("tlb_state", nvcpus)
+        for slot in memslots:
+            layout.add(f"dirty_bitmap:{slot.id}", 2 * slot.nwords)
+        for name, nwords in algorithm_words.items():
+            layout.add(f"algo:{name}", nwords)
+        for name, count in (algorithm_locks or {}).items():
+            layout.add(f"lock:{name}", count, quiet=True)
+        return layout
+
+    # -- what algorithms use ------------------------------------------------
+    def dirty_bitmap(self, slot_id: int) -> AtomicWords:
+        """The slot's double-size bitmap: words ``[0, n)`` are the live
+        bitmap, ``[n, 2n)`` the second half (n = ``slot.nwords``)."""
+        bitmap = self._bitmaps.get(slot_id)
+        if bitmap is None:
+            self.memslots.id_to_memslot(slot_id)  # raises the clear error
+            raise AssertionError("unreachable")
+        return bitmap
+
+    def words(self, name: str) -> AtomicWords:
+        """The algorithm's own shared words, declared by ``shared_words``."""
+        return self.arena.words(f"algo:{name}")
+
+    def watch(self, on_wait: Callable[[], None] | None) -> None:
+        """Call ``on_wait`` now and then from every wait (locks, grace
+        periods, flushes): a driver checks there that the thread or process
+        it waits for is still alive."""
+        self._watch = on_wait
+        for primitive in (self.mmu_lock, self.srcu, self.tlb, *self._locks.values()):
+            if primitive is not None:
+                primitive.on_wait = on_wait
+
+    def lock(self, name: str, index: int = 0) -> Lock:
+        """Lock ``index`` of the algorithm's own locks called ``name``
+        (declared by ``shared_locks``); it blocks and reports deadlocks like
+        ``mmu_lock``."""
+        key = (name, index)
+        lock = self._locks.get(key)
+        if lock is None:
+            words = self.arena.words(f"lock:{name}")
+            if not 0 <= index < words.nwords:
+                raise IndexError(f"expected a lock index from 0 to {words.nwords - 1} for "
+                                 f"{name!r}, got {index!r}")
+            label = name if words.nwords == 1 else f"{name}[{index}]"
+            lock = self._locks[key] = Lock(words, self.lock_timeout, index=index, name=label,
+                                           on_wait=self._watch)
+        return lock
+
+    def id_to_memslot(self, slot_id: int) -> Memslot:
+        return self.memslots.id_to_memslot(slot_id)
+
+    def gfn_to_memslot(self, gfn: int) -> Memslot | None:
+        return self.memslots.gfn_to_memslot(gfn)
+
+    def write_protect(self, gfn: int) -> bool:
+        """Clear the page's writable bit; return whether it was writable.
+        Callers hold ``mmu_lock``, as KVM's ``rmap_write_protect`` does."""
+        return bool(self.pages.fetch_and(gfn, ~WRITABLE) & WRITABLE)
+
+    def make_writable(self, gfn: int) -> None:
+        self.pages.fetch_or(gfn, WRITABLE)
+
+    def flush_remote_tlbs(self) -> None:
+        """``kvm_flush_remote_tlbs``: returns once no vCPU can write through
+        a translation cached before the call (a real wait on the vCPUs,
+        across threads and processes). Call it after write-protecting and
+        before anyone reads the pages."""
+        _switch.switch_point(Op.SYNCHRONIZE, "tlb", 0)
+        if self.tlb is not None:
+            self.tlb.synchronize()
+
+    def read_page(self, gfn: int) -> int:
+        """The page's current value, as userspace reads it to migrate."""
+        return self.pages.load(gfn) >> 1
+
+    # -- set-up between executions ------------------------------------------
+    def reset(self) -> None:
+        """Fresh state: call only while no writer runs."""
+        for region in self.arena.layout.regions:
+            self.arena.zero(region)
+
+    def enable_dirty_logging(self, slot: Memslot) -> None:
+        """What ``KVM_SET_USER_MEMORY_REGION`` with ``LOG_DIRTY_PAGES`` leaves
+        behind: every page write-protected and no bit set, or, with
+        ``INITIALLY_SET``, every bit set and every page writable."""
+        bitmap = self.dirty_bitmap(slot.id)
+        if slot.flags & MemslotFlags.INITIALLY_SET:
+            for i in range(slot.nwords):
+                bits = min(64, slot.npages - 64 * i)
+                bitmap.store(i, (1 << bits) - 1)
+            for gfn in range(slot.base_gfn, slot.end_gfn):
+                self.make_writable(gfn)
+        else:
+            for gfn in range(slot.base_gfn, slot.end_gfn):
+                self.write_protect(gfn)

@@ -1,0 +1,131 @@
+"""Schedulers for the controlled engine, one per module, behind the
+:class:`~concurrent_dirty._core.runtime.Scheduler` protocol; the wrappers
+that count (:class:`Metrics`) and stop (:class:`Budget`) any of them; and
+the one registry that maps names to factories, used by the CLI, the zoo,
+the pytest plugin and the benchmarks.
+
+Layer 2 (beside ``model``): a scheduler sees thread ids and nothing else.
+May import: errors, ``_core``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from .._core.runtime import Scheduler
+from ..errors import UsageError
+from .dfs import DfsScheduler
+from .hypothesis import ChoiceScheduler
+from .pct import PctScheduler
+from .random import RandomScheduler
+from .replay import ReplayScheduler
+
+__all__ = ["SCHEDULERS", "Budget", "ChoiceScheduler", "DfsScheduler", "Metrics", "PctScheduler",
+           "RandomScheduler", "ReplayScheduler", "Scheduler", "SchedulerOptions",
+           "make_scheduler", "report_of"]
+
+
+class Metrics:
+    """Wraps a scheduler and counts executions, decisions, preemptions and
+    context switches (a wrapper, not a flag in each scheduler)."""
+
+    def __init__(self, inner: Scheduler) -> None:
+        self.inner = inner
+        self.executions = 0
+        self.decisions = 0
+        self.preemptions = 0
+        self.switches = 0
+        self._last: int | None = None
+
+    def new_execution(self) -> bool:
+        if not self.inner.new_execution():
+            return False
+        self.executions += 1
+        self._last = None
+        return True
+
+    def next_thread(self, runnable: Sequence[int], current: int | None) -> int:
+        choice = self.inner.next_thread(runnable, current)
+        self.decisions += 1
+        if current is not None and choice != current:
+            self.preemptions += 1
+        if self._last is not None and choice != self._last:
+            self.switches += 1
+        self._last = choice
+        return choice
+
+
+class Budget:
+    """Wraps a scheduler and says "done" once ``executions`` executions
+    have started or ``seconds`` have passed since the first (shuttle's
+    stoppable wrapper): a bound on every campaign, in one place."""
+
+    def __init__(self, inner: Scheduler, *, executions: int | None = None,
+                 seconds: float | None = None) -> None:
+        self.inner = inner
+        self.executions = executions
+        self.seconds = seconds
+        self.started = 0
+        self._deadline: float | None = None
+        #: Why the budget ended the campaign ("executions", "seconds"), if it did.
+        self.stopped_by: str | None = None
+
+    def new_execution(self) -> bool:
+        now = time.monotonic()
+        if self._deadline is None and self.seconds is not None:
+            self._deadline = now + self.seconds
+        if self.executions is not None and self.started >= self.executions:
+            self.stopped_by = "executions"
+            return False
+        if self._deadline is not None and now >= self._deadline:
+            self.stopped_by = "seconds"
+            return False
+        if not self.inner.new_execution():
+            return False
+        self.started += 1
+        return True
+
+    def next_thread(self, runnable: Sequence[int], current: int | None) -> int:
+        return self.inner.next_thread(runnable, current)
+
+
+@dataclass(frozen=True)
+class SchedulerOptions:
+    """What a factory may use: the seed, PCT's depth, DFS's bound."""
+
+    seed: int = 0
+    depth: int = 2
+    preemptions: int | None = 2
+
+
+SchedulerFactory = Callable[[SchedulerOptions], Scheduler]
+
+#: Name -> factory. The controlled search strategies a user can name.
+SCHEDULERS: dict[str, SchedulerFactory] = {
+    "random": lambda o: RandomScheduler(o.seed),
+    "pct": lambda o: PctScheduler(o.seed, depth=o.depth),
+    "dfs": lambda o: DfsScheduler(o.preemptions),
+}
+
+
+def make_scheduler(name: str, options: SchedulerOptions | None = None) -> Scheduler:
+    """A fresh scheduler by its registered name."""
+    factory = SCHEDULERS.get(name)
+    if factory is None:
+        import difflib
+
+        close = difflib.get_close_matches(name, list(SCHEDULERS), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise UsageError(f"expected a scheduler in {sorted(SCHEDULERS)}, got {name!r}{hint}")
+    return factory(options or SchedulerOptions())
+
+
+def report_of(scheduler: Scheduler) -> str:
+    """What a scheduler (under any wrappers) says it guaranteed."""
+    inner: object = scheduler
+    while isinstance(inner, (Metrics, Budget)):
+        inner = inner.inner
+    report = getattr(inner, "report", None)
+    return report() if callable(report) else ""

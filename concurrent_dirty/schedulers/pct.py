@@ -1,0 +1,121 @@
+"""``pct``: Probabilistic Concurrency Testing.
+
+Burckhardt, Kothari, Musuvathi, Nagarakatte, "A Randomized Scheduler with
+Probabilistic Guarantees of Finding Bugs", ASPLOS 2010. Each thread gets a
+random distinct priority above ``depth``; ``depth - 1`` change points are
+drawn uniformly from the execution's steps ``1..k``; the highest-priority
+runnable thread always runs, and at the i-th change point the running
+thread's priority drops to ``depth - i``. For ``n`` threads and ``k`` steps,
+one execution finds a given bug of depth ``d`` with probability at least
+``1 / (n * k**(d-1))``.
+
+Deviations: threads get their priority when they first become runnable
+(all are, at the start, here); ``k`` is not known in advance, so it is the
+largest step count seen so far (the first execution uses ``k_hint``), as
+shuttle's PCT does. The bound is per program; an execution longer than the
+``k`` its change points came from is not covered, so :meth:`miss_bound`
+counts only the executions it covers and reports the largest ``k`` they
+used.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Sequence
+
+from ..errors import UsageError
+
+__all__ = ["PctScheduler"]
+
+
+class PctScheduler:
+    def __init__(self, seed: int = 0, *, depth: int = 2, k_hint: int = 200) -> None:
+        if not isinstance(depth, int) or depth < 1:
+            raise UsageError(f"expected a bug depth >= 1 for pct, got {depth!r}")
+        self.seed = seed
+        self.depth = depth
+        self.k = k_hint
+        self.execution = 0
+        self.max_threads = 0
+        self._k_seen = 0
+        self._k_used = k_hint
+        self._closed = True
+        #: Executions the bound covers, and the largest k among them.
+        self.valid = 0
+        self.k_bound = 0
+        self._log_miss = 0.0  # sum of log(1 - p_e) over covered executions
+        self._rng = random.Random()
+        self._priority: dict[int, float] = {}
+        self._changes: dict[int, int] = {}
+        self._step = 0
+        self._running: int | None = None
+
+    def new_execution(self) -> bool:
+        if self.execution:
+            self._close()
+            # k: the longest execution seen; the hint only serves the first.
+            self.k = self._k_seen
+        self.execution += 1
+        self._k_used = self.k
+        self._closed = False
+        self._rng = rng = random.Random(f"pct:{self.seed}:{self.execution}")
+        self._priority = {}
+        points = rng.sample(range(1, self.k + 1), min(self.depth - 1, self.k))
+        self._changes = {step: self.depth - 1 - i for i, step in enumerate(sorted(points))}
+        self._step = 0
+        self._running = None
+        return True
+
+    def _close(self) -> None:
+        """Account for the execution that just ended: the bound holds only
+        for executions no longer than the k their change points used."""
+        if self._closed or not self.execution:
+            return
+        self._closed = True
+        self._k_seen = max(self._k_seen, self._step)
+        if self._step <= self._k_used:
+            self.valid += 1
+            self.k_bound = max(self.k_bound, self._k_used)
+            n = max(1, len(self._priority))
+            self._log_miss += math.log1p(-1.0 / (n * max(1, self._k_used) ** (self.depth - 1)))
+
+    def _prio(self, tid: int) -> float:
+        p = self._priority.get(tid)
+        if p is None:
+            # Distinct random priorities above every change-point priority.
+            p = self.depth + self._rng.random()
+            self._priority[tid] = p
+            self.max_threads = max(self.max_threads, len(self._priority))
+        return p
+
+    def next_thread(self, runnable: Sequence[int], current: int | None) -> int:
+        self._step += 1
+        low = self._changes.get(self._step)
+        if low is not None and self._running is not None and self._running in runnable:
+            self._priority[self._running] = low  # (a thread that finished needs no lowering)
+        choice = max(runnable, key=self._prio)
+        self._running = choice
+        return choice
+
+
+    def miss_bound(self) -> tuple[int, int, int, float, float]:
+        """(n, k, valid, p, q) for one fixed program: each covered execution
+        e (no longer than the k_e its change points were drawn from) finds a
+        given depth-d bug with probability at least 1/(n*k_e^(d-1)) >= p,
+        with k the largest k_e; after ``valid`` clean ones, the chance it was
+        missed is at most q = the product of (1 - 1/(n*k_e^(d-1)))."""
+        self._close()
+        n = max(1, self.max_threads)
+        k = max(1, self.k_bound)
+        p = 1.0 / (n * k ** (self.depth - 1))
+        return n, k, self.valid, p, math.exp(self._log_miss)
+
+    def report(self) -> str:
+        """PCT's guarantee for one fixed program (the bound is per program)."""
+        n, k, valid, p, q = self.miss_bound()
+        d = self.depth
+        return (f"pct guarantee for this program: with n={n} threads and at most k={k} steps, "
+                f"each execution finds a given depth-{d} bug with probability >= "
+                f"1/(n*k^{d - 1}) = {p:.3g}; after {valid} clean executions within their "
+                f"k (of {self.execution}) the chance such a bug was missed is <= {q:.3g}")

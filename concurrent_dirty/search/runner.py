@@ -1,0 +1,275 @@
+"""Fuzzing interleavings: many controlled executions under a scheduler, the
+Hypothesis strategy that draws them, and replay.
+
+``explore`` runs executions until the scheduler is done, the budget is
+spent, or one fails; a failure is re-run under its recorded schedule with
+the trace on, so the report shows the interleaving step by step, and comes
+with a replay token. Before each execution the pending token can be written
+to a file, so that a crash or a hang still leaves something to replay.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .._core.runtime import Scheduler
+from ..dirtylog import DirtyLogAlgorithm, algorithm_name, algorithm_ref, resolve_algorithm
+from ..engines.controlled import DEFAULT_MAX_STEPS, run_controlled
+from ..harness.execution import ExecutionResult
+from ..harness.output import write_text
+from ..harness.program import Program, make_program
+from ..harness.scenario import Scenario
+from ..harness.token import decode, encode
+from ..schedulers import (
+    Budget,
+    DfsScheduler,
+    Metrics,
+    PctScheduler,
+    ReplayScheduler,
+    SchedulerOptions,
+    make_scheduler,
+    report_of,
+)
+
+__all__ = ["FuzzReport", "Runner", "check_dfs", "check_pct", "check_random", "explore",
+           "pending_token", "regression_test", "replay"]
+
+
+@dataclass
+class FuzzReport:
+    algorithm: str
+    scheduler: str
+    executions: int = 0
+    steps: int = 0
+    preemptions: int = 0
+    switches: int = 0
+    seconds: float = 0.0
+    exhausted: bool | None = None
+    failure: ExecutionResult | None = None
+    guarantee: str = ""
+    #: What ended a clean campaign: "executions", "seconds", or None (the
+    #: scheduler had nothing left to try).
+    stopped_by: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def steps_per_second(self) -> float:
+        return self.steps / self.seconds if self.seconds else 0.0
+
+    @property
+    def executions_per_second(self) -> float:
+        return self.executions / self.seconds if self.seconds else 0.0
+
+    def summary(self) -> str:
+        tried = (f"{self.executions} executions, {self.steps} switch points, "
+                 f"{self.preemptions} preemptions in {self.seconds:.2f}s "
+                 f"({self.executions_per_second:.0f} executions/s, "
+                 f"{self.steps_per_second:.0f} switch points/s)")
+        if self.failure is not None:
+            out = self.failure.outcome
+            text = (f"verdict: FAIL ({out.kind} at step {out.step} of execution "
+                    f"{self.executions}; {tried})")
+            if "nondeterministic" in self.extra:
+                text += f"\nwarning: {self.extra['nondeterministic']}"
+            return text
+        text = f"verdict: PASS (no failure; {tried})"
+        if self.exhausted is not None:
+            text += "; the space was exhausted" if self.exhausted \
+                else "; the space was NOT exhausted (budget ran out)"
+        if self.guarantee:
+            text += f"\n{self.guarantee}"
+        return text
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "algorithm": self.algorithm, "scheduler": self.scheduler,
+            "status": "FAIL" if self.failure else "ok", "executions": self.executions,
+            "steps": self.steps, "preemptions": self.preemptions, "switches": self.switches,
+            "seconds": round(self.seconds, 3), "exhausted": self.exhausted,
+            "guarantee": self.guarantee, "violations": 1 if self.failure else 0,
+        }
+        if self.failure is not None:
+            data.update(failure_kind=self.failure.outcome.kind,
+                        failure_step=self.failure.outcome.step,
+                        message=self.failure.outcome.message, token=self.failure.token,
+                        counterexample=self.failure.counterexample())
+        data.update(self.extra)
+        return data
+
+
+def _write_pending(path: str, text: str) -> None:
+    write_text(path, text + "\n")  # atomic for a file, plain for a device or FIFO
+
+
+class Runner:
+    """Drives one scheduler through executions of one algorithm (shuttle's
+    ``Runner``): it owns ``new_execution()``, the budget and the metrics as
+    wrappers, the pending-token file, and turns the first failure into a
+    traced, replayable result."""
+
+    def __init__(self, scheduler: Scheduler, *, executions: int | None = 1000,
+                 seconds: float | None = 10.0, max_steps: int = DEFAULT_MAX_STEPS,
+                 token_file: str | None = None, name: str = "") -> None:
+        self.inner = scheduler
+        self.budget = Budget(scheduler, executions=executions, seconds=seconds)
+        self.metrics = Metrics(self.budget)
+        self.max_steps = max_steps
+        self.token_file = token_file
+        self.name = name or type(scheduler).__name__
+
+    def run(self, algorithm: str | type[DirtyLogAlgorithm], scenario: Scenario,
+            programs: Callable[[int], Program],
+            progress: Callable[[FuzzReport], None] | None = None) -> FuzzReport:
+        """Run executions until the scheduler is done, the budget is spent
+        or one fails. ``programs(n)`` gives execution n's program."""
+        cls = resolve_algorithm(algorithm) if isinstance(algorithm, str) else algorithm
+        metrics = self.metrics
+        report = FuzzReport(algorithm=algorithm_name(cls), scheduler=self.name)
+        start = time.monotonic()
+        last_tick = start
+        while metrics.new_execution():
+            current = programs(metrics.executions)
+            if self.token_file:
+                # What is running now, as a token that replay accepts: a crash
+                # or a hang that kills this process still leaves it behind.
+                _write_pending(self.token_file, pending_token(cls, scenario, current))
+            result = run_controlled(cls, scenario, current, metrics, max_steps=self.max_steps)
+            report.steps += result.outcome.steps
+            if result.failed:
+                report.failure = self._traced(cls, scenario, current, result, report)
+                if self.token_file:
+                    _write_pending(self.token_file, report.failure.token)
+                break
+            now = time.monotonic()
+            if progress is not None and now - last_tick > 0.2:
+                last_tick = now
+                _fill(report, metrics, start)
+                progress(report)
+        _fill(report, metrics, start)
+        report.stopped_by = self.budget.stopped_by
+        return report
+
+    def _traced(self, cls: type[DirtyLogAlgorithm], scenario: Scenario, program: Program,
+                result: ExecutionResult, report: FuzzReport) -> ExecutionResult:
+        """The same schedule again with the trace on: same steps, same failure."""
+        traced = run_controlled(cls, scenario, program,
+                                _fresh(ReplayScheduler(result.outcome.schedule)),
+                                max_steps=self.max_steps, trace=True)
+        if (traced.outcome.kind, traced.outcome.step) == (result.outcome.kind,
+                                                          result.outcome.step):
+            return traced
+        report.extra["nondeterministic"] = (
+            f"the failure ({result.outcome.kind} at step {result.outcome.step}) did not "
+            f"reproduce under its own schedule ({traced.outcome.kind} at step "
+            f"{traced.outcome.step}): the code under test depends on something outside the "
+            f"switch points (time, randomness, state across executions)")
+        return result
+
+
+def explore(algorithm: str | type[DirtyLogAlgorithm], scenario: Scenario, *,
+            scheduler: str = "pct", executions: int | None = 1000, seconds: float = 10.0,
+            depth: int = 2, preemptions: int | None = 2, rounds: int = 2, seed: int = 0,
+            max_steps: int = DEFAULT_MAX_STEPS, token_file: str | None = None,
+            program: Program | None = None, vary_program: bool | None = None,
+            progress: Callable[[FuzzReport], None] | None = None) -> FuzzReport:
+    """Fuzz ``algorithm`` with a registered ``scheduler`` within
+    ``executions`` and ``seconds``; stops at the first failure.
+
+    ``vary_program``: draw new writes for every execution (more coverage,
+    the default for random) or keep one program (``program``, else the
+    scenario's for its seed), which dfs needs and which pct's guarantee is
+    about (the default for both)."""
+    inner = make_scheduler(scheduler, SchedulerOptions(seed=seed, depth=depth,
+                                                       preemptions=preemptions))
+    if vary_program is None:
+        vary_program = scheduler == "random" and program is None
+    fixed = None if vary_program else (program or make_program(scenario, rounds))
+
+    def programs(n: int) -> Program:
+        return fixed or make_program(scenario, rounds, execution=n)
+
+    runner = Runner(inner, executions=executions, seconds=seconds, max_steps=max_steps,
+                    token_file=token_file, name=scheduler)
+    report = runner.run(algorithm, scenario, programs, progress)
+    if isinstance(inner, DfsScheduler):
+        report.exhausted = inner.exhausted
+        report.extra["preemption_bound"] = preemptions
+    if report.failure is None:
+        if fixed is None and isinstance(inner, PctScheduler):
+            report.guarantee = ("pct guarantee: none stated, the program varied between "
+                                "executions (the bound is per program)")
+        elif not isinstance(inner, DfsScheduler):
+            report.guarantee = report_of(inner)
+    return report
+
+
+def check_random(algorithm: str | type[DirtyLogAlgorithm], scenario: Scenario | None = None,
+                 **options: Any) -> None:
+    """Fuzz with the random scheduler; raise the failure if one is found."""
+    _check("random", algorithm, scenario, options)
+
+
+def check_pct(algorithm: str | type[DirtyLogAlgorithm], scenario: Scenario | None = None,
+              **options: Any) -> None:
+    """Fuzz with PCT; raise the failure if one is found."""
+    _check("pct", algorithm, scenario, options)
+
+
+def check_dfs(algorithm: str | type[DirtyLogAlgorithm], scenario: Scenario | None = None,
+              **options: Any) -> None:
+    """Exhaustive search with a preemption bound; raise the failure if one
+    is found."""
+    _check("dfs", algorithm, scenario, options)
+
+
+def _check(scheduler: str, algorithm: str | type[DirtyLogAlgorithm],
+           scenario: Scenario | None, options: dict[str, Any]) -> None:
+    name = algorithm if isinstance(algorithm, str) else algorithm_ref(algorithm)
+    sc = scenario or Scenario(algorithm=name, slots=1, pages=4, writes=2, on_behalf=0.5)
+    report = explore(algorithm, sc, scheduler=scheduler, **options)
+    if report.failure is not None:
+        report.failure.check()
+
+
+def pending_token(cls: type[DirtyLogAlgorithm], scenario: Scenario, program: Program) -> str:
+    """A token for an execution that has not ended yet: its program with an
+    empty schedule (replay then runs it under a deterministic default)."""
+    from .._core.runtime import Outcome
+
+    pending = ExecutionResult(algorithm=algorithm_name(cls), algorithm_ref=algorithm_ref(cls),
+                              scenario=scenario, program=program, outcome=Outcome())
+    return encode(pending)
+
+
+def _fresh(scheduler: Any) -> Any:
+    scheduler.new_execution()
+    return scheduler
+
+
+def _fill(report: FuzzReport, metrics: Metrics, start: float) -> None:
+    report.executions = metrics.executions
+    report.preemptions = metrics.preemptions
+    report.switches = metrics.switches
+    report.seconds = time.monotonic() - start
+
+
+def replay(token: str, *, algorithm: str | None = None, trace: bool = True,
+           max_steps: int = DEFAULT_MAX_STEPS) -> ExecutionResult:
+    """Rerun a token's execution (against ``algorithm`` instead of the
+    token's own, to check a fix). ``result.check()`` raises while it fails."""
+    case = decode(token)
+    scheduler = _fresh(ReplayScheduler(case.schedule))
+    return run_controlled(algorithm or case.algorithm, case.scenario, case.program,
+                          scheduler, max_steps=max_steps, trace=trace)
+
+
+def regression_test(token: str) -> str:
+    """A pytest function that turns ``token`` into a regression test."""
+    return (f"def test_replay_regression():\n"
+            f"    from concurrent_dirty import replay\n"
+            f"    replay({token!r}).check()  # raises while the bug is there\n")
+
+

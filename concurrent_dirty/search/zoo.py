@@ -1,0 +1,258 @@
+"""The detection-power table: every mutant under every engine.
+
+For each (mutant, engine) cell and each seed, run until the first detection
+or the per-cell budget; report how many seeds detected it, the median time
+and executions to the first detection, and the fewest preemptions in a
+counterexample (controlled engines). The correct algorithms and the benign
+look-alikes run too: any report on them is the harness crying wolf.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from ..dirtylog import BUILTIN_ALGORITHMS
+from ..engines.free import run_cell
+from ..errors import ConcurrentDirtyError
+from ..harness.scenario import Scenario
+from ..mutants import MUTANTS, Mutant
+from .hypothesis import interleavings
+from .runner import explore
+
+__all__ = ["ENGINES", "CONTROLLED_ENGINES", "Trial", "Cell", "ZooReport", "run_zoo"]
+
+FREE_ENGINES = ("threads", "threads+noise", "processes")
+CONTROLLED_ENGINES = ("random", "pct", "dfs", "hypothesis")
+ENGINES = FREE_ENGINES + CONTROLLED_ENGINES
+
+#: The small free-running scenario: repeated tiny executions.
+FREE_SCENARIO = dict(writers=2, slots=1, pages=8, writes=16, on_behalf=0.3)
+#: The controlled scenario: two writers, two pages, two writes each.
+CONTROLLED_SCENARIO = dict(writers=2, slots=1, pages=2, writes=2, on_behalf=0.3)
+
+
+@dataclass
+class Trial:
+    detected: bool
+    seconds: float
+    executions: int
+    preemptions: int | None = None
+    kind: str = ""
+    token: str = ""
+
+
+@dataclass
+class Cell:
+    subject: str
+    role: str  # mutant, benign or correct
+    breaks: str
+    engine: str
+    trials: list[Trial] = field(default_factory=list)
+
+    @property
+    def detections(self) -> list[Trial]:
+        return [t for t in self.trials if t.detected]
+
+    @property
+    def detected(self) -> bool:
+        return bool(self.detections)
+
+    def median_seconds(self) -> float | None:
+        d = self.detections
+        return statistics.median(t.seconds for t in d) if d else None
+
+    def median_executions(self) -> float | None:
+        d = self.detections
+        return statistics.median(t.executions for t in d) if d else None
+
+    def min_preemptions(self) -> int | None:
+        p = [t.preemptions for t in self.detections if t.preemptions is not None]
+        return min(p) if p else None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"subject": self.subject, "role": self.role, "breaks": self.breaks,
+                "engine": self.engine, "seeds": len(self.trials),
+                "detected": len(self.detections),
+                "median_seconds_to_detection": self.median_seconds(),
+                "median_executions_to_detection": self.median_executions(),
+                "min_preemptions": self.min_preemptions(),
+                "trials": [vars(t) for t in self.trials]}
+
+
+@dataclass
+class ZooReport:
+    engines: list[str]
+    cells: list[Cell] = field(default_factory=list)
+
+    def subjects(self, role: str) -> list[str]:
+        seen: dict[str, None] = {}
+        for c in self.cells:
+            if c.role == role:
+                seen[c.subject] = None
+        return list(seen)
+
+    def score(self, engine: str) -> tuple[int, int]:
+        mutants = [c for c in self.cells if c.role == "mutant" and c.engine == engine]
+        return sum(c.detected for c in mutants), len(mutants)
+
+    def undetected(self) -> list[str]:
+        return [m for m in self.subjects("mutant")
+                if not any(c.detected for c in self.cells if c.subject == m)]
+
+    def false_alarms(self) -> list[Cell]:
+        return [c for c in self.cells if c.role != "mutant" and c.detected]
+
+    @property
+    def ok(self) -> bool:
+        return not self.undetected() and not self.false_alarms()
+
+    def to_json(self) -> dict[str, Any]:
+        return {"engines": self.engines,
+                "scores": {e: dict(zip(("detected", "mutants"), self.score(e), strict=True))
+                           for e in self.engines},
+                "undetected": self.undetected(),
+                "false_alarms": [f"{c.subject}/{c.engine}" for c in self.false_alarms()],
+                "verdict": "pass" if self.ok else "fail",
+                "cells": [c.to_json() for c in self.cells]}
+
+
+def _free(ref: str, engine: str, extra: dict[str, Any], seed: int, budget: float) -> Trial:
+    kw: dict[str, Any] = {**FREE_SCENARIO, **extra}
+    if engine == "threads+noise":
+        kw.update(noise=0.2, switch_interval=1e-5)
+    r = run_cell(Scenario(algorithm=ref, engine="threads" if engine != "processes"
+                          else "processes", seconds=budget, seed=seed, **kw))
+    if r.interrupted:  # run_cell cleaned up and kept Ctrl-C to itself: pass it on
+        raise KeyboardInterrupt
+    if r.error:  # a deadlock or a dying writer in the code under test: a detection, but say so
+        return Trial(True, r.seconds, r.executions, kind=f"error: {r.error.splitlines()[0]}")
+    return Trial(bool(r.violations), r.seconds, r.executions,
+                 kind=r.violations[0].kind if r.violations else "")
+
+
+def _controlled(ref: str, engine: str, extra: dict[str, Any], seed: int,
+                budget: float) -> Trial:
+    scenario = replace(Scenario(algorithm=ref, seed=seed), **{**CONTROLLED_SCENARIO, **extra})
+    if engine == "hypothesis":
+        return _hypothesis(ref, seed, budget)
+    # Detection power, not a bound: pct and random draw new writes each time.
+    r = explore(ref, scenario, scheduler=engine, executions=None, seconds=budget,
+                preemptions=2, seed=seed, vary_program=engine != "dfs")
+    f = r.failure
+    return Trial(f is not None, r.seconds, r.executions,
+                 f.outcome.preemptions if f else None, f.outcome.kind if f else "",
+                 f.token if f else "")
+
+
+def _hypothesis(ref: str, seed: int, budget: float) -> Trial:
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import seed as hseed
+    from hypothesis import strategies as st
+
+    start = time.monotonic()
+    deadline = start + budget
+    state: dict[str, Any] = {"executions": 0, "first": None, "result": None}
+
+    def search(case: Any) -> None:
+        if time.monotonic() > deadline and state["first"] is None:
+            return
+        result = case.run()
+        state["executions"] += 1
+        if result.failed and state["first"] is None:
+            state["first"] = (time.monotonic() - start, state["executions"])
+        try:
+            case.check_result(result)
+        except ConcurrentDirtyError as exc:
+            state["result"] = getattr(exc, "result", None) or state["result"]
+            raise
+
+    strategy = interleavings(ref, writers=2, pages=st.integers(1, 3),
+                             writes=st.integers(1, 3), rounds=st.integers(0, 2))
+    batch = 0
+    while time.monotonic() < deadline and state["first"] is None:
+        batch += 1
+        test = hseed(seed * 1000 + batch)(settings(
+            max_examples=200, deadline=None, database=None, print_blob=False,
+            suppress_health_check=list(HealthCheck))(given(case=strategy)(search)))
+        try:
+            test()
+        except ConcurrentDirtyError:
+            break
+    if state["first"] is None:
+        return Trial(False, time.monotonic() - start, state["executions"])
+    seconds, executions = state["first"]
+    found = state["result"]
+    return Trial(True, seconds, executions,
+                 found.outcome.preemptions if found is not None else None,
+                 found.outcome.kind if found is not None else "violation",
+                 found.token if found is not None else "")
+
+
+def run_zoo(mutants: Sequence[Mutant] | None = None, engines: Sequence[str] = ENGINES, *,
+            seeds: int = 3, budget: float = 2.0, correct: bool = True,
+            progress: Callable[[Cell], None] | None = None) -> ZooReport:
+    """Run the detection-power table (every registered mutant by default,
+    the benign look-alikes, and the correct algorithms as a baseline)."""
+    subjects: list[tuple[str, str, str, str, dict[str, Any]]] = []
+    for m in (mutants if mutants is not None else list(MUTANTS.values())):
+        subjects.append((m.name, m.ref, "benign" if m.benign else "mutant", m.breaks,
+                         m.scenario))
+    if correct:
+        for name in BUILTIN_ALGORITHMS:
+            subjects.append((name, name, "correct", name, {"on_behalf": 0.5}))
+    report = ZooReport(engines=list(engines))
+    for name, ref, role, breaks, extra in subjects:
+        for engine in engines:
+            cell = Cell(name, role, breaks, engine)
+            for seed in range(seeds):
+                run = _free if engine in FREE_ENGINES else _controlled
+                cell.trials.append(run(ref, engine, extra, seed, budget))
+            report.cells.append(cell)
+            if progress is not None:
+                progress(cell)
+    return report
+
+
+def format_table(report: ZooReport) -> str:
+    rows = [("subject", "role", "breaks", "engine", "detected", "median s", "median execs",
+             "min preempt")]
+    for c in report.cells:
+        ms, me, mp = c.median_seconds(), c.median_executions(), c.min_preemptions()
+        rows.append((c.subject, c.role, c.breaks, c.engine,
+                     f"{len(c.detections)}/{len(c.trials)}",
+                     "-" if ms is None else f"{ms:.3f}", "-" if me is None else f"{me:.0f}",
+                     "-" if mp is None else str(mp)))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = []
+    for n, r in enumerate(rows):
+        lines.append("  ".join(v.ljust(w) if i < 4 else v.rjust(w)
+                               for i, (v, w) in enumerate(zip(r, widths, strict=True))).rstrip())
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    lines.append("")
+    for engine in report.engines:
+        k, n = report.score(engine)
+        lines.append(f"mutation score {engine:<14} {k}/{n}" + (f" ({100 * k / n:.0f}%)" if n
+                                                              else ""))
+    controlled = [e for e in report.engines if e in CONTROLLED_ENGINES]
+    if controlled:
+        mutants = report.subjects("mutant")
+        hit = [m for m in mutants if any(c.detected for c in report.cells
+                                         if c.subject == m and c.engine in controlled)]
+        lines.append(f"mutation score controlled (any scheduler) {len(hit)}/{len(mutants)}")
+    benign = report.subjects("benign")
+    correct = report.subjects("correct")
+    alarms = report.false_alarms()
+    lines.append(f"benign look-alikes {len(benign)} and correct algorithms {len(correct)}: "
+                 f"{len(alarms)} reports" + (": " + ", ".join(f"{c.subject}/{c.engine}"
+                                                              for c in alarms) if alarms
+                                              else " (as it must be)"))
+    undetected = report.undetected()
+    verdict = "PASS" if report.ok else "FAIL"
+    lines.append(f"verdict: {verdict}" + (f" (undetected by every engine: "
+                                          f"{', '.join(undetected)})" if undetected else ""))
+    return "\n".join(lines)

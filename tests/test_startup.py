@@ -1,0 +1,54 @@
+"""Start-up stays light: ``import concurrent_dirty`` and the CLI's ``--help``
+must not import Hypothesis (nor the atomic words' cffi bindings), which only
+the commands that use them load. Checked in a fresh interpreter through
+``sys.modules``: deterministic, no timing."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+_PROBE = """
+import contextlib, io, json, sys
+import concurrent_dirty
+from concurrent_dirty.cli.main import main
+with contextlib.redirect_stdout(io.StringIO()):
+    try:
+        main(sys.argv[1:])
+    except SystemExit:
+        pass
+print(json.dumps(sorted(sys.modules)))
+"""
+
+
+def _modules_after(*argv: str) -> set[str]:
+    out = subprocess.run([sys.executable, "-c", _PROBE, *argv], cwd=ROOT, check=True,
+                         capture_output=True, text=True, timeout=60).stdout
+    return set(json.loads(out.strip().splitlines()[-1]))
+
+
+def test_import_and_help_do_not_import_hypothesis_or_cffi():
+    loaded = _modules_after("--help")
+    assert "concurrent_dirty.cli.main" in loaded  # the probe really ran the CLI
+    heavy = {m for m in loaded if m.split(".")[0] in ("hypothesis", "cffi", "atomics")}
+    assert not heavy, f"--help imported {sorted(heavy)}"
+    subcommands = {m for m in loaded
+                   if m.startswith("concurrent_dirty.cli.") and m != "concurrent_dirty.cli.main"}
+    assert not subcommands, f"--help imported subcommand modules {sorted(subcommands)}"
+
+
+def test_import_resolves_names_lazily():
+    loaded = _modules_after()
+    assert "hypothesis" not in loaded
+    assert "concurrent_dirty.engines.free" not in loaded
+
+
+def test_subcommand_help_loads_only_its_module():
+    loaded = _modules_after("perf", "--help")
+    assert "concurrent_dirty.cli.perf" in loaded
+    assert "concurrent_dirty.cli.zoo" not in loaded
+    assert "hypothesis" not in loaded
