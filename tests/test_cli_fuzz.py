@@ -76,5 +76,5 @@ def test_unknown_scheduler_exits_2(capsys):
         main(["fuzz", "--scheduler", "pc"])
     assert info.value.code == 2
     assert capsys.readouterr().err == (
-        "concurrent-dirty: error: argument --scheduler: expected a scheduler in ['random', "
-        "'pct', 'dfs', 'hypothesis'], got 'pc'; did you mean 'pct'?\n")
+        "concurrent-dirty: error: argument --scheduler: expected a scheduler in ['auto', "
+        "'random', 'pct', 'dfs', 'hypothesis'], got 'pc'; did you mean 'pct'?\n")

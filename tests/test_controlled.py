@@ -196,12 +196,18 @@ def test_metrics_wrapper_counts_preemptions_and_switches():
     assert m.decisions > 0 and m.preemptions > 0 and m.switches >= m.preemptions
 
 
-def test_pct_reports_its_guarantee_after_a_clean_run():
-    r = explore("xchg", SMALL, scheduler="pct", executions=50, seconds=60, depth=2)
+def test_pct_reports_its_guarantee_after_a_clean_run_on_a_pinned_program():
+    r = explore("xchg", SMALL, scheduler="pct", executions=50, seconds=60, depth=2,
+                vary_program=False)
     assert r.guarantee.startswith("pct guarantee for this program: with n=3 threads and at "
                                   "most k=")
     assert "clean executions within their k (of 50) the chance such a bug was missed is <=" \
         in r.guarantee
+
+
+def test_pct_states_no_bound_when_the_program_varies():
+    r = explore("xchg", SMALL, scheduler="pct", executions=50, seconds=60, depth=2)
+    assert r.guarantee.startswith("pct guarantee: none; the program varied between executions")
 
 
 def test_bad_scheduler_arguments_are_clear_errors():

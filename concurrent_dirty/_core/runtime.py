@@ -44,10 +44,14 @@ from ..errors import (
 )
 from .switch import Op
 
-__all__ = ["DEFAULT_WATCHDOG", "Outcome", "Runtime", "Scheduler", "Step", "Verdict"]
+__all__ = ["DEFAULT_WATCHDOG", "Observer", "Outcome", "Runtime", "Scheduler", "Step", "Verdict"]
 
 #: Seconds a controlled thread may run without reaching a switch point.
 DEFAULT_WATCHDOG = 10.0
+
+
+#: ``observe(thread, op, target, index)``: a switch point went through.
+Observer = Callable[[int, Op, str, int], None]
 
 
 class Verdict(StrEnum):
@@ -220,13 +224,16 @@ class Runtime:
 
     def __init__(self, scheduler: Scheduler, *, max_steps: int,
                  words: Callable[[str], AtomicWordsLike | None] | None = None,
-                 trace: bool = False, watchdog: float = DEFAULT_WATCHDOG) -> None:
+                 trace: bool = False, watchdog: float = DEFAULT_WATCHDOG,
+                 observe: Observer | None = None) -> None:
         self.scheduler = scheduler
         self.max_steps = max_steps
         #: Finds the words a switch point names, to show values in traces.
         self.words = words
         self.tracing = trace
         self.watchdog = watchdog
+        #: Told of every switch point that goes through (coverage feedback).
+        self.observe = observe
         self.threads: list[_Thread] = []
         self.outcome = Outcome()
         self._by_ident: dict[int, _Thread] = {}
@@ -327,6 +334,8 @@ class Runtime:
         me.blocker = None
         me.reason = None
         me.yielded = False
+        if self.observe is not None:
+            self.observe(me.tid, op, target, index)
         if self.tracing:
             self._record(me, op, target, index)
 

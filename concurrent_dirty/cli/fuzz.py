@@ -9,19 +9,18 @@ import time
 from typing import Any
 
 from ..dirtylog import BUILTIN_ALGORITHMS, resolve_algorithm
-from ..errors import ConcurrentDirtyError
 from ..harness.interrupt import EXIT_INTERRUPTED
 from ..harness.interrupt import interrupted as _interrupted
 from ..harness.limits import MAX_EXECUTIONS, SEED_RANGE
-from ..harness.program import make_program
+from ..harness.program import ProgramSpace, make_program
 from ..harness.scenario import Scenario
 from ..harness.token import decode
 from ..schedulers import SCHEDULERS as _REGISTRY
-from ..search.hypothesis import interleavings
+from ..search.hypothesis import hypothesis_search
 from ..search.runner import FuzzReport, explore, regression_test, replay
 
 #: The controlled schedulers, and Hypothesis (which drives its own search).
-SCHEDULERS = (*_REGISTRY, "hypothesis")
+SCHEDULERS = ("auto", *_REGISTRY, "hypothesis")
 
 EXIT_OK, EXIT_FAIL = 0, 1
 
@@ -34,8 +33,10 @@ def add_parsers(sub: Any, number: Any, choice: Any) -> None:
                                    "interleaving and replay token.")
     f.add_argument("--algorithm", action="append", metavar="NAME|module:Class",
                    help="repeatable; default: all built-ins")
-    f.add_argument("--scheduler", type=choice("a scheduler", SCHEDULERS), default="pct",
-                   help="random, pct, dfs or hypothesis (default %(default)s)")
+    f.add_argument("--scheduler", type=choice("a scheduler", SCHEDULERS), default="auto",
+                   help="auto (a portfolio of random, pct at depths 1-5, iterative dfs and a "
+                        "coverage-guided fuzzer), random, pct, dfs or hypothesis (default "
+                        "%(default)s)")
     f.add_argument("--executions", type=number("a number of executions", 1, MAX_EXECUTIONS, True),
                    default=10_000, help="executions per algorithm (default %(default)s)")
     f.add_argument("--seconds", type=number("a number of seconds", 0, low_open=True),
@@ -44,18 +45,24 @@ def add_parsers(sub: Any, number: Any, choice: Any) -> None:
                    help="pct bug depth d (default %(default)s)")
     f.add_argument("--preemptions", type=number("a preemption bound", 0, 50, integer=True),
                    default=2, help="dfs preemption bound (default %(default)s)")
-    f.add_argument("--writers", type=number("a number of writers", 1, 16, integer=True),
-                   default=2, help="vCPU writers (hypothesis: at most) (default %(default)s)")
-    f.add_argument("--slots", type=number("a number of slots", 1, 64, integer=True),
-                   default=1, help="memslots (default %(default)s)")
-    f.add_argument("--pages", type=number("a number of pages per slot", 1, 1 << 16, True),
-                   default=4, help="pages per slot (default %(default)s)")
-    f.add_argument("--writes", type=number("a number of writes", 1, 10_000, integer=True),
-                   default=2, help="writes per writer (default %(default)s)")
-    f.add_argument("--rounds", type=number("a number of rounds", 0, 1000, integer=True),
-                   default=2, help="harvest rounds before the final one (default %(default)s)")
-    f.add_argument("--on-behalf", type=number("a probability", 0, 1), default=0.5,
-                   help="share of on-behalf writes (default %(default)s)")
+    g = f.add_argument_group(
+        "the program space", "Every execution draws its shape and writes from one "
+        "distribution that reaches the boundaries (swarm testing); each option below pins "
+        "its dimension instead.")
+    g.add_argument("--writers", type=number("a number of writers", 1, 16, integer=True),
+                   default=None, help="vCPU writers (default: 1-3, drawn)")
+    g.add_argument("--slots", type=number("a number of slots", 1, 64, integer=True),
+                   default=None, help="memslots (default: 1-3, drawn)")
+    g.add_argument("--pages", type=number("a number of pages per slot", 1, 1 << 16, True),
+                   default=None, help="pages per slot (default: drawn from 1, 2, 63, 64, 65, "
+                                      "100, 128, 129, 200)")
+    g.add_argument("--writes", type=number("a number of writes", 1, 10_000, integer=True),
+                   default=None, help="writes per writer (default: 1-3, drawn)")
+    g.add_argument("--rounds", type=number("a number of rounds", 0, 1000, integer=True),
+                   default=None, help="harvest rounds before the final one (default: 0-3, "
+                                      "drawn)")
+    g.add_argument("--on-behalf", type=number("a probability", 0, 1), default=None,
+                   help="share of on-behalf writes (default: none, some or all, drawn)")
     f.add_argument("--execution", type=number("an execution number", 1, 1 << 62, True),
                    default=None,
                    help="explore exactly the writes of this execution of the free-running "
@@ -63,10 +70,8 @@ def add_parsers(sub: Any, number: Any, choice: Any) -> None:
                         "prints")
     f.add_argument("--workload", type=choice("a workload", ("uniform", "hot", "sequential")),
                    default="uniform", help="how writers pick pages (default %(default)s)")
-    f.add_argument("--vary-program", action="store_true",
-                   help="pct: draw new writes every execution (more coverage, no stated "
-                        "bound); random always does, dfs never does")
-    f.add_argument("--initially-set", action="store_true")
+    g.add_argument("--initially-set", action=argparse.BooleanOptionalAction, default=None,
+                   help="KVM_DIRTY_LOG_INITIALLY_SET on or off (default: drawn)")
     f.add_argument("--no-tlb", dest="tlb", action="store_false",
                    help="no per-vCPU TLB model")
     f.add_argument("--seed", type=number("an integer seed", *SEED_RANGE, True),
@@ -123,75 +128,41 @@ class _Progress:
             self._width = 0
 
 
-def _hypothesis(algorithm: str, ns: argparse.Namespace,
-                progress: Any = None) -> FuzzReport:
-    from hypothesis import HealthCheck, given, settings
-    from hypothesis import strategies as st
-
-    report = FuzzReport(algorithm=algorithm, scheduler="hypothesis")
-    start = time.monotonic()
-    deadline = start + ns.seconds
-    caught: list[Any] = []
-
-    @settings(max_examples=ns.executions, deadline=None, derandomize=False,
-              suppress_health_check=list(HealthCheck), print_blob=False)
-    # The number of threads is the user's; the rest of the shape is drawn, so
-    # a failure shrinks to the smallest workload and the fewest preemptions.
-    @given(case=interleavings(algorithm, writers=ns.writers,
-                              pages=st.integers(1, ns.pages), writes=st.integers(1, ns.writes),
-                              rounds=st.integers(0, ns.rounds)))
-    def search(case: Any) -> None:
-        if time.monotonic() > deadline:
-            return
-        result = case.run()
-        report.executions += 1
-        report.steps += result.outcome.steps
-        report.preemptions += result.outcome.preemptions
-        if progress is not None:
-            report.seconds = time.monotonic() - start
-            progress(report)
-        try:
-            case.check_result(result)
-        except ConcurrentDirtyError as exc:
-            if getattr(exc, "result", None) is not None:
-                caught.append(exc.result)  # type: ignore[attr-defined]
-            raise
-
-    try:
-        search()
-    except ConcurrentDirtyError:
-        if caught:
-            report.failure = caught[-1]
-    report.seconds = time.monotonic() - start
-    return report
-
-
 def run_fuzz(ns: argparse.Namespace, write_json: Any) -> int:
     algorithms = ns.algorithm or list(BUILTIN_ALGORITHMS)
     for spec in algorithms:
         resolve_algorithm(spec)
-    scenario_args = dict(writers=ns.writers, slots=ns.slots, pages=ns.pages, writes=ns.writes,
-                         on_behalf=ns.on_behalf, initially_set=ns.initially_set, seed=ns.seed,
-                         tlb=ns.tlb, workload=ns.workload)
+    pins = dict(writers=ns.writers, slots=ns.slots, pages=ns.pages, writes=ns.writes,
+                rounds=ns.rounds, initially_set=ns.initially_set)
+    space = ProgramSpace(**pins)
+    base = dict(on_behalf=ns.on_behalf, seed=ns.seed, tlb=ns.tlb, workload=ns.workload)
+    pinned = ", ".join(f"{k}={v}" for k, v in pins.items() if v is not None)
+    print(f"seed {ns.seed}; program space: "
+          f"{'pinned ' + pinned if pinned else 'every dimension drawn'}"
+          f"{'' if ns.on_behalf is None else f', on-behalf share {ns.on_behalf:g}'}")
     reports = []
     stopped = False
     progress = _Progress(ns)
     try:
         for spec in algorithms:
             progress.latest = None
-            scenario = Scenario(algorithm=spec, **scenario_args)
+            scenario = Scenario(algorithm=spec, **{**_fill(pins), **base})
             if ns.scheduler == "hypothesis":
-                report = _hypothesis(spec, ns, progress)
+                report = hypothesis_search(
+                    spec, seed=ns.seed, seconds=ns.seconds, executions=ns.executions,
+                    max_steps=ns.max_steps,
+                    pins={k: v for k, v in {**pins, "on_behalf": _flag(ns.on_behalf)}.items()
+                          if v is not None}, progress=progress)
             else:
+                program = make_program(scenario, ns.rounds if ns.rounds is not None else 2,
+                                       execution=ns.execution) if ns.execution else None
                 report = explore(spec, scenario, scheduler=ns.scheduler,
                                  executions=ns.executions, seconds=ns.seconds, depth=ns.depth,
-                                 preemptions=ns.preemptions, rounds=ns.rounds, seed=ns.seed,
+                                 preemptions=ns.preemptions, seed=ns.seed,
                                  max_steps=ns.max_steps, token_file=ns.token_file,
-                                 program=(make_program(scenario, ns.rounds,
-                                                       execution=ns.execution)
-                                          if ns.execution else None),
-                                 vary_program=(True if ns.vary_program and ns.scheduler == "pct"
-                                               else None), progress=progress)
+                                 program=program, space=None if space.pinned else space,
+                                 rounds=ns.rounds if ns.rounds is not None else 2,
+                                 progress=progress)
             progress.finish()
             reports.append(report)
             _print_report(report)
@@ -219,7 +190,9 @@ def run_fuzz(ns: argparse.Namespace, write_json: Any) -> int:
 
 
 def _print_report(report: FuzzReport) -> None:
-    print(f"== {report.algorithm} under {report.scheduler}")
+    found_by = report.extra.get("found_by")
+    print(f"== {report.algorithm} under {report.scheduler}"
+          + (f" (found by {found_by})" if found_by else ""))
     if report.failure is not None:
         failure = report.failure
         print(failure.counterexample())
@@ -253,3 +226,14 @@ def run_replay(ns: argparse.Namespace) -> int:
     print(f"verdict: PASS against {against}: the replayed interleaving loses no dirty bit "
           f"({out.steps} switch points)")
     return EXIT_OK
+
+
+def _fill(pins: dict[str, Any]) -> dict[str, Any]:
+    """Scenario values for the pinned dimensions; the unpinned ones get any
+    valid value (the program space replaces them every execution)."""
+    return {k: v for k, v in pins.items() if v is not None and k != "rounds"}
+
+
+def _flag(share: float | None) -> bool | None:
+    """Hypothesis draws on-behalf flags per write; a share of 0 or 1 pins them."""
+    return None if share is None or 0 < share < 1 else bool(share)

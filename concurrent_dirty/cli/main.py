@@ -201,8 +201,9 @@ def explore_command(scenario: Scenario, execution: int) -> str:
     words = ["concurrent-dirty", "fuzz", "--algorithm", scenario.algorithm,
              "--seed", str(scenario.seed), "--execution", str(execution),
              "--writers", str(scenario.writers), "--slots", str(scenario.slots),
-             "--pages", str(scenario.pages), "--writes", str(scenario.writes),
-             "--on-behalf", f"{scenario.on_behalf:g}"]
+             "--pages", str(scenario.pages), "--writes", str(scenario.writes)]
+    if scenario.on_behalf is not None:
+        words += ["--on-behalf", f"{scenario.on_behalf:g}"]
     if scenario.workload != "uniform":
         words += ["--workload", scenario.workload]
     if scenario.initially_set:

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .._core import switch as _switch
-from .._core.runtime import DEFAULT_WATCHDOG, Runtime, Scheduler
+from .._core.runtime import DEFAULT_WATCHDOG, Observer, Runtime, Scheduler
 from ..dirtylog import DirtyLogAlgorithm, algorithm_name, algorithm_ref, resolve_algorithm
 from ..harness.execution import ExecutionResult, Vm, run_harvester, run_writes
 from ..harness.program import Program, Write
@@ -46,7 +46,8 @@ def _vm(cls: type[DirtyLogAlgorithm], scenario: Scenario) -> Vm:
 def run_controlled(algorithm: str | type[DirtyLogAlgorithm], scenario: Scenario,
                    program: Program, scheduler: Scheduler, *,
                    max_steps: int = DEFAULT_MAX_STEPS, trace: bool = False,
-                   watchdog: float = DEFAULT_WATCHDOG) -> ExecutionResult:
+                   watchdog: float = DEFAULT_WATCHDOG,
+                   observe: Observer | None = None) -> ExecutionResult:
     """Run ``program`` once under ``scheduler`` (whose ``new_execution`` the
     caller has already called), on fresh state."""
     cls = resolve_algorithm(algorithm) if isinstance(algorithm, str) else algorithm
@@ -63,7 +64,7 @@ def run_controlled(algorithm: str | type[DirtyLogAlgorithm], scenario: Scenario,
         return vm.arena.words(region) if region in vm.layout.regions else None
 
     runtime = Runtime(scheduler, max_steps=max_steps, words=words, trace=trace,
-                      watchdog=watchdog)
+                      watchdog=watchdog, observe=observe)
     writer_ids = [runtime.spawn(f"vcpu {w}", _writer(vcpus[w], writes))
                   for w, writes in enumerate(program.writes)]
     migration = vm.migration

@@ -9,13 +9,23 @@ every engine, and a free-running failure can be explored under control.
 
 Every write draws its page and then its on-behalf coin, always both, so the
 stream does not depend on the on-behalf share being zero or not.
+
+The search covers the program space by itself (swarm testing, Groce et al.,
+ISSTA 2012): unless a scenario pins it, each execution draws its on-behalf
+share (none, some or all), and pages are drawn with a bias toward the
+boundaries where bitmap bugs live (bit 0 and bit 63 of a word, the first
+and last page of a slot). Under the controlled engine a
+:class:`ProgramSpace` also draws the shape of every execution: 1-3 slots of
+1 to 200 pages (1, 63, 64, 65, 100, 128...), 1-3 writers, 1-3 writes each,
+0-3 harvest rounds, ``INITIALLY_SET`` on or off. A diverse stream of small
+programs meets far more bugs than one program explored for long.
 """
 
 from __future__ import annotations
 
 import random
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import islice
 from typing import Any
 
@@ -23,8 +33,12 @@ from ..errors import UsageError
 from ..model.memslot import MemslotFlags, MemslotTable
 from .scenario import Scenario
 
-__all__ = ["Program", "Write", "build_memslots", "make_program", "workload_picker",
-           "writer_stream"]
+__all__ = ["SLOT_SIZES", "Program", "ProgramSpace", "Write", "build_memslots", "make_program",
+           "boundary_gfns", "on_behalf_share", "workload_picker", "writer_stream"]
+
+#: Slot sizes the program space draws from: one page, a word's edges, a
+#: partial last word, two words and past.
+SLOT_SIZES = (1, 2, 63, 64, 65, 100, 128, 129, 200)
 
 #: One write: (gfn, made on the guest's behalf by KVM rather than by the vCPU).
 Write = tuple[int, bool]
@@ -77,10 +91,22 @@ def writer_stream(scenario: Scenario, memslots: MemslotTable, execution: int,
     endless stream: the one definition every engine uses."""
     rng = random.Random(f"{scenario.seed}:{execution}:{writer}")
     pick = workload_picker(scenario, memslots, writer, rng)
-    share = scenario.on_behalf
+    share = on_behalf_share(scenario, execution)
     while True:
         gfn = pick()
         yield gfn, rng.random() < share
+
+
+def on_behalf_share(scenario: Scenario, execution: int) -> float:
+    """The share of on-behalf writes in ``execution``: the scenario's, or,
+    when it pins none, drawn per execution: none (a quarter of the time),
+    all (a quarter) or some (uniform in between). The same for every writer
+    and every engine."""
+    if scenario.on_behalf is not None:
+        return scenario.on_behalf
+    rng = random.Random(f"{scenario.seed}:{execution}:share")
+    kind = rng.random()
+    return 0.0 if kind < 0.25 else 1.0 if kind < 0.5 else rng.random()
 
 
 def make_program(scenario: Scenario, rounds: int = 2, execution: int = 1) -> Program:
@@ -104,7 +130,15 @@ def workload_picker(scenario: Scenario, memslots: MemslotTable, vcpu_id: int,
     gfns = [g for s in memslots for g in range(s.base_gfn, s.end_gfn)]
     total = len(gfns)
     if scenario.workload == "uniform":
-        return lambda: gfns[rng.randrange(total)]
+        edges = boundary_gfns(memslots)
+
+        def uniform() -> int:
+            # One write in four lands on a boundary page (bit 0 or 63 of a
+            # word, a slot's first or last page): where bitmap bugs live.
+            if rng.random() < 0.25:
+                return edges[rng.randrange(len(edges))]
+            return gfns[rng.randrange(total)]
+        return uniform
     if scenario.workload == "hot":
         first = next(iter(memslots))
         hot = gfns[:max(1, first.npages // 8)]
@@ -119,3 +153,50 @@ def workload_picker(scenario: Scenario, memslots: MemslotTable, vcpu_id: int,
         return gfn
 
     return sequential
+
+
+def boundary_gfns(memslots: MemslotTable) -> list[int]:
+    """Each slot's first and last page and bits 0 and 63 of its first
+    words: the pages the search favours."""
+    edges: list[int] = []
+    for slot in memslots:
+        offsets = {0, slot.npages - 1}
+        for word in range(min(slot.nwords, 4)):
+            offsets |= {64 * word, 64 * word + 63}
+        edges += sorted(slot.base_gfn + o for o in offsets if 0 <= o < slot.npages)
+    return edges
+
+
+@dataclass(frozen=True)
+class ProgramSpace:
+    """The distribution the controlled engine draws every execution's shape
+    and program from. A field that is set pins that dimension; None varies
+    it. ``draw(base, n)`` is a pure function of the base scenario's seed and
+    ``n``: the same seed gives the same sequence of programs everywhere."""
+
+    writers: int | None = None
+    slots: int | None = None
+    pages: int | None = None
+    writes: int | None = None
+    rounds: int | None = None
+    initially_set: bool | None = None
+
+    def draw(self, base: Scenario, execution: int) -> tuple[Scenario, Program]:
+        rng = random.Random(f"{base.seed}:{execution}:shape")
+        writers = self.writers or rng.choice((1, 2, 2, 2, 3, 3))
+        slots = self.slots or rng.choice((1, 1, 2, 3))
+        pages = self.pages or rng.choice(SLOT_SIZES)
+        writes = self.writes or rng.choice((1, 1, 2, 2, 3))
+        rounds = self.rounds if self.rounds is not None else rng.choice((0, 1, 1, 2, 2, 3))
+        initially_set = self.initially_set if self.initially_set is not None \
+            else rng.random() < 0.2
+        scenario = replace(base, writers=writers, slots=slots, pages=pages, writes=writes,
+                           initially_set=initially_set)
+        return scenario, make_program(scenario, rounds, execution)
+
+    @property
+    def pinned(self) -> bool:
+        """Whether every dimension is pinned (one shape, though the writes
+        still vary with the execution)."""
+        return None not in (self.writers, self.slots, self.pages, self.writes, self.rounds,
+                            self.initially_set)

@@ -42,8 +42,10 @@ class Scenario:
     #: Pages per slot (need not be a multiple of 64).
     pages: int = 64
     workload: str = "uniform"
-    #: Share of writes KVM makes on the guest's behalf (no mmu_lock, no fault).
-    on_behalf: float = 0.1
+    #: Share of writes KVM makes on the guest's behalf (no mmu_lock, no fault);
+    #: None draws a share for every execution (none, some or all: see
+    #: ``harness.program.on_behalf_share``).
+    on_behalf: float | None = None
     mode: str = "short"
     #: Writes per writer per execution (short mode).
     writes: int = 16
@@ -87,6 +89,8 @@ class Scenario:
         self._positive("lock_timeout", self.lock_timeout)
         for name in ("on_behalf", "noise"):
             value = getattr(self, name)
+            if value is None and name == "on_behalf":
+                continue
             if not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
                 raise UsageError(f"expected a probability from 0 to 1 for {name}, got {value!r}")
         if not isinstance(self.interval, (int, float)) or not 0 <= self.interval < math.inf:

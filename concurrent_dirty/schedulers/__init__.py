@@ -17,14 +17,14 @@ from dataclasses import dataclass
 from .._core.runtime import Scheduler
 from ..errors import UsageError
 from .dfs import DfsScheduler
-from .hypothesis import ChoiceScheduler
+from .hypothesis import ChoiceScheduler, PreemptionPoints
 from .pct import PctScheduler
 from .random import RandomScheduler
 from .replay import ReplayScheduler
 
 __all__ = ["SCHEDULERS", "Budget", "ChoiceScheduler", "DfsScheduler", "Metrics", "PctScheduler",
-           "RandomScheduler", "ReplayScheduler", "Scheduler", "SchedulerOptions",
-           "make_scheduler", "report_of"]
+           "PreemptionPoints", "RandomScheduler", "ReplayScheduler", "Scheduler",
+           "SchedulerOptions", "make_scheduler", "report_of"]
 
 
 class Metrics:

@@ -5,34 +5,43 @@ to make a counterexample's preemptions provably minimal."""
 
 from __future__ import annotations
 
+import functools
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from ..dirtylog import resolve_algorithm
-from ..engines.controlled import run_controlled
+from ..dirtylog import algorithm_name, resolve_algorithm
+from ..engines.controlled import DEFAULT_MAX_STEPS, run_controlled
 from ..errors import InvariantViolation
 from ..harness.execution import ExecutionResult
-from ..harness.program import Program
+from ..harness.program import SLOT_SIZES, Program, boundary_gfns, build_memslots
 from ..harness.scenario import Scenario
-from ..schedulers import Budget, ChoiceScheduler, DfsScheduler, ReplayScheduler
-from .runner import _fresh
+from ..schedulers import Budget, DfsScheduler, PreemptionPoints, ReplayScheduler
+from .runner import FuzzReport, _fresh
 
-__all__ = ["Interleaving", "interleavings", "minimize_preemptions"]
+__all__ = ["Interleaving", "hypothesis_search", "interleavings", "minimize_preemptions"]
 
 
 @dataclass(frozen=True)
 class Interleaving:
-    """One drawn case: a scenario's shape and the scheduling decisions."""
+    """One drawn case: the VM's shape, the writers' program, and the
+    schedule as a few preemption points: ``(decision, value)`` pairs at
+    which the running thread is preempted for another (see
+    :class:`~concurrent_dirty.schedulers.PreemptionPoints`)."""
 
     algorithm: str
     scenario: Scenario
     program: Program
-    choices: tuple[int, ...]
+    points: tuple[tuple[int, int], ...]
+    #: Background preemptions: rate/16 per decision, from ``noise_seed``.
+    rate: int = 0
+    noise_seed: int = 0
 
-    def run(self, *, trace: bool = False) -> ExecutionResult:
-        return run_controlled(self.algorithm, self.scenario, self.program,
-                              _fresh(ChoiceScheduler(self.choices)), trace=trace)
+    def run(self, *, trace: bool = False, max_steps: int = DEFAULT_MAX_STEPS) -> ExecutionResult:
+        scheduler = PreemptionPoints(self.points, rate=self.rate, seed=self.noise_seed)
+        return run_controlled(self.algorithm, self.scenario, self.program, _fresh(scheduler),
+                              trace=trace, max_steps=max_steps)
 
     def check(self) -> None:
         """Run it and raise if it fails. In Hypothesis's final run (the
@@ -46,8 +55,18 @@ class Interleaving:
         if not result.failed:
             return
         if not _is_final():
-            raise InvariantViolation(f"{result.outcome.kind}: {result.outcome.message}")
+            raise _Failed(f"{result.outcome.kind}: {result.outcome.message}")
         minimize_preemptions(result).check()
+
+
+class _Failed(InvariantViolation):
+    """A failing example while Hypothesis explores and shrinks (not the
+    final report)."""
+
+
+class _OutOfTime(BaseException):
+    """The campaign's seconds are spent: ends Hypothesis's run at once
+    (Hypothesis lets a BaseException through), not as a failing example."""
 
 
 def _is_final() -> bool:
@@ -60,7 +79,8 @@ def _is_final() -> bool:
 
 
 def minimize_preemptions(found: ExecutionResult, *, max_executions: int = 20_000,
-                         seconds: float = 30.0) -> ExecutionResult:
+                         seconds: float = 30.0,
+                         max_steps: int = DEFAULT_MAX_STEPS) -> ExecutionResult:
     """The same program's failing schedule with the fewest preemptions:
     exhaustive search with bound 0, 1, ... below what ``found`` used
     (Musuvathi and Qadeer's iterative context bounding). Returns the traced
@@ -71,27 +91,35 @@ def minimize_preemptions(found: ExecutionResult, *, max_executions: int = 20_000
         dfs = DfsScheduler(bound)
         budget = Budget(dfs, executions=max_executions)
         while time.monotonic() < deadline and budget.new_execution():
-            result = run_controlled(found.algorithm_ref, found.scenario, found.program, budget)
+            result = run_controlled(found.algorithm_ref, found.scenario, found.program, budget,
+                                    max_steps=max_steps)
             if result.outcome.kind == found.outcome.kind:
                 return run_controlled(found.algorithm_ref, found.scenario, found.program,
                                       _fresh(ReplayScheduler(result.outcome.schedule)),
-                                      trace=True)
+                                      trace=True, max_steps=max_steps)
         if not dfs.exhausted:
             break  # out of budget: the bound is not proven minimal
     return run_controlled(found.algorithm_ref, found.scenario, found.program,
-                          _fresh(ReplayScheduler(found.outcome.schedule)), trace=True)
+                          _fresh(ReplayScheduler(found.outcome.schedule)), trace=True,
+                          max_steps=max_steps)
 
 
 def interleavings(algorithm: str, *, writers: Any = None, writes: Any = None, pages: Any = None,
-                  rounds: Any = None, on_behalf: bool | None = None,
-                  max_decisions: int = 400) -> Any:
+                  rounds: Any = None, on_behalf: bool | None = None, slots: Any = None,
+                  initially_set: bool | None = None, max_points: int = 6,
+                  max_decision: int = 400) -> Any:
     """A Hypothesis strategy of :class:`Interleaving` cases for ``algorithm``.
 
-    The shape (writers, writes per writer, pages of the one slot, harvest
-    rounds, which writes are on-behalf) and every scheduling decision are
-    drawn from Hypothesis, nothing from thread timing, so a failure shrinks
-    to the smallest workload and the fewest preemptions and is saved in the
-    example database. Each argument takes an int (fixed) or a strategy.
+    The program comes from the same distribution as every engine's (see
+    :mod:`concurrent_dirty.harness.program`): 1-3 slots of boundary sizes,
+    1-3 writers with 1-3 writes each, pages biased to word and slot edges,
+    on-behalf writes, 0-3 rounds, ``INITIALLY_SET`` on or off. The schedule
+    is a few sparse preemption points, not a dense list of decisions: with
+    none the threads run until they block (no preemption at all), and each
+    point adds one. Hypothesis shrinks toward fewer points, earlier ones,
+    fewer writers, writes and pages: a failure shrinks to the smallest
+    program and the fewest preemptions. Every argument takes a value (pinned)
+    or a strategy; nothing is drawn from thread timing.
     """
     from hypothesis import strategies as st
 
@@ -102,23 +130,118 @@ def interleavings(algorithm: str, *, writers: Any = None, writes: Any = None, pa
             return default
         return value if isinstance(value, st.SearchStrategy) else st.just(value)
 
+    flag = st.booleans() if on_behalf is None else st.just(on_behalf)
+
     @st.composite
     def build(draw: Any) -> Interleaving:
         n_writers = draw(as_strategy(writers, st.integers(1, 3)))
-        n_pages = draw(as_strategy(pages, st.integers(1, 8)))
+        n_slots = draw(as_strategy(slots, st.integers(1, 3)))
+        n_pages = draw(as_strategy(pages, st.sampled_from(SLOT_SIZES)))
         n_rounds = draw(as_strategy(rounds, st.integers(0, 3)))
-        flag = st.booleans() if on_behalf is None else st.just(on_behalf)
+        init = draw(st.booleans() if initially_set is None else st.just(initially_set))
+        scenario = replace(Scenario(algorithm=algorithm), slots=n_slots, pages=n_pages,
+                           writers=n_writers, initially_set=init)
+        gfn = _gfns(n_slots, n_pages)
         per_writer = as_strategy(writes, st.integers(1, 3))
         program = []
         for _ in range(n_writers):
             k = draw(per_writer)
-            program.append(tuple((draw(st.integers(0, n_pages - 1)), draw(flag))
-                                 for _ in range(k)))
-        choices = draw(st.lists(st.integers(0, 7), max_size=max_decisions))
-        scenario = replace(Scenario(algorithm=algorithm), slots=1, pages=n_pages,
-                           writers=n_writers)
+            program.append(tuple((draw(gfn), draw(flag)) for _ in range(k)))
+        points = draw(st.lists(st.tuples(st.integers(0, max_decision), st.integers(1, 3)),
+                               max_size=max_points, unique_by=lambda p: p[0]))
+        rate = draw(st.integers(0, 8))
+        noise_seed = draw(st.integers(0, 2**32 - 1)) if rate else 0
         return Interleaving(algorithm, scenario, Program(tuple(program), n_rounds),
-                            tuple(choices))
+                            tuple(sorted(points)), rate, noise_seed)
 
     return build()
 
+
+@functools.lru_cache(maxsize=256)
+def _gfns(slots: int, pages: int) -> Any:
+    """Pages of a shape, half of the time an edge page (see
+    ``boundary_gfns``); built once per shape, not per example."""
+    from hypothesis import strategies as st
+
+    memslots = build_memslots(Scenario(slots=slots, pages=pages))
+    return st.one_of(st.sampled_from(boundary_gfns(memslots)),
+                     st.integers(0, memslots.total_gfns - 1))
+
+
+def hypothesis_search(algorithm: str, *, seed: int = 0, seconds: float = 10.0,
+                      executions: int = 10_000, max_steps: int = DEFAULT_MAX_STEPS,
+                      pins: dict[str, Any] | None = None,
+                      progress: Callable[[FuzzReport], None] | None = None) -> FuzzReport:
+    """Let Hypothesis search: draw cases from :func:`interleavings` (``pins``
+    fixes some of its arguments), run each, and shrink the first failure.
+
+    Deterministic for a ``seed``; ``seconds`` is a hard limit on the search
+    (what remains of it bounds the preemption minimisation); a failure found
+    at any moment is reported with its counterexample and token, whatever
+    Hypothesis does after it (the shrunk one when shrinking ends in time,
+    else the smallest seen). A failure that does not replay the same way is
+    reported as nondeterminism in the code under test, with both outcomes.
+    """
+    from hypothesis import HealthCheck, Verbosity, given, settings
+    from hypothesis import seed as hseed
+
+    cls = resolve_algorithm(algorithm)
+    report = FuzzReport(algorithm=algorithm_name(cls), scheduler="hypothesis")
+    report.extra["seed"] = seed
+    start = time.monotonic()
+    deadline = start + seconds
+    failures: list[ExecutionResult] = []
+    last_tick = [start]
+
+    def body(case: Interleaving) -> None:
+        now = time.monotonic()
+        if now >= deadline:
+            raise _OutOfTime
+        result = case.run(max_steps=max_steps)
+        report.executions += 1
+        report.steps += result.outcome.steps
+        report.preemptions += result.outcome.preemptions
+        if progress is not None and now - last_tick[0] > 0.2:
+            last_tick[0] = now
+            report.seconds = now - start
+            progress(report)
+        if result.failed:
+            failures.append(result)
+            raise _Failed(f"{result.outcome.kind}: {result.outcome.message}")
+
+    test = hseed(seed)(settings(
+        max_examples=executions, deadline=None, database=None, print_blob=False,
+        verbosity=Verbosity.quiet, suppress_health_check=list(HealthCheck),
+    )(given(case=interleavings(algorithm, **(pins or {})))(body)))
+    try:
+        test()
+    except _OutOfTime:
+        report.stopped_by = "seconds"
+    except _Failed:
+        pass  # the shrunk failure, re-raised by Hypothesis: the last one run
+    except Exception as exc:  # Hypothesis's own verdict (Flaky...): ours is below
+        report.extra["hypothesis"] = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
+    if failures:
+        # Hypothesis ends by replaying its shrunk example: the last failure.
+        # If time cut the shrinking short, take the smallest seen.
+        found = failures[-1] if report.stopped_by is None else min(
+            failures, key=lambda r: (r.outcome.preemptions, _size(r), r.outcome.step))
+        again = run_controlled(found.algorithm_ref, found.scenario, found.program,
+                               _fresh(ReplayScheduler(found.outcome.schedule)),
+                               max_steps=max_steps)
+        if (again.outcome.kind, again.outcome.step) != (found.outcome.kind,
+                                                        found.outcome.step):
+            report.extra["nondeterministic"] = (
+                f"the failure ({found.outcome.kind} at step {found.outcome.step}) replayed as "
+                f"{again.outcome.kind} at step {again.outcome.step} under the same schedule: "
+                f"the code under test depends on something outside the switch points")
+            report.failure = found
+        else:
+            left = max(0.0, deadline - time.monotonic())
+            report.failure = minimize_preemptions(found, seconds=left, max_steps=max_steps)
+    report.seconds = time.monotonic() - start
+    return report
+
+
+def _size(result: ExecutionResult) -> int:
+    return sum(len(w) for w in result.program.writes) + len(result.program.writes)

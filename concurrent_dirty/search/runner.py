@@ -20,7 +20,7 @@ from ..dirtylog import DirtyLogAlgorithm, algorithm_name, algorithm_ref, resolve
 from ..engines.controlled import DEFAULT_MAX_STEPS, run_controlled
 from ..harness.execution import ExecutionResult
 from ..harness.output import write_text
-from ..harness.program import Program, make_program
+from ..harness.program import Program, ProgramSpace, make_program
 from ..harness.scenario import Scenario
 from ..harness.token import decode, encode
 from ..schedulers import (
@@ -34,7 +34,10 @@ from ..schedulers import (
     report_of,
 )
 
-__all__ = ["FuzzReport", "Runner", "check_dfs", "check_pct", "check_random", "explore",
+#: What one execution runs: the VM's shape and the writers' program.
+Case = tuple[Scenario, Program]
+
+__all__ = ["Case", "FuzzReport", "Runner", "check_dfs", "check_pct", "check_random", "explore",
            "pending_token", "regression_test", "replay"]
 
 
@@ -120,24 +123,29 @@ class Runner:
         self.token_file = token_file
         self.name = name or type(scheduler).__name__
 
-    def run(self, algorithm: str | type[DirtyLogAlgorithm], scenario: Scenario,
-            programs: Callable[[int], Program],
+    def run(self, algorithm: str | type[DirtyLogAlgorithm], cases: Callable[[int], Case],
             progress: Callable[[FuzzReport], None] | None = None) -> FuzzReport:
         """Run executions until the scheduler is done, the budget is spent
-        or one fails. ``programs(n)`` gives execution n's program."""
+        or one fails. ``cases(n)`` gives execution n's scenario and program
+        (asked after the scheduler started execution n)."""
         cls = resolve_algorithm(algorithm) if isinstance(algorithm, str) else algorithm
         metrics = self.metrics
         report = FuzzReport(algorithm=algorithm_name(cls), scheduler=self.name)
         start = time.monotonic()
         last_tick = start
+        observe = getattr(self.inner, "observe", None)
         while metrics.new_execution():
-            current = programs(metrics.executions)
+            scenario, current = cases(metrics.executions)
             if self.token_file:
                 # What is running now, as a token that replay accepts: a crash
                 # or a hang that kills this process still leaves it behind.
                 _write_pending(self.token_file, pending_token(cls, scenario, current))
-            result = run_controlled(cls, scenario, current, metrics, max_steps=self.max_steps)
+            result = run_controlled(cls, scenario, current, metrics, max_steps=self.max_steps,
+                                    observe=observe)
             report.steps += result.outcome.steps
+            executed = getattr(self.inner, "executed", None)
+            if executed is not None:
+                executed(result)
             if result.failed:
                 report.failure = self._traced(cls, scenario, current, result, report)
                 if self.token_file:
@@ -174,33 +182,62 @@ def explore(algorithm: str | type[DirtyLogAlgorithm], scenario: Scenario, *,
             depth: int = 2, preemptions: int | None = 2, rounds: int = 2, seed: int = 0,
             max_steps: int = DEFAULT_MAX_STEPS, token_file: str | None = None,
             program: Program | None = None, vary_program: bool | None = None,
+            space: ProgramSpace | None = None,
             progress: Callable[[FuzzReport], None] | None = None) -> FuzzReport:
-    """Fuzz ``algorithm`` with a registered ``scheduler`` within
-    ``executions`` and ``seconds``; stops at the first failure.
+    """Fuzz ``algorithm`` with a registered ``scheduler`` (or ``"auto"``,
+    the portfolio) within ``executions`` and ``seconds``; stops at the first
+    failure.
 
-    ``vary_program``: draw new writes for every execution (more coverage,
-    the default for random) or keep one program (``program``, else the
-    scenario's for its seed), which dfs needs and which pct's guarantee is
-    about (the default for both)."""
+    What each execution runs: ``program`` if given (pinned); else, with a
+    ``space``, a shape and program drawn from it for every execution (swarm
+    testing: what the CLI does by default); else the scenario's shape with
+    new writes every execution (``vary_program``, the default except for
+    dfs) or one program for all (which dfs needs and which pct's guarantee
+    is about)."""
+    if program is not None:
+        space = None
+    if vary_program is None:
+        vary_program = scheduler != "dfs" and program is None
+    fixed = None if (vary_program or space is not None) \
+        else (scenario, program or make_program(scenario, rounds))
+
+    def cases(n: int) -> Case:
+        if fixed is not None:
+            return fixed
+        if space is not None:
+            return space.draw(scenario, n)
+        return scenario, make_program(scenario, rounds, execution=n)
+
+    if scheduler == "auto" or (scheduler == "dfs" and fixed is None):
+        # dfs over varied programs: iterative bounds on one program at a
+        # time, the portfolio's dfs member alone.
+        from .portfolio import MEMBERS, Portfolio
+
+        portfolio = Portfolio(seed, cases, fixed=fixed is not None,
+                              members=MEMBERS if scheduler == "auto" else ("dfs",),
+                              dfs_max_bound=3 if preemptions is None or scheduler == "auto"
+                              else preemptions)
+        runner = Runner(portfolio, executions=executions, seconds=seconds,
+                        max_steps=max_steps, token_file=token_file, name=scheduler)
+        report = runner.run(algorithm, portfolio.case, progress)
+        report.extra["portfolio"] = portfolio.summary()
+        if report.failure is not None:
+            report.extra["found_by"] = portfolio.current
+        report.guarantee = portfolio.report()
+        return report
     inner = make_scheduler(scheduler, SchedulerOptions(seed=seed, depth=depth,
                                                        preemptions=preemptions))
-    if vary_program is None:
-        vary_program = scheduler == "random" and program is None
-    fixed = None if vary_program else (program or make_program(scenario, rounds))
-
-    def programs(n: int) -> Program:
-        return fixed or make_program(scenario, rounds, execution=n)
-
     runner = Runner(inner, executions=executions, seconds=seconds, max_steps=max_steps,
                     token_file=token_file, name=scheduler)
-    report = runner.run(algorithm, scenario, programs, progress)
+    report = runner.run(algorithm, cases, progress)
     if isinstance(inner, DfsScheduler):
         report.exhausted = inner.exhausted
         report.extra["preemption_bound"] = preemptions
     if report.failure is None:
         if fixed is None and isinstance(inner, PctScheduler):
-            report.guarantee = ("pct guarantee: none stated, the program varied between "
-                                "executions (the bound is per program)")
+            report.guarantee = ("pct guarantee: none; the program varied between executions "
+                                "and pct's bound holds per program (pin one with --execution "
+                                "or a full set of shape options)")
         elif not isinstance(inner, DfsScheduler):
             report.guarantee = report_of(inner)
     return report

@@ -1,0 +1,243 @@
+"""``auto``: a portfolio of search strategies, the default of ``fuzz``.
+
+No single strategy wins everywhere (shuttle ships a portfolio scheduler for
+the same reason): a random walk finds shallow bugs fast, PCT finds bugs of
+a known depth with a probability it can state, preemption-bounded DFS
+proves small spaces clean and finds the counterexample with the fewest
+preemptions, and a coverage-guided fuzzer keeps schedules that showed it
+something new. The portfolio gives each member slices of executions in turn:
+
+* ``random``: a seeded random walk, a new program every execution;
+* ``pct``: PCT with its bug depth cycling 1 to 5, a new program every
+  execution (so no bound is claimed: the bound holds per program);
+* ``dfs``: iterative preemption bounding (Musuvathi and Qadeer, PLDI 2007)
+  on one program at a time: every schedule with 0 preemptions, then 1, 2,
+  3, before it moves to the next program, so its first counterexample has
+  the fewest preemptions on that program;
+* ``coverage``: a greybox schedule fuzzer in the spirit of Wolff et al.
+  ("Greybox Fuzzing for Concurrency Testing", ASPLOS 2024): coverage is the
+  set of pairs of conflicting operations on the same word (operation and
+  word kind, in the order they happened, by different threads, at least one
+  a write); an execution that adds a pair joins the corpus with its
+  schedule, and new executions replay a corpus schedule up to a random cut,
+  then diverge there and go on at random.
+
+The report says which member found the failure and what each one tried.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from .._core.runtime import Scheduler
+from .._core.switch import Op
+from ..harness.execution import ExecutionResult
+from ..harness.program import Program
+from ..harness.scenario import Scenario
+from ..schedulers import DfsScheduler, PctScheduler, RandomScheduler
+
+__all__ = ["CoverageFuzzer", "Portfolio"]
+
+Case = tuple[Scenario, Program]
+
+#: Executions a member runs before the next one's turn.
+SLICE = 16
+MEMBERS = ("random", "pct", "dfs", "coverage")
+#: DFS moves to the next program after this bound, or this many executions.
+DFS_MAX_BOUND = 3
+DFS_PROGRAM_BUDGET = 1500
+_READS = frozenset({Op.LOAD, Op.ENTER, Op.EXIT, Op.YIELD, Op.WAIT})
+
+
+class _Done(Exception):
+    """DFS alone has enumerated its one program."""
+
+
+class CoverageFuzzer:
+    """A corpus of (case, schedule) pairs that added conflict-pair coverage,
+    and the mutations that replay one up to a cut and then diverge."""
+
+    def __init__(self, seed: int) -> None:
+        self._rng = random.Random(f"coverage:{seed}")
+        self.corpus: list[tuple[Case, list[int]]] = []
+        self.covered: set[tuple[tuple[str, str], tuple[str, str]]] = set()
+        self._new: set[tuple[tuple[str, str], tuple[str, str]]] = set()
+        self._last: dict[tuple[str, int], tuple[int, tuple[str, str], bool]] = {}
+        self._prefix: list[int] = []
+        self._cut = -1
+        self._pos = 0
+
+    def start(self, fresh: Case) -> Case:
+        """Begin an execution: a mutated corpus entry, or ``fresh`` with a
+        random schedule when the corpus is empty (and now and then)."""
+        self._pos = 0
+        if self.corpus and self._rng.random() < 0.85:
+            case, schedule = self.corpus[self._rng.randrange(len(self.corpus))]
+            self._prefix = schedule
+            self._cut = self._rng.randrange(len(schedule)) if schedule else -1
+            return case
+        self._prefix, self._cut = [], -1
+        return fresh
+
+    def next_thread(self, runnable: Sequence[int], current: int | None) -> int:
+        pos = self._pos
+        self._pos += 1
+        rng = self._rng
+        if pos < self._cut and self._prefix[pos] in runnable:
+            return self._prefix[pos]
+        if pos == self._cut and len(runnable) > 1:
+            others = [t for t in runnable if t != self._prefix[pos]]
+            return others[rng.randrange(len(others))]
+        self._cut = -1  # diverged (or past the cut): a random walk from here
+        if current is not None and rng.random() < 0.5:
+            return current
+        return runnable[rng.randrange(len(runnable))]
+
+    def observe(self, tid: int, op: Op, target: str, index: int) -> None:
+        word = (target, index)
+        site = (str(op), target.split(":", 1)[0])
+        write = op not in _READS
+        last = self._last.get(word)
+        if last is not None and last[0] != tid and (last[2] or write):
+            pair = (last[1], site)
+            if pair not in self.covered:
+                self._new.add(pair)
+        self._last[word] = (tid, site, write)
+
+    def executed(self, case: Case, result: ExecutionResult) -> None:
+        if self._new:
+            self.covered |= self._new
+            self.corpus.append((case, list(result.outcome.schedule)))
+        self._new = set()
+        self._last = {}
+
+
+class Portfolio:
+    """A scheduler that hands slices of executions to its members in turn,
+    and the source of each execution's case (the DFS member keeps one
+    program while it enumerates; the others draw a new one)."""
+
+    def __init__(self, seed: int, cases: Callable[[int], Case], *, fixed: bool = False,
+                 members: Sequence[str] = MEMBERS, dfs_max_bound: int = DFS_MAX_BOUND) -> None:
+        self.seed = seed
+        self.cases = cases
+        self.fixed = fixed
+        self.members = tuple(members)
+        self.dfs_max_bound = dfs_max_bound
+        self.random = RandomScheduler(seed)
+        self.pcts = [PctScheduler(seed, depth=d) for d in range(1, 6)]
+        self.coverage = CoverageFuzzer(seed)
+        self.tried = dict.fromkeys(self.members, 0)
+        self.current = self.members[0]
+        self.dfs_programs = 0
+        self.dfs_bound = 0
+        self.dfs_exhausted: list[int] = []  # per program: the largest bound exhausted
+        self._dfs: DfsScheduler | None = None
+        self._dfs_case: Case | None = None
+        self._dfs_runs = 0
+        self._dfs_done = False
+        self._pct = 0
+        self._n = 0
+        self._sched: Any = self.random
+        self._case: Case | None = None
+
+    # -- the scheduler protocol ---------------------------------------------------
+    def new_execution(self) -> bool:
+        self._n += 1
+        n = self._n
+        turn = (n - 1) // SLICE
+        members = [m for m in self.members if not (m == "dfs" and self._dfs_done)]
+        if not members:
+            return False  # dfs alone, its one program enumerated
+        name = members[turn % len(members)]
+        self.current = name
+        self.tried[name] += 1
+        if name == "random":
+            self.random.new_execution()
+            self._sched, self._case = self.random, self.cases(n)
+        elif name == "pct":
+            if (n - 1) % SLICE == 0:
+                self._pct = (self._pct + 1) % len(self.pcts)
+            pct = self.pcts[self._pct]
+            pct.new_execution()
+            self._sched, self._case = pct, self.cases(n)
+        elif name == "dfs":
+            try:
+                self._sched, self._case = self._next_dfs()
+            except _Done:
+                self.tried[name] -= 1
+                return False
+        else:
+            self._sched = self.coverage
+            self._case = self.coverage.start(self.cases(n))
+        return True
+
+    def next_thread(self, runnable: Sequence[int], current: int | None) -> int:
+        choice: int = self._sched.next_thread(runnable, current)
+        return choice
+
+    def case(self, n: int) -> Case:
+        assert self._case is not None
+        return self._case
+
+    def observe(self, tid: int, op: Op, target: str, index: int) -> None:
+        self.coverage.observe(tid, op, target, index)
+
+    def executed(self, result: ExecutionResult) -> None:
+        assert self._case is not None
+        self.coverage.executed(self._case, result)
+        if self.current == "dfs":
+            self._dfs_runs += 1
+
+    # -- dfs: iterative bounds on one program at a time ---------------------------
+    def _next_dfs(self) -> tuple[Scheduler, Case]:
+        while True:
+            if self._dfs is None or self._dfs_case is None:
+                self.dfs_programs += 1
+                # Its own sequence of programs, apart from the others' (or
+                # the one pinned program).
+                self._dfs_case = self.cases(-self.dfs_programs)
+                self.dfs_bound, self._dfs_runs = 0, 0
+                self._dfs = DfsScheduler(0)
+                self.dfs_exhausted.append(-1)
+            if self._dfs_runs < DFS_PROGRAM_BUDGET and self._dfs.new_execution():
+                return self._dfs, self._dfs_case
+            if self._dfs.exhausted:
+                self.dfs_exhausted[-1] = self.dfs_bound
+            if self._dfs.exhausted and self.dfs_bound < self.dfs_max_bound \
+                    and self._dfs_runs < DFS_PROGRAM_BUDGET:
+                self.dfs_bound += 1
+                self._dfs = DfsScheduler(self.dfs_bound)
+                continue
+            if self.fixed:
+                # One pinned program, enumerated as far as the bounds go.
+                self._dfs_done = True
+                if self.members == ("dfs",):
+                    raise _Done
+                self._dfs = DfsScheduler(self.dfs_bound)
+                self._dfs.new_execution()
+                return self._dfs, self._dfs_case
+            self._dfs = None
+
+    # -- what it did --------------------------------------------------------------
+    def summary(self) -> dict[str, Any]:
+        return {"executions": dict(self.tried), "dfs_programs": self.dfs_programs,
+                "dfs_bounds_exhausted": list(self.dfs_exhausted),
+                "coverage_pairs": len(self.coverage.covered),
+                "corpus": len(self.coverage.corpus), "last_member": self.current}
+
+    def report(self) -> str:
+        t = dict.fromkeys(MEMBERS, 0) | self.tried
+        proved = [b for b in self.dfs_exhausted if b >= 0]
+        dfs = (f"dfs {t['dfs']} on {self.dfs_programs} program(s), every schedule with up to "
+               f"{max(proved)} preemption(s) exhausted on {len(proved)} of them"
+               if proved else f"dfs {t['dfs']} on {self.dfs_programs} program(s)")
+        bound = ("" if self.fixed else "; the programs varied, so no probabilistic bound is "
+                 "claimed")
+        if self.members == ("dfs",):
+            return f"iterative {dfs}{bound}"
+        return (f"auto portfolio tried: random {t['random']}, pct {t['pct']} (depths 1-5), "
+                f"{dfs}, coverage {t['coverage']} ({len(self.coverage.covered)} conflict "
+                f"pairs, corpus {len(self.coverage.corpus)}){bound}")
