@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import math
+import sys
+import time
 from typing import Any
 
 from ..dirtylog import BUILTIN_ALGORITHMS, resolve_algorithm
+from ..harness.interrupt import EXIT_INTERRUPTED
+from ..harness.interrupt import interrupted as _interrupted
 from ..harness.limits import MAX_EXECUTIONS, SEED_RANGE
 from ..harness.program import ProgramSpace, make_program
 from ..harness.scenario import Scenario
 from ..harness.token import decode
 from ..schedulers import SCHEDULERS as _REGISTRY
 from ..search.hypothesis import hypothesis_search
-from ..search.runner import explore, regression_test, replay
+from ..search.runner import FuzzReport, explore, regression_test, replay
 
 #: The controlled schedulers, and Hypothesis (which drives its own search).
 SCHEDULERS = ("auto", *_REGISTRY, "hypothesis")
@@ -87,6 +92,42 @@ def add_parsers(sub: Any, number: Any, choice: Any) -> None:
                    help="replay against this algorithm instead (to check a fix)")
 
 
+class _Progress:
+    """The fuzz progress line on stderr: redrawn on a terminal, on a log a
+    line at the first tick and then every fifth of the budget (>= 2 s).
+    Keeps the latest report, the partial one if the run is interrupted."""
+
+    def __init__(self, ns: argparse.Namespace) -> None:
+        self.quiet = ns.quiet
+        self.budget = ns.seconds
+        self.tty = sys.stderr.isatty()
+        self.latest: FuzzReport | None = None
+        self._last = -math.inf
+        self._width = 0
+
+    def __call__(self, report: FuzzReport) -> None:
+        self.latest = report
+        now = time.monotonic()
+        if self.quiet or now - self._last < (0.1 if self.tty else max(2.0, self.budget / 5)):
+            return
+        self._last = now
+        line = (f"[{report.algorithm}/{report.scheduler}] {report.seconds:5.1f}s/"
+                f"{self.budget:g}s  executions {report.executions} "
+                f"({report.executions_per_second:.0f}/s)  switch points {report.steps}")
+        if self.tty:
+            sys.stderr.write("\r" + line + " " * max(0, self._width - len(line)))
+            self._width = len(line)
+        else:
+            sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+
+    def finish(self) -> None:
+        if self.tty and self._width:
+            sys.stderr.write("\r" + " " * self._width + "\r")
+            sys.stderr.flush()
+            self._width = 0
+
+
 def run_fuzz(ns: argparse.Namespace, write_json: Any) -> int:
     algorithms = ns.algorithm or list(BUILTIN_ALGORITHMS)
     for spec in algorithms:
@@ -100,46 +141,78 @@ def run_fuzz(ns: argparse.Namespace, write_json: Any) -> int:
           f"{'pinned ' + pinned if pinned else 'every dimension drawn'}"
           f"{'' if ns.on_behalf is None else f', on-behalf share {ns.on_behalf:g}'}")
     reports = []
-    for spec in algorithms:
-        scenario = Scenario(algorithm=spec, **{**_fill(pins), **base})
-        if ns.scheduler == "hypothesis":
-            report = hypothesis_search(
-                spec, seed=ns.seed, seconds=ns.seconds, executions=ns.executions,
-                max_steps=ns.max_steps,
-                pins={k: v for k, v in {**pins, "on_behalf": _flag(ns.on_behalf)}.items()
-                      if v is not None})
-        else:
-            program = make_program(scenario, ns.rounds if ns.rounds is not None else 2,
-                                   execution=ns.execution) if ns.execution else None
-            report = explore(spec, scenario, scheduler=ns.scheduler, executions=ns.executions,
-                             seconds=ns.seconds, depth=ns.depth, preemptions=ns.preemptions,
-                             seed=ns.seed, max_steps=ns.max_steps, token_file=ns.token_file,
-                             program=program, space=None if space.pinned else space,
-                             rounds=ns.rounds if ns.rounds is not None else 2)
-        reports.append(report)
-        found_by = report.extra.get("found_by")
-        print(f"== {report.algorithm} under {report.scheduler}"
-              + (f" (found by {found_by})" if found_by else ""))
-        if report.failure is not None:
-            failure = report.failure
-            print(failure.counterexample())
-            print(f"\nreplay token: {failure.token}")
-            print(f"  rerun:  concurrent-dirty replay {failure.token}")
-            print("  as a regression test:")
-            print("    " + regression_test(failure.token).replace("\n", "\n    ").rstrip())
-        print(report.summary())
+    stopped = False
+    progress = _Progress(ns)
+    try:
+        for spec in algorithms:
+            progress.latest = None
+            scenario = Scenario(algorithm=spec, **{**_fill(pins), **base})
+            if ns.scheduler == "hypothesis":
+                report = hypothesis_search(
+                    spec, seed=ns.seed, seconds=ns.seconds, executions=ns.executions,
+                    max_steps=ns.max_steps,
+                    pins={k: v for k, v in {**pins, "on_behalf": _flag(ns.on_behalf)}.items()
+                          if v is not None}, progress=progress)
+            else:
+                program = make_program(scenario, ns.rounds if ns.rounds is not None else 2,
+                                       execution=ns.execution) if ns.execution else None
+                report = explore(spec, scenario, scheduler=ns.scheduler,
+                                 executions=ns.executions, seconds=ns.seconds, depth=ns.depth,
+                                 preemptions=ns.preemptions, seed=ns.seed,
+                                 max_steps=ns.max_steps, token_file=ns.token_file,
+                                 program=program, space=None if space.pinned else space,
+                                 rounds=ns.rounds if ns.rounds is not None else 2,
+                                 progress=progress)
+            progress.finish()
+            reports.append(report)
+            _print_report(report)
+    except KeyboardInterrupt:
+        stopped = True
+        progress.finish()
+        partial = progress.latest
+        if partial is not None:
+            reports.append(partial)
+            print(f"== {partial.algorithm} under {partial.scheduler} (interrupted)")
+            print(f"verdict: INTERRUPTED (no failure reported in {partial.executions} executions, "
+                  f"{partial.steps} switch points, {partial.seconds:.2f}s before the interrupt; "
+                  f"the figures are partial)")
+        _interrupted(f"fuzzing stopped after {len(reports)} of {len(algorithms)} "
+                     f"algorithm(s) (the last one partial)" if partial is not None else
+                     f"fuzzing stopped after {len(reports)} of {len(algorithms)} algorithm(s)")
     if ns.json:
         write_json(ns.json, {"tool": "concurrent-dirty", "command": "fuzz",
+                             "interrupted": stopped,
                              "verdict": "fail" if any(r.failure for r in reports) else "pass",
                              "results": [r.to_json() for r in reports]})
+    if stopped:
+        return EXIT_INTERRUPTED
     return EXIT_FAIL if any(r.failure for r in reports) else EXIT_OK
+
+
+def _print_report(report: FuzzReport) -> None:
+    found_by = report.extra.get("found_by")
+    print(f"== {report.algorithm} under {report.scheduler}"
+          + (f" (found by {found_by})" if found_by else ""))
+    if report.failure is not None:
+        failure = report.failure
+        print(failure.counterexample())
+        print(f"\nreplay token: {failure.token}")
+        print(f"  rerun:  concurrent-dirty replay {failure.token}")
+        print("  as a regression test:")
+        print("    " + regression_test(failure.token).replace("\n", "\n    ").rstrip())
+    print(report.summary())
 
 
 def run_replay(ns: argparse.Namespace) -> int:
     case = decode(ns.token)
     if ns.algorithm:
         resolve_algorithm(ns.algorithm)
-    result = replay(ns.token, algorithm=ns.algorithm)
+    try:
+        result = replay(ns.token, algorithm=ns.algorithm)
+    except KeyboardInterrupt:
+        print(f"verdict: INTERRUPTED (the replay against {ns.algorithm or case.algorithm} "
+              f"did not finish; nothing to report)")
+        return _interrupted("replay stopped")
     out = result.outcome
     print(result.counterexample())
     against = ns.algorithm or case.algorithm

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import argparse
 import math
-import signal
 import sys
 from collections.abc import Sequence
 from importlib import import_module
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from ..errors import UsageError
+from ..harness.interrupt import interrupted as _interrupted
+from ..harness.interrupt import signals_interrupt
 from ..harness.limits import MAX_EXECUTIONS, MAX_SECONDS, MAX_TOTAL_PAGES, SEED_RANGE
 from ..harness.output import check_output_path, write_text
 from ..harness.scenario import ENGINES, MODES, WORKLOADS, Scenario
@@ -252,7 +253,7 @@ def _stress(ns: argparse.Namespace) -> int:
                 raise KeyboardInterrupt
     except KeyboardInterrupt:
         interrupted = True
-        sys.stderr.write("\ninterrupted: writers stopped, shared memory unlinked\n")
+        _interrupted("writers stopped, shared memory unlinked")
     print(verdict_table(results))
     print(summary_line(results, interrupted))
     for r in results:
@@ -272,10 +273,6 @@ def _stress(ns: argparse.Namespace) -> int:
     return EXIT_FAIL if any(r.status != "ok" for r in results) else EXIT_OK
 
 
-def _sigterm(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     command = args[0] if args and args[0] in _COMMANDS else ""
@@ -284,23 +281,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     if ns.command is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
-    previous = signal.signal(signal.SIGTERM, _sigterm)
-    try:
-        for option in ("json", "token_file"):  # before anything runs
-            if getattr(ns, option, None):
-                check_output_path(getattr(ns, option), "--" + option.replace("_", "-"))
-        if ns.command == "stress":
-            return _stress(ns)
-        if ns.command == "replay":
-            return int(import_module(".fuzz", __package__).run_replay(ns))
-        module = import_module(_COMMANDS[ns.command][0], __package__)
-        run = getattr(module, f"run_{ns.command}")
-        return int(run(ns, _write_report))
-    except UsageError as exc:
-        sys.stderr.write(f"concurrent-dirty: error: {exc}\n")
-        return EXIT_USAGE
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    with signals_interrupt():  # SIGTERM ends every subcommand as Ctrl-C does
+        try:
+            for option in ("json", "token_file"):  # before anything runs
+                if getattr(ns, option, None):
+                    check_output_path(getattr(ns, option), "--" + option.replace("_", "-"))
+            if ns.command == "stress":
+                return _stress(ns)
+            if ns.command == "replay":
+                return int(import_module(".fuzz", __package__).run_replay(ns))
+            module = import_module(_COMMANDS[ns.command][0], __package__)
+            run = getattr(module, f"run_{ns.command}")
+            return int(run(ns, _write_report))
+        except UsageError as exc:
+            sys.stderr.write(f"concurrent-dirty: error: {exc}\n")
+            return EXIT_USAGE
+        except KeyboardInterrupt:  # before a subcommand had anything to report
+            return _interrupted("stopped before anything was reported")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -6,8 +6,10 @@ import argparse
 import sys
 from typing import Any
 
+from ..dirtylog import BUILTIN_ALGORITHMS
+from ..harness.interrupt import interrupted
 from ..mutants import MUTANTS, resolve_mutant
-from ..search.zoo import ENGINES, Cell, format_table, run_zoo
+from ..search.zoo import ENGINES, Cell, ZooReport, format_table, run_zoo
 
 
 def add_parser(sub: Any, number: Any, choice: Any) -> None:
@@ -37,15 +39,31 @@ def add_parser(sub: Any, number: Any, choice: Any) -> None:
 def run_mutants(ns: argparse.Namespace, write_json: Any) -> int:
     mutants = [resolve_mutant(spec) for spec in ns.mutant] if ns.mutant else None
     engines = ns.engine or list(ENGINES)
+    done: list[Cell] = []
 
     def progress(cell: Cell) -> None:
+        done.append(cell)
         if not ns.quiet:
             sys.stderr.write(f"[{cell.subject} / {cell.engine}] detected "
                              f"{len(cell.detections)}/{len(cell.trials)}\n")
             sys.stderr.flush()
 
-    report = run_zoo(mutants, engines, seeds=ns.seeds, budget=ns.budget, hints=ns.hints,
-                     correct=ns.correct, progress=progress)
+    try:
+        report = run_zoo(mutants, engines, seeds=ns.seeds, budget=ns.budget,
+                         hints=ns.hints, correct=ns.correct, progress=progress)
+    except KeyboardInterrupt:
+        total = (len(mutants if mutants is not None else MUTANTS)
+                 + (len(BUILTIN_ALGORITHMS) if ns.correct else 0)) * len(engines)
+        partial = ZooReport(engines=list(engines), cells=done)
+        print("\n".join(format_table(partial).splitlines()[:-1]))  # all but its verdict
+        print(f"verdict: INTERRUPTED ({len(done)} of {total} cells done; the table above is "
+              f"partial)")
+        if ns.json:
+            write_json(ns.json, {"tool": "concurrent-dirty", "command": "mutants",
+                                 "budget": ns.budget, "seeds": ns.seeds, "interrupted": True,
+                                 **partial.to_json(), "verdict": "interrupted"})
+        return interrupted(f"the zoo stopped after {len(done)} of {total} cells; writers "
+                           f"stopped, shared memory unlinked")
     print(format_table(report))
     if ns.json:
         write_json(ns.json, {"tool": "concurrent-dirty", "command": "mutants",

@@ -20,6 +20,7 @@ from .._core import switch as _switch
 from ..dirtylog import algorithm_name, algorithm_ref, resolve_algorithm
 from ..errors import ConcurrentDirtyError, DeadlockError, InvariantViolation, UsageError
 from ..harness.execution import Vm, run_harvester
+from ..harness.interrupt import deferred_interrupts
 from ..harness.oracle import Violation
 from ..harness.scenario import Scenario
 from ..model.arena import Arena
@@ -138,7 +139,8 @@ def run_cell(scenario: Scenario, *, progress: Callable[[Progress], None] | None 
         spec = WorkerSpec(vm.layout, vm.memslots, scenario, algorithm_ref(cls))
         workers = ProcessWorkers(vm.arena, spec) if processes \
             else ThreadWorkers(vm.arena, spec, cls)
-        workers.start()
+        with deferred_interrupts():  # never leave a child started but not set up
+            workers.start()
         # A writer that dies holding mmu_lock or inside a read-side section
         # must end the run now, not after the lock timeout.
         vm.kvm.watch(workers.check)

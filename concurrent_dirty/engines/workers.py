@@ -213,7 +213,11 @@ class ProcessWorkers:
                 proc = subprocess.Popen(
                     [sys.executable, "-c",
                      "from concurrent_dirty.engines.workers import child_entry; child_entry()"],
-                    stdin=subprocess.PIPE, pass_fds=(write_end,), env=env)
+                    stdin=subprocess.PIPE, pass_fds=(write_end,), env=env,
+                    # Its own process group: a terminal's Ctrl-C reaches only the
+                    # parent, which stops the writers; a child still starting up
+                    # would die of it with a traceback.
+                    process_group=0)
             finally:
                 os.close(write_end)
             self.procs.append(proc)

@@ -139,10 +139,24 @@ def _create_segment(size: int) -> shared_memory.SharedMemory:
 
     sweep_dead_segments()
     for _ in range(100):
+        name = new_segment_name()
         try:
-            return shared_memory.SharedMemory(name=new_segment_name(), create=True, size=size)
+            shm = shared_memory.SharedMemory(name=name, create=True, size=size)
+            with _LIVE_LOCK:
+                _LIVE[name] = shm
+            return shm
         except FileExistsError:
-            continue
+            continue  # another segment's name: not ours to touch
+        except BaseException:
+            # Interrupted half-way (Ctrl-C while the first segment starts the
+            # resource tracker): the segment exists but nobody holds it.
+            with _LIVE_LOCK:
+                _LIVE.pop(name, None)
+            try:
+                os.unlink(os.path.join(SHM_DIR, name))
+            except OSError:
+                pass
+            raise
     raise FileExistsError("no free shared-memory name after 100 tries")
 
 
@@ -191,9 +205,7 @@ class Arena:
                                  f"{layout.nbytes} bytes, got {self._shm.size}")
             self._buf: memoryview | bytearray = self._shm_buf()
         elif shared:
-            self._shm = _create_segment(max(layout.nbytes, 1))
-            with _LIVE_LOCK:
-                _LIVE[self._shm.name] = self._shm
+            self._shm = _create_segment(max(layout.nbytes, 1))  # registered in _LIVE
             self._buf = self._shm_buf()
         else:
             self._buf = bytearray(layout.nbytes + _LINE)
@@ -251,7 +263,12 @@ class Arena:
         self._views.clear()
         if self._shm is not None:
             self._buf = bytearray()
-            self._shm.close()
+            try:
+                self._shm.close()
+            except BufferError:
+                # A view cut short while it was being made (Ctrl-C) still
+                # exports the mapping; it goes with the process. Unlink anyway.
+                pass
             if self._owner:
                 with _LIVE_LOCK:
                     _LIVE.pop(self._shm.name, None)

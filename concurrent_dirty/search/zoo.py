@@ -129,6 +129,8 @@ def _free(ref: str, engine: str, extra: dict[str, Any] | None, seed: int,
         kw.update(noise=0.2, switch_interval=1e-5)
     r = run_cell(Scenario(algorithm=ref, engine="threads" if engine != "processes"
                           else "processes", seconds=budget, seed=seed, **kw))
+    if r.interrupted:  # run_cell cleaned up and kept Ctrl-C to itself: pass it on
+        raise KeyboardInterrupt
     if r.error:  # a deadlock or a dying writer in the code under test: a detection, but say so
         return Trial(True, r.seconds, r.executions, kind=f"error: {r.error.splitlines()[0]}")
     return Trial(bool(r.violations), r.seconds, r.executions,
