@@ -6,6 +6,7 @@ import pytest
 from concurrent_dirty.cli.main import build_parser, main
 
 SECONDS = "a number of seconds > 0 and <= 10000000"
+JOBS = "a number of jobs from 1 to 1024"
 SEED = "an integer seed from -9223372036854775808 to 9223372036854775807"
 
 # (subcommand, option, the range as the error states it, a value just outside,
@@ -50,6 +51,9 @@ LIMITS = [
     ("fuzz", "--max-steps", "a step bound from 10 to 10000000", "9", ["10", "10000000"]),
     ("mutants", "--seeds", "a number of seeds from 1 to 100", "101", ["1", "100"]),
     ("mutants", "--budget", SECONDS, "nan", ["0.01", "10000000"]),
+    ("fuzz", "--jobs", JOBS, "1025", ["1", "1024"]),
+    ("stress", "--jobs", JOBS, "0", ["1", "1024"]),
+    ("mutants", "--jobs", JOBS, "2.5", ["1", "1024"]),
 ]
 
 

@@ -92,7 +92,7 @@ def _assert_interrupted(code, out, err):
                                             ("hypothesis", signal.SIGINT)])
 def test_fuzz_ends_with_its_partial_report(scheduler, sig):
     proc = _start("fuzz", "--algorithm", "xchg", "--scheduler", scheduler, "--seconds", "600",
-                  "--executions", "1000000000")
+                  "--executions", "1000000000", "--jobs", "1")
     _wait_for_line(proc, f"[xchg/{scheduler}]")
     code, out, err = _finish(proc, sig)
     _assert_interrupted(code, out, err)

@@ -6,6 +6,7 @@ import argparse
 import math
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from ..dirtylog import BUILTIN_ALGORITHMS, resolve_algorithm
@@ -18,6 +19,7 @@ from ..harness.token import decode
 from ..schedulers import SCHEDULERS as _REGISTRY
 from ..search.hypothesis import hypothesis_search
 from ..search.runner import FuzzReport, explore, regression_test, replay
+from .scale import add_options as add_scale_options
 
 #: The controlled schedulers, and Hypothesis (which drives its own search).
 SCHEDULERS = ("auto", *_REGISTRY, "hypothesis")
@@ -83,6 +85,7 @@ def add_parsers(sub: Any, number: Any, choice: Any) -> None:
                         "replay token (survives a crash or a hang)")
     f.add_argument("--json", metavar="PATH", help="write the report as JSON")
     f.add_argument("--quiet", action="store_true")
+    add_scale_options(f, number, db=True)
 
     r = sub.add_parser("replay", help="rerun a failure from its replay token",
                        description="Rerun the execution a token describes, print its "
@@ -128,44 +131,71 @@ class _Progress:
             self._width = 0
 
 
+def _pins(ns: argparse.Namespace) -> dict[str, Any]:
+    return dict(writers=ns.writers, slots=ns.slots, pages=ns.pages, writes=ns.writes,
+                rounds=ns.rounds, initially_set=ns.initially_set)
+
+
+def search_options(ns: argparse.Namespace) -> dict[str, Any]:
+    """``explore``'s options for this command line (also what each job gets)."""
+    space = ProgramSpace(**_pins(ns))
+    return dict(scheduler=ns.scheduler, seconds=ns.seconds, depth=ns.depth,
+                preemptions=ns.preemptions, max_steps=ns.max_steps,
+                rounds=ns.rounds if ns.rounds is not None else 2,
+                space=None if space.pinned else space)
+
+
+def hypothesis_pins(ns: argparse.Namespace) -> dict[str, Any]:
+    """The ``interleavings`` arguments this command line pins."""
+    pins = {**_pins(ns), "on_behalf": _flag(ns.on_behalf)}
+    return {k: v for k, v in pins.items() if v is not None}
+
+
 def run_fuzz(ns: argparse.Namespace, write_json: Any) -> int:
+    from .scale import resolve_jobs
+
     algorithms = ns.algorithm or list(BUILTIN_ALGORITHMS)
     for spec in algorithms:
         resolve_algorithm(spec)
-    pins = dict(writers=ns.writers, slots=ns.slots, pages=ns.pages, writes=ns.writes,
-                rounds=ns.rounds, initially_set=ns.initially_set)
-    space = ProgramSpace(**pins)
+    pins = _pins(ns)
     base = dict(on_behalf=ns.on_behalf, seed=ns.seed, tlb=ns.tlb, workload=ns.workload)
     pinned = ", ".join(f"{k}={v}" for k, v in pins.items() if v is not None)
-    print(f"seed {ns.seed}; program space: "
-          f"{'pinned ' + pinned if pinned else 'every dimension drawn'}"
-          f"{'' if ns.on_behalf is None else f', on-behalf share {ns.on_behalf:g}'}")
+    ns.header = (f"seed {ns.seed}; program space: "
+                 f"{'pinned ' + pinned if pinned else 'every dimension drawn'}"
+                 f"{'' if ns.on_behalf is None else f', on-behalf share {ns.on_behalf:g}'}"
+                 f"{f'; the writes of execution {ns.execution}' if ns.execution else ''}")
+
+    def scenario_of(spec: str) -> Scenario:
+        return Scenario(algorithm=spec, **{**_fill(pins), **base})
+
+    def search_one(spec: str, scenario: Scenario,
+                   progress: Callable[[FuzzReport], None] | None = None) -> FuzzReport:
+        if ns.scheduler == "hypothesis":
+            return hypothesis_search(spec, seed=ns.seed, seconds=ns.seconds,
+                                     executions=ns.executions, max_steps=ns.max_steps,
+                                     pins=hypothesis_pins(ns), progress=progress)
+        options = search_options(ns)
+        program = make_program(scenario, options["rounds"], execution=ns.execution) \
+            if ns.execution else None
+        return explore(spec, scenario, executions=ns.executions, seed=ns.seed,
+                       token_file=ns.token_file, program=program, progress=progress,
+                       **options)
+
+    if resolve_jobs(ns) > 1 or not ns.shard.whole or ns.db:
+        from .scale import fuzz_campaign
+
+        return fuzz_campaign(ns, write_json, search_one,
+                             lambda report: _print_report(report, ns.header), scenario_of)
     reports = []
     stopped = False
     progress = _Progress(ns)
     try:
         for spec in algorithms:
             progress.latest = None
-            scenario = Scenario(algorithm=spec, **{**_fill(pins), **base})
-            if ns.scheduler == "hypothesis":
-                report = hypothesis_search(
-                    spec, seed=ns.seed, seconds=ns.seconds, executions=ns.executions,
-                    max_steps=ns.max_steps,
-                    pins={k: v for k, v in {**pins, "on_behalf": _flag(ns.on_behalf)}.items()
-                          if v is not None}, progress=progress)
-            else:
-                program = make_program(scenario, ns.rounds if ns.rounds is not None else 2,
-                                       execution=ns.execution) if ns.execution else None
-                report = explore(spec, scenario, scheduler=ns.scheduler,
-                                 executions=ns.executions, seconds=ns.seconds, depth=ns.depth,
-                                 preemptions=ns.preemptions, seed=ns.seed,
-                                 max_steps=ns.max_steps, token_file=ns.token_file,
-                                 program=program, space=None if space.pinned else space,
-                                 rounds=ns.rounds if ns.rounds is not None else 2,
-                                 progress=progress)
+            report = search_one(spec, scenario_of(spec), progress)
             progress.finish()
             reports.append(report)
-            _print_report(report)
+            _print_report(report, ns.header)
     except KeyboardInterrupt:
         stopped = True
         progress.finish()
@@ -189,10 +219,12 @@ def run_fuzz(ns: argparse.Namespace, write_json: Any) -> int:
     return EXIT_FAIL if any(r.failure for r in reports) else EXIT_OK
 
 
-def _print_report(report: FuzzReport) -> None:
+def _print_report(report: FuzzReport, header: str = "") -> None:
     found_by = report.extra.get("found_by")
     print(f"== {report.algorithm} under {report.scheduler}"
           + (f" (found by {found_by})" if found_by else ""))
+    if header:
+        print(header)
     if report.failure is not None:
         failure = report.failure
         print(failure.counterexample())

@@ -162,6 +162,9 @@ def _add_stress(sub: Any) -> None:
                    default=None, help="sys.setswitchinterval for the threads engine")
     g.add_argument("--json", metavar="PATH", help="write the report as JSON")
     g.add_argument("--quiet", action="store_true", help="no progress line")
+    from .scale import add_options
+
+    add_options(s, _number, db=False)
 
 
 def _scenario_args(ns: argparse.Namespace) -> dict[str, Any]:
@@ -213,11 +216,12 @@ def explore_command(scenario: Scenario, execution: int) -> str:
     return shlex.join(words)
 
 
-def _write_json(path: str, results: list[CellResult], interrupted: bool) -> None:
+def _write_json(path: str, results: list[CellResult], interrupted: bool,
+                extra: dict[str, Any] | None = None) -> None:
     _write_report(path, {
         "tool": "concurrent-dirty", "command": "stress", "interrupted": interrupted,
         "verdict": "fail" if any(r.status != "ok" for r in results) else "pass",
-        "results": [r.to_json() for r in results]})
+        "results": [r.to_json() for r in results], **(extra or {})})
 
 
 def _write_report(path: str, report: dict[str, Any]) -> None:
@@ -242,6 +246,24 @@ def _stress(ns: argparse.Namespace) -> int:
              for a in algorithms for e in engines]
     results: list[CellResult] = []
     interrupted = False
+    from .scale import resolve_jobs
+
+    extra: dict[str, Any] = {"jobs": resolve_jobs(ns), "shard": str(ns.shard)}
+    if not ns.shard.whole:  # --shard K/N: this part's cells (cli/scale.py)
+        from .scale import shard_cells
+
+        cells = [cells[i] for i in shard_cells(ns, len(cells))]
+    ns.jobs = min(ns.jobs, len(cells))  # one cell: in this process, with live progress
+    if ns.jobs > 1:  # --jobs: cli/scale.py
+        from .scale import JobFailed, job_failed, stress_cells
+
+        try:
+            results, interrupted, extra = stress_cells(ns, cells, rerun_command)
+        except JobFailed as exc:
+            return job_failed(exc)
+        if interrupted:
+            sys.stderr.write("\ninterrupted: jobs stopped, shared memory unlinked\n")
+        cells = []
     try:
         for n, scenario in enumerate(cells, 1):
             printer = ProgressPrinter(sys.stderr, cell=f"{n}/{len(cells)} ")
@@ -267,7 +289,7 @@ def _stress(ns: argparse.Namespace) -> int:
         if len(r.violations) > 5:
             print(f"  ... and {len(r.violations) - 5} more for {r.algorithm}/{r.engine}")
     if ns.json:
-        _write_json(ns.json, results, interrupted)
+        _write_json(ns.json, results, interrupted, extra)
     if interrupted:
         return EXIT_INTERRUPTED
     return EXIT_FAIL if any(r.status != "ok" for r in results) else EXIT_OK

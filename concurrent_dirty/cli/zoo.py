@@ -9,7 +9,9 @@ from typing import Any
 from ..dirtylog import BUILTIN_ALGORITHMS
 from ..harness.interrupt import interrupted
 from ..mutants import MUTANTS, resolve_mutant
-from ..search.zoo import ENGINES, Cell, ZooReport, format_table, run_zoo
+from ..search.zoo import ENGINES, Cell, ZooReport, format_table
+from .scale import JobFailed, job_failed, zoo_campaign
+from .scale import add_options as add_scale_options
 
 
 def add_parser(sub: Any, number: Any, choice: Any) -> None:
@@ -34,6 +36,7 @@ def add_parser(sub: Any, number: Any, choice: Any) -> None:
                    help="leave out the correct algorithms' baseline rows")
     m.add_argument("--json", metavar="PATH", help="write the table as JSON")
     m.add_argument("--quiet", action="store_true", help="no progress lines")
+    add_scale_options(m, number, db=True)
 
 
 def run_mutants(ns: argparse.Namespace, write_json: Any) -> int:
@@ -49,8 +52,9 @@ def run_mutants(ns: argparse.Namespace, write_json: Any) -> int:
             sys.stderr.flush()
 
     try:
-        report = run_zoo(mutants, engines, seeds=ns.seeds, budget=ns.budget,
-                         hints=ns.hints, correct=ns.correct, progress=progress)
+        report, extra, alarm = zoo_campaign(ns, mutants, engines, progress)
+    except JobFailed as exc:
+        return job_failed(exc)
     except KeyboardInterrupt:
         total = (len(mutants if mutants is not None else MUTANTS)
                  + (len(BUILTIN_ALGORITHMS) if ns.correct else 0)) * len(engines)
@@ -68,5 +72,5 @@ def run_mutants(ns: argparse.Namespace, write_json: Any) -> int:
     if ns.json:
         write_json(ns.json, {"tool": "concurrent-dirty", "command": "mutants",
                              "budget": ns.budget, "seeds": ns.seeds, "hints": ns.hints,
-                             **report.to_json()})
-    return 0 if report.ok else 1
+                             **report.to_json(), **extra})
+    return 0 if report.ok and not alarm else 1

@@ -63,10 +63,15 @@ class Budget:
     stoppable wrapper): a bound on every campaign, in one place."""
 
     def __init__(self, inner: Scheduler, *, executions: int | None = None,
-                 seconds: float | None = None) -> None:
+                 seconds: float | None = None, stop: Callable[[], bool] | None = None,
+                 stop_reason: str = "stopped") -> None:
         self.inner = inner
         self.executions = executions
         self.seconds = seconds
+        #: Asked before each execution: true ends the campaign (another job
+        #: found a failure, say).
+        self.stop = stop
+        self.stop_reason = stop_reason
         self.started = 0
         self._deadline: float | None = None
         #: Why the budget ended the campaign ("executions", "seconds"), if it did.
@@ -81,6 +86,9 @@ class Budget:
             return False
         if self._deadline is not None and now >= self._deadline:
             self.stopped_by = "seconds"
+            return False
+        if self.stop is not None and self.stop():
+            self.stopped_by = self.stop_reason
             return False
         if not self.inner.new_execution():
             return False

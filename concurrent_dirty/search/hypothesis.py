@@ -171,6 +171,7 @@ def _gfns(slots: int, pages: int) -> Any:
 def hypothesis_search(algorithm: str, *, seed: int = 0, seconds: float = 10.0,
                       executions: int = 10_000, max_steps: int = DEFAULT_MAX_STEPS,
                       pins: dict[str, Any] | None = None,
+                      stop: Callable[[], bool] | None = None,
                       progress: Callable[[FuzzReport], None] | None = None) -> FuzzReport:
     """Let Hypothesis search: draw cases from :func:`interleavings` (``pins``
     fixes some of its arguments), run each, and shrink the first failure.
@@ -195,7 +196,7 @@ def hypothesis_search(algorithm: str, *, seed: int = 0, seconds: float = 10.0,
 
     def body(case: Interleaving) -> None:
         now = time.monotonic()
-        if now >= deadline:
+        if now >= deadline or (stop is not None and not failures and stop()):
             raise _OutOfTime
         result = case.run(max_steps=max_steps)
         report.executions += 1
@@ -216,7 +217,7 @@ def hypothesis_search(algorithm: str, *, seed: int = 0, seconds: float = 10.0,
     try:
         test()
     except _OutOfTime:
-        report.stopped_by = "seconds"
+        report.stopped_by = "seconds" if time.monotonic() >= deadline else "stopped"
     except _Failed:
         pass  # the shrunk failure, re-raised by Hypothesis: the last one run
     except Exception as exc:  # Hypothesis's own verdict (Flaky...): ours is below

@@ -115,9 +115,12 @@ class Runner:
 
     def __init__(self, scheduler: Scheduler, *, executions: int | None = 1000,
                  seconds: float | None = 10.0, max_steps: int = DEFAULT_MAX_STEPS,
-                 token_file: str | None = None, name: str = "") -> None:
+                 token_file: str | None = None, name: str = "",
+                 stop: Callable[[], bool] | None = None,
+                 stop_reason: str = "stopped") -> None:
         self.inner = scheduler
-        self.budget = Budget(scheduler, executions=executions, seconds=seconds)
+        self.budget = Budget(scheduler, executions=executions, seconds=seconds, stop=stop,
+                             stop_reason=stop_reason)
         self.metrics = Metrics(self.budget)
         self.max_steps = max_steps
         self.token_file = token_file
@@ -182,7 +185,8 @@ def explore(algorithm: str | type[DirtyLogAlgorithm], scenario: Scenario, *,
             depth: int = 2, preemptions: int | None = 2, rounds: int = 2, seed: int = 0,
             max_steps: int = DEFAULT_MAX_STEPS, token_file: str | None = None,
             program: Program | None = None, vary_program: bool | None = None,
-            space: ProgramSpace | None = None,
+            space: ProgramSpace | None = None, first: int = 1, stride: int = 1,
+            stop: Callable[[], bool] | None = None, stop_reason: str = "stopped",
             progress: Callable[[FuzzReport], None] | None = None) -> FuzzReport:
     """Fuzz ``algorithm`` with a registered ``scheduler`` (or ``"auto"``,
     the portfolio) within ``executions`` and ``seconds``; stops at the first
@@ -193,7 +197,11 @@ def explore(algorithm: str | type[DirtyLogAlgorithm], scenario: Scenario, *,
     testing: what the CLI does by default); else the scenario's shape with
     new writes every execution (``vary_program``, the default except for
     dfs) or one program for all (which dfs needs and which pct's guarantee
-    is about)."""
+    is about).
+
+    ``first`` and ``stride`` select a stream of the campaign (execution n
+    runs case ``first + stride * (n - 1)``; jobs and shards take disjoint
+    streams); ``stop()``, asked before each execution, ends it early."""
     if program is not None:
         space = None
     if vary_program is None:
@@ -204,9 +212,11 @@ def explore(algorithm: str | type[DirtyLogAlgorithm], scenario: Scenario, *,
     def cases(n: int) -> Case:
         if fixed is not None:
             return fixed
+        # The portfolio's dfs asks for its own programs with n <= 0.
+        index = first + stride * (n - 1) if n > 0 else -(first + stride * -n)
         if space is not None:
-            return space.draw(scenario, n)
-        return scenario, make_program(scenario, rounds, execution=n)
+            return space.draw(scenario, index)
+        return scenario, make_program(scenario, rounds, execution=index)
 
     if scheduler == "auto" or (scheduler == "dfs" and fixed is None):
         # dfs over varied programs: iterative bounds on one program at a
@@ -218,7 +228,8 @@ def explore(algorithm: str | type[DirtyLogAlgorithm], scenario: Scenario, *,
                               dfs_max_bound=3 if preemptions is None or scheduler == "auto"
                               else preemptions)
         runner = Runner(portfolio, executions=executions, seconds=seconds,
-                        max_steps=max_steps, token_file=token_file, name=scheduler)
+                        max_steps=max_steps, token_file=token_file, name=scheduler, stop=stop,
+                        stop_reason=stop_reason)
         report = runner.run(algorithm, portfolio.case, progress)
         report.extra["portfolio"] = portfolio.summary()
         if report.failure is not None:
@@ -228,7 +239,7 @@ def explore(algorithm: str | type[DirtyLogAlgorithm], scenario: Scenario, *,
     inner = make_scheduler(scheduler, SchedulerOptions(seed=seed, depth=depth,
                                                        preemptions=preemptions))
     runner = Runner(inner, executions=executions, seconds=seconds, max_steps=max_steps,
-                    token_file=token_file, name=scheduler)
+                    token_file=token_file, name=scheduler, stop=stop, stop_reason=stop_reason)
     report = runner.run(algorithm, cases, progress)
     if isinstance(inner, DfsScheduler):
         report.exhausted = inner.exhausted
@@ -240,6 +251,9 @@ def explore(algorithm: str | type[DirtyLogAlgorithm], scenario: Scenario, *,
                                 "or a full set of shape options)")
         elif not isinstance(inner, DfsScheduler):
             report.guarantee = report_of(inner)
+            if isinstance(inner, PctScheduler):
+                # For merging jobs' bounds (search/scale.py): the bounds multiply.
+                report.extra["_pct_bound"] = inner.miss_bound()
     return report
 
 

@@ -22,7 +22,8 @@ from ..mutants import MUTANTS, Mutant
 from .hypothesis import hypothesis_search
 from .runner import explore
 
-__all__ = ["ENGINES", "CONTROLLED_ENGINES", "Trial", "Cell", "ZooReport", "run_zoo"]
+__all__ = ["ENGINES", "CONTROLLED_ENGINES", "Trial", "Cell", "ZooCell", "ZooReport", "run_zoo",
+           "run_zoo_cell", "zoo_plan"]
 
 FREE_ENGINES = ("threads", "threads+noise", "processes")
 CONTROLLED_ENGINES = ("auto", "random", "pct", "dfs", "hypothesis")
@@ -157,33 +158,49 @@ def _controlled(ref: str, engine: str, extra: dict[str, Any] | None, seed: int,
                  f.token if f else "")
 
 
-def run_zoo(mutants: Sequence[Mutant] | None = None, engines: Sequence[str] = ENGINES, *,
-            seeds: int = 3, budget: float = 2.0, correct: bool = True, hints: bool = False,
-            progress: Callable[[Cell], None] | None = None) -> ZooReport:
-    """Run the detection-power table (every registered mutant by default,
-    the benign look-alikes, and the correct algorithms as a baseline).
+#: One cell to run: (subject, reference, role, breaks, scenario hints or
+#: None for the defaults, engine).
+ZooCell = tuple[str, str, str, str, dict[str, Any] | None, str]
 
-    By default every engine runs with the options a user gets with none
-    (what finds bugs nobody described); ``hints`` gives each mutant the
-    scenario its bug needs instead (the old table, and how the regression
-    tokens are made)."""
+
+def zoo_plan(mutants: Sequence[Mutant] | None = None, engines: Sequence[str] = ENGINES, *,
+             correct: bool = True, hints: bool = False) -> list[ZooCell]:
+    """The table's cells in order: every registered mutant by default, the
+    benign look-alikes, and the correct algorithms as a baseline, each under
+    every engine. Without ``hints`` every engine runs with its defaults (what
+    a user who does not know the bug gets); with, each mutant gets the
+    scenario its bug needs (how the regression tokens are made)."""
     subjects: list[tuple[str, str, str, str, dict[str, Any] | None]] = []
     for m in (mutants if mutants is not None else list(MUTANTS.values())):
         subjects.append((m.name, m.ref, "benign" if m.benign else "mutant", m.breaks,
                          m.scenario if hints else None))
     if correct:
         for name in BUILTIN_ALGORITHMS:
-            subjects.append((name, name, "correct", name, {"on_behalf": 0.5} if hints else None))
+            subjects.append((name, name, "correct", name,
+                             {"on_behalf": 0.5} if hints else None))
+    return [(*subject, engine) for subject in subjects for engine in engines]
+
+
+def run_zoo_cell(plan: ZooCell, *, seeds: int = 3, budget: float = 2.0) -> Cell:
+    """One cell of the table: ``seeds`` trials, seeds 0 to ``seeds - 1``."""
+    name, ref, role, breaks, extra, engine = plan
+    cell = Cell(name, role, breaks, engine)
+    run = _free if engine in FREE_ENGINES else _controlled
+    for seed in range(seeds):
+        cell.trials.append(run(ref, engine, extra, seed, budget))
+    return cell
+
+
+def run_zoo(mutants: Sequence[Mutant] | None = None, engines: Sequence[str] = ENGINES, *,
+            seeds: int = 3, budget: float = 2.0, correct: bool = True, hints: bool = False,
+            progress: Callable[[Cell], None] | None = None) -> ZooReport:
+    """Run the detection-power table (see :func:`zoo_plan`)."""
     report = ZooReport(engines=list(engines))
-    for name, ref, role, breaks, extra in subjects:
-        for engine in engines:
-            cell = Cell(name, role, breaks, engine)
-            for seed in range(seeds):
-                run = _free if engine in FREE_ENGINES else _controlled
-                cell.trials.append(run(ref, engine, extra, seed, budget))
-            report.cells.append(cell)
-            if progress is not None:
-                progress(cell)
+    for plan in zoo_plan(mutants, engines, correct=correct, hints=hints):
+        cell = run_zoo_cell(plan, seeds=seeds, budget=budget)
+        report.cells.append(cell)
+        if progress is not None:
+            progress(cell)
     return report
 
 

@@ -1,0 +1,219 @@
+"""Campaigns split over jobs and shards (``--jobs``, ``--shard``): what one
+job runs, and how the jobs' reports merge into one.
+
+**fuzz** is split by *stream*. Stream ``j`` of ``J`` jobs in shard ``K/N``
+runs its scheduler seeded with :func:`~.pool.stream_seed` (the campaign's
+seed when there is a single stream) and, when programs vary between
+executions (``random``, ``pct --vary-program``, ``hypothesis``), the
+stream's ``i``-th execution runs the campaign's program number
+``K + N*(j + J*i)`` (1-based ``K``): shards never share a program, jobs of
+a shard never share one, and the single stream runs programs 1, 2, 3, ...
+as today. With one fixed program (``pct``, ``--execution``), streams differ
+by their seed alone, and PCT's miss bounds multiply (independent runs on
+one program). The executions budget is cut with :func:`~.pool.share`
+(shard first, then job); the seconds budget is wall-clock time for every
+job. ``dfs`` enumerates one tree per algorithm, which does not split: its
+unit is the algorithm (algorithm ``i`` goes to shard ``i mod N``, then to
+job by the same rule).
+
+**stress** and **mutants** are split by *cell* (an algorithm on an engine;
+a subject on an engine, all its seeds): cell ``i`` goes to shard
+``i mod N``, and a shard's cells are dealt to its jobs round-robin. The
+merged table keeps the cells in their usual order.
+
+Layer 7: ``search``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ..dirtylog import resolve_algorithm
+from ..engines.free import CellResult, run_cell
+from ..harness.scenario import Scenario
+from .pool import JobContext, JobOutcome, Shard, pick, share, stream_seed
+from .runner import FuzzReport, explore
+from .zoo import Cell, ZooCell, run_zoo_cell
+
+__all__ = ["FuzzStream", "fuzz_job", "fuzz_streams", "merge_fuzz", "cells_job",
+           "zoo_job", "split_cells"]
+
+STOPPED = "another job's failure"
+
+
+@dataclass(frozen=True)
+class FuzzStream:
+    """What one job runs for one algorithm."""
+
+    algorithm: str
+    job: int
+    jobs: int
+    shard: Shard
+    seed: int
+    executions: int
+    #: Program numbers: ``first + stride * (i - 1)`` for the i-th execution.
+    first: int
+    stride: int
+
+
+def fuzz_streams(algorithms: Sequence[str], *, scheduler: str, executions: int, seed: int,
+                 shard: Shard, jobs: int) -> list[list[FuzzStream]]:
+    """For each job, its streams (one per algorithm it runs)."""
+    out: list[list[FuzzStream]] = [[] for _ in range(jobs)]
+    if scheduler == "dfs":
+        mine = pick(list(algorithms), shard.count, shard.index)
+        for i, algorithm in enumerate(mine):
+            j = i % jobs
+            out[j].append(FuzzStream(algorithm, j, jobs, shard, seed, executions, 1, 1))
+        return out
+    in_shard = share(executions, shard.count, shard.index)
+    for algorithm in algorithms:
+        for j in range(jobs):
+            n = share(in_shard, jobs, j)
+            if n:
+                out[j].append(FuzzStream(algorithm, j, jobs, shard,
+                                         stream_seed(seed, shard, jobs, j), n,
+                                         first=shard.index + 1 + shard.count * j,
+                                         stride=shard.count * jobs))
+    return out
+
+
+def run_stream(stream: FuzzStream, scenario: Scenario, *, stop: Any = None,
+               **options: Any) -> FuzzReport:
+    """``explore`` for one stream of the campaign: its seed, its executions
+    and its programs (``first + stride * (i - 1)``), stopped early when
+    ``stop()`` says another job found a failure."""
+    report: FuzzReport = explore(
+        stream.algorithm, scenario, seed=stream.seed, executions=stream.executions,
+        first=stream.first, stride=stream.stride, stop=stop, stop_reason=STOPPED, **options)
+    return report
+
+
+def fuzz_job(ctx: JobContext, *, streams: list[FuzzStream], scenarios: dict[str, Scenario],
+             options: dict[str, Any]) -> list[tuple[FuzzStream, FuzzReport]]:
+    """A job: its streams, one algorithm after another. A failure is told
+    to the parent at once (``failure``), which stops that algorithm's
+    streams in the other jobs."""
+    out = []
+    for stream in streams:
+        if ctx.stopped(stream.algorithm):
+            continue
+        report = run_stream(stream, scenarios[stream.algorithm],
+                            stop=lambda a=stream.algorithm: ctx.stopped(a), **options)
+        out.append((stream, report))
+        ctx.emit("done", (stream.algorithm, report.executions,
+                          None if report.failure is None else report.failure.token))
+        if report.failure is not None:
+            ctx.emit("failure", stream.algorithm)
+    return out
+
+
+def _stream_json(stream: FuzzStream, report: FuzzReport) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "job": stream.job + 1, "shard": str(stream.shard), "seed": stream.seed,
+        "programs": ("fixed" if report.scheduler == "dfs" else
+                     f"{stream.first}+{stream.stride}*i"),
+        "executions": report.executions, "seconds": round(report.seconds, 3),
+        "status": "FAIL" if report.failure else "ok", "stopped_by": report.stopped_by}
+    if report.failure is not None:
+        data["token"] = report.failure.token
+    return data
+
+
+def merge_fuzz(algorithm: str, scheduler: str,
+               parts: Sequence[tuple[FuzzStream, FuzzReport]],
+               first_failure: int | None = None) -> FuzzReport:
+    """One report from the streams of one algorithm: counts add up, the
+    time is the longest job's, the failure is the first one reported
+    (``first_failure``: its job), and ``extra["job_split"]`` keeps the split."""
+    merged = FuzzReport(algorithm=algorithm, scheduler=scheduler)
+    bounds = []
+    for _stream, report in parts:
+        merged.algorithm = report.algorithm
+        merged.executions += report.executions
+        merged.steps += report.steps
+        merged.preemptions += report.preemptions
+        merged.switches += report.switches
+        merged.seconds = max(merged.seconds, report.seconds)
+        if report.exhausted is not None:
+            merged.exhausted = report.exhausted if merged.exhausted is None \
+                else merged.exhausted and report.exhausted
+        bound = report.extra.pop("_pct_bound", None)
+        if bound is not None:
+            bounds.append(bound)
+        for key, value in report.extra.items():
+            merged.extra.setdefault(key, value)
+    failing = [(s, r) for s, r in parts if r.failure is not None]
+    if failing:
+        chosen = next((p for p in failing if p[0].job == first_failure), failing[0])
+        merged.failure = chosen[1].failure
+        merged.extra.update({k: v for k, v in chosen[1].extra.items() if k != "job_split"})
+    else:
+        stops = {r.stopped_by for _, r in parts}
+        merged.stopped_by = stops.pop() if len(stops) == 1 else ", ".join(
+            sorted(str(s) for s in stops))
+        if bounds and len(bounds) == len(parts):
+            merged.guarantee = _pct_guarantee(bounds, len(parts))
+        elif parts:
+            merged.guarantee = parts[0][1].guarantee
+    merged.extra["job_split"] = [_stream_json(s, r) for s, r in parts]
+    return merged
+
+
+def _pct_guarantee(bounds: list[tuple[int, int, int, float, float]], jobs: int) -> str:
+    n = max(b[0] for b in bounds)
+    k = max(b[1] for b in bounds)
+    valid = sum(b[2] for b in bounds)
+    p = min(b[3] for b in bounds)
+    q = math.prod(b[4] for b in bounds)
+    return (f"pct guarantee for this program ({jobs} independent streams): with n={n} threads "
+            f"and at most k={k} steps, each execution finds a given bug of its depth with "
+            f"probability >= {p:.3g}; after {valid} clean executions within their k the "
+            f"chance such a bug was missed is <= {q:.3g}")
+
+
+# ---------------------------------------------------------------------------
+# stress and mutants: by cell
+
+
+def split_cells(count: int, shard: Shard, jobs: int) -> list[list[int]]:
+    """Cell indices for each job: cell i to shard i mod N, then the shard's
+    cells dealt round-robin to its jobs."""
+    mine = pick(list(range(count)), shard.count, shard.index)
+    return [pick(mine, jobs, j) for j in range(jobs)]
+
+
+def cells_job(ctx: JobContext, *,
+              cells: list[tuple[int, Scenario, str]]) -> list[tuple[int, CellResult]]:
+    """A stress job: its cells in order; each result is sent as it ends."""
+    out = []
+    for index, scenario, rerun in cells:
+        result = run_cell(scenario, rerun=rerun)
+        out.append((index, result))
+        ctx.emit("cell", (index, result))
+        if result.interrupted:
+            raise KeyboardInterrupt
+    return out
+
+
+def zoo_job(ctx: JobContext, *, cells: list[tuple[int, ZooCell]], seeds: int,
+            budget: float) -> list[tuple[int, Cell]]:
+    """A mutants job: its cells of the table."""
+    out = []
+    for index, plan in cells:
+        resolve_algorithm(plan[1])
+        cell = run_zoo_cell(plan, seeds=seeds, budget=budget)
+        out.append((index, cell))
+        ctx.emit("cell", (index, cell))
+    return out
+
+
+def job_json(outcomes: Sequence[JobOutcome], labels: dict[int, list[str]]) -> list[dict[str,
+                                                                                       Any]]:
+    """The per-job split for a JSON report."""
+    return [{"job": o.index + 1, "pid": o.pid, "seconds": round(o.seconds, 3),
+             "cells": labels.get(o.index, []), "error": o.error,
+             "interrupted": o.interrupted} for o in outcomes]
