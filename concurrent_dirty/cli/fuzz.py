@@ -43,10 +43,12 @@ def add_parsers(sub: Any, number: Any, choice: Any) -> None:
                    default=10_000, help="executions per algorithm (default %(default)s)")
     f.add_argument("--seconds", type=number("a number of seconds", 0, low_open=True),
                    default=10.0, help="budget per algorithm (default %(default)s)")
-    f.add_argument("--depth", type=number("a bug depth", 1, 10, integer=True), default=2,
-                   help="pct bug depth d (default %(default)s)")
+    f.add_argument("--depth", type=number("a bug depth", 1, 10, integer=True), default=None,
+                   help="pct bug depth d (default: cycle 1-5, one execution each; give one "
+                        "for pct's stated bound on a pinned program)")
     f.add_argument("--preemptions", type=number("a preemption bound", 0, 50, integer=True),
-                   default=2, help="dfs preemption bound (default %(default)s)")
+                   default=None, help="dfs preemption bound (default: iterative bounds 0, 1, "
+                                      "2, 3, so the first counterexample has the fewest)")
     g = f.add_argument_group(
         "the program space", "Every execution draws its shape and writes from one "
         "distribution that reaches the boundaries (swarm testing); each option below pins "

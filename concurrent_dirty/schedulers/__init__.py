@@ -104,8 +104,10 @@ class SchedulerOptions:
     """What a factory may use: the seed, PCT's depth, DFS's bound."""
 
     seed: int = 0
-    depth: int = 2
-    preemptions: int | None = 2
+    #: PCT's bug depth; None cycles 1-5.
+    depth: int | None = None
+    #: DFS's preemption bound; None: iterative bounds 0-3.
+    preemptions: int | None = None
 
 
 SchedulerFactory = Callable[[SchedulerOptions], Scheduler]

@@ -29,12 +29,24 @@ from ..errors import UsageError
 __all__ = ["PctScheduler"]
 
 
+#: The depths ``depth=None`` cycles through, one per execution.
+CYCLE = (1, 2, 3, 4, 5)
+
+
 class PctScheduler:
-    def __init__(self, seed: int = 0, *, depth: int = 2, k_hint: int = 200) -> None:
-        if not isinstance(depth, int) or depth < 1:
+    """``depth=None`` cycles the bug depth through 1 to 5, one execution
+    each, with ``k`` the recent average length rather than the longest: for
+    a stream of varied programs, where no single-depth bound is claimed and
+    a few long programs must not push every change point past the end of
+    the short ones."""
+
+    def __init__(self, seed: int = 0, *, depth: int | None = 2, k_hint: int = 200) -> None:
+        if depth is not None and (not isinstance(depth, int) or depth < 1):
             raise UsageError(f"expected a bug depth >= 1 for pct, got {depth!r}")
         self.seed = seed
-        self.depth = depth
+        self.cycling = depth is None
+        self.depth = CYCLE[0] if depth is None else depth
+        self._k_avg = float(k_hint)
         self.k = k_hint
         self.execution = 0
         self.max_threads = 0
@@ -54,8 +66,11 @@ class PctScheduler:
     def new_execution(self) -> bool:
         if self.execution:
             self._close()
-            # k: the longest execution seen; the hint only serves the first.
-            self.k = self._k_seen
+            # k: the longest execution seen (the hint only serves the first);
+            # cycling over varied programs, the recent average.
+            self.k = max(1, round(self._k_avg)) if self.cycling else self._k_seen
+        if self.cycling:
+            self.depth = CYCLE[self.execution % len(CYCLE)]
         self.execution += 1
         self._k_used = self.k
         self._closed = False
@@ -74,6 +89,7 @@ class PctScheduler:
             return
         self._closed = True
         self._k_seen = max(self._k_seen, self._step)
+        self._k_avg += (self._step - self._k_avg) / 8
         if self._step <= self._k_used:
             self.valid += 1
             self.k_bound = max(self.k_bound, self._k_used)
@@ -113,6 +129,10 @@ class PctScheduler:
 
     def report(self) -> str:
         """PCT's guarantee for one fixed program (the bound is per program)."""
+        if self.cycling:
+            return (f"pct cycled its bug depth through {CYCLE[0]}-{CYCLE[-1]} over "
+                    f"{self.execution} executions: no single-depth bound is stated (give "
+                    f"--depth for one)")
         n, k, valid, p, q = self.miss_bound()
         d = self.depth
         return (f"pct guarantee for this program: with n={n} threads and at most k={k} steps, "

@@ -47,7 +47,7 @@ SLICE = 16
 MEMBERS = ("random", "pct", "dfs", "coverage")
 #: DFS moves to the next program after this bound, or this many executions.
 DFS_MAX_BOUND = 3
-DFS_PROGRAM_BUDGET = 1500
+DFS_PROGRAM_BUDGET = 300
 _READS = frozenset({Op.LOAD, Op.ENTER, Op.EXIT, Op.YIELD, Op.WAIT})
 
 
@@ -127,7 +127,7 @@ class Portfolio:
         self.members = tuple(members)
         self.dfs_max_bound = dfs_max_bound
         self.random = RandomScheduler(seed)
-        self.pcts = [PctScheduler(seed, depth=d) for d in range(1, 6)]
+        self.pct = PctScheduler(seed, depth=None)  # depths cycling 1-5
         self.coverage = CoverageFuzzer(seed)
         self.tried = dict.fromkeys(self.members, 0)
         self.current = self.members[0]
@@ -138,7 +138,6 @@ class Portfolio:
         self._dfs_case: Case | None = None
         self._dfs_runs = 0
         self._dfs_done = False
-        self._pct = 0
         self._n = 0
         self._sched: Any = self.random
         self._case: Case | None = None
@@ -158,11 +157,8 @@ class Portfolio:
             self.random.new_execution()
             self._sched, self._case = self.random, self.cases(n)
         elif name == "pct":
-            if (n - 1) % SLICE == 0:
-                self._pct = (self._pct + 1) % len(self.pcts)
-            pct = self.pcts[self._pct]
-            pct.new_execution()
-            self._sched, self._case = pct, self.cases(n)
+            self.pct.new_execution()
+            self._sched, self._case = self.pct, self.cases(n)
         elif name == "dfs":
             try:
                 self._sched, self._case = self._next_dfs()

@@ -181,8 +181,9 @@ class Runner:
 
 
 def explore(algorithm: str | type[DirtyLogAlgorithm], scenario: Scenario, *,
-            scheduler: str = "pct", executions: int | None = 1000, seconds: float = 10.0,
-            depth: int = 2, preemptions: int | None = 2, rounds: int = 2, seed: int = 0,
+            scheduler: str = "auto", executions: int | None = 1000, seconds: float = 10.0,
+            depth: int | None = None, preemptions: int | None = None, rounds: int = 2,
+            seed: int = 0,
             max_steps: int = DEFAULT_MAX_STEPS, token_file: str | None = None,
             program: Program | None = None, vary_program: bool | None = None,
             space: ProgramSpace | None = None, first: int = 1, stride: int = 1,
@@ -218,15 +219,17 @@ def explore(algorithm: str | type[DirtyLogAlgorithm], scenario: Scenario, *,
             return space.draw(scenario, index)
         return scenario, make_program(scenario, rounds, execution=index)
 
-    if scheduler == "auto" or (scheduler == "dfs" and fixed is None):
-        # dfs over varied programs: iterative bounds on one program at a
-        # time, the portfolio's dfs member alone.
+    if scheduler == "auto" or (scheduler == "dfs" and (fixed is None or preemptions is None)):
+        # dfs over varied programs, or without a bound: iterative bounds
+        # 0-3 on one program at a time, the portfolio's dfs member alone.
         from .portfolio import MEMBERS, Portfolio
 
         portfolio = Portfolio(seed, cases, fixed=fixed is not None,
                               members=MEMBERS if scheduler == "auto" else ("dfs",),
                               dfs_max_bound=3 if preemptions is None or scheduler == "auto"
                               else preemptions)
+        if scheduler == "dfs":
+            portfolio.dfs_max_bound = 3 if preemptions is None else preemptions
         runner = Runner(portfolio, executions=executions, seconds=seconds,
                         max_steps=max_steps, token_file=token_file, name=scheduler, stop=stop,
                         stop_reason=stop_reason)
@@ -245,7 +248,7 @@ def explore(algorithm: str | type[DirtyLogAlgorithm], scenario: Scenario, *,
         report.exhausted = inner.exhausted
         report.extra["preemption_bound"] = preemptions
     if report.failure is None:
-        if fixed is None and isinstance(inner, PctScheduler):
+        if fixed is None and isinstance(inner, PctScheduler) and not inner.cycling:
             report.guarantee = ("pct guarantee: none; the program varied between executions "
                                 "and pct's bound holds per program (pin one with --execution "
                                 "or a full set of shape options)")
