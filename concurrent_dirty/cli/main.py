@@ -295,6 +295,38 @@ def _stress(ns: argparse.Namespace) -> int:
     return EXIT_FAIL if any(r.status != "ok" for r in results) else EXIT_OK
 
 
+def _mutant_names(ns: argparse.Namespace) -> None:
+    """``--algorithm`` also takes a registered mutant's name (``--algorithm
+    nonatomic-clear``): it becomes the mutant's ``module:Class``, so that
+    reports, tokens and writer processes name the class itself."""
+    value = getattr(ns, "algorithm", None)
+    if not value:
+        return
+    specs = value if isinstance(value, list) else [value]
+    from ..dirtylog import BUILTIN_ALGORITHMS
+
+    if all(":" in s or s in BUILTIN_ALGORITHMS for s in specs):
+        return  # no need to load the zoo
+    from ..mutants import MUTANTS
+
+    refs = []
+    for spec in specs:
+        if ":" in spec or spec in BUILTIN_ALGORITHMS:
+            refs.append(spec)
+        elif spec in MUTANTS:
+            refs.append(MUTANTS[spec].ref)
+        else:
+            import difflib
+
+            names = [*sorted(BUILTIN_ALGORITHMS), *MUTANTS]
+            close = difflib.get_close_matches(spec, names, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise UsageError(f"expected an algorithm in {sorted(BUILTIN_ALGORITHMS)}, a mutant "
+                             f"name (concurrent-dirty mutants lists them) or module:Class, got "
+                             f"{spec!r}{hint}")
+    ns.algorithm = refs if isinstance(value, list) else refs[0]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     command = args[0] if args and args[0] in _COMMANDS else ""
@@ -308,6 +340,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             for option in ("json", "token_file"):  # before anything runs
                 if getattr(ns, option, None):
                     check_output_path(getattr(ns, option), "--" + option.replace("_", "-"))
+            _mutant_names(ns)
             if ns.command == "stress":
                 return _stress(ns)
             if ns.command == "replay":
