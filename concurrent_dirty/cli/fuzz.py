@@ -15,6 +15,7 @@ from ..harness.token import decode
 from ..schedulers import SCHEDULERS as _REGISTRY
 from ..search.hypothesis import interleavings
 from ..search.runner import FuzzReport, explore, regression_test, replay
+from .paths import add_path_options, path_args
 
 #: The controlled schedulers, and Hypothesis (which drives its own search).
 SCHEDULERS = (*_REGISTRY, "hypothesis")
@@ -65,6 +66,7 @@ def add_parsers(sub: Any, number: Any, choice: Any) -> None:
     f.add_argument("--initially-set", action="store_true")
     f.add_argument("--no-tlb", dest="tlb", action="store_false",
                    help="no per-vCPU TLB model")
+    add_path_options(f, number)
     f.add_argument("--seed", type=number("an integer seed", *SEED_RANGE, True),
                    default=0)
     f.add_argument("--max-steps", type=number("a step bound", 10, 10_000_000, integer=True),
@@ -128,7 +130,7 @@ def run_fuzz(ns: argparse.Namespace, write_json: Any) -> int:
         resolve_algorithm(spec)
     scenario_args = dict(writers=ns.writers, slots=ns.slots, pages=ns.pages, writes=ns.writes,
                          on_behalf=ns.on_behalf, initially_set=ns.initially_set, seed=ns.seed,
-                         tlb=ns.tlb, workload=ns.workload)
+                         tlb=ns.tlb, workload=ns.workload, **path_args(ns))
     reports = []
     for spec in algorithms:
         scenario = Scenario(algorithm=spec, **scenario_args)

@@ -16,6 +16,7 @@ from ..errors import UsageError
 from ..harness.limits import MAX_EXECUTIONS, MAX_SECONDS, MAX_TOTAL_PAGES, SEED_RANGE
 from ..harness.output import check_output_path, write_text
 from ..harness.scenario import ENGINES, MODES, WORKLOADS, Scenario
+from .paths import add_path_options, path_args, path_words
 
 if TYPE_CHECKING:
     from ..engines.free import CellResult
@@ -135,6 +136,7 @@ def _add_stress(sub: Any) -> None:
                    help="start logging with every bit set (KVM_DIRTY_LOG_INITIALLY_SET)")
     g.add_argument("--no-tlb", dest="tlb", action="store_false",
                    help="no per-vCPU TLB model: every write checks the SPTE")
+    add_path_options(g, _number)
     g = s.add_argument_group("budget and shape")
     g.add_argument("--seconds", type=_number("a number of seconds", 0, low_open=True),
                    default=_DEFAULT.seconds, help="budget per cell (default %(default)s)")
@@ -168,7 +170,8 @@ def _scenario_args(ns: argparse.Namespace) -> dict[str, Any]:
                 on_behalf=ns.on_behalf, mode=ns.mode, writes=ns.writes, seconds=ns.seconds,
                 max_executions=ns.executions, seed=ns.seed, noise=ns.noise,
                 switch_interval=ns.switch_interval, interval=ns.interval,
-                initially_set=ns.initially_set, lock_timeout=ns.lock_timeout, tlb=ns.tlb)
+                initially_set=ns.initially_set, lock_timeout=ns.lock_timeout, tlb=ns.tlb,
+                **path_args(ns))
 
 
 _FLAGS = {"max_executions": "--executions"}
@@ -208,6 +211,7 @@ def explore_command(scenario: Scenario, execution: int) -> str:
         words.append("--initially-set")
     if not scenario.tlb:
         words.append("--no-tlb")
+    words += path_words(scenario)
     return shlex.join(words)
 
 

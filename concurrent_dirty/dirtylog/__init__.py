@@ -16,7 +16,8 @@ import os
 import sys
 
 from ..errors import AlgorithmError
-from ._protocol import DirtyLogAlgorithm, check_clear_range, for_each_set_bit
+from ._context import MarkContext
+from ._protocol import DirtyLogAlgorithm, check_clear_range, fast_page_fault, for_each_set_bit
 from .manual import ManualDirtyLog
 from .srcu import SrcuDirtyLog
 from .xchg import XchgDirtyLog
@@ -25,11 +26,13 @@ __all__ = [
     "BUILTIN_ALGORITHMS",
     "DirtyLogAlgorithm",
     "ManualDirtyLog",
+    "MarkContext",
     "SrcuDirtyLog",
     "XchgDirtyLog",
     "algorithm_name",
     "algorithm_ref",
     "check_clear_range",
+    "fast_page_fault",
     "for_each_set_bit",
     "resolve_algorithm",
 ]

@@ -29,6 +29,7 @@ from collections.abc import Sequence
 
 from ..model.atomic import AtomicWords
 from ..model.sync import HARVESTER
+from ._context import MarkContext
 from ._protocol import DirtyLogAlgorithm, check_clear_range, for_each_set_bit
 
 __all__ = ["ManualDirtyLog"]
@@ -38,7 +39,8 @@ class ManualDirtyLog(DirtyLogAlgorithm):
     name = "manual"
     manual_protect = True
 
-    def mark_page_dirty(self, gfn: int, vcpu_id: int) -> None:
+    def mark_page_dirty(self, gfn: int, vcpu_id: int, *,
+                        context: MarkContext | None = None) -> None:
         slot = self._slot_of(gfn)
         self.kvm.dirty_bitmap(slot.id).set_bit(gfn - slot.base_gfn)
 

@@ -10,8 +10,8 @@ time under a scheduler. Nothing here knows which.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
 
 from .._core.runtime import Outcome, Verdict
 from ..dirtylog import DirtyLogAlgorithm, algorithm_name
@@ -32,8 +32,8 @@ from .program import Program, Write, build_memslots
 from .scenario import Scenario
 from .vcpu import Vcpu
 
-__all__ = ["COMPLETED", "ExecutionResult", "Vm", "attach_kvm", "make_vcpu", "raise_first",
-           "run_harvester", "run_writes", "slot_flags"]
+__all__ = ["COMPLETED", "ExecutionResult", "Vm", "apply_model", "attach_kvm", "make_vcpu",
+           "raise_first", "run_harvester", "run_writes", "slot_flags"]
 
 #: The oracle's record of completed writes (harness bookkeeping, quiet).
 COMPLETED = "harness:completed"
@@ -67,7 +67,25 @@ def vm_layout(cls: type[DirtyLogAlgorithm], memslots: MemslotTable, nvcpus: int)
 
 def attach_kvm(arena: Arena, memslots: MemslotTable, scenario: Scenario) -> Kvm:
     """A view of the VM in ``arena`` (each writer process builds its own)."""
-    return Kvm(arena, memslots, scenario.writers, scenario.lock_timeout, tlb=scenario.tlb)
+    return Kvm(arena, memslots, scenario.writers, scenario.lock_timeout, tlb=scenario.tlb,
+               fast_page_fault=scenario.fast_page_fault)
+
+
+def apply_model(cls: type[DirtyLogAlgorithm], scenario: Scenario) -> Scenario:
+    """``scenario`` with the model options ``cls`` is written for turned on
+    (its class attribute ``model``, e.g. ``{"fast_page_fault": True}``)."""
+    model = getattr(cls, "model", None) or {}
+    if not isinstance(model, Mapping) or not all(
+            k in _MODEL_OPTIONS and isinstance(v, type(getattr(scenario, k)))
+            for k, v in model.items()):
+        raise AlgorithmError(f"expected {algorithm_name(cls)}.model to map model options "
+                             f"{sorted(_MODEL_OPTIONS)} to values, got {model!r}")
+    changed = {k: v for k, v in model.items() if getattr(scenario, k) != v}
+    return replace(scenario, **changed) if changed else scenario
+
+
+#: The Scenario fields an algorithm's ``model`` may turn on.
+_MODEL_OPTIONS = frozenset({"fast_page_fault", "clear_words", "tlb"})
 
 
 def make_vcpu(cls: type[DirtyLogAlgorithm], kvm: Kvm, vcpu_id: int) -> Vcpu:
@@ -84,7 +102,7 @@ class Vm:
                  harness_regions: dict[str, int] | None = None, engine: str,
                  rerun: str = "") -> None:
         self.cls = cls
-        self.scenario = scenario
+        self.scenario = scenario = apply_model(cls, scenario)
         self.memslots = build_memslots(scenario, slot_flags(cls))
         layout = vm_layout(cls, self.memslots, scenario.writers)
         for name, nwords in (harness_regions or {}).items():
@@ -99,7 +117,8 @@ class Vm:
             self.algorithm = cls(self.kvm)
             self.migration = Migration(self.kvm, self.algorithm, self.completed,
                                        algorithm_name=algorithm_name(cls), engine=engine,
-                                       seed=scenario.seed, rerun=rerun)
+                                       seed=scenario.seed, rerun=rerun,
+                                       clear_words=scenario.clear_words)
         except BaseException:
             self.arena.close()
             raise

@@ -2,7 +2,9 @@
 bit was lost.
 
 Each round the harvester takes every slot's log (for ``manual_protect``
-algorithms: GET, then CLEAR word by word just before copying those pages)
+algorithms: GET, then CLEAR just before copying those pages, in ranges of
+``clear_words`` words, 0 for the whole slot at once; a range that reaches
+the slot's end covers just its remaining pages, ending in a partial word)
 and copies every reported page into a destination image. Three oracles:
 
 (a) **end of run**: after the writers stop and a final round, the
@@ -75,11 +77,14 @@ class Migration:
     """Userspace: harvests rounds into a destination image and checks it."""
 
     def __init__(self, kvm: Kvm, algorithm: DirtyLogAlgorithm, completed: AtomicWords,
-                 *, algorithm_name: str, engine: str, seed: int, rerun: str = "") -> None:
+                 *, algorithm_name: str, engine: str, seed: int, rerun: str = "",
+                 clear_words: int = 1) -> None:
         self.kvm = kvm
         self.algorithm = algorithm
         self.completed = completed
         self.manual = bool(getattr(algorithm, "manual_protect", False))
+        #: Words per CLEAR call (0: the whole slot in one call).
+        self.clear_words = clear_words
         self.label = dict(algorithm=algorithm_name, engine=engine, seed=seed)
         self.rerun = rerun
         self.dest: list[int] = []
@@ -125,16 +130,24 @@ class Migration:
             raise AlgorithmMisuse(f"expected get_dirty_log({slot_id}) to return a list of "
                                  f"{slot.nwords} ints, got {got}")
         for i, mask in enumerate(bitmap):
-            if not mask:
-                continue
             if mask >> min(64, npages - 64 * i):
                 raise AlgorithmMisuse(f"get_dirty_log({slot_id}) reported bits past the slot's "
                                      f"{npages} pages in word {i}: {mask:#x}")
+        step = self.clear_words or slot.nwords
+        for first in range(0, slot.nwords, step):
+            masks = bitmap[first:first + step]
+            if not any(masks):
+                continue
             if self.manual:
+                # CLEAR the range just before copying it: num_pages is a
+                # multiple of 64 unless the range reaches the slot's end.
+                num_pages = min(64 * len(masks), npages - 64 * first)
                 t1 = time.perf_counter()
-                algorithm.clear_dirty_log(slot_id, 64 * i, [mask])
+                algorithm.clear_dirty_log(slot_id, 64 * first, masks, num_pages)
                 spent += time.perf_counter() - t1
-            self._copy(base + 64 * i, mask)
+            for k, mask in enumerate(masks):
+                if mask:
+                    self._copy(base + 64 * (first + k), mask)
         self.latencies.record(spent)
         dest = self.dest
         for p, value in enumerate(needed):

@@ -6,6 +6,13 @@ the store are one compare-exchange on the page word. Otherwise the write
 faults: inside the algorithm's read-side section and under ``mmu_lock``,
 mark the page dirty, make it writable, release, and retry the store.
 
+With the fast page fault (``kvm.fast_page_fault``, c7ba5b48cc8d), a fault
+on an SPTE that is MMU-writable but not writable is fixed without
+``mmu_lock``: read the SPTE, cmpxchg it to writable from the value read,
+and only if that succeeded mark the page dirty; then retry the store. An
+SPTE that is not MMU-writable (never mapped since the reset) takes the slow
+path, which maps it MMU-writable.
+
 An on-behalf write (``kvm_write_guest``) stores the data through the host
 mapping, whatever the SPTE says, then marks the page dirty without
 ``mmu_lock``: data first, bit second.
@@ -19,9 +26,10 @@ write was really done.
 
 from __future__ import annotations
 
-from ..dirtylog import DirtyLogAlgorithm
+from ..dirtylog import DirtyLogAlgorithm, fast_page_fault
+from ..dirtylog._context import FAULT, ON_BEHALF, MarkContext, marker
 from ..model.atomic import AtomicWords
-from ..model.kvm import WRITABLE, Kvm, make_page, page_version
+from ..model.kvm import MMU_WRITABLE, SPTE_MASK, WRITABLE, Kvm, make_page, page_value, page_version
 
 __all__ = ["Vcpu"]
 
@@ -35,7 +43,11 @@ class Vcpu:
         self.completed = completed
         self.writes = 0
         self.faults = 0
+        self.fast_faults = 0
         self.on_behalf = 0
+        self._mark = marker(algorithm)
+        self._fault_context = MarkContext.of(FAULT, vcpu_id)
+        self._on_behalf_context = MarkContext.of(ON_BEHALF, vcpu_id)
         self.executions = 0
         #: Pages whose writable translation this vCPU caches, and the flush
         #: phase they were cached in.
@@ -52,7 +64,7 @@ class Vcpu:
             else:
                 old = pages.load(gfn)
                 if old & WRITABLE:
-                    new = make_page(page_version(old >> 1) + 1, vid, True)
+                    new = make_page(page_version(page_value(old)) + 1, vid, old & SPTE_MASK)
                     ok, _ = pages.compare_exchange(gfn, old, new)
                     if ok:
                         break
@@ -60,14 +72,28 @@ class Vcpu:
             # Write-protected: the page fault path (outside guest mode).
             self.faults += 1
             with self.algorithm.read_side(vid):
+                if kvm.fast_page_fault:
+                    spte = kvm.read_spte(gfn)
+                    if spte & WRITABLE:
+                        continue  # fixed meanwhile: retry the write
+                    if spte & MMU_WRITABLE:
+                        # fast_page_fault: no mmu_lock; whatever the cmpxchg
+                        # did, re-enter the guest and retry (RET_PF_RETRY).
+                        self.fast_faults += 1
+                        fix = getattr(self.algorithm, "fast_page_fault", None)
+                        if fix is not None:
+                            fix(gfn, spte, vid)
+                        else:
+                            fast_page_fault(self.algorithm, gfn, spte, vid)
+                        continue
                 kvm.mmu_lock.acquire(vid)
                 try:
-                    self.algorithm.mark_page_dirty(gfn, vid)
+                    self._mark(gfn, vid, self._fault_context)
                     kvm.make_writable(gfn)
                 finally:
                     kvm.mmu_lock.release(vid)
         self.writes += 1
-        self._publish(gfn, new >> 1)
+        self._publish(gfn, page_value(new))
 
     def new_execution(self, algorithm: DirtyLogAlgorithm | None = None) -> None:
         """Fresh state: the VM's words were zeroed, so cached translations
@@ -75,6 +101,7 @@ class Vcpu:
         algorithm object kept (a fresh one replaces it)."""
         if algorithm is not None:
             self.algorithm = algorithm
+            self._mark = marker(algorithm)
         self.tlb.clear()
         self._tlb_phase = -1
 
@@ -95,7 +122,7 @@ class Vcpu:
             hit = gfn in self.tlb
             old = pages.load(gfn)
             while hit or old & WRITABLE:
-                new = make_page(page_version(old >> 1) + 1, vid, bool(old & WRITABLE))
+                new = make_page(page_version(page_value(old)) + 1, vid, old & SPTE_MASK)
                 ok, old = pages.compare_exchange(gfn, old, new)
                 if ok:
                     self.tlb.add(gfn)
@@ -109,18 +136,18 @@ class Vcpu:
         bit_first = getattr(algorithm, "mark_before_data", False)
         with algorithm.read_side(vid):
             if bit_first:  # only mutants: the order KVM must never use
-                algorithm.mark_page_dirty(gfn, vid)
+                self._mark(gfn, vid, self._on_behalf_context)
             old = pages.load(gfn)
             while True:
-                new = make_page(page_version(old >> 1) + 1, vid, bool(old & WRITABLE))
+                new = make_page(page_version(page_value(old)) + 1, vid, old & SPTE_MASK)
                 ok, old = pages.compare_exchange(gfn, old, new)
                 if ok:
                     break
             if not bit_first:
-                algorithm.mark_page_dirty(gfn, vid)
+                self._mark(gfn, vid, self._on_behalf_context)
         self.writes += 1
         self.on_behalf += 1
-        self._publish(gfn, new >> 1)
+        self._publish(gfn, page_value(new))
 
     def _publish(self, gfn: int, value: int) -> None:
         completed = self.completed

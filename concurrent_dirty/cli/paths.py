@@ -1,0 +1,42 @@
+"""The model options of the KVM paths after 2012, shared by ``stress`` and
+``fuzz``: what the harvester's CLEAR covers, the fast page fault."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from ..harness.scenario import Scenario
+
+__all__ = ["add_path_options", "path_args", "path_words"]
+
+_DEFAULT = Scenario()
+
+
+def add_path_options(group: Any, number: Any) -> None:
+    """Add ``--clear-words`` and ``--fast-page-fault`` to a parser or group."""
+    group.add_argument("--clear-words", type=number("a number of words per CLEAR", 0, 1 << 18,
+                                                   integer=True),
+                       default=_DEFAULT.clear_words, metavar="N",
+                       help="words per KVM_CLEAR_DIRTY_LOG of the harvester (manual "
+                            "algorithms): 1, several, or 0 for the whole slot; the slot's last "
+                            "range may end in a partial word (default %(default)s)")
+    group.add_argument("--fast-page-fault", action="store_true",
+                       help="the fast page fault (KVM c7ba5b48cc8d): write faults on "
+                            "MMU-writable SPTEs are fixed by a cmpxchg without mmu_lock, then "
+                            "marked dirty")
+
+
+def path_args(ns: argparse.Namespace) -> dict[str, Any]:
+    """The Scenario fields these options set."""
+    return {"clear_words": ns.clear_words, "fast_page_fault": ns.fast_page_fault}
+
+
+def path_words(scenario: Scenario) -> list[str]:
+    """The command-line words that give ``scenario``'s path options."""
+    words = []
+    if scenario.clear_words != _DEFAULT.clear_words:
+        words += ["--clear-words", str(scenario.clear_words)]
+    if scenario.fast_page_fault:
+        words.append("--fast-page-fault")
+    return words
