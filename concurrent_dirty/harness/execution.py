@@ -37,6 +37,9 @@ __all__ = ["COMPLETED", "ExecutionResult", "Vm", "apply_model", "attach_kvm", "m
 
 #: The oracle's record of completed writes (harness bookkeeping, quiet).
 COMPLETED = "harness:completed"
+#: Lockless fixes in flight per page (fast page fault: between the cmpxchg
+#: that makes an SPTE writable and its dirty mark), for the oracle.
+FIXING = "harness:fixing"
 
 
 def slot_flags(cls: type[DirtyLogAlgorithm]) -> MemslotFlags:
@@ -62,6 +65,7 @@ def vm_layout(cls: type[DirtyLogAlgorithm], memslots: MemslotTable, nvcpus: int)
     layout = Kvm.layout(memslots, nvcpus, _declared(cls, "shared_words", memslots),
                         _declared(cls, "shared_locks", memslots))
     layout.add(COMPLETED, memslots.total_gfns, quiet=True)
+    layout.add(FIXING, memslots.total_gfns, quiet=True)
     return layout
 
 
@@ -89,7 +93,8 @@ _MODEL_OPTIONS = frozenset({"fast_page_fault", "clear_words", "tlb"})
 
 
 def make_vcpu(cls: type[DirtyLogAlgorithm], kvm: Kvm, vcpu_id: int) -> Vcpu:
-    return Vcpu(vcpu_id, kvm, cls(kvm), kvm.arena.words(COMPLETED))
+    return Vcpu(vcpu_id, kvm, cls(kvm), kvm.arena.words(COMPLETED),
+                fixing=kvm.arena.words(FIXING))
 
 
 class Vm:
@@ -109,7 +114,7 @@ class Vm:
             layout.add(name, nwords, quiet=True)
         self.layout = layout
         self._fresh = [r for r in layout.regions
-                       if r == COMPLETED or not r.startswith("harness:")]
+                       if r in (COMPLETED, FIXING) or not r.startswith("harness:")]
         self.arena = Arena(layout, shared=shared)
         try:
             self.kvm = self.attach(self.arena)
@@ -118,7 +123,8 @@ class Vm:
             self.migration = Migration(self.kvm, self.algorithm, self.completed,
                                        algorithm_name=algorithm_name(cls), engine=engine,
                                        seed=scenario.seed, rerun=rerun,
-                                       clear_words=scenario.clear_words)
+                                       clear_words=scenario.clear_words,
+                                       fixing=self.arena.words(FIXING))
         except BaseException:
             self.arena.close()
             raise

@@ -36,11 +36,13 @@ __all__ = ["Vcpu"]
 
 class Vcpu:
     def __init__(self, vcpu_id: int, kvm: Kvm, algorithm: DirtyLogAlgorithm,
-                 completed: AtomicWords) -> None:
+                 completed: AtomicWords, *, fixing: AtomicWords | None = None) -> None:
         self.id = vcpu_id
         self.kvm = kvm
         self.algorithm = algorithm
         self.completed = completed
+        #: The oracle's count of lockless fixes in flight per page (quiet).
+        self.fixing = fixing
         self.writes = 0
         self.faults = 0
         self.fast_faults = 0
@@ -80,11 +82,7 @@ class Vcpu:
                         # fast_page_fault: no mmu_lock; whatever the cmpxchg
                         # did, re-enter the guest and retry (RET_PF_RETRY).
                         self.fast_faults += 1
-                        fix = getattr(self.algorithm, "fast_page_fault", None)
-                        if fix is not None:
-                            fix(gfn, spte, vid)
-                        else:
-                            fast_page_fault(self.algorithm, gfn, spte, vid)
+                        self._fast_fix(gfn, spte)
                         continue
                 kvm.mmu_lock.acquire(vid)
                 try:
@@ -94,6 +92,26 @@ class Vcpu:
                     kvm.mmu_lock.release(vid)
         self.writes += 1
         self._publish(gfn, page_value(new))
+
+    def _fast_fix(self, gfn: int, spte: int) -> None:
+        """The algorithm's fast fix, bracketed for the oracle: between the
+        cmpxchg and the mark, another vCPU may write through the SPTE with
+        no bit set yet (KVM has the same window; the mark that follows
+        covers the write, so a round that collects meanwhile may miss it and
+        the next one reports it). The oracle does not demand such a page
+        from a round that starts while the fix is in flight."""
+        fixing = self.fixing
+        if fixing is not None:
+            fixing.fetch_add(gfn, 1)
+        try:
+            fix = getattr(self.algorithm, "fast_page_fault", None)
+            if fix is not None:
+                fix(gfn, spte, self.id)
+            else:
+                fast_page_fault(self.algorithm, gfn, spte, self.id)
+        finally:
+            if fixing is not None:
+                fixing.fetch_add(gfn, -1)
 
     def new_execution(self, algorithm: DirtyLogAlgorithm | None = None) -> None:
         """Fresh state: the VM's words were zeroed, so cached translations

@@ -217,7 +217,9 @@ class Kvm:
     def enable_dirty_logging(self, slot: Memslot) -> None:
         """What ``KVM_SET_USER_MEMORY_REGION`` with ``LOG_DIRTY_PAGES`` leaves
         behind: every page write-protected and no bit set, or, with
-        ``INITIALLY_SET``, every bit set and every page writable."""
+        ``INITIALLY_SET``, every bit set and every page writable. With the
+        fast page fault, every SPTE is also MMU-writable (mapped before
+        logging started)."""
         bitmap = self.dirty_bitmap(slot.id)
         if slot.flags & MemslotFlags.INITIALLY_SET:
             for i in range(slot.nwords):
@@ -228,3 +230,8 @@ class Kvm:
         else:
             for gfn in range(slot.base_gfn, slot.end_gfn):
                 self.write_protect(gfn)
+        if self.fast_page_fault:
+            # The guest ran before logging started: every page is mapped,
+            # so its SPTE is MMU-writable and the first write fault is fast.
+            for gfn in range(slot.base_gfn, slot.end_gfn):
+                self.pages.fetch_or(gfn, MMU_WRITABLE)
