@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ..dirtylog import BUILTIN_ALGORITHMS
+from ..dirtylog import ALGORITHMS
 from ..engines.free import run_cell
 from ..errors import ConcurrentDirtyError
 from ..harness.scenario import Scenario
@@ -200,7 +200,7 @@ def run_zoo(mutants: Sequence[Mutant] | None = None, engines: Sequence[str] = EN
         subjects.append((m.name, m.ref, "benign" if m.benign else "mutant", m.breaks,
                          m.scenario))
     if correct:
-        for name in BUILTIN_ALGORITHMS:
+        for name in ALGORITHMS:  # the built-ins and the paths' algorithms
             subjects.append((name, name, "correct", name, {"on_behalf": 0.5}))
     report = ZooReport(engines=list(engines))
     for name, ref, role, breaks, extra in subjects:
