@@ -48,6 +48,10 @@ LIMITS = [
     ("fuzz", "--on-behalf", "a probability from 0 to 1", "2", ["0", "1"]),
     ("fuzz", "--seed", SEED, "-9223372036854775809", ["0", "9223372036854775807"]),
     ("fuzz", "--max-steps", "a step bound from 10 to 10000000", "9", ["10", "10000000"]),
+    ("stress", "--clear-words", "a number of words per CLEAR from 0 to 262144", "-1",
+     ["0", "262144"]),
+    ("fuzz", "--clear-words", "a number of words per CLEAR from 0 to 262144", "262145",
+     ["0", "262144"]),
     ("mutants", "--seeds", "a number of seeds from 1 to 100", "101", ["1", "100"]),
     ("mutants", "--budget", SECONDS, "nan", ["0.01", "10000000"]),
 ]

@@ -16,7 +16,6 @@ from ..errors import UsageError
 from ..harness.limits import MAX_EXECUTIONS, MAX_SECONDS, MAX_TOTAL_PAGES, SEED_RANGE
 from ..harness.output import check_output_path, write_text
 from ..harness.scenario import ENGINES, MODES, WORKLOADS, Scenario
-from .paths import add_path_options, path_args, path_words
 
 if TYPE_CHECKING:
     from ..engines.free import CellResult
@@ -108,6 +107,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
 def _add_stress(sub: Any) -> None:
     from ..dirtylog import BUILTIN_ALGORITHMS
+    from .paths import add_path_options
 
     s = sub.add_parser("stress", help="race dirty-log algorithms with free-running writers",
                        description="Race each algorithm on each engine for a budget and print "
@@ -166,6 +166,8 @@ def _add_stress(sub: Any) -> None:
 
 
 def _scenario_args(ns: argparse.Namespace) -> dict[str, Any]:
+    from .paths import path_args
+
     return dict(writers=ns.writers, slots=ns.slots, pages=ns.pages, workload=ns.workload,
                 on_behalf=ns.on_behalf, mode=ns.mode, writes=ns.writes, seconds=ns.seconds,
                 max_executions=ns.executions, seed=ns.seed, noise=ns.noise,
@@ -211,6 +213,8 @@ def explore_command(scenario: Scenario, execution: int) -> str:
         words.append("--initially-set")
     if not scenario.tlb:
         words.append("--no-tlb")
+    from .paths import path_words
+
     words += path_words(scenario)
     return shlex.join(words)
 
