@@ -199,7 +199,7 @@ def test_algorithms_lose_nothing_with_the_fast_page_fault_under_control(algorith
 def test_an_unknown_model_option_is_refused():
     with pytest.raises(AlgorithmError, match=r"^expected needs-an-unknown-option.model to map "
                                              r"model options \['clear_words', "
-                                             r"'fast_page_fault', 'tlb'\] to values, got "
+                                             r"'fast_page_fault', 'pml', 'tlb'\] to values, got "
                                              r"\{'warp_drive': True\}$"):
         Vm(NeedsAnUnknownOption, Scenario(), shared=False, engine="controlled")
 
@@ -240,3 +240,68 @@ def test_path_algorithms_are_found_by_name_but_not_run_by_default():
 
     assert "xchg-fast-pf" in PATH_ALGORITHMS and "xchg-fast-pf" not in BUILTIN_ALGORITHMS
     assert resolve_algorithm("xchg-fast-pf").model == {"fast_page_fault": True}
+
+
+# -- hardware Dirty bits and PML ---------------------------------------------
+
+@pytest.mark.parametrize("engine", ["threads", "processes"])
+@pytest.mark.parametrize("algorithm", ["xchg-pml", "xchg", "manual", "srcu"])
+def test_algorithms_lose_nothing_with_pml_free(algorithm, engine, shm_guard):
+    r = run_cell(Scenario(algorithm=algorithm, engine=engine, pml=True, on_behalf=0.3,
+                          **BUDGET))
+    assert (r.error, r.violations) == (None, [])
+    assert r.bits > 0
+
+
+@pytest.mark.parametrize("scheduler", ["random", "pct", "dfs"])
+@pytest.mark.parametrize("algorithm", ["xchg-pml", "xchg", "manual", "srcu"])
+def test_algorithms_lose_nothing_with_pml_under_control(algorithm, scheduler):
+    sc = Scenario(algorithm=algorithm, slots=1, pages=1, writes=3, on_behalf=0.5, pml=True)
+    r = explore(algorithm, sc, scheduler=scheduler, executions=300, seconds=30,
+                vary_program=scheduler == "random")
+    assert r.failure is None and r.executions > 0
+
+
+def test_a_guest_write_sets_dirty_once_and_logs_it_once():
+    vm = Vm(resolve_algorithm("xchg-pml"), Scenario(slots=1, pages=4), shared=False,
+            engine="controlled")
+    try:
+        assert vm.scenario.pml  # turned on by the algorithm's model
+        vm.begin(1)
+        vcpu = vm.local_vcpus()[0]
+        vcpu.guest_write(1)
+        vcpu.guest_write(1)  # through the cached dirty translation: not logged again
+        assert vm.kvm.pages.load(1) & DIRTY
+        assert vcpu.pml_buffer == [1] and vcpu.faults == 0
+        assert vm.kvm.dirty_bitmap(0).load(0) == 0  # still in the buffer
+        vcpu.exit_to_userspace()
+        assert vcpu.pml_buffer == [] and vm.kvm.dirty_bitmap(0).load(0) == 1 << 1
+    finally:
+        vm.close()
+
+
+def test_a_full_pml_buffer_is_drained_at_once():
+    from concurrent_dirty.model.kvm import PML_ENTRIES
+
+    vm = Vm(resolve_algorithm("xchg-pml"), Scenario(slots=1, pages=PML_ENTRIES + 1),
+            shared=False, engine="controlled")
+    try:
+        vm.begin(1)
+        vcpu = vm.local_vcpus()[0]
+        for gfn in range(PML_ENTRIES):
+            vcpu.guest_write(gfn)
+        assert vcpu.pml_buffer == []
+        bitmap = vm.kvm.dirty_bitmap(0)
+        assert [bitmap.load(i) for i in range(8)] == [(1 << 64) - 1] * 8
+    finally:
+        vm.close()
+
+
+def test_pml_marks_say_pml():
+    RecordsContexts.seen = []
+    sc = Scenario(slots=1, pages=2, pml=True)
+    r = run_controlled(RecordsContexts, sc, GUEST_AND_ON_BEHALF, fresh(RandomScheduler(seed=1)))
+    assert r.outcome.kind == "ok"
+    # xchg write-protects what it harvests, so later writes fault as well.
+    assert {c.source for _, c in RecordsContexts.seen} >= {"pml", "on_behalf"}
+    assert all(c.mmu_lock == (c.source == "fault") for _, c in RecordsContexts.seen)

@@ -1,5 +1,5 @@
 """The model options of the KVM paths after 2012, shared by ``stress`` and
-``fuzz``: what the harvester's CLEAR covers, the fast page fault."""
+``fuzz``: what the harvester's CLEAR covers, the fast page fault, PML."""
 
 from __future__ import annotations
 
@@ -25,11 +25,17 @@ def add_path_options(group: Any, number: Any) -> None:
                        help="the fast page fault (KVM c7ba5b48cc8d): write faults on "
                             "MMU-writable SPTEs are fixed by a cmpxchg without mmu_lock, then "
                             "marked dirty")
+    group.add_argument("--pml", action="store_true",
+                       help="hardware Dirty bits and PML: SPTEs stay writable, the CPU sets "
+                            "Dirty on its first write through a translation and logs the gfn "
+                            "in its vCPU's 512-entry PML buffer, drained into the bitmap at VM "
+                            "exits; a harvest kicks running vCPUs first")
 
 
 def path_args(ns: argparse.Namespace) -> dict[str, Any]:
     """The Scenario fields these options set."""
-    return {"clear_words": ns.clear_words, "fast_page_fault": ns.fast_page_fault}
+    return {"clear_words": ns.clear_words, "fast_page_fault": ns.fast_page_fault,
+            "pml": ns.pml}
 
 
 def path_words(scenario: Scenario) -> list[str]:
@@ -39,4 +45,6 @@ def path_words(scenario: Scenario) -> list[str]:
         words += ["--clear-words", str(scenario.clear_words)]
     if scenario.fast_page_fault:
         words.append("--fast-page-fault")
+    if scenario.pml:
+        words.append("--pml")
     return words

@@ -4,7 +4,8 @@ Built in, oldest first: ``srcu`` (b050b015abbe, 2009), ``xchg``
 (60c34612b707, 2012, the seed) and ``manual`` (2a31b9db1535, 2018). The
 paths after 2012 add algorithms written for a model option, found by name
 but not run by default (``PATH_ALGORITHMS``): ``xchg-fast-pf``
-(c7ba5b48cc8d, the fast page fault). A user's
+(c7ba5b48cc8d, the fast page fault) and ``xchg-pml`` (hardware Dirty
+bits and PML, ba3a6120a4e7). A user's
 algorithm is named ``package.module:ClassName`` and must implement the
 :class:`DirtyLogAlgorithm` protocol.
 
@@ -23,6 +24,7 @@ from ._context import MarkContext
 from ._protocol import DirtyLogAlgorithm, check_clear_range, fast_page_fault, for_each_set_bit
 from .fastpf import FastPfXchgDirtyLog
 from .manual import ManualDirtyLog
+from .pml import PmlXchgDirtyLog
 from .srcu import SrcuDirtyLog
 from .xchg import XchgDirtyLog
 
@@ -33,6 +35,7 @@ __all__ = [
     "DirtyLogAlgorithm",
     "ManualDirtyLog",
     "PATH_ALGORITHMS",
+    "PmlXchgDirtyLog",
     "MarkContext",
     "SrcuDirtyLog",
     "XchgDirtyLog",
@@ -50,7 +53,7 @@ BUILTIN_ALGORITHMS: dict[str, type[DirtyLogAlgorithm]] = {
 #: Algorithms written for a model option of the paths after 2012 (their
 #: ``model`` turns it on); found by name, not run by default.
 PATH_ALGORITHMS: dict[str, type[DirtyLogAlgorithm]] = {
-    cls.name: cls for cls in (FastPfXchgDirtyLog,)
+    cls.name: cls for cls in (FastPfXchgDirtyLog, PmlXchgDirtyLog)
 }
 #: Every algorithm a name finds.
 ALGORITHMS: dict[str, type[DirtyLogAlgorithm]] = {**BUILTIN_ALGORITHMS, **PATH_ALGORITHMS}

@@ -144,6 +144,12 @@ class DirtyLogAlgorithm:
         raise AlgorithmMisuse(f"expected an algorithm with manual_protect for KVM_CLEAR_DIRTY_LOG, "
                          f"got {type(self).__name__}, which clears in get_dirty_log")
 
+    def _sync_dirty_log(self) -> None:
+        """``kvm_arch_sync_dirty_log``, which KVM's generic GET calls first:
+        with PML, kick the running vCPUs so their buffers reach the bitmap
+        (a no-op, and no switch point, without PML). A seam for mutants."""
+        self.kvm.sync_dirty_log()
+
     def fast_page_fault(self, gfn: int, spte: int, vcpu_id: int) -> bool:
         """The fast page fault's fix (see :func:`fast_page_fault`); a seam
         for mutants of the fault path."""

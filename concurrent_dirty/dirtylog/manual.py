@@ -46,6 +46,7 @@ class ManualDirtyLog(DirtyLogAlgorithm):
 
     def get_dirty_log(self, slot_id: int) -> list[int]:
         slot = self.kvm.id_to_memslot(slot_id)
+        self._sync_dirty_log()
         bitmap = self.kvm.dirty_bitmap(slot_id)
         # With manual protect KVM copies the live bitmap itself.
         return [bitmap.load(i) for i in range(slot.nwords)]

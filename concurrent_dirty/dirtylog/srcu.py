@@ -78,6 +78,7 @@ class SrcuDirtyLog(DirtyLogAlgorithm):
         slot = kvm.id_to_memslot(slot_id)
         bitmap = kvm.dirty_bitmap(slot_id)
         n = slot.nwords
+        self._sync_dirty_log()
         index = self._index[slot_id]
         old = self._live.load(index)
         self._live.store(index, 1 - old)  # rcu_assign_pointer: the zeroed half

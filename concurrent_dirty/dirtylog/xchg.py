@@ -48,6 +48,7 @@ class XchgDirtyLog(DirtyLogAlgorithm):
         slot = kvm.id_to_memslot(slot_id)
         bitmap = kvm.dirty_bitmap(slot_id)
         n = slot.nwords
+        self._sync_dirty_log()
         is_dirty = False
         with kvm.mmu_lock.held(HARVESTER):
             for i in range(n):

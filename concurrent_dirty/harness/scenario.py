@@ -71,6 +71,10 @@ class Scenario:
     #: The fast page fault path (c7ba5b48cc8d): write faults on MMU-writable
     #: SPTEs are fixed by a cmpxchg without mmu_lock.
     fast_page_fault: bool = False
+    #: Hardware Dirty bits and Page Modification Logging: SPTEs stay
+    #: writable, a CPU sets Dirty on its first write through a translation
+    #: and logs the gfn in its vCPU's PML buffer, drained at VM exits.
+    pml: bool = False
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
@@ -91,9 +95,10 @@ class Scenario:
                 or not 0 <= self.clear_words <= 1 << 18:
             raise UsageError(f"expected a number of words per CLEAR from 0 (the whole slot) "
                              f"to {1 << 18} for clear_words, got {self.clear_words!r}")
-        if not isinstance(self.fast_page_fault, bool):
-            raise UsageError(f"expected True or False for fast_page_fault, "
-                             f"got {self.fast_page_fault!r}")
+        for name in ("fast_page_fault", "pml"):
+            if not isinstance(getattr(self, name), bool):
+                raise UsageError(f"expected True or False for {name}, "
+                                 f"got {getattr(self, name)!r}")
         if self.slots * self.pages > 1 << 24:
             raise UsageError(f"expected at most {1 << 24} guest pages in all, got "
                              f"{self.slots} slots x {self.pages} pages")

@@ -37,7 +37,7 @@ VERSION = 2
 _PREFIX = re.compile(r"^cd(\d+)\.([A-Za-z0-9_-]+)$")
 _SCENARIO_FIELDS = ("slots", "pages", "initially_set", "seed", "lock_timeout", "tlb")
 #: Fields added later, with the default a token without them meant.
-_OPTIONAL_FIELDS = {"clear_words": 1, "fast_page_fault": False}
+_OPTIONAL_FIELDS = {"clear_words": 1, "fast_page_fault": False, "pml": False}
 
 
 @dataclass(frozen=True)

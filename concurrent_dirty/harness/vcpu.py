@@ -17,6 +17,15 @@ An on-behalf write (``kvm_write_guest``) stores the data through the host
 mapping, whatever the SPTE says, then marks the page dirty without
 ``mmu_lock``: data first, bit second.
 
+With hardware Dirty bits and PML (``kvm.pml``), a write that does not hit
+a cached dirty translation sets the SPTE's Dirty bit in the same
+compare-exchange as the data and, if the bit was clear, appends the gfn to
+this vCPU's 512-entry PML buffer (the CPU's own log, read only by this
+vCPU's exit handler). The buffer is drained into the bitmap, through
+``mark_page_dirty`` with the ``pml`` context, at a VM exit: when the
+harvester's kick is seen at the next guest entry, when the buffer is full,
+and on the way out to userspace at the end of the writes.
+
 After each write completes, the writer publishes it for the oracle: the
 page's ``completed`` word is raised to the write's value (a version-max
 compare-exchange loop). Publishing after the fact makes the oracle see
@@ -27,9 +36,19 @@ write was really done.
 from __future__ import annotations
 
 from ..dirtylog import DirtyLogAlgorithm, fast_page_fault
-from ..dirtylog._context import FAULT, ON_BEHALF, MarkContext, marker
+from ..dirtylog._context import FAULT, ON_BEHALF, PML, MarkContext, marker
 from ..model.atomic import AtomicWords
-from ..model.kvm import MMU_WRITABLE, SPTE_MASK, WRITABLE, Kvm, make_page, page_value, page_version
+from ..model.kvm import (
+    DIRTY,
+    MMU_WRITABLE,
+    PML_ENTRIES,
+    SPTE_MASK,
+    WRITABLE,
+    Kvm,
+    make_page,
+    page_value,
+    page_version,
+)
 
 __all__ = ["Vcpu"]
 
@@ -50,6 +69,12 @@ class Vcpu:
         self._mark = marker(algorithm)
         self._fault_context = MarkContext.of(FAULT, vcpu_id)
         self._on_behalf_context = MarkContext.of(ON_BEHALF, vcpu_id)
+        self._pml_context = MarkContext.of(PML, vcpu_id)
+        #: The PML buffer (gfns, in logging order), the last kick drained,
+        #: and whether this vCPU has entered the guest in this execution.
+        self.pml_buffer: list[int] = []
+        self._pml_acked = 0
+        self._pml_running = False
         self.executions = 0
         #: Pages whose writable translation this vCPU caches, and the flush
         #: phase they were cached in.
@@ -58,6 +83,8 @@ class Vcpu:
 
     def guest_write(self, gfn: int) -> None:
         kvm, pages, vid = self.kvm, self.kvm.pages, self.id
+        if kvm.pml:
+            self._pml_entry()
         while True:
             if kvm.tlb is not None:
                 new = self._write_in_guest_mode(gfn)
@@ -66,9 +93,12 @@ class Vcpu:
             else:
                 old = pages.load(gfn)
                 if old & WRITABLE:
-                    new = make_page(page_version(page_value(old)) + 1, vid, old & SPTE_MASK)
+                    bits = old & SPTE_MASK | (DIRTY if kvm.pml else 0)
+                    new = make_page(page_version(page_value(old)) + 1, vid, bits)
                     ok, _ = pages.compare_exchange(gfn, old, new)
                     if ok:
+                        if kvm.pml and not old & DIRTY:
+                            self.pml_buffer.append(gfn)
                         break
                     continue
             # Write-protected: the page fault path (outside guest mode).
@@ -92,6 +122,40 @@ class Vcpu:
                     kvm.mmu_lock.release(vid)
         self.writes += 1
         self._publish(gfn, page_value(new))
+        if len(self.pml_buffer) >= PML_ENTRIES:
+            self.drain_pml()  # the PML-full VM exit
+
+    # -- PML ------------------------------------------------------------------
+    def _pml_entry(self) -> None:
+        """Guest entry: announce that this vCPU runs, and if the harvester
+        kicked it since its last drain, take the exit and drain first."""
+        kvm = self.kvm
+        if not self._pml_running:
+            self._pml_running = True
+            kvm.pml_set_running(self.id, True)
+        kick = kvm.pml_kick_generation()
+        if kick > self._pml_acked:
+            self.drain_pml()
+            self._pml_acked = kick
+            kvm.pml_acknowledge(self.id, kick)
+
+    def drain_pml(self) -> None:
+        """``vmx_flush_pml_buffer`` at a VM exit: every logged gfn goes into
+        the dirty log, then the buffer is empty."""
+        if not self.pml_buffer:
+            return
+        with self.algorithm.read_side(self.id):
+            for gfn in self.pml_buffer:
+                self._mark(gfn, self.id, self._pml_context)
+        self.pml_buffer.clear()
+
+    def exit_to_userspace(self) -> None:
+        """The vCPU stops running (its writes are done): the exit drains
+        its PML buffer, and the harvester no longer waits for it."""
+        if self.kvm.pml and self._pml_running:
+            self.drain_pml()
+            self._pml_running = False
+            self.kvm.pml_set_running(self.id, False)
 
     def _fast_fix(self, gfn: int, spte: int) -> None:
         """The algorithm's fast fix, bracketed for the oracle: between the
@@ -122,6 +186,9 @@ class Vcpu:
             self._mark = marker(algorithm)
         self.tlb.clear()
         self._tlb_phase = -1
+        self.pml_buffer.clear()
+        self._pml_acked = 0
+        self._pml_running = False
 
     def _write_in_guest_mode(self, gfn: int) -> int | None:
         """One attempt in guest mode; the new page word, or None to fault.
@@ -138,11 +205,18 @@ class Vcpu:
                 self.tlb.clear()  # a flush happened since we cached
                 self._tlb_phase = phase
             hit = gfn in self.tlb
+            pml = self.kvm.pml
             old = pages.load(gfn)
             while hit or old & WRITABLE:
-                new = make_page(page_version(page_value(old)) + 1, vid, old & SPTE_MASK)
+                # A cached (dirty) translation writes without touching the
+                # SPTE's bits; a walk sets Dirty and logs it if it was clear.
+                bits = old & SPTE_MASK | (DIRTY if pml and not hit else 0)
+                new = make_page(page_version(page_value(old)) + 1, vid, bits)
+                seen = old
                 ok, old = pages.compare_exchange(gfn, old, new)
                 if ok:
+                    if pml and not hit and not seen & DIRTY:
+                        self.pml_buffer.append(gfn)
                     self.tlb.add(gfn)
                     return new
             return None
@@ -151,6 +225,8 @@ class Vcpu:
 
     def write_on_behalf(self, gfn: int) -> None:
         pages, vid, algorithm = self.kvm.pages, self.id, self.algorithm
+        if self.kvm.pml:
+            self._pml_entry()
         bit_first = getattr(algorithm, "mark_before_data", False)
         with algorithm.read_side(vid):
             if bit_first:  # only mutants: the order KVM must never use

@@ -29,14 +29,14 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from .._core import switch as _switch
-from .._core.switch import Op
+from .._core.switch import Op, wait_until
 from .arena import Arena, Layout
 from .atomic import AtomicWords
 from .memslot import Memslot, MemslotFlags, MemslotTable
 from .sync import Lock, Srcu
 
-__all__ = ["DIRTY", "MMU_WRITABLE", "SPTE_BITS", "SPTE_MASK", "WRITABLE", "Kvm", "make_page",
-           "page_value", "page_version", "page_writer"]
+__all__ = ["DIRTY", "MMU_WRITABLE", "PML_ENTRIES", "SPTE_BITS", "SPTE_MASK", "WRITABLE", "Kvm",
+           "make_page", "page_value", "page_version", "page_writer"]
 
 WRITABLE = 1
 MMU_WRITABLE = 2
@@ -47,6 +47,8 @@ SPTE_MASK = (1 << SPTE_BITS) - 1
 _WRITER_BITS = 16 - SPTE_BITS
 _WRITER_MASK = (1 << _WRITER_BITS) - 1
 MAX_VCPUS = _WRITER_MASK - 1
+#: Entries of a vCPU's Page Modification Log (one 4 KiB page of GPAs).
+PML_ENTRIES = 512
 
 
 def make_page(version: int, writer: int, spte: int | bool) -> int:
@@ -74,8 +76,8 @@ class Kvm:
     """One VM's shared state, as seen by one process."""
 
     def __init__(self, arena: Arena, memslots: MemslotTable, nvcpus: int,
-                 lock_timeout: float, *, tlb: bool = True, fast_page_fault: bool = False
-                 ) -> None:
+                 lock_timeout: float, *, tlb: bool = True, fast_page_fault: bool = False,
+                 pml: bool = False) -> None:
         self.arena = arena
         self.memslots = memslots
         self.nvcpus = nvcpus
@@ -95,6 +97,13 @@ class Kvm:
         #: The fast page fault path (c7ba5b48cc8d): a write fault on an
         #: MMU-writable SPTE is fixed by a cmpxchg without ``mmu_lock``.
         self.fast_page_fault = fast_page_fault
+        #: Hardware Dirty bits and PML: a CPU sets the SPTE's Dirty bit on
+        #: its first write through a translation and logs the gfn in its
+        #: vCPU's PML buffer, drained into the bitmap at VM exits.
+        self.pml = pml
+        self._pml_kick = arena.words("pml_kick")
+        self._pml_ack = arena.words("pml_ack")
+        self._pml_running = arena.words("pml_running")
         self._bitmaps = {s.id: arena.words(f"dirty_bitmap:{s.id}") for s in memslots}
 
     @staticmethod
@@ -107,6 +116,9 @@ class Kvm:
         layout.add("srcu_readers", nvcpus)
         layout.add("tlb_gen", 1)
         layout.add("tlb_state", nvcpus)
+        layout.add("pml_kick", 1)
+        layout.add("pml_ack", nvcpus)
+        layout.add("pml_running", nvcpus)
         for slot in memslots:
             layout.add(f"dirty_bitmap:{slot.id}", 2 * slot.nwords)
         for name, nwords in algorithm_words.items():
@@ -189,6 +201,58 @@ class Kvm:
             if ok:
                 return
 
+    def exchange_spte(self, gfn: int, spte: int) -> int:
+        """An atomic exchange of the SPTE bits (``mmu_spte_update``'s
+        ``xchg`` for an SPTE with volatile bits, ba3a6120a4e7): set them to
+        ``spte`` and return the word it replaced, data kept as in
+        :meth:`store_spte`."""
+        pages = self.pages
+        old = pages.load(gfn)
+        while True:
+            ok, seen = pages.compare_exchange(gfn, old, (old & ~SPTE_MASK) | (spte & SPTE_MASK))
+            if ok:
+                return old
+            old = seen
+
+    def clear_dirty(self, gfn: int) -> bool:
+        """Clear the SPTE's Dirty bit with one atomic AND (Linux 6.4's
+        ``tdp_mmu_clear_spte_bits``); whether it was set."""
+        return bool(self.pages.fetch_and(gfn, ~DIRTY) & DIRTY)
+
+    # -- PML: kicks and acknowledgements -----------------------------------
+    def pml_kick_generation(self) -> int:
+        """The latest drain the harvester asked for (a vCPU compares it
+        with the last one it acknowledged)."""
+        return self._pml_kick.load(0)
+
+    def pml_acknowledge(self, vcpu_id: int, generation: int) -> None:
+        """A vCPU has drained its PML buffer for ``generation``."""
+        self._pml_ack.store(vcpu_id, generation)
+
+    def pml_set_running(self, vcpu_id: int, running: bool) -> None:
+        """A vCPU enters the guest (its buffer may fill) or returns to
+        userspace (its buffer was drained on the way out)."""
+        self._pml_running.store(vcpu_id, int(running))
+
+    def sync_dirty_log(self) -> None:
+        """``kvm_arch_sync_dirty_log``: kick every running vCPU out of the
+        guest and return once each has drained its PML buffer into the
+        bitmap (or is not running: it drained when it last exited). A no-op
+        without PML. Call it before reading the bitmap, without
+        ``mmu_lock`` (the vCPUs may need it to exit)."""
+        if not self.pml:
+            return
+        generation = self._pml_kick.fetch_add(0, 1) + 1
+        running, ack, n = self._pml_running, self._pml_ack, self.nvcpus
+
+        def pending() -> list[int]:
+            return [v for v in range(n) if running.peek(v) and ack.peek(v) < generation]
+
+        wait_until(lambda: not pending(),
+                   lambda: f"PML drains of vcpus {pending()} (kick {generation})",
+                   Op.WAIT, "pml", 0, timeout=self.lock_timeout, on_wait=self._watch,
+                   waiter="harvester")
+
     def fast_pf_fix(self, gfn: int, spte: int) -> bool:
         """``fast_pf_fix_direct_spte``: cmpxchg the SPTE from ``spte`` (the
         value the fault read) to writable; whether it succeeded."""
@@ -230,7 +294,14 @@ class Kvm:
         else:
             for gfn in range(slot.base_gfn, slot.end_gfn):
                 self.write_protect(gfn)
-        if self.fast_page_fault:
+        if self.pml:
+            # PML logs writes through Dirty bits, not write faults: the
+            # SPTEs stay writable with their Dirty bits clear
+            # (kvm_mmu_slot_leaf_clear_dirty).
+            for gfn in range(slot.base_gfn, slot.end_gfn):
+                self.pages.fetch_or(gfn, WRITABLE | MMU_WRITABLE)
+                self.pages.fetch_and(gfn, ~DIRTY)
+        elif self.fast_page_fault:
             # The guest ran before logging started: every page is mapped,
             # so its SPTE is MMU-writable and the first write fault is fast.
             for gfn in range(slot.base_gfn, slot.end_gfn):

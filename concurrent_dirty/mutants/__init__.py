@@ -33,6 +33,7 @@ from .fastpf import (
     FastPfPlainWriteProtect,
 )
 from .manual import ManualBitwiseClear, ManualClearUnsynced, ManualNonatomicAndnot
+from .pml import PmlAtomicAndClear, PmlNoDrain, PmlPlainClearDirty
 from .srcu import SrcuNoGracePeriod, SrcuProtectBeforeSwap, SrcuReaderOutsideSection
 from .xchg import (
     BitBeforeData,
@@ -154,6 +155,9 @@ for _cls, _breaks, _benign, _scenario in (
     (FastPfMarkBeforeFix, "xchg-fast-pf", False, {}),
     (FastPfMarkAfterFailedFix, "xchg-fast-pf", True, {}),
     (FastPfAlwaysFlush, "xchg-fast-pf", True, {}),
+    (PmlPlainClearDirty, "xchg-pml", False, _SAME_PAGE),
+    (PmlNoDrain, "xchg-pml", False, {}),
+    (PmlAtomicAndClear, "xchg-pml", True, {}),
 ):
     register_mutant(_cls, breaks=_breaks, benign=_benign, scenario=_scenario)
 assert all(m.breaks in ALGORITHMS for m in MUTANTS.values())
