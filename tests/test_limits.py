@@ -52,6 +52,8 @@ LIMITS = [
      ["0", "262144"]),
     ("fuzz", "--clear-words", "a number of words per CLEAR from 0 to 262144", "262145",
      ["0", "262144"]),
+    ("stress", "--pml-entries", "a number of PML entries from 1 to 512", "0", ["1", "512"]),
+    ("fuzz", "--pml-entries", "a number of PML entries from 1 to 512", "513", ["1", "512"]),
     ("mutants", "--seeds", "a number of seeds from 1 to 100", "101", ["1", "100"]),
     ("mutants", "--budget", SECONDS, "nan", ["0.01", "10000000"]),
 ]

@@ -199,7 +199,8 @@ def test_algorithms_lose_nothing_with_the_fast_page_fault_under_control(algorith
 def test_an_unknown_model_option_is_refused():
     with pytest.raises(AlgorithmError, match=r"^expected needs-an-unknown-option.model to map "
                                              r"model options \['clear_words', "
-                                             r"'fast_page_fault', 'pml', 'tlb'\] to values, got "
+                                             r"'fast_page_fault', 'pml', 'pml_entries', "
+                                             r"'tlb'\] to values, got "
                                              r"\{'warp_drive': True\}$"):
         Vm(NeedsAnUnknownOption, Scenario(), shared=False, engine="controlled")
 
@@ -305,3 +306,15 @@ def test_pml_marks_say_pml():
     # xchg write-protects what it harvests, so later writes fault as well.
     assert {c.source for _, c in RecordsContexts.seen} >= {"pml", "on_behalf"}
     assert all(c.mmu_lock == (c.source == "fault") for _, c in RecordsContexts.seen)
+
+
+@pytest.mark.parametrize("engine", ["threads", "processes"])
+def test_small_pml_buffers_lose_nothing_free(engine, shm_guard):
+    r = run_cell(Scenario(algorithm="xchg-pml", engine=engine, pml_entries=1, on_behalf=0.3,
+                          **BUDGET))
+    assert (r.error, r.violations) == (None, [])
+
+
+def test_the_rerun_command_names_the_pml_options():
+    cmd = rerun_command(Scenario(algorithm="xchg", pml=True, pml_entries=2))
+    assert "--pml" in cmd and "--pml-entries 2" in cmd

@@ -30,12 +30,17 @@ def add_path_options(group: Any, number: Any) -> None:
                             "Dirty on its first write through a translation and logs the gfn "
                             "in its vCPU's 512-entry PML buffer, drained into the bitmap at VM "
                             "exits; a harvest kicks running vCPUs first")
+    group.add_argument("--pml-entries", type=number("a number of PML entries", 1, 512,
+                                                    integer=True),
+                       default=_DEFAULT.pml_entries, metavar="N",
+                       help="entries of each vCPU's PML buffer (default %(default)s, the "
+                            "hardware's; fewer reach the PML-full exit in small executions)")
 
 
 def path_args(ns: argparse.Namespace) -> dict[str, Any]:
     """The Scenario fields these options set."""
     return {"clear_words": ns.clear_words, "fast_page_fault": ns.fast_page_fault,
-            "pml": ns.pml}
+            "pml": ns.pml, "pml_entries": ns.pml_entries}
 
 
 def path_words(scenario: Scenario) -> list[str]:
@@ -47,4 +52,6 @@ def path_words(scenario: Scenario) -> list[str]:
         words.append("--fast-page-fault")
     if scenario.pml:
         words.append("--pml")
+    if scenario.pml_entries != _DEFAULT.pml_entries:
+        words += ["--pml-entries", str(scenario.pml_entries)]
     return words

@@ -150,6 +150,12 @@ class DirtyLogAlgorithm:
         (a no-op, and no switch point, without PML). A seam for mutants."""
         self.kvm.sync_dirty_log()
 
+    def pml_entries_to_mark(self, buffer: Sequence[int], full: bool) -> Sequence[int]:
+        """The gfns a PML drain marks dirty (``vmx_flush_pml_buffer``):
+        every logged entry, in order, full buffer or not. A seam for
+        mutants of the drain."""
+        return buffer
+
     def fast_page_fault(self, gfn: int, spte: int, vcpu_id: int) -> bool:
         """The fast page fault's fix (see :func:`fast_page_fault`); a seam
         for mutants of the fault path."""

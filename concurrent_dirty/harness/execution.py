@@ -72,7 +72,8 @@ def vm_layout(cls: type[DirtyLogAlgorithm], memslots: MemslotTable, nvcpus: int)
 def attach_kvm(arena: Arena, memslots: MemslotTable, scenario: Scenario) -> Kvm:
     """A view of the VM in ``arena`` (each writer process builds its own)."""
     return Kvm(arena, memslots, scenario.writers, scenario.lock_timeout, tlb=scenario.tlb,
-               fast_page_fault=scenario.fast_page_fault, pml=scenario.pml)
+               fast_page_fault=scenario.fast_page_fault, pml=scenario.pml,
+               pml_entries=scenario.pml_entries)
 
 
 def apply_model(cls: type[DirtyLogAlgorithm], scenario: Scenario) -> Scenario:
@@ -89,7 +90,7 @@ def apply_model(cls: type[DirtyLogAlgorithm], scenario: Scenario) -> Scenario:
 
 
 #: The Scenario fields an algorithm's ``model`` may turn on.
-_MODEL_OPTIONS = frozenset({"fast_page_fault", "clear_words", "tlb", "pml"})
+_MODEL_OPTIONS = frozenset({"fast_page_fault", "clear_words", "tlb", "pml", "pml_entries"})
 
 
 def make_vcpu(cls: type[DirtyLogAlgorithm], kvm: Kvm, vcpu_id: int) -> Vcpu:

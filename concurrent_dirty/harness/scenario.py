@@ -75,6 +75,9 @@ class Scenario:
     #: writable, a CPU sets Dirty on its first write through a translation
     #: and logs the gfn in its vCPU's PML buffer, drained at VM exits.
     pml: bool = False
+    #: Entries of each vCPU's PML buffer (512 in the hardware; fewer make
+    #: the PML-full exit reachable in small executions).
+    pml_entries: int = 512
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
@@ -99,6 +102,10 @@ class Scenario:
             if not isinstance(getattr(self, name), bool):
                 raise UsageError(f"expected True or False for {name}, "
                                  f"got {getattr(self, name)!r}")
+        if not isinstance(self.pml_entries, int) or isinstance(self.pml_entries, bool) \
+                or not 1 <= self.pml_entries <= 512:
+            raise UsageError(f"expected a number of PML entries from 1 to 512 for pml_entries, "
+                             f"got {self.pml_entries!r}")
         if self.slots * self.pages > 1 << 24:
             raise UsageError(f"expected at most {1 << 24} guest pages in all, got "
                              f"{self.slots} slots x {self.pages} pages")

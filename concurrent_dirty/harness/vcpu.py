@@ -41,7 +41,6 @@ from ..model.atomic import AtomicWords
 from ..model.kvm import (
     DIRTY,
     MMU_WRITABLE,
-    PML_ENTRIES,
     SPTE_MASK,
     WRITABLE,
     Kvm,
@@ -122,8 +121,8 @@ class Vcpu:
                     kvm.mmu_lock.release(vid)
         self.writes += 1
         self._publish(gfn, page_value(new))
-        if len(self.pml_buffer) >= PML_ENTRIES:
-            self.drain_pml()  # the PML-full VM exit
+        if len(self.pml_buffer) >= self.kvm.pml_entries:
+            self.drain_pml(full=True)  # the PML-full VM exit
 
     # -- PML ------------------------------------------------------------------
     def _pml_entry(self) -> None:
@@ -139,13 +138,16 @@ class Vcpu:
             self._pml_acked = kick
             kvm.pml_acknowledge(self.id, kick)
 
-    def drain_pml(self) -> None:
+    def drain_pml(self, full: bool = False) -> None:
         """``vmx_flush_pml_buffer`` at a VM exit: every logged gfn goes into
-        the dirty log, then the buffer is empty."""
+        the dirty log, then the buffer is empty. ``full``: the PML-full
+        exit (the algorithm's ``pml_entries_to_mark`` seam sees it)."""
         if not self.pml_buffer:
             return
+        seam = getattr(self.algorithm, "pml_entries_to_mark", None)
+        entries = list(seam(self.pml_buffer, full)) if seam is not None else self.pml_buffer
         with self.algorithm.read_side(self.id):
-            for gfn in self.pml_buffer:
+            for gfn in entries:
                 self._mark(gfn, self.id, self._pml_context)
         self.pml_buffer.clear()
 

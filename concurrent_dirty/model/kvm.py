@@ -77,7 +77,7 @@ class Kvm:
 
     def __init__(self, arena: Arena, memslots: MemslotTable, nvcpus: int,
                  lock_timeout: float, *, tlb: bool = True, fast_page_fault: bool = False,
-                 pml: bool = False) -> None:
+                 pml: bool = False, pml_entries: int = PML_ENTRIES) -> None:
         self.arena = arena
         self.memslots = memslots
         self.nvcpus = nvcpus
@@ -101,6 +101,8 @@ class Kvm:
         #: its first write through a translation and logs the gfn in its
         #: vCPU's PML buffer, drained into the bitmap at VM exits.
         self.pml = pml
+        #: Entries of each vCPU's PML buffer.
+        self.pml_entries = pml_entries
         self._pml_kick = arena.words("pml_kick")
         self._pml_ack = arena.words("pml_ack")
         self._pml_running = arena.words("pml_running")

@@ -33,7 +33,13 @@ from .fastpf import (
     FastPfPlainWriteProtect,
 )
 from .manual import ManualBitwiseClear, ManualClearUnsynced, ManualNonatomicAndnot
-from .pml import PmlAtomicAndClear, PmlNoDrain, PmlPlainClearDirty
+from .pml import (
+    PmlAtomicAndClear,
+    PmlFullDropsLast,
+    PmlNoDrain,
+    PmlPlainClearDirty,
+    PmlSmallBuffers,
+)
 from .srcu import SrcuNoGracePeriod, SrcuProtectBeforeSwap, SrcuReaderOutsideSection
 from .xchg import (
     BitBeforeData,
@@ -157,7 +163,9 @@ for _cls, _breaks, _benign, _scenario in (
     (FastPfAlwaysFlush, "xchg-fast-pf", True, {}),
     (PmlPlainClearDirty, "xchg-pml", False, _SAME_PAGE),
     (PmlNoDrain, "xchg-pml", False, {}),
+    (PmlFullDropsLast, "xchg-pml", False, {}),
     (PmlAtomicAndClear, "xchg-pml", True, {}),
+    (PmlSmallBuffers, "xchg-pml", True, {}),
 ):
     register_mutant(_cls, breaks=_breaks, benign=_benign, scenario=_scenario)
 assert all(m.breaks in ALGORITHMS for m in MUTANTS.values())

@@ -3,10 +3,14 @@ outside ``mmu_lock``, and buffers that must be drained before a harvest."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
 from ..dirtylog.pml import PmlXchgDirtyLog
 from ..model.kvm import DIRTY
 
-__all__ = ["PmlAtomicAndClear", "PmlNoDrain", "PmlPlainClearDirty"]
+__all__ = ["PmlAtomicAndClear", "PmlFullDropsLast", "PmlNoDrain", "PmlPlainClearDirty",
+           "PmlSmallBuffers"]
 
 
 class PmlPlainClearDirty(PmlXchgDirtyLog):
@@ -61,3 +65,30 @@ class PmlAtomicAndClear(PmlXchgDirtyLog):
 
     def _clear_dirty(self, gfn: int) -> bool:
         return self.kvm.clear_dirty(gfn)
+
+
+class PmlFullDropsLast(PmlXchgDirtyLog):
+    """The drain of a full PML buffer starts one entry late and drops the
+    last gfn logged (an off-by-one on the underflowed PML index).
+
+    A vCPU's write fills its buffer: the CPU sets P's Dirty bit and logs P
+    as the last entry, and the PML-full exit drains every entry but that
+    one. P's Dirty bit stays set, so the vCPU's later writes to P log
+    nothing either, and no harvest ever sees P: its writes are lost. Run
+    with two-entry buffers (``model``), so that a small execution fills one.
+    """
+
+    name = "pml-full-drops-last"
+    model: ClassVar[Mapping[str, Any]] = {"pml": True, "pml_entries": 2}
+
+    def pml_entries_to_mark(self, buffer: Sequence[int], full: bool) -> Sequence[int]:
+        return buffer[:-1] if full else buffer  # BUG: the last entry of a full buffer
+
+
+class PmlSmallBuffers(PmlXchgDirtyLog):
+    """``xchg-pml`` with two-entry PML buffers: many PML-full exits.
+
+    Benign: a full buffer is drained whole, like any other."""
+
+    name = "pml-small-buffers"
+    model: ClassVar[Mapping[str, Any]] = {"pml": True, "pml_entries": 2}
