@@ -19,6 +19,7 @@ from ..harness.token import decode
 from ..schedulers import SCHEDULERS as _REGISTRY
 from ..search.hypothesis import hypothesis_search
 from ..search.runner import FuzzReport, explore, regression_test, replay
+from .paths import add_path_options, path_args
 from .scale import add_options as add_scale_options
 
 #: The controlled schedulers, and Hypothesis (which drives its own search).
@@ -78,6 +79,7 @@ def add_parsers(sub: Any, number: Any, choice: Any) -> None:
                    help="KVM_DIRTY_LOG_INITIALLY_SET on or off (default: drawn)")
     f.add_argument("--no-tlb", dest="tlb", action="store_false",
                    help="no per-vCPU TLB model")
+    add_path_options(f, number)
     f.add_argument("--seed", type=number("an integer seed", *SEED_RANGE, True),
                    default=0)
     f.add_argument("--max-steps", type=number("a step bound", 10, 10_000_000, integer=True),
@@ -160,7 +162,8 @@ def run_fuzz(ns: argparse.Namespace, write_json: Any) -> int:
     for spec in algorithms:
         resolve_algorithm(spec)
     pins = _pins(ns)
-    base = dict(on_behalf=ns.on_behalf, seed=ns.seed, tlb=ns.tlb, workload=ns.workload)
+    base = dict(on_behalf=ns.on_behalf, seed=ns.seed, tlb=ns.tlb, workload=ns.workload,
+                **path_args(ns))
     pinned = ", ".join(f"{k}={v}" for k, v in pins.items() if v is not None)
     ns.header = (f"seed {ns.seed}; program space: "
                  f"{'pinned ' + pinned if pinned else 'every dimension drawn'}"

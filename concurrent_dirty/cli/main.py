@@ -108,6 +108,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
 def _add_stress(sub: Any) -> None:
     from ..dirtylog import BUILTIN_ALGORITHMS
+    from .paths import add_path_options
 
     s = sub.add_parser("stress", help="race dirty-log algorithms with free-running writers",
                        description="Race each algorithm on each engine for a budget and print "
@@ -136,6 +137,7 @@ def _add_stress(sub: Any) -> None:
                    help="start logging with every bit set (KVM_DIRTY_LOG_INITIALLY_SET)")
     g.add_argument("--no-tlb", dest="tlb", action="store_false",
                    help="no per-vCPU TLB model: every write checks the SPTE")
+    add_path_options(g, _number)
     g = s.add_argument_group("budget and shape")
     g.add_argument("--seconds", type=_number("a number of seconds", 0, low_open=True),
                    default=_DEFAULT.seconds, help="budget per cell (default %(default)s)")
@@ -168,11 +170,14 @@ def _add_stress(sub: Any) -> None:
 
 
 def _scenario_args(ns: argparse.Namespace) -> dict[str, Any]:
+    from .paths import path_args
+
     return dict(writers=ns.writers, slots=ns.slots, pages=ns.pages, workload=ns.workload,
                 on_behalf=ns.on_behalf, mode=ns.mode, writes=ns.writes, seconds=ns.seconds,
                 max_executions=ns.executions, seed=ns.seed, noise=ns.noise,
                 switch_interval=ns.switch_interval, interval=ns.interval,
-                initially_set=ns.initially_set, lock_timeout=ns.lock_timeout, tlb=ns.tlb)
+                initially_set=ns.initially_set, lock_timeout=ns.lock_timeout, tlb=ns.tlb,
+                **path_args(ns))
 
 
 _FLAGS = {"max_executions": "--executions"}
@@ -213,6 +218,9 @@ def explore_command(scenario: Scenario, execution: int) -> str:
         words.append("--initially-set")
     if not scenario.tlb:
         words.append("--no-tlb")
+    from .paths import path_words
+
+    words += path_words(scenario)
     return shlex.join(words)
 
 

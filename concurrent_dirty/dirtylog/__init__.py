@@ -1,7 +1,11 @@
 """The dirty-log algorithms, and how a name or an import path finds one.
 
 Built in, oldest first: ``srcu`` (b050b015abbe, 2009), ``xchg``
-(60c34612b707, 2012, the seed) and ``manual`` (2a31b9db1535, 2018). A user's
+(60c34612b707, 2012, the seed) and ``manual`` (2a31b9db1535, 2018). The
+paths after 2012 add algorithms written for a model option, found by name
+but not run by default (``PATH_ALGORITHMS``): ``xchg-fast-pf``
+(c7ba5b48cc8d, the fast page fault) and ``xchg-pml`` (hardware Dirty
+bits and PML, ba3a6120a4e7). A user's
 algorithm is named ``package.module:ClassName`` and must implement the
 :class:`DirtyLogAlgorithm` protocol.
 
@@ -16,20 +20,29 @@ import os
 import sys
 
 from ..errors import AlgorithmError
-from ._protocol import DirtyLogAlgorithm, check_clear_range, for_each_set_bit
+from ._context import MarkContext
+from ._protocol import DirtyLogAlgorithm, check_clear_range, fast_page_fault, for_each_set_bit
+from .fastpf import FastPfXchgDirtyLog
 from .manual import ManualDirtyLog
+from .pml import PmlXchgDirtyLog
 from .srcu import SrcuDirtyLog
 from .xchg import XchgDirtyLog
 
 __all__ = [
+    "ALGORITHMS",
     "BUILTIN_ALGORITHMS",
+    "FastPfXchgDirtyLog",
     "DirtyLogAlgorithm",
     "ManualDirtyLog",
+    "PATH_ALGORITHMS",
+    "PmlXchgDirtyLog",
+    "MarkContext",
     "SrcuDirtyLog",
     "XchgDirtyLog",
     "algorithm_name",
     "algorithm_ref",
     "check_clear_range",
+    "fast_page_fault",
     "for_each_set_bit",
     "resolve_algorithm",
 ]
@@ -37,6 +50,13 @@ __all__ = [
 BUILTIN_ALGORITHMS: dict[str, type[DirtyLogAlgorithm]] = {
     cls.name: cls for cls in (SrcuDirtyLog, XchgDirtyLog, ManualDirtyLog)
 }
+#: Algorithms written for a model option of the paths after 2012 (their
+#: ``model`` turns it on); found by name, not run by default.
+PATH_ALGORITHMS: dict[str, type[DirtyLogAlgorithm]] = {
+    cls.name: cls for cls in (FastPfXchgDirtyLog, PmlXchgDirtyLog)
+}
+#: Every algorithm a name finds.
+ALGORITHMS: dict[str, type[DirtyLogAlgorithm]] = {**BUILTIN_ALGORITHMS, **PATH_ALGORITHMS}
 
 _REQUIRED = ("mark_page_dirty", "get_dirty_log")
 
@@ -68,9 +88,9 @@ def resolve_algorithm(spec: str) -> type[DirtyLogAlgorithm]:
         raise AlgorithmError(f"expected an algorithm name or module:Class, got {spec!r}")
     if ":" not in spec:
         try:
-            return BUILTIN_ALGORITHMS[spec]
+            return ALGORITHMS[spec]
         except KeyError:
-            close = difflib.get_close_matches(spec, BUILTIN_ALGORITHMS, n=1)
+            close = difflib.get_close_matches(spec, ALGORITHMS, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise AlgorithmError(
                 f"expected an algorithm in {sorted(BUILTIN_ALGORITHMS)} or module:Class, "
@@ -100,7 +120,7 @@ def resolve_algorithm(spec: str) -> type[DirtyLogAlgorithm]:
 def algorithm_ref(cls: type[DirtyLogAlgorithm]) -> str:
     """What :func:`resolve_algorithm` turns back into ``cls`` in another
     process: the built-in name, else ``module:qualname``."""
-    if BUILTIN_ALGORITHMS.get(getattr(cls, "name", "")) is cls:
+    if ALGORITHMS.get(getattr(cls, "name", "")) is cls:
         return cls.name
     return f"{cls.__module__}:{cls.__qualname__}"
 

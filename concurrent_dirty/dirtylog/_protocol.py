@@ -6,9 +6,12 @@ harvester's and each writer's) at the start of every execution, over a
 writers and the harvester must live in words; Python attributes are private
 to one process and last one execution. The harness calls:
 
-* ``mark_page_dirty(gfn, vcpu_id)`` from a vCPU's fault path, holding
-  ``mmu_lock``, and from writes KVM makes on the guest's behalf, without it;
-  both inside ``read_side(vcpu_id)``;
+* ``mark_page_dirty(gfn, vcpu_id, context=...)`` from a vCPU's fault path,
+  holding ``mmu_lock``, from the fast page fault and from writes KVM makes
+  on the guest's behalf, without it; all inside ``read_side(vcpu_id)``.
+  ``context`` (a :class:`~concurrent_dirty.dirtylog._context.MarkContext`)
+  says which path, which vCPU, and whether ``mmu_lock`` is held; a method
+  with the old signature ``(gfn, vcpu_id)`` is called without it;
 * ``get_dirty_log(slot_id)`` from the harvester (``KVM_GET_DIRTY_LOG``): it
   returns the slot's bitmap as a list of ``slot.nwords`` ints; without
   ``manual_protect`` it must also clear the reported bits and write-protect
@@ -21,14 +24,27 @@ to one process and last one execution. The harness calls:
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
-from typing import ClassVar
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, ClassVar
 
 from ..errors import AlgorithmMisuse
 from ..model.kvm import Kvm
 from ..model.memslot import Memslot, MemslotTable
+from ._context import FAST_FAULT, MarkContext, marker
 
-__all__ = ["DirtyLogAlgorithm", "check_clear_range", "for_each_set_bit"]
+__all__ = ["DirtyLogAlgorithm", "check_clear_range", "fast_page_fault", "for_each_set_bit"]
+
+
+def fast_page_fault(algorithm: Any, gfn: int, spte: int, vcpu_id: int) -> bool:
+    """KVM's fast page fault fix (c7ba5b48cc8d), without ``mmu_lock``:
+    cmpxchg the SPTE from the value the fault read (``spte``) to writable,
+    and only if that succeeded mark the page dirty. Marking first, or on a
+    failed cmpxchg, reports a page that a concurrent write protection may
+    already have harvested. Returns whether this fix made it writable."""
+    if not algorithm.kvm.fast_pf_fix(gfn, spte):
+        return False
+    marker(algorithm)(gfn, vcpu_id, MarkContext.of(FAST_FAULT, vcpu_id))
+    return True
 
 
 def for_each_set_bit(mask: int) -> Iterator[int]:
@@ -83,6 +99,9 @@ class DirtyLogAlgorithm:
     #: For mutants only: an on-behalf write marks the page dirty *before*
     #: storing the data (KVM stores first, then marks).
     mark_before_data: ClassVar[bool] = False
+    #: Model options (Scenario fields) this algorithm is written for; the
+    #: harness turns them on for it, e.g. ``{"fast_page_fault": True}``.
+    model: ClassVar[Mapping[str, Any]] = {}
 
     def __init__(self, kvm: Kvm) -> None:
         self.kvm = kvm
@@ -110,7 +129,11 @@ class DirtyLogAlgorithm:
         """The section a vCPU is in while it can touch the bitmap."""
         return contextlib.nullcontext()
 
-    def mark_page_dirty(self, gfn: int, vcpu_id: int) -> None:
+    def mark_page_dirty(self, gfn: int, vcpu_id: int, *,
+                        context: MarkContext | None = None) -> None:
+        """Mark ``gfn`` dirty. ``context`` says where the mark comes from
+        (see :mod:`~concurrent_dirty.dirtylog._context`); a subclass may keep
+        the old ``(gfn, vcpu_id)`` signature and is then called without it."""
         raise NotImplementedError(f"{type(self).__name__} must implement mark_page_dirty")
 
     def get_dirty_log(self, slot_id: int) -> list[int]:
@@ -120,6 +143,23 @@ class DirtyLogAlgorithm:
                         num_pages: int | None = None) -> None:
         raise AlgorithmMisuse(f"expected an algorithm with manual_protect for KVM_CLEAR_DIRTY_LOG, "
                          f"got {type(self).__name__}, which clears in get_dirty_log")
+
+    def _sync_dirty_log(self) -> None:
+        """``kvm_arch_sync_dirty_log``, which KVM's generic GET calls first:
+        with PML, kick the running vCPUs so their buffers reach the bitmap
+        (a no-op, and no switch point, without PML). A seam for mutants."""
+        self.kvm.sync_dirty_log()
+
+    def pml_entries_to_mark(self, buffer: Sequence[int], full: bool) -> Sequence[int]:
+        """The gfns a PML drain marks dirty (``vmx_flush_pml_buffer``):
+        every logged entry, in order, full buffer or not. A seam for
+        mutants of the drain."""
+        return buffer
+
+    def fast_page_fault(self, gfn: int, spte: int, vcpu_id: int) -> bool:
+        """The fast page fault's fix (see :func:`fast_page_fault`); a seam
+        for mutants of the fault path."""
+        return fast_page_fault(self, gfn, spte, vcpu_id)
 
     # -- helpers shared by the built-in algorithms ---------------------------
     def _slot_of(self, gfn: int) -> Memslot:

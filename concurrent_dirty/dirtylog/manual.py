@@ -29,6 +29,7 @@ from collections.abc import Sequence
 
 from ..model.atomic import AtomicWords
 from ..model.sync import HARVESTER
+from ._context import MarkContext
 from ._protocol import DirtyLogAlgorithm, check_clear_range, for_each_set_bit
 
 __all__ = ["ManualDirtyLog"]
@@ -38,12 +39,14 @@ class ManualDirtyLog(DirtyLogAlgorithm):
     name = "manual"
     manual_protect = True
 
-    def mark_page_dirty(self, gfn: int, vcpu_id: int) -> None:
+    def mark_page_dirty(self, gfn: int, vcpu_id: int, *,
+                        context: MarkContext | None = None) -> None:
         slot = self._slot_of(gfn)
         self.kvm.dirty_bitmap(slot.id).set_bit(gfn - slot.base_gfn)
 
     def get_dirty_log(self, slot_id: int) -> list[int]:
         slot = self.kvm.id_to_memslot(slot_id)
+        self._sync_dirty_log()
         bitmap = self.kvm.dirty_bitmap(slot_id)
         # With manual protect KVM copies the live bitmap itself.
         return [bitmap.load(i) for i in range(slot.nwords)]

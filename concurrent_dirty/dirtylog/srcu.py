@@ -34,6 +34,7 @@ from ..model.atomic import AtomicWords
 from ..model.kvm import Kvm
 from ..model.memslot import MemslotTable
 from ..model.sync import HARVESTER
+from ._context import MarkContext
 from ._protocol import DirtyLogAlgorithm, for_each_set_bit
 
 __all__ = ["SrcuDirtyLog"]
@@ -63,7 +64,8 @@ class SrcuDirtyLog(DirtyLogAlgorithm):
         finally:
             srcu.read_unlock(vcpu_id)
 
-    def mark_page_dirty(self, gfn: int, vcpu_id: int) -> None:
+    def mark_page_dirty(self, gfn: int, vcpu_id: int, *,
+                        context: MarkContext | None = None) -> None:
         slot = self._slot_of(gfn)
         half = self._live.load(self._index[slot.id])  # srcu_dereference
         self.kvm.dirty_bitmap(slot.id).set_bit(half * slot.nwords * 64 + gfn - slot.base_gfn)
@@ -76,6 +78,7 @@ class SrcuDirtyLog(DirtyLogAlgorithm):
         slot = kvm.id_to_memslot(slot_id)
         bitmap = kvm.dirty_bitmap(slot_id)
         n = slot.nwords
+        self._sync_dirty_log()
         index = self._index[slot_id]
         old = self._live.load(index)
         self._live.store(index, 1 - old)  # rcu_assign_pointer: the zeroed half

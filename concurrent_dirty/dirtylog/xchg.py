@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from ..model.atomic import AtomicWords
 from ..model.sync import HARVESTER
+from ._context import MarkContext
 from ._protocol import DirtyLogAlgorithm, for_each_set_bit
 
 __all__ = ["XchgDirtyLog"]
@@ -37,7 +38,8 @@ class XchgDirtyLog(DirtyLogAlgorithm):
 
     name = "xchg"
 
-    def mark_page_dirty(self, gfn: int, vcpu_id: int) -> None:
+    def mark_page_dirty(self, gfn: int, vcpu_id: int, *,
+                        context: MarkContext | None = None) -> None:
         slot = self._slot_of(gfn)
         self.kvm.dirty_bitmap(slot.id).set_bit(gfn - slot.base_gfn)
 
@@ -46,6 +48,7 @@ class XchgDirtyLog(DirtyLogAlgorithm):
         slot = kvm.id_to_memslot(slot_id)
         bitmap = kvm.dirty_bitmap(slot_id)
         n = slot.nwords
+        self._sync_dirty_log()
         is_dirty = False
         with kvm.mmu_lock.held(HARVESTER):
             for i in range(n):

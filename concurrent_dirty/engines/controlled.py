@@ -33,7 +33,9 @@ _VMS_KEPT = 4
 
 def _vm(cls: type[DirtyLogAlgorithm], scenario: Scenario) -> Vm:
     key = (cls, scenario.slots, scenario.pages, scenario.initially_set, scenario.lock_timeout,
-           scenario.tlb, scenario.seed, scenario.writers)
+           scenario.tlb, scenario.seed, scenario.writers, scenario.clear_words,
+           scenario.fast_page_fault, scenario.pml,
+           scenario.pml_entries)
     vm = _VMS.pop(key, None)
     if vm is None:
         vm = Vm(cls, scenario, shared=False, engine="controlled")

@@ -136,7 +136,7 @@ def run_cell(scenario: Scenario, *, progress: Callable[[Progress], None] | None 
             _switch.install(_switch.NoiseHook(scenario.noise, scenario.seed * 1000 + 999))
         if scenario.switch_interval is not None and not processes:
             sys.setswitchinterval(scenario.switch_interval)
-        spec = WorkerSpec(vm.layout, vm.memslots, scenario, algorithm_ref(cls))
+        spec = WorkerSpec(vm.layout, vm.memslots, vm.scenario, algorithm_ref(cls))
         workers = ProcessWorkers(vm.arena, spec) if processes \
             else ThreadWorkers(vm.arena, spec, cls)
         with deferred_interrupts():  # never leave a child started but not set up

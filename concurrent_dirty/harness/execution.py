@@ -10,8 +10,8 @@ time under a scheduler. Nothing here knows which.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
 
 from .._core.runtime import Outcome, Verdict
 from ..dirtylog import DirtyLogAlgorithm, algorithm_name
@@ -32,11 +32,14 @@ from .program import Program, Write, build_memslots
 from .scenario import Scenario
 from .vcpu import Vcpu
 
-__all__ = ["COMPLETED", "ExecutionResult", "Vm", "attach_kvm", "make_vcpu", "raise_first",
-           "run_harvester", "run_writes", "slot_flags"]
+__all__ = ["COMPLETED", "ExecutionResult", "Vm", "apply_model", "attach_kvm", "make_vcpu",
+           "raise_first", "run_harvester", "run_writes", "slot_flags"]
 
 #: The oracle's record of completed writes (harness bookkeeping, quiet).
 COMPLETED = "harness:completed"
+#: Lockless fixes in flight per page (fast page fault: between the cmpxchg
+#: that makes an SPTE writable and its dirty mark), for the oracle.
+FIXING = "harness:fixing"
 
 
 def slot_flags(cls: type[DirtyLogAlgorithm]) -> MemslotFlags:
@@ -62,16 +65,37 @@ def vm_layout(cls: type[DirtyLogAlgorithm], memslots: MemslotTable, nvcpus: int)
     layout = Kvm.layout(memslots, nvcpus, _declared(cls, "shared_words", memslots),
                         _declared(cls, "shared_locks", memslots))
     layout.add(COMPLETED, memslots.total_gfns, quiet=True)
+    layout.add(FIXING, memslots.total_gfns, quiet=True)
     return layout
 
 
 def attach_kvm(arena: Arena, memslots: MemslotTable, scenario: Scenario) -> Kvm:
     """A view of the VM in ``arena`` (each writer process builds its own)."""
-    return Kvm(arena, memslots, scenario.writers, scenario.lock_timeout, tlb=scenario.tlb)
+    return Kvm(arena, memslots, scenario.writers, scenario.lock_timeout, tlb=scenario.tlb,
+               fast_page_fault=scenario.fast_page_fault, pml=scenario.pml,
+               pml_entries=scenario.pml_entries)
+
+
+def apply_model(cls: type[DirtyLogAlgorithm], scenario: Scenario) -> Scenario:
+    """``scenario`` with the model options ``cls`` is written for turned on
+    (its class attribute ``model``, e.g. ``{"fast_page_fault": True}``)."""
+    model = getattr(cls, "model", None) or {}
+    if not isinstance(model, Mapping) or not all(
+            k in _MODEL_OPTIONS and isinstance(v, type(getattr(scenario, k)))
+            for k, v in model.items()):
+        raise AlgorithmError(f"expected {algorithm_name(cls)}.model to map model options "
+                             f"{sorted(_MODEL_OPTIONS)} to values, got {model!r}")
+    changed = {k: v for k, v in model.items() if getattr(scenario, k) != v}
+    return replace(scenario, **changed) if changed else scenario
+
+
+#: The Scenario fields an algorithm's ``model`` may turn on.
+_MODEL_OPTIONS = frozenset({"fast_page_fault", "clear_words", "tlb", "pml", "pml_entries"})
 
 
 def make_vcpu(cls: type[DirtyLogAlgorithm], kvm: Kvm, vcpu_id: int) -> Vcpu:
-    return Vcpu(vcpu_id, kvm, cls(kvm), kvm.arena.words(COMPLETED))
+    return Vcpu(vcpu_id, kvm, cls(kvm), kvm.arena.words(COMPLETED),
+                fixing=kvm.arena.words(FIXING))
 
 
 class Vm:
@@ -84,14 +108,14 @@ class Vm:
                  harness_regions: dict[str, int] | None = None, engine: str,
                  rerun: str = "") -> None:
         self.cls = cls
-        self.scenario = scenario
+        self.scenario = scenario = apply_model(cls, scenario)
         self.memslots = build_memslots(scenario, slot_flags(cls))
         layout = vm_layout(cls, self.memslots, scenario.writers)
         for name, nwords in (harness_regions or {}).items():
             layout.add(name, nwords, quiet=True)
         self.layout = layout
         self._fresh = [r for r in layout.regions
-                       if r == COMPLETED or not r.startswith("harness:")]
+                       if r in (COMPLETED, FIXING) or not r.startswith("harness:")]
         self.arena = Arena(layout, shared=shared)
         try:
             self.kvm = self.attach(self.arena)
@@ -99,7 +123,9 @@ class Vm:
             self.algorithm = cls(self.kvm)
             self.migration = Migration(self.kvm, self.algorithm, self.completed,
                                        algorithm_name=algorithm_name(cls), engine=engine,
-                                       seed=scenario.seed, rerun=rerun)
+                                       seed=scenario.seed, rerun=rerun,
+                                       clear_words=scenario.clear_words,
+                                       fixing=self.arena.words(FIXING))
         except BaseException:
             self.arena.close()
             raise
@@ -159,6 +185,7 @@ def run_writes(vcpu: Vcpu, writes: Iterable[Write],
         else:
             vcpu.guest_write(gfn)
         n += 1
+    vcpu.exit_to_userspace()
     return n
 
 

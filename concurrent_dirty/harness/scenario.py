@@ -66,6 +66,20 @@ class Scenario:
     lock_timeout: float = 10.0
     #: The per-vCPU TLB model (stale translations until a remote flush).
     tlb: bool = True
+    #: Words per KVM_CLEAR_DIRTY_LOG call of the harvester (manual_protect
+    #: algorithms): 1, several, or 0 for the whole slot in one call. The
+    #: slot's last range may end in a partial word.
+    clear_words: int = 1
+    #: The fast page fault path (c7ba5b48cc8d): write faults on MMU-writable
+    #: SPTEs are fixed by a cmpxchg without mmu_lock.
+    fast_page_fault: bool = False
+    #: Hardware Dirty bits and Page Modification Logging: SPTEs stay
+    #: writable, a CPU sets Dirty on its first write through a translation
+    #: and logs the gfn in its vCPU's PML buffer, drained at VM exits.
+    pml: bool = False
+    #: Entries of each vCPU's PML buffer (512 in the hardware; fewer make
+    #: the PML-full exit reachable in small executions).
+    pml_entries: int = 512
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
@@ -82,6 +96,18 @@ class Scenario:
             if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
                 raise UsageError(f"expected an int from {low} to {high} for {name}, "
                                  f"got {value!r}")
+        if not isinstance(self.clear_words, int) or isinstance(self.clear_words, bool) \
+                or not 0 <= self.clear_words <= 1 << 18:
+            raise UsageError(f"expected a number of words per CLEAR from 0 (the whole slot) "
+                             f"to {1 << 18} for clear_words, got {self.clear_words!r}")
+        for name in ("fast_page_fault", "pml"):
+            if not isinstance(getattr(self, name), bool):
+                raise UsageError(f"expected True or False for {name}, "
+                                 f"got {getattr(self, name)!r}")
+        if not isinstance(self.pml_entries, int) or isinstance(self.pml_entries, bool) \
+                or not 1 <= self.pml_entries <= 512:
+            raise UsageError(f"expected a number of PML entries from 1 to 512 for pml_entries, "
+                             f"got {self.pml_entries!r}")
         if self.slots * self.pages > 1 << 24:
             raise UsageError(f"expected at most {1 << 24} guest pages in all, got "
                              f"{self.slots} slots x {self.pages} pages")

@@ -36,6 +36,9 @@ __all__ = ["VERSION", "encode", "decode", "ReplayCase"]
 VERSION = 2
 _PREFIX = re.compile(r"^cd(\d+)\.([A-Za-z0-9_-]+)$")
 _SCENARIO_FIELDS = ("slots", "pages", "initially_set", "seed", "lock_timeout", "tlb")
+#: Fields added later, with the default a token without them meant.
+_OPTIONAL_FIELDS = {"clear_words": 1, "fast_page_fault": False, "pml": False,
+                    "pml_entries": 512}
 
 
 @dataclass(frozen=True)
@@ -52,7 +55,9 @@ def encode(result: ExecutionResult) -> str:
     sc = result.scenario
     payload = {
         "algorithm": result.algorithm_ref,
-        "scenario": {f: getattr(sc, f) for f in _SCENARIO_FIELDS},
+        "scenario": {**{f: getattr(sc, f) for f in _SCENARIO_FIELDS},
+                     **{f: getattr(sc, f) for f, default in _OPTIONAL_FIELDS.items()
+                        if getattr(sc, f) != default}},
         "program": result.program.to_json(),
         "schedule": result.outcome.schedule,
         "expect": {"kind": result.outcome.kind, "step": result.outcome.step},
@@ -100,7 +105,9 @@ def decode(token: Any) -> ReplayCase:
         raise damaged("its payload is not JSON") from None
     try:
         scenario = Scenario(algorithm=str(payload["algorithm"]),
-                            **{f: payload["scenario"][f] for f in _SCENARIO_FIELDS})
+                            **{f: payload["scenario"][f] for f in _SCENARIO_FIELDS},
+                            **{f: payload["scenario"].get(f, default)
+                               for f, default in _OPTIONAL_FIELDS.items()})
         program = Program.from_json(payload["program"])
         schedule = tuple(int(t) for t in payload["schedule"])
         expect = payload["expect"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..model.kvm import WRITABLE, page_version, page_writer
+from ..model.kvm import DIRTY, MMU_WRITABLE, WRITABLE, page_value, page_version, page_writer
 
 if TYPE_CHECKING:
     from .execution import ExecutionResult
@@ -15,12 +15,15 @@ def _value(target: str, value: int | None) -> str:
     if value is None:
         return "-"
     if target == "pages":
-        v = value >> 1
+        v = page_value(value)
         if v == 0:
             text = "never written"
         else:
             text = f"write #{page_version(v)} by vcpu {page_writer(v)}"
-        return text + (", writable" if value & WRITABLE else ", protected")
+        text += ", writable" if value & WRITABLE else ", protected"
+        if value & MMU_WRITABLE:
+            text += ", mmu-writable"
+        return text + (", dirty" if value & DIRTY else "")
     if target == "mmu_lock":
         return "free" if value == 0 else f"held({value - 1})"
     return hex(value)

@@ -9,12 +9,19 @@ own ``Kvm``; anything that writers and the harvester share must therefore
 live in words (declare them with ``DirtyLogAlgorithm.shared_words``), never
 in Python attributes.
 
-A page is one 64-bit word: bit 0 is the SPTE's writable bit, bits 1-15 the
-writer (vCPU id + 1, 0 for a page never written) and bits 16-63 a version
-that every write increments. Keeping the writable bit and the value in one
-word makes "check writable, then store" a single compare-exchange, as it is
-in the MMU: a write can never land on a page that was write-protected after
-the check.
+A page is one 64-bit word: the low three bits are its SPTE's bits that
+dirty logging reads, bits 3-15 the writer (vCPU id + 1, 0 for a page never
+written) and bits 16-63 a version that every write increments. The SPTE
+bits: bit 0 ``WRITABLE`` (the hardware may write through it), bit 1
+``MMU_WRITABLE`` (write-protected only for dirty logging, so the fast page
+fault may make it writable again without ``mmu_lock``, c7ba5b48cc8d) and
+bit 2 ``DIRTY`` (the hardware Dirty bit that a CPU sets on its first write
+through the translation). Keeping the SPTE bits and the value in one word
+makes "check writable, then store" a single compare-exchange, as it is in
+the MMU: a write can never land on a page that was write-protected after
+the check. (In the machine the SPTE and the page are separate memory:
+:meth:`Kvm.store_spte`, a plain SPTE store, therefore replaces the SPTE
+bits only and keeps the data.)
 """
 
 from __future__ import annotations
@@ -22,27 +29,37 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from .._core import switch as _switch
-from .._core.switch import Op
+from .._core.switch import Op, wait_until
 from .arena import Arena, Layout
 from .atomic import AtomicWords
 from .memslot import Memslot, MemslotFlags, MemslotTable
 from .sync import Lock, Srcu
 
-__all__ = ["WRITABLE", "Kvm", "make_page", "page_value", "page_version", "page_writer"]
+__all__ = ["DIRTY", "MMU_WRITABLE", "PML_ENTRIES", "SPTE_BITS", "SPTE_MASK", "WRITABLE", "Kvm",
+           "make_page", "page_value", "page_version", "page_writer"]
 
 WRITABLE = 1
-_WRITER_BITS = 15
+MMU_WRITABLE = 2
+DIRTY = 4
+#: The SPTE bits at the bottom of a page word, and their mask.
+SPTE_BITS = 3
+SPTE_MASK = (1 << SPTE_BITS) - 1
+_WRITER_BITS = 16 - SPTE_BITS
 _WRITER_MASK = (1 << _WRITER_BITS) - 1
 MAX_VCPUS = _WRITER_MASK - 1
+#: Entries of a vCPU's Page Modification Log (one 4 KiB page of GPAs).
+PML_ENTRIES = 512
 
 
-def make_page(version: int, writer: int, writable: bool) -> int:
-    return (version << 16) | ((writer + 1) << 1) | (WRITABLE if writable else 0)
+def make_page(version: int, writer: int, spte: int | bool) -> int:
+    """A page word: ``spte`` is the SPTE bits (``True`` for ``WRITABLE``)."""
+    bits = (WRITABLE if spte else 0) if isinstance(spte, bool) else spte & SPTE_MASK
+    return (version << 16) | ((writer + 1) << SPTE_BITS) | bits
 
 
 def page_value(word: int) -> int:
-    """What the guest sees: the word without its writable bit."""
-    return word >> 1
+    """What the guest sees: the word without its SPTE bits."""
+    return word >> SPTE_BITS
 
 
 def page_version(value: int) -> int:
@@ -59,7 +76,8 @@ class Kvm:
     """One VM's shared state, as seen by one process."""
 
     def __init__(self, arena: Arena, memslots: MemslotTable, nvcpus: int,
-                 lock_timeout: float, *, tlb: bool = True) -> None:
+                 lock_timeout: float, *, tlb: bool = True, fast_page_fault: bool = False,
+                 pml: bool = False, pml_entries: int = PML_ENTRIES) -> None:
         self.arena = arena
         self.memslots = memslots
         self.nvcpus = nvcpus
@@ -76,6 +94,18 @@ class Kvm:
         #: check the SPTE.
         self.tlb: Srcu | None = Srcu(arena.words("tlb_gen"), arena.words("tlb_state"),
                                      lock_timeout, kind="tlb") if tlb else None
+        #: The fast page fault path (c7ba5b48cc8d): a write fault on an
+        #: MMU-writable SPTE is fixed by a cmpxchg without ``mmu_lock``.
+        self.fast_page_fault = fast_page_fault
+        #: Hardware Dirty bits and PML: a CPU sets the SPTE's Dirty bit on
+        #: its first write through a translation and logs the gfn in its
+        #: vCPU's PML buffer, drained into the bitmap at VM exits.
+        self.pml = pml
+        #: Entries of each vCPU's PML buffer.
+        self.pml_entries = pml_entries
+        self._pml_kick = arena.words("pml_kick")
+        self._pml_ack = arena.words("pml_ack")
+        self._pml_running = arena.words("pml_running")
         self._bitmaps = {s.id: arena.words(f"dirty_bitmap:{s.id}") for s in memslots}
 
     @staticmethod
@@ -88,6 +118,9 @@ class Kvm:
         layout.add("srcu_readers", nvcpus)
         layout.add("tlb_gen", 1)
         layout.add("tlb_state", nvcpus)
+        layout.add("pml_kick", 1)
+        layout.add("pml_ack", nvcpus)
+        layout.add("pml_running", nvcpus)
         for slot in memslots:
             layout.add(f"dirty_bitmap:{slot.id}", 2 * slot.nwords)
         for name, nwords in algorithm_words.items():
@@ -142,12 +175,91 @@ class Kvm:
         return self.memslots.gfn_to_memslot(gfn)
 
     def write_protect(self, gfn: int) -> bool:
-        """Clear the page's writable bit; return whether it was writable.
-        Callers hold ``mmu_lock``, as KVM's ``rmap_write_protect`` does."""
+        """Clear the page's writable bit atomically (keeping MMU-writable:
+        protected for dirty logging only); return whether it was writable,
+        judged from the value it replaced. Callers hold ``mmu_lock``, as
+        KVM's ``spte_write_protect`` does; the fast page fault does not, which
+        is why this must be one atomic step."""
         return bool(self.pages.fetch_and(gfn, ~WRITABLE) & WRITABLE)
 
     def make_writable(self, gfn: int) -> None:
-        self.pages.fetch_or(gfn, WRITABLE)
+        """The slow fault's fix, under ``mmu_lock``: a writable SPTE that the
+        fast path may make writable again after a write protection."""
+        self.pages.fetch_or(gfn, WRITABLE | MMU_WRITABLE)
+
+    def read_spte(self, gfn: int) -> int:
+        """The page word as the MMU reads it (SPTE bits in ``SPTE_MASK``)."""
+        return self.pages.load(gfn)
+
+    def store_spte(self, gfn: int, spte: int) -> None:
+        """A plain SPTE store: set the SPTE bits to ``spte`` whatever they are
+        now (``mmu_spte_update`` without the ``xchg``). The data bits are
+        kept: they stand for the page, which a store to the SPTE never
+        touches; only the SPTE bits of a concurrent update are lost."""
+        pages = self.pages
+        old = pages.load(gfn)
+        while True:
+            ok, old = pages.compare_exchange(gfn, old, (old & ~SPTE_MASK) | (spte & SPTE_MASK))
+            if ok:
+                return
+
+    def exchange_spte(self, gfn: int, spte: int) -> int:
+        """An atomic exchange of the SPTE bits (``mmu_spte_update``'s
+        ``xchg`` for an SPTE with volatile bits, ba3a6120a4e7): set them to
+        ``spte`` and return the word it replaced, data kept as in
+        :meth:`store_spte`."""
+        pages = self.pages
+        old = pages.load(gfn)
+        while True:
+            ok, seen = pages.compare_exchange(gfn, old, (old & ~SPTE_MASK) | (spte & SPTE_MASK))
+            if ok:
+                return old
+            old = seen
+
+    def clear_dirty(self, gfn: int) -> bool:
+        """Clear the SPTE's Dirty bit with one atomic AND (Linux 6.4's
+        ``tdp_mmu_clear_spte_bits``); whether it was set."""
+        return bool(self.pages.fetch_and(gfn, ~DIRTY) & DIRTY)
+
+    # -- PML: kicks and acknowledgements -----------------------------------
+    def pml_kick_generation(self) -> int:
+        """The latest drain the harvester asked for (a vCPU compares it
+        with the last one it acknowledged)."""
+        return self._pml_kick.load(0)
+
+    def pml_acknowledge(self, vcpu_id: int, generation: int) -> None:
+        """A vCPU has drained its PML buffer for ``generation``."""
+        self._pml_ack.store(vcpu_id, generation)
+
+    def pml_set_running(self, vcpu_id: int, running: bool) -> None:
+        """A vCPU enters the guest (its buffer may fill) or returns to
+        userspace (its buffer was drained on the way out)."""
+        self._pml_running.store(vcpu_id, int(running))
+
+    def sync_dirty_log(self) -> None:
+        """``kvm_arch_sync_dirty_log``: kick every running vCPU out of the
+        guest and return once each has drained its PML buffer into the
+        bitmap (or is not running: it drained when it last exited). A no-op
+        without PML. Call it before reading the bitmap, without
+        ``mmu_lock`` (the vCPUs may need it to exit)."""
+        if not self.pml:
+            return
+        generation = self._pml_kick.fetch_add(0, 1) + 1
+        running, ack, n = self._pml_running, self._pml_ack, self.nvcpus
+
+        def pending() -> list[int]:
+            return [v for v in range(n) if running.peek(v) and ack.peek(v) < generation]
+
+        wait_until(lambda: not pending(),
+                   lambda: f"PML drains of vcpus {pending()} (kick {generation})",
+                   Op.WAIT, "pml", 0, timeout=self.lock_timeout, on_wait=self._watch,
+                   waiter="harvester")
+
+    def fast_pf_fix(self, gfn: int, spte: int) -> bool:
+        """``fast_pf_fix_direct_spte``: cmpxchg the SPTE from ``spte`` (the
+        value the fault read) to writable; whether it succeeded."""
+        ok, _ = self.pages.compare_exchange(gfn, spte, spte | WRITABLE)
+        return ok
 
     def flush_remote_tlbs(self) -> None:
         """``kvm_flush_remote_tlbs``: returns once no vCPU can write through
@@ -160,7 +272,7 @@ class Kvm:
 
     def read_page(self, gfn: int) -> int:
         """The page's current value, as userspace reads it to migrate."""
-        return self.pages.load(gfn) >> 1
+        return self.pages.load(gfn) >> SPTE_BITS
 
     # -- set-up between executions ------------------------------------------
     def reset(self) -> None:
@@ -171,7 +283,9 @@ class Kvm:
     def enable_dirty_logging(self, slot: Memslot) -> None:
         """What ``KVM_SET_USER_MEMORY_REGION`` with ``LOG_DIRTY_PAGES`` leaves
         behind: every page write-protected and no bit set, or, with
-        ``INITIALLY_SET``, every bit set and every page writable."""
+        ``INITIALLY_SET``, every bit set and every page writable. With the
+        fast page fault, every SPTE is also MMU-writable (mapped before
+        logging started)."""
         bitmap = self.dirty_bitmap(slot.id)
         if slot.flags & MemslotFlags.INITIALLY_SET:
             for i in range(slot.nwords):
@@ -182,3 +296,15 @@ class Kvm:
         else:
             for gfn in range(slot.base_gfn, slot.end_gfn):
                 self.write_protect(gfn)
+        if self.pml:
+            # PML logs writes through Dirty bits, not write faults: the
+            # SPTEs stay writable with their Dirty bits clear
+            # (kvm_mmu_slot_leaf_clear_dirty).
+            for gfn in range(slot.base_gfn, slot.end_gfn):
+                self.pages.fetch_or(gfn, WRITABLE | MMU_WRITABLE)
+                self.pages.fetch_and(gfn, ~DIRTY)
+        elif self.fast_page_fault:
+            # The guest ran before logging started: every page is mapped,
+            # so its SPTE is MMU-writable and the first write fault is fast.
+            for gfn in range(slot.base_gfn, slot.end_gfn):
+                self.pages.fetch_or(gfn, MMU_WRITABLE)

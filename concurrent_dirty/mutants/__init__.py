@@ -16,9 +16,30 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..dirtylog import BUILTIN_ALGORITHMS, DirtyLogAlgorithm, algorithm_ref, resolve_algorithm
+from ..dirtylog import (
+    ALGORITHMS,
+    BUILTIN_ALGORITHMS,
+    DirtyLogAlgorithm,
+    algorithm_ref,
+    resolve_algorithm,
+)
 from ..errors import AlgorithmError
+from .context import ContextCheckingMark, LockTrustingMark
+from .fastpf import (
+    FastPfAlwaysFlush,
+    FastPfFlushFromRead,
+    FastPfMarkAfterFailedFix,
+    FastPfMarkBeforeFix,
+    FastPfPlainWriteProtect,
+)
 from .manual import ManualBitwiseClear, ManualClearUnsynced, ManualNonatomicAndnot
+from .pml import (
+    PmlAtomicAndClear,
+    PmlFullDropsLast,
+    PmlNoDrain,
+    PmlPlainClearDirty,
+    PmlSmallBuffers,
+)
 from .srcu import SrcuNoGracePeriod, SrcuProtectBeforeSwap, SrcuReaderOutsideSection
 from .xchg import (
     BitBeforeData,
@@ -74,14 +95,14 @@ def register_mutant(algorithm: type[DirtyLogAlgorithm], *, breaks: str, name: st
 def _check_breaks(breaks: str, who: str) -> None:
     """A one-line usage error unless ``breaks`` names a known algorithm."""
     known = sorted(BUILTIN_ALGORITHMS)
-    if not isinstance(breaks, str) or (breaks not in BUILTIN_ALGORITHMS and ":" not in breaks):
+    if not isinstance(breaks, str) or (breaks not in ALGORITHMS and ":" not in breaks):
         import difflib
 
         close = difflib.get_close_matches(str(breaks), known, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise AlgorithmError(f"expected {who!r} to break a known algorithm, one of {known} or "
                              f"module:Class, got breaks = {breaks!r}{hint}")
-    if breaks not in BUILTIN_ALGORITHMS:
+    if breaks not in ALGORITHMS:
         try:
             resolve_algorithm(breaks)
         except AlgorithmError as exc:
@@ -115,6 +136,7 @@ def resolve_mutant(spec: str) -> Mutant:
 # (smaller executions, found sooner); stale-TLB and write-protect bugs need a
 # vCPU to write the same page again, so they keep the default.
 _ON_BEHALF = {"on_behalf": 0.5, "writes": 1}
+_SAME_PAGE = {"pages": 1, "writes": 3, "on_behalf": 0.5}
 for _cls, _breaks, _benign, _scenario in (
     (NonatomicClear, "xchg", False, _ON_BEHALF),
     (SkipWriteProtect, "xchg", False, {}),
@@ -129,6 +151,21 @@ for _cls, _breaks, _benign, _scenario in (
     (XchgNoZeroSkip, "xchg", True, {}),
     (XchgFlushAfterUnlock, "xchg", True, {}),
     (ManualBitwiseClear, "manual", True, {}),
+    # The paths after 2012 (their algorithms turn their model options on).
+    (LockTrustingMark, "xchg", False, _ON_BEHALF),
+    (ContextCheckingMark, "xchg", True, {"on_behalf": 0.5}),
+    # A stale translation needs a vCPU to write one page again after a
+    # second round: one page, three writes each.
+    (FastPfPlainWriteProtect, "xchg-fast-pf", False, _SAME_PAGE),
+    (FastPfFlushFromRead, "xchg-fast-pf", False, _SAME_PAGE),
+    (FastPfMarkBeforeFix, "xchg-fast-pf", False, {}),
+    (FastPfMarkAfterFailedFix, "xchg-fast-pf", True, {}),
+    (FastPfAlwaysFlush, "xchg-fast-pf", True, {}),
+    (PmlPlainClearDirty, "xchg-pml", False, _SAME_PAGE),
+    (PmlNoDrain, "xchg-pml", False, {}),
+    (PmlFullDropsLast, "xchg-pml", False, {}),
+    (PmlAtomicAndClear, "xchg-pml", True, {}),
+    (PmlSmallBuffers, "xchg-pml", True, {}),
 ):
     register_mutant(_cls, breaks=_breaks, benign=_benign, scenario=_scenario)
-assert all(m.breaks in BUILTIN_ALGORITHMS for m in MUTANTS.values())
+assert all(m.breaks in ALGORITHMS for m in MUTANTS.values())

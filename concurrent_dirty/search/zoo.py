@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ..dirtylog import BUILTIN_ALGORITHMS
+from ..dirtylog import ALGORITHMS
 from ..engines.free import run_cell
 from ..harness.program import ProgramSpace
 from ..harness.scenario import Scenario
@@ -175,7 +175,7 @@ def zoo_plan(mutants: Sequence[Mutant] | None = None, engines: Sequence[str] = E
         subjects.append((m.name, m.ref, "benign" if m.benign else "mutant", m.breaks,
                          m.scenario if hints else None))
     if correct:
-        for name in BUILTIN_ALGORITHMS:
+        for name in ALGORITHMS:  # the built-ins and the paths' algorithms
             subjects.append((name, name, "correct", name,
                              {"on_behalf": 0.5} if hints else None))
     return [(*subject, engine) for subject in subjects for engine in engines]
