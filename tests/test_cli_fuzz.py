@@ -28,7 +28,7 @@ def test_fuzz_broken_algorithm_exits_1_with_trace_token_and_snippet(capsys, tmp_
     path = tmp_path / "fuzz.json"
     token_file = tmp_path / "token.txt"
     code, out, err = run(capsys, "fuzz", "--algorithm", BROKEN, "--scheduler", "random",
-                         "--executions", "3000", "--json", str(path),
+                         "--executions", "3000", "--writers", "2", "--json", str(path),
                          "--token-file", str(token_file))
     assert code == 1
     assert "counterexample: nonatomic-clear, threads vcpu 0, vcpu 1, harvester" in out

@@ -90,7 +90,7 @@ def writer_stream(scenario: Scenario, memslots: MemslotTable, execution: int,
     """Writer ``writer``'s writes in execution ``execution`` (1-based), an
     endless stream: the one definition every engine uses."""
     rng = random.Random(f"{scenario.seed}:{execution}:{writer}")
-    pick = workload_picker(scenario, memslots, writer, rng)
+    pick = workload_picker(scenario, memslots, writer, rng, execution)
     share = on_behalf_share(scenario, execution)
     while True:
         gfn = pick()
@@ -119,10 +119,14 @@ def make_program(scenario: Scenario, rounds: int = 2, execution: int = 1) -> Pro
 
 
 def workload_picker(scenario: Scenario, memslots: MemslotTable, vcpu_id: int,
-                    rng: random.Random) -> Callable[[], int]:
+                    rng: random.Random, execution: int = 0) -> Callable[[], int]:
     """The gfn sequence of one writer in one execution.
 
-    ``uniform``: any page of any slot. ``hot``: nine writes in ten go to a
+    ``uniform``: any page of any slot, one write in four on a boundary page;
+    and in one execution in two (a draw shared by all its writers) nine
+    writes in ten go to one hot page (or two), so that writers meet on the
+    same page and the same word, where most races live (the small-scope
+    hypothesis: most bugs show on a handful of pages). ``hot``: nine writes in ten go to a
     framebuffer-like hot set (the first eighth of the first slot, as VGA
     redraws), the rest anywhere. ``sequential``: each writer sweeps its own
     share of guest memory in order, wrapping, like the kernel's memstress.
@@ -131,11 +135,17 @@ def workload_picker(scenario: Scenario, memslots: MemslotTable, vcpu_id: int,
     total = len(gfns)
     if scenario.workload == "uniform":
         edges = boundary_gfns(memslots)
+        shared = random.Random(f"{scenario.seed}:{execution}:hot")
+        hot = shared.sample(edges, min(len(edges), shared.choice((1, 1, 2)))) \
+            if shared.random() < 0.5 else []
 
         def uniform() -> int:
             # One write in four lands on a boundary page (bit 0 or 63 of a
             # word, a slot's first or last page): where bitmap bugs live.
-            if rng.random() < 0.25:
+            r = rng.random()
+            if hot and r < 0.9:
+                return hot[rng.randrange(len(hot))]
+            if r < 0.25 or hot:
                 return edges[rng.randrange(len(edges))]
             return gfns[rng.randrange(total)]
         return uniform
@@ -186,7 +196,7 @@ class ProgramSpace:
         writers = self.writers or rng.choice((1, 2, 2, 2, 3, 3))
         slots = self.slots or rng.choice((1, 1, 2, 3))
         pages = self.pages or rng.choice(SLOT_SIZES)
-        writes = self.writes or rng.choice((1, 1, 2, 2, 3))
+        writes = self.writes or rng.choice((1, 2, 2, 3, 3, 4))
         rounds = self.rounds if self.rounds is not None else rng.choice((0, 1, 1, 2, 2, 3))
         initially_set = self.initially_set if self.initially_set is not None \
             else rng.random() < 0.2
