@@ -22,8 +22,9 @@ def run(capsys, *argv):
 
 @pytest.mark.parametrize("argv, message", [
     (["--algorithm", "xhcg"],
-     "expected an algorithm in ['manual', 'srcu', 'xchg'], a mutant name (concurrent-dirty "
-     "mutants lists them) or module:Class, got 'xhcg'; did you mean 'xchg'?"),
+     "expected an algorithm in ['manual', 'srcu', 'xchg', 'xchg-fast-pf', 'xchg-pml'], a "
+     "mutant name (concurrent-dirty mutants lists them) or module:Class, got 'xhcg'; did you "
+     "mean 'xchg'?"),
     (["--engine", "thread"],
      "argument --engine: expected an engine in ['threads', 'processes'], got 'thread'; "
      "did you mean 'threads'?"),

@@ -62,9 +62,10 @@ def test_replay_against_the_fixed_algorithm_exits_0(capsys):
                              "by another release of concurrent-dirty, whose schedules differ; "
                              "rerun the fuzz command that found it to get a new token "
                              "(committed ones: python3 tools/make_regression_tokens.py)"),
-    (["fuzz", "--algorithm", "xchgg"], "expected an algorithm in ['manual', 'srcu', 'xchg'], "
-                                       "a mutant name (concurrent-dirty mutants lists them) or "
-                                       "module:Class, got 'xchgg'; did you mean 'xchg'?"),
+    (["fuzz", "--algorithm", "xchgg"], "expected an algorithm in ['manual', 'srcu', 'xchg', "
+                                       "'xchg-fast-pf', 'xchg-pml'], a mutant name "
+                                       "(concurrent-dirty mutants lists them) or module:Class, "
+                                       "got 'xchgg'; did you mean 'xchg'?"),
 ])
 def test_fuzz_and_replay_usage_errors_exit_2(capsys, argv, message):
     code, out, err = run(capsys, *argv)

@@ -311,25 +311,25 @@ def _mutant_names(ns: argparse.Namespace) -> None:
     if not value:
         return
     specs = value if isinstance(value, list) else [value]
-    from ..dirtylog import BUILTIN_ALGORITHMS
+    from ..dirtylog import ALGORITHMS
 
-    if all(":" in s or s in BUILTIN_ALGORITHMS for s in specs):
+    if all(":" in s or s in ALGORITHMS for s in specs):
         return  # no need to load the zoo
     from ..mutants import MUTANTS
 
     refs = []
     for spec in specs:
-        if ":" in spec or spec in BUILTIN_ALGORITHMS:
+        if ":" in spec or spec in ALGORITHMS:
             refs.append(spec)
         elif spec in MUTANTS:
             refs.append(MUTANTS[spec].ref)
         else:
             import difflib
 
-            names = [*sorted(BUILTIN_ALGORITHMS), *MUTANTS]
+            names = [*sorted(ALGORITHMS), *MUTANTS]
             close = difflib.get_close_matches(spec, names, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise UsageError(f"expected an algorithm in {sorted(BUILTIN_ALGORITHMS)}, a mutant "
+            raise UsageError(f"expected an algorithm in {sorted(ALGORITHMS)}, a mutant "
                              f"name (concurrent-dirty mutants lists them) or module:Class, got "
                              f"{spec!r}{hint}")
     ns.algorithm = refs if isinstance(value, list) else refs[0]

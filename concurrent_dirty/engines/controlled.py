@@ -72,7 +72,7 @@ def run_controlled(algorithm: str | type[DirtyLogAlgorithm], scenario: Scenario,
     migration = vm.migration
     runtime.spawn("harvester", lambda: run_harvester(
         migration, rounds=program.rounds, writers_done=lambda: False,
-        wait_writers=lambda: runtime.wait_for(writer_ids)))
+        wait_writers=lambda: runtime.wait_for(writer_ids), stuck_rounds=scenario.stuck_rounds))
     previous = _switch.install(runtime)
     try:
         outcome = runtime.run()

@@ -227,7 +227,8 @@ def _drive(scenario: Scenario, vm: Vm, workers: ThreadWorkers | ProcessWorkers,
             tick["change"] = time.monotonic()
             run_harvester(migration, rounds=None,
                           writers_done=lambda: ctl.load(CTL_DONE) >= scenario.writers,
-                          wait_writers=workers.check, after_round=after_round)
+                          wait_writers=workers.check, after_round=after_round,
+                          stuck_rounds=scenario.stuck_rounds)
     finally:
         del migration.violations[_MAX_VIOLATIONS:]
         result.seconds = time.monotonic() - start

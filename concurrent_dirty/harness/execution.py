@@ -196,12 +196,16 @@ def raise_first(migration: Migration) -> None:
 
 def run_harvester(migration: Migration, *, rounds: int | None,
                   writers_done: Callable[[], bool], wait_writers: Callable[[], None],
-                  after_round: Callable[[], None] = lambda: None) -> None:
+                  after_round: Callable[[], None] = lambda: None,
+                  stuck_rounds: int = 0) -> None:
     """The harvester (userspace migrating the guest): harvest ``rounds``
     rounds (None: until ``writers_done()``), wait for the writers, harvest a
-    final round and check that the destination equals the source. Raises
+    final round and check that the destination equals the source; then
+    ``stuck_rounds`` more rounds, with no writer left: a page that every one
+    of them reports is a stuck bit (the liveness oracle; a correct algorithm
+    reports nothing once the final round has taken every bit). Raises
     :class:`InvariantViolation` at the end of the first round that proves a
-    bit lost."""
+    bit lost or stuck."""
     done = 0
     while (done < rounds) if rounds is not None else not writers_done():
         migration.harvest_round()
@@ -213,6 +217,14 @@ def run_harvester(migration: Migration, *, rounds: int | None,
     raise_first(migration)
     migration.final_check()
     raise_first(migration)
+    if stuck_rounds:
+        stuck: set[int] | None = None
+        for _ in range(stuck_rounds):
+            reported = migration.harvest_round()
+            raise_first(migration)
+            stuck = reported if stuck is None else stuck & reported
+        migration.check_stuck(stuck_rounds, stuck or set())
+        raise_first(migration)
 
 
 @dataclass

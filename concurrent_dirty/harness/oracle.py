@@ -59,6 +59,13 @@ class Violation:
 
     def describe(self) -> str:
         who = f"vcpu {self.write_vcpu}" if self.write_vcpu >= 0 else "nobody"
+        if self.kind == "stuck":
+            text = (f"STUCK DIRTY BIT [{self.algorithm}/{self.engine} seed {self.seed} "
+                    f"execution {self.execution}] slot {self.slot} page {self.page} (gfn "
+                    f"{self.gfn}): reported by each of the {self.round} harvest rounds after "
+                    f"the final one, with no writer left and its copy unchanged: its bit is "
+                    f"never cleared (a liveness bug: the migration never converges)")
+            return text + (f"\n  rerun: {self.rerun}" if self.rerun else "")
         if self.kind == "missed":
             what = (f"write #{self.write_version} by {who} completed before round {self.round} "
                     f"collected slot {self.slot}, but after that round the destination holds "
@@ -103,6 +110,7 @@ class Migration:
         self.latencies = LatencyHistogram()  # fixed memory, however long the run
         self.violations: list[Violation] = []
         self._reported: set[tuple[int, int]] = set()
+        self._round_reported: set[int] = set()
 
     def begin(self, execution: int, algorithm: DirtyLogAlgorithm | None = None) -> None:
         """Fresh destination: guest memory starts all zero on both sides
@@ -114,12 +122,28 @@ class Migration:
         self._reported = set()
         self.dest = [0] * self.kvm.memslots.total_gfns
 
-    def harvest_round(self) -> None:
+    def harvest_round(self) -> set[int]:
+        """One round over every logging slot; returns the gfns it reported."""
         self.round_no += 1
         self.rounds += 1
+        self._round_reported = set()
         for slot in self.kvm.memslots:
             if slot.logging:
                 self._harvest_slot(slot.id)
+        return self._round_reported
+
+    def check_stuck(self, rounds: int, pages: set[int]) -> None:
+        """The liveness oracle: ``pages`` were reported by each of ``rounds``
+        rounds after the final one, with no writer left."""
+        for gfn in sorted(pages):
+            slot = self.kvm.gfn_to_memslot(gfn)
+            assert slot is not None
+            value = self.dest[gfn]
+            self.violations.append(Violation(
+                kind="stuck", execution=self.execution, round=rounds, slot=slot.id, gfn=gfn,
+                page=gfn - slot.base_gfn, write_vcpu=page_writer(value),
+                write_version=page_version(value), copied_version=page_version(value),
+                rerun=self.rerun, **self.label))  # type: ignore[arg-type]
 
     def _harvest_slot(self, slot_id: int) -> None:
         kvm, algorithm = self.kvm, self.algorithm
@@ -173,6 +197,7 @@ class Migration:
             gfn = first_gfn + low.bit_length() - 1
             mask ^= low
             value = read_page(gfn)
+            self._round_reported.add(gfn)
             if dest[gfn] == value:
                 self.spurious += 1
             dest[gfn] = value

@@ -80,6 +80,10 @@ class Scenario:
     #: Entries of each vCPU's PML buffer (512 in the hardware; fewer make
     #: the PML-full exit reachable in small executions).
     pml_entries: int = 512
+    #: The liveness oracle: harvest rounds after the final one, with no
+    #: writer left; a page reported by every one of them is a stuck bit
+    #: (0: off).
+    stuck_rounds: int = 2
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
@@ -104,6 +108,10 @@ class Scenario:
             if not isinstance(getattr(self, name), bool):
                 raise UsageError(f"expected True or False for {name}, "
                                  f"got {getattr(self, name)!r}")
+        if not isinstance(self.stuck_rounds, int) or isinstance(self.stuck_rounds, bool) \
+                or not 0 <= self.stuck_rounds <= 16:
+            raise UsageError(f"expected an int from 0 to 16 for stuck_rounds, got "
+                             f"{self.stuck_rounds!r}")
         if not isinstance(self.pml_entries, int) or isinstance(self.pml_entries, bool) \
                 or not 1 <= self.pml_entries <= 512:
             raise UsageError(f"expected a number of PML entries from 1 to 512 for pml_entries, "

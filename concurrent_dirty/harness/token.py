@@ -38,7 +38,7 @@ _PREFIX = re.compile(r"^cd(\d+)\.([A-Za-z0-9_-]+)$")
 _SCENARIO_FIELDS = ("slots", "pages", "initially_set", "seed", "lock_timeout", "tlb")
 #: Fields added later, with the default a token without them meant.
 _OPTIONAL_FIELDS = {"clear_words": 1, "fast_page_fault": False, "pml": False,
-                    "pml_entries": 512}
+                    "pml_entries": 512, "stuck_rounds": 2}
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,12 @@ from .fastpf import (
     FastPfMarkBeforeFix,
     FastPfPlainWriteProtect,
 )
-from .manual import ManualBitwiseClear, ManualClearUnsynced, ManualNonatomicAndnot
+from .manual import (
+    ManualBitwiseClear,
+    ManualClearUnsynced,
+    ManualNonatomicAndnot,
+    ManualStuckBit,
+)
 from .pml import (
     PmlAtomicAndClear,
     PmlFullDropsLast,
@@ -145,6 +150,7 @@ for _cls, _breaks, _benign, _scenario in (
     (BitBeforeData, "xchg", False, {"on_behalf": 0.5}),
     (ManualClearUnsynced, "manual", False, {}),
     (ManualNonatomicAndnot, "manual", False, _ON_BEHALF),
+    (ManualStuckBit, "manual", False, {}),
     (SrcuNoGracePeriod, "srcu", False, {"writes": 1}),
     (SrcuReaderOutsideSection, "srcu", False, {}),
     (SrcuProtectBeforeSwap, "srcu", False, {}),

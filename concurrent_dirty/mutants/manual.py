@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..dirtylog import ManualDirtyLog, for_each_set_bit
 from ..model.atomic import AtomicWords
 
-__all__ = ["ManualClearUnsynced", "ManualNonatomicAndnot", "ManualBitwiseClear"]
+__all__ = ["ManualBitwiseClear", "ManualClearUnsynced", "ManualNonatomicAndnot", "ManualStuckBit"]
 
 
 class ManualClearUnsynced(ManualDirtyLog):
@@ -35,6 +35,22 @@ class ManualNonatomicAndnot(ManualDirtyLog):
         old = bitmap.load(i)
         bitmap.store(i, old & ~m)
         return m & old
+
+
+class ManualStuckBit(ManualDirtyLog):
+    """CLEAR re-protects the pages but never clears their bits.
+
+    No write is lost (a set bit is reported every round, so every write is
+    copied), which is why no safety oracle can see it: GET reports the same
+    pages round after round with nothing new in them, and the migration
+    never converges. The liveness oracle catches it: after the final round,
+    with no writer left, the same pages are reported again and again.
+    """
+
+    name = "manual-stuck-bit"
+
+    def _clear_word(self, bitmap: AtomicWords, i: int, m: int) -> int:
+        return m & bitmap.load(i)  # BUG: reads the bits, clears none
 
 
 class ManualBitwiseClear(ManualDirtyLog):

@@ -207,6 +207,9 @@ def hypothesis_search(algorithm: str, *, seed: int = 0, seconds: float = 10.0,
             report.seconds = now - start
             progress(report)
         if result.failed:
+            if not failures:  # what the search cost, before shrinking
+                report.extra["first_failure_seconds"] = round(time.monotonic() - start, 4)
+                report.extra["first_failure_execution"] = report.executions
             failures.append(result)
             raise _Failed(f"{result.outcome.kind}: {result.outcome.message}")
 

@@ -152,8 +152,11 @@ def _controlled(ref: str, engine: str, extra: dict[str, Any] | None, seed: int,
         r = explore(ref, scenario, scheduler=engine, executions=None, seconds=budget,
                     preemptions=2, seed=seed, vary_program=engine != "dfs")
     f = r.failure
-    seconds = r.seconds
-    return Trial(f is not None, seconds, r.executions,
+    # Time and executions to the first detection (Hypothesis then spends
+    # the rest of its budget shrinking it).
+    seconds = r.extra.get("first_failure_seconds", r.seconds)
+    executions = r.extra.get("first_failure_execution", r.executions)
+    return Trial(f is not None, seconds, executions,
                  f.outcome.preemptions if f else None, f.outcome.kind if f else "",
                  f.token if f else "")
 
