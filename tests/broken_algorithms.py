@@ -64,3 +64,38 @@ class SpinsWithoutYield(XchgDirtyLog):
         bitmap = self.kvm.dirty_bitmap(slot.id)
         while not bitmap.load(slot.nwords):  # BUG: nobody ever sets it
             pass
+
+
+class RaisesInConstructor(XchgDirtyLog):
+    """The constructor raises: a failure of the code under test, reported
+    like any other (the table, the verdict, exit 1), never a traceback."""
+
+    name = "raises-in-constructor"
+
+    def __init__(self, kvm: object) -> None:
+        super().__init__(kvm)  # type: ignore[arg-type]
+        _helper_that_fails("constructor")
+
+
+class RaisesInSharedWords(XchgDirtyLog):
+    """``shared_words`` raises."""
+
+    name = "raises-in-shared-words"
+
+    @classmethod
+    def shared_words(cls, memslots: object) -> dict[str, int]:
+        _helper_that_fails("shared_words")
+        return {}
+
+
+class RaisesInEnable(XchgDirtyLog):
+    """``enable_dirty_logging`` raises."""
+
+    name = "raises-in-enable"
+
+    def enable_dirty_logging(self, slot: object) -> None:
+        _helper_that_fails("enable_dirty_logging")
+
+
+def _helper_that_fails(where: str) -> None:
+    raise ValueError(f"broken on purpose in {where}")

@@ -228,7 +228,7 @@ def _write_report(path: str, report: dict[str, Any]) -> None:
 
 def _stress(ns: argparse.Namespace) -> int:
     from ..dirtylog import BUILTIN_ALGORITHMS, resolve_algorithm
-    from ..engines.free import run_cell
+    from ..engines.free import CellResult, run_cell
     from .report import ProgressPrinter, summary_line, verdict_table
 
     algorithms = ns.algorithm or list(BUILTIN_ALGORITHMS)
@@ -251,6 +251,15 @@ def _stress(ns: argparse.Namespace) -> int:
             results.append(result)
             if result.interrupted:
                 raise KeyboardInterrupt
+            if result.error:
+                # An error in the code under test (a deadlock, a dying writer,
+                # a hang, a method that raised) ends the run: what comes after
+                # it would run on a broken premise. A lost bit does not: the
+                # other cells still say which algorithms hold.
+                results += [CellResult(algorithm=_name(c.algorithm), engine=c.engine,
+                                       scenario=c.to_dict(), rerun=rerun_command(c),
+                                       not_run=True) for c in cells[n:]]
+                break
     except KeyboardInterrupt:
         interrupted = True
         _interrupted("writers stopped, shared memory unlinked")
@@ -271,6 +280,12 @@ def _stress(ns: argparse.Namespace) -> int:
     if interrupted:
         return EXIT_INTERRUPTED
     return EXIT_FAIL if any(r.status != "ok" for r in results) else EXIT_OK
+
+
+def _name(spec: str) -> str:
+    from ..dirtylog import algorithm_name, resolve_algorithm
+
+    return algorithm_name(resolve_algorithm(spec))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

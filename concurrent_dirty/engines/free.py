@@ -82,12 +82,16 @@ class CellResult:
     rerun: str = ""
     #: Ctrl-C (or SIGTERM) ended the cell early; its figures are partial.
     interrupted: bool = False
+    #: An earlier cell's error ended the run before this one started.
+    not_run: bool = False
     #: For a one-execution cell: the destination's guest memory at the end
     #: (page values by gfn), to compare engines on the same program.
     image: tuple[int, ...] = ()
 
     @property
     def status(self) -> str:
+        if self.not_run:
+            return "not run"
         if self.interrupted and not self.violations and not self.error:
             return "interrupted"
         if self.error:

@@ -25,7 +25,7 @@ from itertools import islice
 from .._core import switch as _switch
 from ..dirtylog import DirtyLogAlgorithm, resolve_algorithm
 from ..errors import WorkerDied
-from ..harness.execution import attach_kvm, make_vcpu, run_writes
+from ..harness.execution import attach_kvm, make_vcpu, new_algorithm, run_writes
 from ..harness.program import writer_stream
 from ..harness.scenario import Scenario
 from ..model.arena import Arena, Layout
@@ -115,7 +115,7 @@ def writer_main(arena: Arena, spec: WorkerSpec, cls: type[DirtyLogAlgorithm], vc
             if gen is None:
                 return
             last = gen
-            vcpu.new_execution(cls(kvm))
+            vcpu.new_execution(new_algorithm(cls, kvm))
             writes = writer_stream(scenario, spec.memslots, gen, vcpu_id)
             run_writes(vcpu, islice(writes, scenario.writes) if short else writes, stop)
             vcpu.executions += 1
