@@ -99,3 +99,42 @@ class RaisesInEnable(XchgDirtyLog):
 
 def _helper_that_fails(where: str) -> None:
     raise ValueError(f"broken on purpose in {where}")
+
+
+class HangsInGet(XchgDirtyLog):
+    """GET loops forever without touching shared state (after the first
+    round): the free-running watchdog must end the run with its stack."""
+
+    name = "hangs-in-get"
+
+    def get_dirty_log(self, slot_id: int) -> list[int]:
+        spins = 0
+        while True:  # BUG: waits for nothing, touches no shared word
+            spins += 1
+
+
+class HangsForGoodInGet(XchgDirtyLog):
+    """GET loops forever and swallows every exception, the watchdog's
+    asynchronous HangError too: the run must be abandoned, cleanly."""
+
+    name = "hangs-for-good-in-get"
+
+    def get_dirty_log(self, slot_id: int) -> list[int]:
+        while True:
+            try:
+                while True:
+                    pass
+            except BaseException:  # BUG: nothing unwinds it
+                pass
+
+
+class HangsInMark(XchgDirtyLog):
+    """A writer loops forever in mark_page_dirty without touching shared
+    state (a thread or a process)."""
+
+    name = "hangs-in-mark"
+
+    def mark_page_dirty(self, gfn: int, vcpu_id: int) -> None:
+        spins = 0
+        while True:  # BUG
+            spins += 1

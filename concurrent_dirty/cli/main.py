@@ -70,6 +70,14 @@ def _number(kind: str, low: float, high: float = MAX_SECONDS, integer: bool = Fa
     return parse
 
 
+def add_watchdog(group: Any, default: float) -> None:
+    """``--watchdog S`` (stress, fuzz, mutants)."""
+    group.add_argument("--watchdog", type=_number("a number of seconds", 0, low_open=True),
+                       default=default,
+                       help="end the run when code under test makes no progress for this "
+                            "long, with its stack (default %(default)s)")
+
+
 def _choice(kind: str, choices: Sequence[str]) -> Any:
     def parse(text: str) -> str:
         if text not in choices:
@@ -153,6 +161,7 @@ def _add_stress(sub: Any) -> None:
     g.add_argument("--lock-timeout", type=_number("a number of seconds", 0, low_open=True),
                    default=_DEFAULT.lock_timeout,
                    help="report a deadlock after waiting this long (default %(default)s)")
+    add_watchdog(g, _DEFAULT.watchdog)
     g = s.add_argument_group("perturbation and output")
     g.add_argument("--seed", type=_number("an integer seed", *SEED_RANGE, True),
                    default=_DEFAULT.seed, help="seed for workloads and noise")
@@ -169,7 +178,8 @@ def _scenario_args(ns: argparse.Namespace) -> dict[str, Any]:
                 on_behalf=ns.on_behalf, mode=ns.mode, writes=ns.writes, seconds=ns.seconds,
                 max_executions=ns.executions, seed=ns.seed, noise=ns.noise,
                 switch_interval=ns.switch_interval, interval=ns.interval,
-                initially_set=ns.initially_set, lock_timeout=ns.lock_timeout, tlb=ns.tlb)
+                initially_set=ns.initially_set, lock_timeout=ns.lock_timeout, tlb=ns.tlb,
+                watchdog=ns.watchdog)
 
 
 _FLAGS = {"max_executions": "--executions"}
@@ -229,7 +239,7 @@ def _write_report(path: str, report: dict[str, Any]) -> None:
 def _stress(ns: argparse.Namespace) -> int:
     from ..dirtylog import BUILTIN_ALGORITHMS, resolve_algorithm
     from ..engines.free import CellResult, run_cell
-    from .report import ProgressPrinter, summary_line, verdict_table
+    from .report import ProgressPrinter
 
     algorithms = ns.algorithm or list(BUILTIN_ALGORITHMS)
     engines = ns.engine or list(ENGINES)
@@ -245,8 +255,21 @@ def _stress(ns: argparse.Namespace) -> int:
     try:
         for n, scenario in enumerate(cells, 1):
             printer = ProgressPrinter(sys.stderr, cell=f"{n}/{len(cells)} ")
+            def not_run(n: int = n) -> list[CellResult]:
+                return [CellResult(algorithm=_name(c.algorithm), engine=c.engine,
+                                   scenario=c.to_dict(), rerun=rerun_command(c), not_run=True)
+                        for c in cells[n:]]
+
+            def abandon(stuck: CellResult, not_run: Any = not_run,
+                        printer: ProgressPrinter = printer,
+                        done: list[CellResult] = results) -> None:
+                # The watchdog could not unwind a hung harvester: report
+                # from its thread; the process exits right after.
+                printer.finish()
+                _stress_report(ns, [*done, stuck, *not_run()], False)
+
             result = run_cell(scenario, progress=None if ns.quiet else printer,
-                              rerun=rerun_command(scenario))
+                              rerun=rerun_command(scenario), on_abandon=abandon)
             printer.finish()
             results.append(result)
             if result.interrupted:
@@ -256,13 +279,17 @@ def _stress(ns: argparse.Namespace) -> int:
                 # a hang, a method that raised) ends the run: what comes after
                 # it would run on a broken premise. A lost bit does not: the
                 # other cells still say which algorithms hold.
-                results += [CellResult(algorithm=_name(c.algorithm), engine=c.engine,
-                                       scenario=c.to_dict(), rerun=rerun_command(c),
-                                       not_run=True) for c in cells[n:]]
+                results += not_run()
                 break
     except KeyboardInterrupt:
         interrupted = True
         _interrupted("writers stopped, shared memory unlinked")
+    return _stress_report(ns, results, interrupted)
+
+
+def _stress_report(ns: argparse.Namespace, results: list[CellResult], interrupted: bool) -> int:
+    from .report import summary_line, verdict_table
+
     print(verdict_table(results))
     print(summary_line(results, interrupted))
     for r in results:

@@ -66,6 +66,9 @@ class Scenario:
     lock_timeout: float = 10.0
     #: The per-vCPU TLB model (stale translations until a remote flush).
     tlb: bool = True
+    #: Seconds a thread or process of the code under test may go without
+    #: progress before the run ends with a HangError (free-running engines).
+    watchdog: float = 10.0
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
@@ -87,6 +90,7 @@ class Scenario:
                              f"{self.slots} slots x {self.pages} pages")
         self._positive("seconds", self.seconds)
         self._positive("lock_timeout", self.lock_timeout)
+        self._positive("watchdog", self.watchdog)
         for name in ("on_behalf", "noise"):
             value = getattr(self, name)
             if value is None and name == "on_behalf":

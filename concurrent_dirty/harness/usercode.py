@@ -16,7 +16,7 @@ from typing import TypeVar
 
 from ..errors import CodeUnderTestError, ConcurrentDirtyError
 
-__all__ = ["call_user", "user_traceback"]
+__all__ = ["call_user", "harness_frame", "user_traceback"]
 
 T = TypeVar("T")
 
@@ -25,7 +25,8 @@ _PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _UNDER_TEST = tuple(os.path.join(_PACKAGE, d) + os.sep for d in ("dirtylog", "mutants"))
 
 
-def _harness_frame(filename: str) -> bool:
+def harness_frame(filename: str) -> bool:
+    """Whether ``filename`` is the harness's own (not an algorithm's or a mutant's)."""
     path = os.path.abspath(filename)
     return path.startswith(_PACKAGE + os.sep) and not path.startswith(_UNDER_TEST)
 
@@ -34,7 +35,7 @@ def user_traceback(exc: BaseException) -> str:
     """``exc`` with its traceback, without the harness's own frames (the
     algorithms' and mutants' modules count as code under test)."""
     frames = [f for f in traceback.extract_tb(exc.__traceback__)
-              if not _harness_frame(f.filename)]
+              if not harness_frame(f.filename)]
     text = "Traceback (most recent call last):\n" + "".join(
         traceback.format_list(frames)) if frames else ""
     return text + "".join(traceback.format_exception_only(type(exc), exc))
