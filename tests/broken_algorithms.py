@@ -70,6 +70,7 @@ class RaisesInConstructor(XchgDirtyLog):
     """The constructor raises: a failure of the code under test, reported
     like any other (the table, the verdict, exit 1), never a traceback."""
 
+    breaks = "xchg"  # usable as a mutant: --mutant tests.broken_algorithms:RaisesInConstructor
     name = "raises-in-constructor"
 
     def __init__(self, kvm: object) -> None:
@@ -105,6 +106,7 @@ class HangsInGet(XchgDirtyLog):
     """GET loops forever without touching shared state (after the first
     round): the free-running watchdog must end the run with its stack."""
 
+    breaks = "xchg"  # usable as a mutant: --mutant tests.broken_algorithms:HangsInGet
     name = "hangs-in-get"
 
     def get_dirty_log(self, slot_id: int) -> list[int]:
@@ -132,6 +134,7 @@ class HangsInMark(XchgDirtyLog):
     """A writer loops forever in mark_page_dirty without touching shared
     state (a thread or a process)."""
 
+    breaks = "xchg"  # usable as a mutant: --mutant tests.broken_algorithms:HangsInMark
     name = "hangs-in-mark"
 
     def mark_page_dirty(self, gfn: int, vcpu_id: int) -> None:

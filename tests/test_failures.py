@@ -63,3 +63,105 @@ def test_hypothesis_fuzz_reports_a_raising_method(capsys):
                          "--seconds", "2", "--quiet")
     assert code == 1 and "Traceback" not in err
     _trimmed(out, RAISES[2])
+
+
+# -- 1. a watchdog in every engine ---------------------------------------------------
+
+HANGS_IN_GET = "tests.broken_algorithms:HangsInGet"
+HANGS_IN_MARK = "tests.broken_algorithms:HangsInMark"
+
+
+def _writer_children():
+    import os
+
+    from tests.test_cli import _alive, _cmdline, _descendants
+
+    return [p for p in _descendants(os.getpid())
+            if _alive(p) and "child_entry" in _cmdline(p)]
+
+
+@pytest.mark.parametrize("engine", ["threads", "processes"])
+def test_stress_harvester_hung_in_get_dirty_log_ends_the_run_with_its_stack(
+        capsys, tmp_path, shm_guard, engine):
+    path = tmp_path / "out.json"
+    code, out, err = run(capsys, "stress", "--algorithm", HANGS_IN_GET, "--algorithm", "xchg",
+                         "--engine", engine, "--watchdog", "0.5", "--quiet",
+                         "--json", str(path))
+    assert code == 1 and "Traceback" not in err
+    assert "HangError: the harvester (the driver thread) made no progress for 0.5s" in out
+    assert "in get_dirty_log" in out and "broken_algorithms.py" in out
+    assert [r["status"] for r in json.loads(path.read_text())["results"]] == ["ERROR", "not run"]
+    assert _writer_children() == []
+
+
+@pytest.mark.parametrize("engine, who", [("threads", "(thread vcpu-"), ("processes", "(process ")])
+def test_stress_writer_hung_in_mark_page_dirty_ends_the_run_with_its_stack(
+        capsys, shm_guard, engine, who):
+    code, out, err = run(capsys, "stress", "--algorithm", HANGS_IN_MARK, "--engine", engine,
+                         "--watchdog", "0.5", "--quiet")
+    assert code == 1 and "Traceback" not in err
+    assert "HangError: vcpu " in out and who in out and "made no progress for 0.5s" in out
+    assert "mark_page_dirty" in out and "broken_algorithms.py" in out
+    assert _writer_children() == []
+
+
+@pytest.mark.parametrize("engine", ["threads", "processes"])
+def test_a_harvester_that_cannot_be_unwound_is_abandoned_cleanly(tmp_path, engine):
+    import os
+    import subprocess
+    import sys
+
+    path = tmp_path / "out.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "concurrent_dirty", "stress", "--algorithm",
+         "tests.broken_algorithms:HangsForGoodInGet", "--algorithm", "xchg", "--engine", engine,
+         "--watchdog", "0.5", "--quiet", "--json", str(path)],
+        capture_output=True, text=True, timeout=120,
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "could not be unwound" in proc.stdout and "in get_dirty_log" in proc.stdout
+    assert [r["status"] for r in json.loads(path.read_text())["results"]] == ["ERROR", "not run"]
+    left = [n for n in os.listdir("/dev/shm") if n.startswith(f"cd-{proc.pid}-")]
+    assert left == []
+    assert _writer_children() == []
+
+
+@pytest.mark.parametrize("scheduler", ["auto", "random", "pct", "dfs", "hypothesis"])
+def test_fuzz_hang_leaves_a_token_that_replay_accepts(capsys, tmp_path, scheduler):
+    token_file = tmp_path / "token"
+    code, out, err = run(capsys, "fuzz", "--algorithm", HANGS_IN_GET, "--scheduler", scheduler,
+                         "--watchdog", "0.5", "--seconds", "5", "--quiet",
+                         "--token-file", str(token_file))
+    assert code == 1 and "Traceback" not in err
+    assert "verdict: FAIL (hang" in out and "in get_dirty_log" in out
+    code, out, err = run(capsys, "replay", token_file.read_text().strip(), "--watchdog", "0.5")
+    assert code == 1 and "verdict: FAIL" in out and "hang" in out
+
+
+def test_hypothesis_writes_the_pending_token_before_each_execution(tmp_path):
+    from concurrent_dirty.harness.token import decode
+    from concurrent_dirty.search.hypothesis import hypothesis_search
+
+    token_file = tmp_path / "token"
+    report = hypothesis_search("xchg", seconds=5, executions=3, token_file=str(token_file))
+    assert report.failure is None
+    assert decode(token_file.read_text().strip()).algorithm == "xchg"
+
+
+# -- 2. mutants: an error is a detection, a hang ends the run -------------------------
+
+def test_mutants_error_is_a_detection_and_a_hang_ends_the_run(capsys, tmp_path, shm_guard):
+    path = tmp_path / "zoo.json"
+    code, out, err = run(capsys, "mutants", "--mutant", RAISES[0], "--mutant", HANGS_IN_GET,
+                         "--no-correct", "--seeds", "1", "--budget", "0.5", "--watchdog", "0.5",
+                         "--engine", "threads", "--engine", "pct", "--quiet",
+                         "--json", str(path))
+    assert code == 1 and "Traceback" not in err
+    assert "error in raises-in-constructor/threads (seed 0), a detection" in out
+    _trimmed(out.split("the run ended")[0], RAISES[0])
+    assert "the run ended at the first hang, in hangs-in-get/threads" in out
+    cells = json.loads(path.read_text())["cells"]
+    assert [(c["subject"], c["engine"], c["status"], c["detected"]) for c in cells] == [
+        ("raises-in-constructor", "threads", "run", 1), ("raises-in-constructor", "pct", "run", 1),
+        ("hangs-in-get", "threads", "run", 1), ("hangs-in-get", "pct", "not run", 0)]

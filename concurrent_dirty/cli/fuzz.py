@@ -78,6 +78,10 @@ def add_parsers(sub: Any, number: Any, choice: Any) -> None:
                    default=0)
     f.add_argument("--max-steps", type=number("a step bound", 10, 10_000_000, integer=True),
                    default=20_000, help="switch points per execution before giving up")
+    f.add_argument("--watchdog", type=number("a number of seconds", 0, low_open=True),
+                   default=10.0, help="end an execution whose running thread reaches no switch "
+                                      "point for this long, with its stack (default "
+                                      "%(default)s)")
     f.add_argument("--token-file", metavar="PATH",
                    help="before each execution, write what is running; at a failure, its "
                         "replay token (survives a crash or a hang)")
@@ -90,6 +94,8 @@ def add_parsers(sub: Any, number: Any, choice: Any) -> None:
     r.add_argument("token", help="the cd2.... token a failure printed")
     r.add_argument("--algorithm", metavar="NAME|module:Class",
                    help="replay against this algorithm instead (to check a fix)")
+    r.add_argument("--watchdog", type=number("a number of seconds", 0, low_open=True),
+                   default=10.0, help="as for fuzz (default %(default)s)")
 
 
 class _Progress:
@@ -152,7 +158,8 @@ def run_fuzz(ns: argparse.Namespace, write_json: Any) -> int:
                     spec, seed=ns.seed, seconds=ns.seconds, executions=ns.executions,
                     max_steps=ns.max_steps,
                     pins={k: v for k, v in {**pins, "on_behalf": _flag(ns.on_behalf)}.items()
-                          if v is not None}, progress=progress)
+                          if v is not None}, progress=progress, token_file=ns.token_file,
+                    watchdog=ns.watchdog)
             else:
                 program = make_program(scenario, ns.rounds if ns.rounds is not None else 2,
                                        execution=ns.execution) if ns.execution else None
@@ -160,7 +167,8 @@ def run_fuzz(ns: argparse.Namespace, write_json: Any) -> int:
                                  executions=ns.executions, seconds=ns.seconds, depth=ns.depth,
                                  preemptions=ns.preemptions, seed=ns.seed,
                                  max_steps=ns.max_steps, token_file=ns.token_file,
-                                 program=program, space=None if space.pinned else space,
+                                 watchdog=ns.watchdog, program=program,
+                                 space=None if space.pinned else space,
                                  rounds=ns.rounds if ns.rounds is not None else 2,
                                  progress=progress)
             progress.finish()
@@ -208,7 +216,7 @@ def run_replay(ns: argparse.Namespace) -> int:
     if ns.algorithm:
         resolve_algorithm(ns.algorithm)
     try:
-        result = replay(ns.token, algorithm=ns.algorithm)
+        result = replay(ns.token, algorithm=ns.algorithm, watchdog=ns.watchdog)
     except KeyboardInterrupt:
         print(f"verdict: INTERRUPTED (the replay against {ns.algorithm or case.algorithm} "
               f"did not finish; nothing to report)")

@@ -32,6 +32,9 @@ def add_parser(sub: Any, number: Any, choice: Any) -> None:
                         "engine with no options, as a user who does not know the bug would)")
     m.add_argument("--no-correct", dest="correct", action="store_false",
                    help="leave out the correct algorithms' baseline rows")
+    m.add_argument("--watchdog", type=number("a number of seconds", 0, low_open=True),
+                   default=10.0, help="a cell whose code under test makes no progress for "
+                                      "this long ends the run (default %(default)s)")
     m.add_argument("--json", metavar="PATH", help="write the table as JSON")
     m.add_argument("--quiet", action="store_true", help="no progress lines")
 
@@ -50,7 +53,8 @@ def run_mutants(ns: argparse.Namespace, write_json: Any) -> int:
 
     try:
         report = run_zoo(mutants, engines, seeds=ns.seeds, budget=ns.budget,
-                         hints=ns.hints, correct=ns.correct, progress=progress)
+                         hints=ns.hints, correct=ns.correct, progress=progress,
+                         watchdog=ns.watchdog)
     except KeyboardInterrupt:
         total = (len(mutants if mutants is not None else MUTANTS)
                  + (len(BUILTIN_ALGORITHMS) if ns.correct else 0)) * len(engines)

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .._core.runtime import Scheduler
+from .._core.runtime import DEFAULT_WATCHDOG, Scheduler, Verdict
 from ..dirtylog import DirtyLogAlgorithm, algorithm_name, algorithm_ref, resolve_algorithm
 from ..engines.controlled import DEFAULT_MAX_STEPS, run_controlled
 from ..harness.execution import ExecutionResult
@@ -115,13 +115,15 @@ class Runner:
 
     def __init__(self, scheduler: Scheduler, *, executions: int | None = 1000,
                  seconds: float | None = 10.0, max_steps: int = DEFAULT_MAX_STEPS,
-                 token_file: str | None = None, name: str = "") -> None:
+                 token_file: str | None = None, name: str = "",
+                 watchdog: float = DEFAULT_WATCHDOG) -> None:
         self.inner = scheduler
         self.budget = Budget(scheduler, executions=executions, seconds=seconds)
         self.metrics = Metrics(self.budget)
         self.max_steps = max_steps
         self.token_file = token_file
         self.name = name or type(scheduler).__name__
+        self.watchdog = watchdog
 
     def run(self, algorithm: str | type[DirtyLogAlgorithm], cases: Callable[[int], Case],
             progress: Callable[[FuzzReport], None] | None = None) -> FuzzReport:
@@ -141,7 +143,7 @@ class Runner:
                 # or a hang that kills this process still leaves it behind.
                 _write_pending(self.token_file, pending_token(cls, scenario, current))
             result = run_controlled(cls, scenario, current, metrics, max_steps=self.max_steps,
-                                    observe=observe)
+                                    observe=observe, watchdog=self.watchdog)
             report.steps += result.outcome.steps
             executed = getattr(self.inner, "executed", None)
             if executed is not None:
@@ -163,6 +165,8 @@ class Runner:
     def _traced(self, cls: type[DirtyLogAlgorithm], scenario: Scenario, program: Program,
                 result: ExecutionResult, report: FuzzReport) -> ExecutionResult:
         """The same schedule again with the trace on: same steps, same failure."""
+        if result.outcome.kind == Verdict.HANG:
+            return result  # not another watchdog period: the hang has its stack
         traced = run_controlled(cls, scenario, program,
                                 _fresh(ReplayScheduler(result.outcome.schedule)),
                                 max_steps=self.max_steps, trace=True)
@@ -181,6 +185,7 @@ def explore(algorithm: str | type[DirtyLogAlgorithm], scenario: Scenario, *,
             scheduler: str = "pct", executions: int | None = 1000, seconds: float = 10.0,
             depth: int = 2, preemptions: int | None = 2, rounds: int = 2, seed: int = 0,
             max_steps: int = DEFAULT_MAX_STEPS, token_file: str | None = None,
+            watchdog: float = DEFAULT_WATCHDOG,
             program: Program | None = None, vary_program: bool | None = None,
             space: ProgramSpace | None = None,
             progress: Callable[[FuzzReport], None] | None = None) -> FuzzReport:
@@ -218,7 +223,8 @@ def explore(algorithm: str | type[DirtyLogAlgorithm], scenario: Scenario, *,
                               dfs_max_bound=3 if preemptions is None or scheduler == "auto"
                               else preemptions)
         runner = Runner(portfolio, executions=executions, seconds=seconds,
-                        max_steps=max_steps, token_file=token_file, name=scheduler)
+                        max_steps=max_steps, token_file=token_file, name=scheduler,
+                        watchdog=watchdog)
         report = runner.run(algorithm, portfolio.case, progress)
         report.extra["portfolio"] = portfolio.summary()
         if report.failure is not None:
@@ -228,7 +234,7 @@ def explore(algorithm: str | type[DirtyLogAlgorithm], scenario: Scenario, *,
     inner = make_scheduler(scheduler, SchedulerOptions(seed=seed, depth=depth,
                                                        preemptions=preemptions))
     runner = Runner(inner, executions=executions, seconds=seconds, max_steps=max_steps,
-                    token_file=token_file, name=scheduler)
+                    token_file=token_file, name=scheduler, watchdog=watchdog)
     report = runner.run(algorithm, cases, progress)
     if isinstance(inner, DfsScheduler):
         report.exhausted = inner.exhausted
@@ -294,13 +300,14 @@ def _fill(report: FuzzReport, metrics: Metrics, start: float) -> None:
 
 
 def replay(token: str, *, algorithm: str | None = None, trace: bool = True,
-           max_steps: int = DEFAULT_MAX_STEPS) -> ExecutionResult:
+           max_steps: int = DEFAULT_MAX_STEPS,
+           watchdog: float = DEFAULT_WATCHDOG) -> ExecutionResult:
     """Rerun a token's execution (against ``algorithm`` instead of the
     token's own, to check a fix). ``result.check()`` raises while it fails."""
     case = decode(token)
     scheduler = _fresh(ReplayScheduler(case.schedule))
     return run_controlled(algorithm or case.algorithm, case.scenario, case.program,
-                          scheduler, max_steps=max_steps, trace=trace)
+                          scheduler, max_steps=max_steps, trace=trace, watchdog=watchdog)
 
 
 def regression_test(token: str) -> str:
