@@ -165,3 +165,50 @@ def test_mutants_error_is_a_detection_and_a_hang_ends_the_run(capsys, tmp_path, 
     assert [(c["subject"], c["engine"], c["status"], c["detected"]) for c in cells] == [
         ("raises-in-constructor", "threads", "run", 1), ("raises-in-constructor", "pct", "run", 1),
         ("hangs-in-get", "threads", "run", 1), ("hangs-in-get", "pct", "not run", 0)]
+
+
+# -- 4. replay says when it diverges ------------------------------------------------
+
+def _regression_token(name):
+    import pathlib
+
+    data = json.loads((pathlib.Path(__file__).parent / "regression_tokens.json").read_text())
+    return data[name]["token"]
+
+
+def test_replay_against_another_algorithm_says_where_it_left_the_schedule(capsys):
+    token = _regression_token("broken-clear/pct")
+    code, out, err = run(capsys, "replay", token, "--algorithm", "srcu")
+    assert code == 0
+    last = out.splitlines()[-1]
+    assert last.startswith("verdict: PASS against srcu, but the replay left the recorded "
+                           "schedule at decision ")
+    assert "(recorded " in last and ", runnable [" in last
+    assert "were recorded: the fix was exercised on a different interleaving from there" in last
+
+
+def test_replay_that_follows_its_schedule_says_nothing_of_divergence(capsys):
+    token = _regression_token("broken-clear/pct")
+    code, out, err = run(capsys, "replay", token, "--algorithm", "xchg")
+    assert code == 0
+    assert "left the recorded schedule" not in out
+    assert "recorded decisions followed, then the default schedule" in out
+
+
+# -- 2. a failure ends the whole stress run -----------------------------------------
+
+@pytest.mark.parametrize("broken, options", [
+    ("tests.broken_algorithms:CrashesInWriter", []),
+    ("tests.broken_algorithms:ForgetsToUnlock", ["--lock-timeout", "0.5"]),
+])
+@pytest.mark.parametrize("engine", ["threads", "processes"])
+def test_stress_error_ends_the_run_and_reports_the_rest_not_run(capsys, tmp_path, shm_guard,
+                                                                broken, options, engine):
+    path = tmp_path / "out.json"
+    code, out, err = run(capsys, "stress", "--algorithm", broken, "--algorithm", "xchg",
+                         "--algorithm", "srcu", "--engine", engine, "--quiet",
+                         "--json", str(path), *options)
+    assert code == 1
+    assert [r["status"] for r in json.loads(path.read_text())["results"]] == [
+        "ERROR", "not run", "not run"]
+    assert "2 not run: the run ended at the first error" in out

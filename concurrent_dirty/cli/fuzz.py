@@ -229,11 +229,38 @@ def run_replay(ns: argparse.Namespace) -> int:
         note = "the same failure, at the same step" if same else (
             f"a different failure than recorded ({case.expect_kind} at step "
             f"{case.expect_step})")
-        print(f"verdict: FAIL against {against}: {out.kind} at step {out.step}: {note}")
+        print(f"verdict: FAIL against {against}: {out.kind} at step {out.step}: {note}"
+              + _divergence(result, len(case.schedule),
+                          "this failure happened on a different interleaving from there"))
         return EXIT_FAIL
-    print(f"verdict: PASS against {against}: the replayed interleaving loses no dirty bit "
-          f"({out.steps} switch points)")
+    left = _divergence(result, len(case.schedule),
+                       "the fix was exercised on a different interleaving from there")
+    decisions = len(out.schedule)
+    past = (f"; the {len(case.schedule)} recorded decisions followed, then the default schedule"
+            f" for {decisions - len(case.schedule)} more" if decisions > len(case.schedule) else "")
+    print(f"verdict: PASS against {against}" + (left or f": the replayed interleaving loses no "
+                                                        f"dirty bit ({out.steps} switch points"
+                                                        f"{past})"))
     return EXIT_OK
+
+
+def _divergence(result: Any, recorded: int, what: str) -> str:
+    """Where a replay left its recorded schedule, and what differed: ""
+    if it followed it to the end."""
+    names = result.names
+
+    def name(tid: int) -> str:
+        return names[tid] if 0 <= tid < len(names) else f"thread {tid}"
+
+    decisions = len(result.outcome.schedule)
+    ran = (f"it made {decisions} scheduling decisions ({result.outcome.steps} switch points) "
+           f"where {recorded} were recorded")
+    if result.diverged_at is not None and result.divergence is not None:
+        chosen, runnable = result.divergence
+        return (f", but the replay left the recorded schedule at decision "
+                f"{result.diverged_at + 1} (recorded {name(chosen)}, runnable "
+                f"[{', '.join(name(t) for t in runnable)}]); {ran}: {what}")
+    return ""
 
 
 def _fill(pins: dict[str, Any]) -> dict[str, Any]:

@@ -87,6 +87,7 @@ def run_controlled(algorithm: str | type[DirtyLogAlgorithm], scenario: Scenario,
                            scenario=scenario, program=program, outcome=outcome,
                            names=[t.name for t in runtime.threads],
                            diverged_at=getattr(scheduler, "diverged_at", None),
+                           divergence=getattr(scheduler, "divergence", None),
                            image=tuple(migration.dest))
 
 

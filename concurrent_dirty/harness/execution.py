@@ -209,6 +209,8 @@ class ExecutionResult:
     names: list[str] = field(default_factory=list)
     #: Where a replay left its recorded schedule (None: it followed it).
     diverged_at: int | None = None
+    #: There: the recorded thread and the runnable ones (ids into ``names``).
+    divergence: tuple[int, tuple[int, ...]] | None = None
     #: The destination's guest memory at the end (page values, by gfn).
     image: tuple[int, ...] = ()
 
