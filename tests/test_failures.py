@@ -112,15 +112,16 @@ def test_a_harvester_that_cannot_be_unwound_is_abandoned_cleanly(tmp_path, engin
     import sys
 
     path = tmp_path / "out.json"
-    proc = subprocess.run(
+    proc = subprocess.Popen(
         [sys.executable, "-m", "concurrent_dirty", "stress", "--algorithm",
          "tests.broken_algorithms:HangsForGoodInGet", "--algorithm", "xchg", "--engine", engine,
          "--watchdog", "0.5", "--quiet", "--json", str(path)],
-        capture_output=True, text=True, timeout=120,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    assert proc.returncode == 1, proc.stderr
-    assert "Traceback" not in proc.stderr
-    assert "could not be unwound" in proc.stdout and "in get_dirty_log" in proc.stdout
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 1, stderr
+    assert "Traceback" not in stderr
+    assert "could not be unwound" in stdout and "in get_dirty_log" in stdout
     assert [r["status"] for r in json.loads(path.read_text())["results"]] == ["ERROR", "not run"]
     left = [n for n in os.listdir("/dev/shm") if n.startswith(f"cd-{proc.pid}-")]
     assert left == []
@@ -135,8 +136,11 @@ def test_fuzz_hang_leaves_a_token_that_replay_accepts(capsys, tmp_path, schedule
                          "--token-file", str(token_file))
     assert code == 1 and "Traceback" not in err
     assert "verdict: FAIL (hang" in out and "in get_dirty_log" in out
-    code, out, err = run(capsys, "replay", token_file.read_text().strip(), "--watchdog", "0.5")
-    assert code == 1 and "verdict: FAIL" in out and "hang" in out
+    from concurrent_dirty import replay
+    from concurrent_dirty._core.runtime import Verdict
+
+    result = replay(token_file.read_text().strip(), watchdog=0.5)  # what `replay TOKEN` runs
+    assert result.outcome.kind == Verdict.HANG and "get_dirty_log" in result.outcome.message
 
 
 def test_hypothesis_writes_the_pending_token_before_each_execution(tmp_path):
@@ -212,3 +216,23 @@ def test_stress_error_ends_the_run_and_reports_the_rest_not_run(capsys, tmp_path
     assert [r["status"] for r in json.loads(path.read_text())["results"]] == [
         "ERROR", "not run", "not run"]
     assert "2 not run: the run ended at the first error" in out
+
+
+# -- 5. limits: the caps are what a budget honours ----------------------------------
+
+@pytest.mark.parametrize("argv, message", [
+    (["--writers", "16", "--engine", "processes"],
+     "expected --writers at most 8 on the processes engine (each writer is a Python "
+     "interpreter), got 16; --engine threads takes up to 64"),
+    (["--writers", "9"], "expected --writers at most 8 on the processes engine"),
+])
+def test_writer_processes_are_capped(capsys, argv, message):
+    code, out, err = run(capsys, "stress", *argv)
+    assert code == 2 and message in err and out == ""
+
+
+def test_the_largest_accepted_sizes_are_accepted_by_the_scenario():
+    from concurrent_dirty import Scenario
+
+    Scenario(engine="threads", writers=64, slots=1, pages=1 << 18)
+    Scenario(engine="processes", writers=8, slots=4096, pages=64)

@@ -94,8 +94,6 @@ def add_parsers(sub: Any, number: Any, choice: Any) -> None:
     r.add_argument("token", help="the cd2.... token a failure printed")
     r.add_argument("--algorithm", metavar="NAME|module:Class",
                    help="replay against this algorithm instead (to check a fix)")
-    r.add_argument("--watchdog", type=number("a number of seconds", 0, low_open=True),
-                   default=10.0, help="as for fuzz (default %(default)s)")
 
 
 class _Progress:
@@ -216,7 +214,7 @@ def run_replay(ns: argparse.Namespace) -> int:
     if ns.algorithm:
         resolve_algorithm(ns.algorithm)
     try:
-        result = replay(ns.token, algorithm=ns.algorithm, watchdog=ns.watchdog)
+        result = replay(ns.token, algorithm=ns.algorithm)
     except KeyboardInterrupt:
         print(f"verdict: INTERRUPTED (the replay against {ns.algorithm or case.algorithm} "
               f"did not finish; nothing to report)")

@@ -14,7 +14,14 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from ..errors import UsageError
 from ..harness.interrupt import interrupted as _interrupted
 from ..harness.interrupt import signals_interrupt
-from ..harness.limits import MAX_EXECUTIONS, MAX_SECONDS, MAX_TOTAL_PAGES, SEED_RANGE
+from ..harness.limits import (
+    MAX_EXECUTIONS,
+    MAX_PROCESS_WRITERS,
+    MAX_SECONDS,
+    MAX_TOTAL_PAGES,
+    MAX_WRITERS,
+    SEED_RANGE,
+)
 from ..harness.output import check_output_path, write_text
 from ..harness.scenario import ENGINES, MODES, WORKLOADS, Scenario
 
@@ -128,11 +135,12 @@ def _add_stress(sub: Any) -> None:
     g.add_argument("--engine", action="append", type=_choice("an engine", ENGINES),
                    help="threads or processes (repeatable; default: both)")
     g = s.add_argument_group("scenario")
-    g.add_argument("--writers", type=_number("a number of writers", 1, 512, True),
+    g.add_argument("--writers", type=_number("a number of writers", 1, MAX_WRITERS, True),
                    default=_DEFAULT.writers, help="vCPU writers (default %(default)s)")
     g.add_argument("--slots", type=_number("a number of slots", 1, 4096, True),
                    default=_DEFAULT.slots, help="memslots (default %(default)s)")
-    g.add_argument("--pages", type=_number("a number of pages per slot", 1, 1 << 24, True),
+    g.add_argument("--pages",
+                   type=_number("a number of pages per slot", 1, MAX_TOTAL_PAGES, True),
                    default=_DEFAULT.pages, help="pages per slot (default %(default)s)")
     g.add_argument("--workload", type=_choice("a workload", WORKLOADS),
                    default=_DEFAULT.workload, help="uniform, hot or sequential "
@@ -248,6 +256,10 @@ def _stress(ns: argparse.Namespace) -> int:
     if ns.slots * ns.pages > MAX_TOTAL_PAGES:
         raise UsageError(f"expected --slots x --pages at most {MAX_TOTAL_PAGES} guest pages in "
                          f"all, got {ns.slots} x {ns.pages} = {ns.slots * ns.pages}")
+    if "processes" in engines and ns.writers > MAX_PROCESS_WRITERS:
+        raise UsageError(f"expected --writers at most {MAX_PROCESS_WRITERS} on the processes "
+                         f"engine (each writer is a Python interpreter), got {ns.writers}; "
+                         f"--engine threads takes up to {MAX_WRITERS}")
     cells = [Scenario(algorithm=a, engine=e, **_scenario_args(ns))
              for a in algorithms for e in engines]
     results: list[CellResult] = []

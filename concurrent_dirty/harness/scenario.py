@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from ..errors import UsageError
+from .limits import MAX_PROCESS_WRITERS, MAX_TOTAL_PAGES, MAX_WRITERS
 
 __all__ = ["ENGINES", "MODES", "WORKLOADS", "Scenario"]
 
@@ -79,14 +80,17 @@ class Scenario:
                              f"{self.workload!r}{_closest(str(self.workload), WORKLOADS)}")
         if self.mode not in MODES:
             raise UsageError(f"expected a mode in {list(MODES)}, got {self.mode!r}")
-        for name, low, high in (("writers", 1, 512), ("slots", 1, 4096),
-                                ("pages", 1, 1 << 24), ("writes", 1, 1 << 40)):
+        for name, low, high in (("writers", 1, MAX_WRITERS), ("slots", 1, 4096),
+                                ("pages", 1, MAX_TOTAL_PAGES), ("writes", 1, 1 << 40)):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
                 raise UsageError(f"expected an int from {low} to {high} for {name}, "
                                  f"got {value!r}")
-        if self.slots * self.pages > 1 << 24:
-            raise UsageError(f"expected at most {1 << 24} guest pages in all, got "
+        if self.engine == "processes" and self.writers > MAX_PROCESS_WRITERS:
+            raise UsageError(f"expected at most {MAX_PROCESS_WRITERS} writers on the processes "
+                             f"engine (each is a Python interpreter), got {self.writers}")
+        if self.slots * self.pages > MAX_TOTAL_PAGES:
+            raise UsageError(f"expected at most {MAX_TOTAL_PAGES} guest pages in all, got "
                              f"{self.slots} slots x {self.pages} pages")
         self._positive("seconds", self.seconds)
         self._positive("lock_timeout", self.lock_timeout)
