@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 __all__ = [
     "AlgorithmError",
     "AlgorithmMisuse",
+    "CodeUnderTestError",
     "ConcurrentDirtyError",
     "DeadlockError",
     "ExecutionFailed",
@@ -98,6 +99,14 @@ class AlgorithmMisuse(ExecutionFailed):
     """The algorithm misused a primitive of the harness: a CLEAR outside
     KVM's alignment rules, a lock released by a thread that does not hold
     it."""
+
+
+class CodeUnderTestError(ExecutionFailed):
+    """A method of the code under test raised outside an execution's
+    threads: the algorithm's constructor, ``shared_words``,
+    ``shared_locks`` or ``enable_dirty_logging``. The message names the
+    method and holds the exception with its traceback trimmed to the
+    code under test's frames."""
 
 
 class InvariantViolation(ExecutionFailed):

@@ -64,3 +64,80 @@ class SpinsWithoutYield(XchgDirtyLog):
         bitmap = self.kvm.dirty_bitmap(slot.id)
         while not bitmap.load(slot.nwords):  # BUG: nobody ever sets it
             pass
+
+
+class RaisesInConstructor(XchgDirtyLog):
+    """The constructor raises: a failure of the code under test, reported
+    like any other (the table, the verdict, exit 1), never a traceback."""
+
+    breaks = "xchg"  # usable as a mutant: --mutant tests.broken_algorithms:RaisesInConstructor
+    name = "raises-in-constructor"
+
+    def __init__(self, kvm: object) -> None:
+        super().__init__(kvm)  # type: ignore[arg-type]
+        _helper_that_fails("constructor")
+
+
+class RaisesInSharedWords(XchgDirtyLog):
+    """``shared_words`` raises."""
+
+    name = "raises-in-shared-words"
+
+    @classmethod
+    def shared_words(cls, memslots: object) -> dict[str, int]:
+        _helper_that_fails("shared_words")
+        return {}
+
+
+class RaisesInEnable(XchgDirtyLog):
+    """``enable_dirty_logging`` raises."""
+
+    name = "raises-in-enable"
+
+    def enable_dirty_logging(self, slot: object) -> None:
+        _helper_that_fails("enable_dirty_logging")
+
+
+def _helper_that_fails(where: str) -> None:
+    raise ValueError(f"broken on purpose in {where}")
+
+
+class HangsInGet(XchgDirtyLog):
+    """GET loops forever without touching shared state (after the first
+    round): the free-running watchdog must end the run with its stack."""
+
+    breaks = "xchg"  # usable as a mutant: --mutant tests.broken_algorithms:HangsInGet
+    name = "hangs-in-get"
+
+    def get_dirty_log(self, slot_id: int) -> list[int]:
+        spins = 0
+        while True:  # BUG: waits for nothing, touches no shared word
+            spins += 1
+
+
+class HangsForGoodInGet(XchgDirtyLog):
+    """GET loops forever and swallows every exception, the watchdog's
+    asynchronous HangError too: the run must be abandoned, cleanly."""
+
+    name = "hangs-for-good-in-get"
+
+    def get_dirty_log(self, slot_id: int) -> list[int]:
+        while True:
+            try:
+                while True:
+                    pass
+            except BaseException:  # BUG: nothing unwinds it
+                pass
+
+
+class HangsInMark(XchgDirtyLog):
+    """A writer loops forever in mark_page_dirty without touching shared
+    state (a thread or a process)."""
+
+    breaks = "xchg"  # usable as a mutant: --mutant tests.broken_algorithms:HangsInMark
+    name = "hangs-in-mark"
+
+    def mark_page_dirty(self, gfn: int, vcpu_id: int) -> None:
+        spins = 0
+        while True:  # BUG
+            spins += 1

@@ -34,10 +34,10 @@ def run(capsys, *argv):
                           "got 'soon'"),
     (["--seconds", "inf"], "argument --seconds: expected a number of seconds > 0 and <= 10000000, "
                          "got 'inf'"),
-    (["--pages", "0"], "argument --pages: expected a number of pages per slot from 1 to 16777216, "
+    (["--pages", "0"], "argument --pages: expected a number of pages per slot from 1 to 262144, "
                      "got '0'"),
     (["--writers", "-2"],
-     "argument --writers: expected a number of writers from 1 to 512, got '-2'"),
+     "argument --writers: expected a number of writers from 1 to 64, got '-2'"),
     (["--workload", "random"],
      "argument --workload: expected a workload in ['uniform', 'hot', 'sequential'], "
      "got 'random'"),

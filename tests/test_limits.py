@@ -19,10 +19,10 @@ LIMITS = [
      ["-9223372036854775808", "9223372036854775807"]),
     ("fuzz", "--execution", "an execution number from 1 to 4611686018427387904", "0",
      ["1", "4611686018427387904"]),
-    ("stress", "--writers", "a number of writers from 1 to 512", "10000", ["1", "512"]),
+    ("stress", "--writers", "a number of writers from 1 to 64", "10000", ["1", "64"]),
     ("stress", "--slots", "a number of slots from 1 to 4096", "1e6", ["1", "4096"]),
-    ("stress", "--pages", "a number of pages per slot from 1 to 16777216", "1e9",
-     ["1", "16777216"]),
+    ("stress", "--pages", "a number of pages per slot from 1 to 262144", "1e9",
+     ["1", "262144"]),
     ("stress", "--on-behalf", "a probability from 0 to 1", "2", ["0", "1"]),
     ("stress", "--seconds", SECONDS, "0", ["1e-9", "10000000"]),
     ("stress", "--writes", "a number of writes from 1 to 1099511627776", "1099511627777",
@@ -35,6 +35,9 @@ LIMITS = [
      ["-9223372036854775808", "9223372036854775807"]),
     ("stress", "--noise", "a probability from 0 to 1", "1.5", ["0", "1"]),
     ("stress", "--switch-interval", SECONDS, "0", ["1e-6", "1e7"]),
+    ("stress", "--watchdog", SECONDS, "0", ["0.001", "1e7"]),
+    ("fuzz", "--watchdog", SECONDS, "-1", ["0.001", "1e7"]),
+    ("mutants", "--watchdog", SECONDS, "inf", ["0.001", "1e7"]),
     ("fuzz", "--executions", "a number of executions from 1 to 1000000000000", "1e13",
      ["1", "1000000000000"]),
     ("fuzz", "--seconds", SECONDS, "inf", ["0.5", "1e7"]),
@@ -98,8 +101,8 @@ def test_every_numeric_option_is_covered():
 
 
 def test_slots_times_pages_is_capped_in_all(capsys):
-    code = main(["stress", "--slots", "2", "--pages", "16777216"])
+    code = main(["stress", "--slots", "2", "--pages", "262144"])
     out, err = capsys.readouterr()
     assert code == 2
-    assert err == ("concurrent-dirty: error: expected --slots x --pages at most 16777216 guest "
-                   "pages in all, got 2 x 16777216 = 33554432\n")
+    assert err == ("concurrent-dirty: error: expected --slots x --pages at most 262144 guest "
+                   "pages in all, got 2 x 262144 = 524288\n")

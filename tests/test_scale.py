@@ -194,7 +194,7 @@ def test_stress_jobs_report_a_failure(capsys, tmp_path, shm_guard):
     code, out, err = run(capsys, "stress", "--algorithm", BROKEN, "--algorithm", "xchg",
                          "--engine", "threads", "--noise", "0.2", "--switch-interval", "1e-5",
                          "--slots", "1", "--pages", "8", "--on-behalf", "0.3",
-                         "--seconds", "30", "--jobs", "2", "--quiet")
+                         "--seconds", "10", "--jobs", "2", "--quiet")
     assert code == 1, out
     assert "LOST DIRTY BIT [nonatomic-clear/threads" in out
 

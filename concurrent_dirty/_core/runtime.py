@@ -26,6 +26,7 @@ private ``BaseException``; no thread is left running.
 from __future__ import annotations
 
 import _thread
+import ctypes
 import sys
 import threading
 import time
@@ -456,7 +457,14 @@ class Runtime:
                 continue
             if now - last_change < self.watchdog:
                 continue
-            self._fail(Verdict.HANG, self._hang_report(), self._running())
+            running = self._running()
+            self._fail(Verdict.HANG, self._hang_report(), running)
+            if running is not None and running.os_thread is not None \
+                    and running.os_thread.ident is not None:
+                # Unwind it (it is caught in _thread_main), so that a hung
+                # thread does not keep spinning through later executions.
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(
+                    ctypes.c_ulong(running.os_thread.ident), ctypes.py_object(_Abort))
             self._all_done.wait(1.0)
             break
         return self.outcome

@@ -84,6 +84,10 @@ def add_parsers(sub: Any, number: Any, choice: Any) -> None:
                    default=0)
     f.add_argument("--max-steps", type=number("a step bound", 10, 10_000_000, integer=True),
                    default=20_000, help="switch points per execution before giving up")
+    f.add_argument("--watchdog", type=number("a number of seconds", 0, low_open=True),
+                   default=10.0, help="end an execution whose running thread reaches no switch "
+                                      "point for this long, with its stack (default "
+                                      "%(default)s)")
     f.add_argument("--token-file", metavar="PATH",
                    help="before each execution, write what is running; at a failure, its "
                         "replay token (survives a crash or a hang)")
@@ -144,7 +148,7 @@ def search_options(ns: argparse.Namespace) -> dict[str, Any]:
     """``explore``'s options for this command line (also what each job gets)."""
     space = ProgramSpace(**_pins(ns))
     return dict(scheduler=ns.scheduler, seconds=ns.seconds, depth=ns.depth,
-                preemptions=ns.preemptions, max_steps=ns.max_steps,
+                preemptions=ns.preemptions, max_steps=ns.max_steps, watchdog=ns.watchdog,
                 rounds=ns.rounds if ns.rounds is not None else 2,
                 space=None if space.pinned else space)
 
@@ -178,7 +182,8 @@ def run_fuzz(ns: argparse.Namespace, write_json: Any) -> int:
         if ns.scheduler == "hypothesis":
             return hypothesis_search(spec, seed=ns.seed, seconds=ns.seconds,
                                      executions=ns.executions, max_steps=ns.max_steps,
-                                     pins=hypothesis_pins(ns), progress=progress)
+                                     pins=hypothesis_pins(ns), progress=progress,
+                                     token_file=ns.token_file, watchdog=ns.watchdog)
         options = search_options(ns)
         program = make_program(scenario, options["rounds"], execution=ns.execution) \
             if ns.execution else None
@@ -258,11 +263,38 @@ def run_replay(ns: argparse.Namespace) -> int:
         note = "the same failure, at the same step" if same else (
             f"a different failure than recorded ({case.expect_kind} at step "
             f"{case.expect_step})")
-        print(f"verdict: FAIL against {against}: {out.kind} at step {out.step}: {note}")
+        print(f"verdict: FAIL against {against}: {out.kind} at step {out.step}: {note}"
+              + _divergence(result, len(case.schedule),
+                          "this failure happened on a different interleaving from there"))
         return EXIT_FAIL
-    print(f"verdict: PASS against {against}: the replayed interleaving loses no dirty bit "
-          f"({out.steps} switch points)")
+    left = _divergence(result, len(case.schedule),
+                       "the fix was exercised on a different interleaving from there")
+    decisions = len(out.schedule)
+    past = (f"; the {len(case.schedule)} recorded decisions followed, then the default schedule"
+            f" for {decisions - len(case.schedule)} more" if decisions > len(case.schedule) else "")
+    print(f"verdict: PASS against {against}" + (left or f": the replayed interleaving loses no "
+                                                        f"dirty bit ({out.steps} switch points"
+                                                        f"{past})"))
     return EXIT_OK
+
+
+def _divergence(result: Any, recorded: int, what: str) -> str:
+    """Where a replay left its recorded schedule, and what differed: ""
+    if it followed it to the end."""
+    names = result.names
+
+    def name(tid: int) -> str:
+        return names[tid] if 0 <= tid < len(names) else f"thread {tid}"
+
+    decisions = len(result.outcome.schedule)
+    ran = (f"it made {decisions} scheduling decisions ({result.outcome.steps} switch points) "
+           f"where {recorded} were recorded")
+    if result.diverged_at is not None and result.divergence is not None:
+        chosen, runnable = result.divergence
+        return (f", but the replay left the recorded schedule at decision "
+                f"{result.diverged_at + 1} (recorded {name(chosen)}, runnable "
+                f"[{', '.join(name(t) for t in runnable)}]); {ran}: {what}")
+    return ""
 
 
 def _fill(pins: dict[str, Any]) -> dict[str, Any]:

@@ -14,7 +14,14 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from ..errors import UsageError
 from ..harness.interrupt import interrupted as _interrupted
 from ..harness.interrupt import signals_interrupt
-from ..harness.limits import MAX_EXECUTIONS, MAX_SECONDS, MAX_TOTAL_PAGES, SEED_RANGE
+from ..harness.limits import (
+    MAX_EXECUTIONS,
+    MAX_PROCESS_WRITERS,
+    MAX_SECONDS,
+    MAX_TOTAL_PAGES,
+    MAX_WRITERS,
+    SEED_RANGE,
+)
 from ..harness.output import check_output_path, write_text
 from ..harness.scenario import ENGINES, MODES, WORKLOADS, Scenario
 
@@ -70,6 +77,14 @@ def _number(kind: str, low: float, high: float = MAX_SECONDS, integer: bool = Fa
     return parse
 
 
+def add_watchdog(group: Any, default: float) -> None:
+    """``--watchdog S`` (stress, fuzz, mutants)."""
+    group.add_argument("--watchdog", type=_number("a number of seconds", 0, low_open=True),
+                       default=default,
+                       help="end the run when code under test makes no progress for this "
+                            "long, with its stack (default %(default)s)")
+
+
 def _choice(kind: str, choices: Sequence[str]) -> Any:
     def parse(text: str) -> str:
         if text not in choices:
@@ -121,11 +136,12 @@ def _add_stress(sub: Any) -> None:
     g.add_argument("--engine", action="append", type=_choice("an engine", ENGINES),
                    help="threads or processes (repeatable; default: both)")
     g = s.add_argument_group("scenario")
-    g.add_argument("--writers", type=_number("a number of writers", 1, 512, True),
+    g.add_argument("--writers", type=_number("a number of writers", 1, MAX_WRITERS, True),
                    default=_DEFAULT.writers, help="vCPU writers (default %(default)s)")
     g.add_argument("--slots", type=_number("a number of slots", 1, 4096, True),
                    default=_DEFAULT.slots, help="memslots (default %(default)s)")
-    g.add_argument("--pages", type=_number("a number of pages per slot", 1, 1 << 24, True),
+    g.add_argument("--pages",
+                   type=_number("a number of pages per slot", 1, MAX_TOTAL_PAGES, True),
                    default=_DEFAULT.pages, help="pages per slot (default %(default)s)")
     g.add_argument("--workload", type=_choice("a workload", WORKLOADS),
                    default=_DEFAULT.workload, help="uniform, hot or sequential "
@@ -155,6 +171,7 @@ def _add_stress(sub: Any) -> None:
     g.add_argument("--lock-timeout", type=_number("a number of seconds", 0, low_open=True),
                    default=_DEFAULT.lock_timeout,
                    help="report a deadlock after waiting this long (default %(default)s)")
+    add_watchdog(g, _DEFAULT.watchdog)
     g = s.add_argument_group("perturbation and output")
     g.add_argument("--seed", type=_number("an integer seed", *SEED_RANGE, True),
                    default=_DEFAULT.seed, help="seed for workloads and noise")
@@ -177,7 +194,7 @@ def _scenario_args(ns: argparse.Namespace) -> dict[str, Any]:
                 max_executions=ns.executions, seed=ns.seed, noise=ns.noise,
                 switch_interval=ns.switch_interval, interval=ns.interval,
                 initially_set=ns.initially_set, lock_timeout=ns.lock_timeout, tlb=ns.tlb,
-                **path_args(ns))
+                **path_args(ns), watchdog=ns.watchdog)
 
 
 _FLAGS = {"max_executions": "--executions"}
@@ -240,8 +257,8 @@ def _write_report(path: str, report: dict[str, Any]) -> None:
 
 def _stress(ns: argparse.Namespace) -> int:
     from ..dirtylog import BUILTIN_ALGORITHMS, resolve_algorithm
-    from ..engines.free import run_cell
-    from .report import ProgressPrinter, summary_line, verdict_table
+    from ..engines.free import CellResult, run_cell
+    from .report import ProgressPrinter
 
     algorithms = ns.algorithm or list(BUILTIN_ALGORITHMS)
     engines = ns.engine or list(ENGINES)
@@ -250,6 +267,10 @@ def _stress(ns: argparse.Namespace) -> int:
     if ns.slots * ns.pages > MAX_TOTAL_PAGES:
         raise UsageError(f"expected --slots x --pages at most {MAX_TOTAL_PAGES} guest pages in "
                          f"all, got {ns.slots} x {ns.pages} = {ns.slots * ns.pages}")
+    if "processes" in engines and ns.writers > MAX_PROCESS_WRITERS:
+        raise UsageError(f"expected --writers at most {MAX_PROCESS_WRITERS} on the processes "
+                         f"engine (each writer is a Python interpreter), got {ns.writers}; "
+                         f"--engine threads takes up to {MAX_WRITERS}")
     cells = [Scenario(algorithm=a, engine=e, **_scenario_args(ns))
              for a in algorithms for e in engines]
     results: list[CellResult] = []
@@ -275,15 +296,42 @@ def _stress(ns: argparse.Namespace) -> int:
     try:
         for n, scenario in enumerate(cells, 1):
             printer = ProgressPrinter(sys.stderr, cell=f"{n}/{len(cells)} ")
+            def not_run(n: int = n) -> list[CellResult]:
+                return [CellResult(algorithm=_name(c.algorithm), engine=c.engine,
+                                   scenario=c.to_dict(), rerun=rerun_command(c), not_run=True)
+                        for c in cells[n:]]
+
+            def abandon(stuck: CellResult, not_run: Any = not_run,
+                        printer: ProgressPrinter = printer,
+                        done: list[CellResult] = results) -> None:
+                # The watchdog could not unwind a hung harvester: report
+                # from its thread; the process exits right after.
+                printer.finish()
+                _stress_report(ns, [*done, stuck, *not_run()], False, extra)
+
             result = run_cell(scenario, progress=None if ns.quiet else printer,
-                              rerun=rerun_command(scenario))
+                              rerun=rerun_command(scenario), on_abandon=abandon)
             printer.finish()
             results.append(result)
             if result.interrupted:
                 raise KeyboardInterrupt
+            if result.error:
+                # An error in the code under test (a deadlock, a dying writer,
+                # a hang, a method that raised) ends the run: what comes after
+                # it would run on a broken premise. A lost bit does not: the
+                # other cells still say which algorithms hold.
+                results += not_run()
+                break
     except KeyboardInterrupt:
         interrupted = True
         _interrupted("writers stopped, shared memory unlinked")
+    return _stress_report(ns, results, interrupted, extra)
+
+
+def _stress_report(ns: argparse.Namespace, results: list[CellResult], interrupted: bool,
+                   extra: dict[str, Any] | None = None) -> int:
+    from .report import summary_line, verdict_table
+
     print(verdict_table(results))
     print(summary_line(results, interrupted))
     for r in results:
@@ -333,6 +381,10 @@ def _mutant_names(ns: argparse.Namespace) -> None:
                              f"name (concurrent-dirty mutants lists them) or module:Class, got "
                              f"{spec!r}{hint}")
     ns.algorithm = refs if isinstance(value, list) else refs[0]
+def _name(spec: str) -> str:
+    from ..dirtylog import algorithm_name, resolve_algorithm
+
+    return algorithm_name(resolve_algorithm(spec))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

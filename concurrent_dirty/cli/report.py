@@ -53,8 +53,11 @@ _COLUMNS = ("algorithm", "engine", "verdict", "execs", "execs/s", "writes", "fau
 
 
 def verdict_table(results: list[CellResult]) -> str:
-    rows = [_COLUMNS]
+    rows: list[tuple[str, ...]] = [_COLUMNS]
     for r in results:
+        if r.not_run:
+            rows.append((r.algorithm, r.engine, r.status, *["-"] * (len(_COLUMNS) - 3)))
+            continue
         lat = r.latency_ms or {"p50": 0.0, "p99": 0.0, "max": 0.0}
         rows.append((r.algorithm, r.engine, r.status, str(r.executions),
                      f"{r.executions_per_second:.0f}", str(r.writes), str(r.faults),
@@ -79,8 +82,13 @@ def summary_line(results: list[CellResult], interrupted: bool = False) -> str:
     writes = sum(r.writes for r in results)
     rounds = sum(r.rounds for r in results)
     seconds = sum(r.seconds for r in results)
-    tried = (f"{len(results)} cells, {executions} executions, {writes} writes, {rounds} harvest "
+    ran = [r for r in results if not r.not_run]
+    tried = (f"{len(ran)} cells, {executions} executions, {writes} writes, {rounds} harvest "
              f"rounds in {seconds:.1f}s")
+    if len(ran) < len(results):
+        first = next(r for r in ran if r.error)
+        tried += (f"; {len(results) - len(ran)} not run: the run ended at the first error, in "
+                  f"{first.algorithm}/{first.engine}")
     if violations or errors:
         return f"verdict: FAIL ({violations} violations, {errors} errors; {tried})"
     if interrupted:

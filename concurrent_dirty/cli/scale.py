@@ -37,7 +37,8 @@ def add_options(parser: Any, number: Any, *, db: bool) -> None:
     g.add_argument("--jobs", type=number("a number of jobs", 1, 1024, integer=True),
                    default=None,
                    help=f"worker processes on this machine (default: the number of cores, "
-                        f"{default_jobs()} here{'; fuzz --token-file: 1' if db else ''}); "
+                        f"{default_jobs()} here{'; fuzz --token-file: 1' if db else ''}; "
+                        f"stress: 1, its cells one after another); "
                         f"1 runs in this process")
     g.add_argument("--shard", type=shard, default=Shard(), metavar="K/N",
                    help="run part K of N of the campaign (a CI matrix of N jobs covers it "
@@ -53,7 +54,11 @@ def resolve_jobs(ns: argparse.Namespace) -> int:
     ``fuzz --token-file`` unless ``--jobs`` says otherwise: the pending
     token before each execution is a promise only one process can keep."""
     if ns.jobs is None:
-        ns.jobs = 1 if getattr(ns, "token_file", None) else default_jobs()
+        # stress runs its cells one after another unless told otherwise: the
+        # free-running engines measure timing-sensitive races, and two cells
+        # sharing the cores disturb each other's interleavings and figures.
+        one = getattr(ns, "token_file", None) or ns.command == "stress"
+        ns.jobs = 1 if one else default_jobs()
     return int(ns.jobs)
 
 
@@ -302,7 +307,7 @@ def stress_cells(ns: argparse.Namespace, cells: list[Scenario],
     """The shard's cells in jobs (``--jobs`` > 1): results in cell order,
     whether Ctrl-C ended the run, and the per-job split for the JSON."""
     from ..search.pool import run_jobs
-    from ..search.scale import job_json, split_cells
+    from ..search.scale import ERROR, job_json, split_cells
 
     split = split_cells(len(cells), Shard(), ns.jobs)  # cells: this shard's already
     done: dict[int, CellResult] = {}
@@ -322,8 +327,13 @@ def stress_cells(ns: argparse.Namespace, cells: list[Scenario],
             for j, indices in enumerate(split) if indices]
     interrupted = False
     outcomes = []
+
+    def stop_on(job: int, kind: str, payload: Any) -> Any:
+        # An error in the code under test ends the whole run, as in one process.
+        return ERROR if kind == "cell" and payload[1].error else None
+
     try:
-        outcomes = run_jobs(jobs, on_message=on_message)
+        outcomes = run_jobs(jobs, on_message=on_message, stop_on=stop_on)
     except KeyboardInterrupt:
         interrupted = True
     for o in outcomes:
@@ -333,7 +343,16 @@ def stress_cells(ns: argparse.Namespace, cells: list[Scenario],
     labels = {j: [f"{cells[i].algorithm}/{cells[i].engine}" for i in indices]
               for j, indices in enumerate(split)}
     extra = {"jobs": ns.jobs, "shard": str(ns.shard), "job_split": job_json(outcomes, labels)}
-    return [done[i] for i in sorted(done)], interrupted, extra
+    results = [done[i] for i in sorted(done)]
+    if any(r.error for r in results):  # the cells an error kept from starting
+        from ..dirtylog import algorithm_name, resolve_algorithm
+        from ..engines.free import CellResult
+
+        results += [CellResult(algorithm=algorithm_name(resolve_algorithm(c.algorithm)),
+                               engine=c.engine, scenario=c.to_dict(), rerun=rerun(c),
+                               not_run=True)
+                    for i, c in enumerate(cells) if i not in done]
+    return results, interrupted, extra
 
 
 def shard_cells(ns: argparse.Namespace, count: int) -> list[int]:
@@ -355,7 +374,7 @@ def zoo_campaign(ns: argparse.Namespace, mutants: Any, engines: list[str],
     correct algorithm or a look-alike still fails (a false alarm)."""
     from ..search.pool import run_jobs
     from ..search.scale import job_json, split_cells
-    from ..search.zoo import ZooReport, run_zoo_cell, zoo_plan
+    from ..search.zoo import Cell, ZooReport, hang_of, run_zoo_cell, zoo_plan
 
     resolve_jobs(ns)
     plan = zoo_plan(mutants, engines, correct=ns.correct, hints=ns.hints)
@@ -389,7 +408,13 @@ def zoo_campaign(ns: argparse.Namespace, mutants: Any, engines: list[str],
     try:
         if ns.jobs == 1:
             for index in split[0]:
-                cells[index] = run_zoo_cell(plan[index], seeds=ns.seeds, budget=ns.budget)
+                if report.ended_by:  # a hang ended the run: the rest is not run
+                    name, _, role, breaks, _, engine = plan[index]
+                    cells[index] = Cell(name, role, breaks, engine, not_run=True)
+                    continue
+                cells[index] = run_zoo_cell(plan[index], seeds=ns.seeds, budget=ns.budget,
+                                            watchdog=ns.watchdog)
+                report.ended_by = hang_of(cells[index])
                 progress(cells[index])
         else:
             def on_message(job: int, kind: str, payload: Any) -> None:
@@ -399,7 +424,7 @@ def zoo_campaign(ns: argparse.Namespace, mutants: Any, engines: list[str],
 
             jobs = [Job(j, "concurrent_dirty.search.scale:zoo_job",
                         {"cells": [(i, plan[i]) for i in indices], "seeds": ns.seeds,
-                         "budget": ns.budget})
+                         "budget": ns.budget, "watchdog": ns.watchdog})
                     for j, indices in enumerate(split) if indices]
             outcomes = run_jobs(jobs, on_message=on_message)
             for o in outcomes:
@@ -412,6 +437,8 @@ def zoo_campaign(ns: argparse.Namespace, mutants: Any, engines: list[str],
             extra["job_split"] = job_json(outcomes, labels)
     finally:
         report.cells = [cells[i] for i in sorted(cells)]
+        if not report.ended_by:  # jobs: the first hang in table order (cells ran in parallel)
+            report.ended_by = next((h for h in map(hang_of, report.cells) if h), "")
     if db is not None:
         from ..search.failstore import save_failure
 

@@ -15,8 +15,9 @@ from collections.abc import Callable
 from typing import Any
 
 from .._core import switch as _switch
-from .._core.runtime import DEFAULT_WATCHDOG, Observer, Runtime, Scheduler
+from .._core.runtime import DEFAULT_WATCHDOG, Observer, Outcome, Runtime, Scheduler, Verdict
 from ..dirtylog import DirtyLogAlgorithm, algorithm_name, algorithm_ref, resolve_algorithm
+from ..errors import CodeUnderTestError
 from ..harness.execution import ExecutionResult, Vm, run_harvester, run_writes
 from ..harness.program import Program, Write
 from ..harness.scenario import Scenario
@@ -58,9 +59,15 @@ def run_controlled(algorithm: str | type[DirtyLogAlgorithm], scenario: Scenario,
 
         scenario = replace(scenario, writers=len(program.writes))
     program.check_fits(scenario.slots * scenario.pages)
-    vm = _vm(cls, scenario)
-    vcpus = vm.local_vcpus()
-    vm.begin(1, fresh_stats=True)
+    try:
+        vm = _vm(cls, scenario)
+        vcpus = vm.local_vcpus()
+        vm.begin(1, fresh_stats=True)
+    except CodeUnderTestError as exc:  # before any thread ran: a failure at step 0
+        failed = Outcome(kind=Verdict.ERROR, message=str(exc), thread="set-up", exception=exc)
+        return ExecutionResult(algorithm=algorithm_name(cls), algorithm_ref=algorithm_ref(cls),
+                               scenario=scenario, program=program, outcome=failed,
+                               names=["set-up"])
 
     def words(region: str) -> AtomicWords | None:
         return vm.arena.words(region) if region in vm.layout.regions else None
@@ -82,6 +89,7 @@ def run_controlled(algorithm: str | type[DirtyLogAlgorithm], scenario: Scenario,
                            scenario=scenario, program=program, outcome=outcome,
                            names=[t.name for t in runtime.threads],
                            diverged_at=getattr(scheduler, "diverged_at", None),
+                           divergence=getattr(scheduler, "divergence", None),
                            image=tuple(migration.dest))
 
 

@@ -10,7 +10,9 @@ every path out, Ctrl-C included.
 
 from __future__ import annotations
 
+import os
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,8 +25,9 @@ from ..harness.execution import Vm, run_harvester
 from ..harness.interrupt import deferred_interrupts
 from ..harness.oracle import Violation
 from ..harness.scenario import Scenario
-from ..model.arena import Arena
+from ..model.arena import Arena, unlink_all
 from ..model.sync import actor_name
+from .watchdog import Watchdog
 from .workers import (
     CTL,
     CTL_DONE,
@@ -82,12 +85,16 @@ class CellResult:
     rerun: str = ""
     #: Ctrl-C (or SIGTERM) ended the cell early; its figures are partial.
     interrupted: bool = False
+    #: An earlier cell's error ended the run before this one started.
+    not_run: bool = False
     #: For a one-execution cell: the destination's guest memory at the end
     #: (page values by gfn), to compare engines on the same program.
     image: tuple[int, ...] = ()
 
     @property
     def status(self) -> str:
+        if self.not_run:
+            return "not run"
         if self.interrupted and not self.violations and not self.error:
             return "interrupted"
         if self.error:
@@ -116,9 +123,15 @@ class CellResult:
 
 
 def run_cell(scenario: Scenario, *, progress: Callable[[Progress], None] | None = None,
-             rerun: str = "") -> CellResult:
+             rerun: str = "",
+             on_abandon: Callable[[CellResult], None] | None = None) -> CellResult:
     """Run ``scenario`` within its budget. Violations and errors of the code
-    under test land in the result; bad arguments raise :class:`UsageError`."""
+    under test land in the result; bad arguments raise :class:`UsageError`.
+
+    A harvester hung in the code under test that cannot be unwound (see
+    :mod:`.watchdog`) is abandoned: the writers are stopped, the shared
+    memory unlinked, ``on_abandon(result)`` reports (default: the error on
+    stderr) and the process exits with code 1."""
     cls = resolve_algorithm(scenario.algorithm)
     name = algorithm_name(cls)
     result = CellResult(algorithm=name, engine=scenario.engine, scenario=scenario.to_dict(),
@@ -126,6 +139,7 @@ def run_cell(scenario: Scenario, *, progress: Callable[[Progress], None] | None 
     processes = scenario.engine == "processes"
     vm: Vm | None = None
     workers: ThreadWorkers | ProcessWorkers | None = None
+    watchdog: Watchdog | None = None
     previous_hook = _switch.current()
     previous_interval = sys.getswitchinterval()
     start = time.monotonic()
@@ -141,19 +155,32 @@ def run_cell(scenario: Scenario, *, progress: Callable[[Progress], None] | None 
             else ThreadWorkers(vm.arena, spec, cls)
         with deferred_interrupts():  # never leave a child started but not set up
             workers.start()
+        beat = [0]  # the harvester's heartbeat: rounds, waits, executions
+        checking = workers.check
+
+        def on_wait() -> None:
+            beat[0] += 1
+            checking()
+
         # A writer that dies holding mmu_lock or inside a read-side section
         # must end the run now, not after the lock timeout.
-        vm.kvm.watch(workers.check)
+        vm.kvm.watch(on_wait)
         _wait_ready(vm.arena, scenario, workers)
-        _drive(scenario, vm, workers, result, progress)
+        watchdog = _watchdog(scenario, vm, workers, result, beat, on_abandon)
+        _drive(scenario, vm, workers, result, progress, beat)
     except ConcurrentDirtyError as exc:
         if isinstance(exc, UsageError) and vm is None:
             raise
-        if not isinstance(exc, InvariantViolation):
+        if watchdog is not None and watchdog.fired is not None:
+            watchdog.unwound.set()
+            result.error = f"HangError: {watchdog.fired}"
+        elif not isinstance(exc, InvariantViolation):
             result.error = f"{type(exc).__name__}: {exc}"
     except KeyboardInterrupt:
         result.interrupted = True
     finally:
+        if watchdog is not None:
+            watchdog.stop()
         _switch.install(previous_hook)
         sys.setswitchinterval(previous_interval)
         if workers is not None:
@@ -168,6 +195,33 @@ def run_cell(scenario: Scenario, *, progress: Callable[[Progress], None] | None 
     return result
 
 
+def _watchdog(scenario: Scenario, vm: Vm, workers: ThreadWorkers | ProcessWorkers,
+              result: CellResult, beat: list[int],
+              on_abandon: Callable[[CellResult], None] | None) -> Watchdog:
+    def abandon(report: str) -> None:
+        # The harvester (this process's driver) is stuck for good: clean up
+        # from here, report, and end the process.
+        result.error = f"HangError: {report}"
+        try:
+            workers.stop()
+        finally:
+            unlink_all()
+        if on_abandon is not None:
+            on_abandon(result)
+        else:
+            sys.stderr.write(f"ERROR in {result.algorithm}/{result.engine}: {result.error}\n")
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(1)
+
+    watchdog = Watchdog(scenario.watchdog, on_stuck=abandon)
+    watchdog.watch_thread("the harvester (the driver thread)", threading.get_ident(),
+                          lambda: beat[0])
+    workers.watch(watchdog)
+    watchdog.start()
+    return watchdog
+
+
 def _wait_ready(arena: Arena, scenario: Scenario, workers: ThreadWorkers | ProcessWorkers) -> None:
     ctl = arena.words(CTL)
     deadline = time.monotonic() + 120
@@ -179,7 +233,8 @@ def _wait_ready(arena: Arena, scenario: Scenario, workers: ThreadWorkers | Proce
 
 
 def _drive(scenario: Scenario, vm: Vm, workers: ThreadWorkers | ProcessWorkers,
-           result: CellResult, progress: Callable[[Progress], None] | None) -> None:
+           result: CellResult, progress: Callable[[Progress], None] | None,
+           beat: list[int]) -> None:
     """The executions of a cell: fresh state, start the writers, the
     harness's harvester until they are done; until the budget is spent or
     a bit is lost."""
@@ -194,6 +249,7 @@ def _drive(scenario: Scenario, vm: Vm, workers: ThreadWorkers | ProcessWorkers,
     tick = {"next": start, "seen": -1, "change": start}
 
     def after_round() -> None:
+        beat[0] += 1
         now = time.monotonic()
         if not short and now >= deadline:
             ctl.store(CTL_END, 1)
@@ -219,6 +275,7 @@ def _drive(scenario: Scenario, vm: Vm, workers: ThreadWorkers | ProcessWorkers,
         while time.monotonic() < deadline and (
                 scenario.max_executions is None or execution < scenario.max_executions):
             execution += 1
+            beat[0] += 1
             result.executions = execution
             vm.begin(execution)
             ctl.store(CTL_DONE, 0)

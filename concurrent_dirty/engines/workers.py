@@ -9,6 +9,7 @@ dead partner is noticed (a child checks that its parent is still alive).
 
 from __future__ import annotations
 
+import faulthandler
 import os
 import pickle
 import select
@@ -25,19 +26,20 @@ from itertools import islice
 from .._core import switch as _switch
 from ..dirtylog import DirtyLogAlgorithm, resolve_algorithm
 from ..errors import WorkerDied
-from ..harness.execution import attach_kvm, make_vcpu, run_writes
+from ..harness.execution import attach_kvm, make_vcpu, new_algorithm, run_writes
 from ..harness.program import writer_stream
 from ..harness.scenario import Scenario
 from ..model.arena import Arena, Layout
 from ..model.atomic import AtomicWords
 from ..model.memslot import MemslotTable
+from .watchdog import STACK_SIGNAL, Watchdog, read_dump
 
 #: The engine's own regions (quiet: not switch points).
 CTL, STATS = "harness:ctl", "harness:stats"
 CTL_GEN, CTL_DONE, CTL_STOP, CTL_END, CTL_READY = range(5)
 CTL_WORDS = 8
-STAT_WRITES, STAT_FAULTS, STAT_ON_BEHALF, STAT_EXECUTIONS = range(4)
-STAT_WORDS = 4
+STAT_WRITES, STAT_FAULTS, STAT_ON_BEHALF, STAT_EXECUTIONS, STAT_BEAT = range(5)
+STAT_WORDS = 5
 _PUBLISH_EVERY = 64
 _CHECK_EVERY = 16
 _PARENT_EVERY = 1024
@@ -58,9 +60,11 @@ class WorkerSpec:
 
 
 def _wait_for_execution(ctl: AtomicWords, last: int,
-                        parent_alive: Callable[[], bool]) -> int | None:
+                        parent_alive: Callable[[], bool],
+                        beat: Callable[[], None] = lambda: None) -> int | None:
     polls = 0
     while True:
+        beat()  # idle, not hung
         if ctl.load(CTL_STOP):
             return None
         gen = ctl.load(CTL_GEN)
@@ -81,7 +85,17 @@ def writer_main(arena: Arena, spec: WorkerSpec, cls: type[DirtyLogAlgorithm], vc
     kvm = attach_kvm(arena, spec.memslots, scenario)
     ctl = arena.words(CTL)
 
+    stats = arena.words(STATS)
+    first_stat = vcpu_id * STAT_WORDS
+    beats = [0]
+
+    def beat() -> None:
+        # The watchdog's heartbeat: every write, wait and idle poll.
+        beats[0] += 1
+        stats.store(first_stat + STAT_BEAT, beats[0])
+
     def while_waiting() -> None:
+        beat()
         if not parent_alive():
             raise WorkerDied("the driver died while this writer waited")
         if ctl.load(CTL_STOP):
@@ -89,8 +103,6 @@ def writer_main(arena: Arena, spec: WorkerSpec, cls: type[DirtyLogAlgorithm], vc
 
     kvm.watch(while_waiting)
     vcpu = make_vcpu(cls, kvm, vcpu_id)
-    stats = arena.words(STATS)
-    first_stat = vcpu_id * STAT_WORDS
 
     def publish() -> None:
         stats.store(first_stat + STAT_WRITES, vcpu.writes)
@@ -99,6 +111,7 @@ def writer_main(arena: Arena, spec: WorkerSpec, cls: type[DirtyLogAlgorithm], vc
         stats.store(first_stat + STAT_EXECUTIONS, vcpu.executions)
 
     def stop(n: int) -> bool:
+        beat()
         if n and n % _PUBLISH_EVERY == 0:
             publish()
         if n and n % _PARENT_EVERY == 0 and not parent_alive():
@@ -111,11 +124,11 @@ def writer_main(arena: Arena, spec: WorkerSpec, cls: type[DirtyLogAlgorithm], vc
     last = 0
     try:
         while True:
-            gen = _wait_for_execution(ctl, last, parent_alive)
+            gen = _wait_for_execution(ctl, last, parent_alive, beat)
             if gen is None:
                 return
             last = gen
-            vcpu.new_execution(cls(kvm))
+            vcpu.new_execution(new_algorithm(cls, kvm))
             writes = writer_stream(scenario, spec.memslots, gen, vcpu_id)
             run_writes(vcpu, islice(writes, scenario.writes) if short else writes, stop)
             vcpu.executions += 1
@@ -125,6 +138,10 @@ def writer_main(arena: Arena, spec: WorkerSpec, cls: type[DirtyLogAlgorithm], vc
         pass
 
 
+def _beat(stats: AtomicWords, wid: int) -> Callable[[], int]:
+    return lambda: stats.load(wid * STAT_WORDS + STAT_BEAT)
+
+
 class ThreadWorkers:
     """Writers as ``threading.Thread``s over the driver's own arena."""
 
@@ -132,6 +149,16 @@ class ThreadWorkers:
         self.arena, self.spec, self.cls = arena, spec, cls
         self.errors: list[tuple[int, BaseException, str]] = []
         self.threads: list[threading.Thread] = []
+        self.watchdog: Watchdog | None = None
+
+    def watch(self, watchdog: Watchdog) -> None:
+        """Put every writer under ``watchdog``; :meth:`check` raises its hang."""
+        self.watchdog = watchdog
+        stats = self.arena.words(STATS)
+        for wid, t in enumerate(self.threads):
+            assert t.ident is not None
+            watchdog.watch_thread(f"vcpu {wid} (thread {t.name})", t.ident,
+                                  _beat(stats, wid))
 
     def start(self) -> None:
         for wid in range(self.spec.scenario.writers):
@@ -146,6 +173,8 @@ class ThreadWorkers:
             self.errors.append((wid, exc, traceback.format_exc()))
 
     def check(self) -> None:
+        if self.watchdog is not None:
+            self.watchdog.check()
         if self.errors:
             wid, exc, tb = self.errors[0]
             raise WorkerDied(f"vcpu {wid} (thread) raised {type(exc).__name__}: {exc}\n{tb}")
@@ -153,7 +182,9 @@ class ThreadWorkers:
     def stop(self) -> list[str]:
         self.arena.words(CTL).store(CTL_STOP, 1)
         stuck: list[str] = []
-        deadline = time.monotonic() + self.spec.scenario.lock_timeout + 5
+        hung = self.watchdog is not None and self.watchdog.fired is not None
+        deadline = time.monotonic() + (self.watchdog.grace if hung and self.watchdog
+                                       else self.spec.scenario.lock_timeout + 5)
         for t in self.threads:
             t.join(max(0.0, deadline - time.monotonic()))
             if t.is_alive():
@@ -171,6 +202,9 @@ def child_entry() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     arena_name, spec, vcpu_id, parent_pid, error_fd = pickle.load(sys.stdin.buffer)
     with os.fdopen(error_fd, "wb", buffering=0) as errors:
+        # The watchdog's way to see where a hung writer is: its stack on
+        # the error pipe, then it is killed.
+        faulthandler.register(STACK_SIGNAL, file=errors, all_threads=False)
         try:
             if spec.scenario.noise:
                 _switch.install(_switch.NoiseHook(spec.scenario.noise,
@@ -202,6 +236,27 @@ class ProcessWorkers:
         self.procs: list[subprocess.Popen[bytes]] = []
         self.pipes: list[int] = []
         self._stopping = False
+        self.watchdog: Watchdog | None = None
+
+    def watch(self, watchdog: Watchdog) -> None:
+        """Put every writer process under ``watchdog``; :meth:`check` raises
+        its hang."""
+        self.watchdog = watchdog
+        stats = self.arena.words(STATS)
+        for wid, p in enumerate(self.procs):
+            watchdog.watch_process(f"vcpu {wid} (process {p.pid})", _beat(stats, wid),
+                                   lambda wid=wid: self._dump(wid))  # type: ignore[misc]
+
+    def _dump(self, wid: int) -> str:
+        """The stack of a hung writer process (faulthandler), then kill it."""
+        p, fd = self.procs[wid], self.pipes[wid]
+        try:
+            os.kill(p.pid, STACK_SIGNAL)
+            stack = read_dump(fd, 2.0) or "(it did not dump its stack)"
+        except OSError as exc:
+            stack = f"(no stack: {exc})"
+        p.kill()
+        return stack
 
     def start(self) -> None:
         assert self.arena.name is not None
@@ -235,6 +290,8 @@ class ProcessWorkers:
         return data.decode(errors="replace") if data else None
 
     def check(self) -> None:
+        if self.watchdog is not None:
+            self.watchdog.check()
         for wid, p in enumerate(self.procs):
             code = p.poll()
             if code is not None and not self._stopping:

@@ -30,10 +30,11 @@ from ..model.memslot import MemslotFlags, MemslotTable
 from .oracle import Migration
 from .program import Program, Write, build_memslots
 from .scenario import Scenario
+from .usercode import call_user
 from .vcpu import Vcpu
 
 __all__ = ["COMPLETED", "ExecutionResult", "Vm", "apply_model", "attach_kvm", "make_vcpu",
-           "raise_first", "run_harvester", "run_writes", "slot_flags"]
+           "new_algorithm", "raise_first", "run_harvester", "run_writes", "slot_flags"]
 
 #: The oracle's record of completed writes (harness bookkeeping, quiet).
 COMPLETED = "harness:completed"
@@ -51,7 +52,7 @@ def slot_flags(cls: type[DirtyLogAlgorithm]) -> MemslotFlags:
 
 def _declared(cls: type[DirtyLogAlgorithm], method: str, memslots: MemslotTable) -> dict[str, int]:
     fn = getattr(cls, method, None)
-    value = fn(memslots) if fn is not None else {}
+    value = call_user(f"{cls.__name__}.{method}", fn, memslots) if fn is not None else {}
     if not isinstance(value, dict) or not all(
             isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and v > 0
             for k, v in value.items()):
@@ -94,8 +95,14 @@ _MODEL_OPTIONS = frozenset({"fast_page_fault", "clear_words", "tlb", "pml", "pml
 
 
 def make_vcpu(cls: type[DirtyLogAlgorithm], kvm: Kvm, vcpu_id: int) -> Vcpu:
-    return Vcpu(vcpu_id, kvm, cls(kvm), kvm.arena.words(COMPLETED),
+    return Vcpu(vcpu_id, kvm, new_algorithm(cls, kvm), kvm.arena.words(COMPLETED),
                 fixing=kvm.arena.words(FIXING))
+
+
+def new_algorithm(cls: type[DirtyLogAlgorithm], kvm: Kvm) -> DirtyLogAlgorithm:
+    """``cls(kvm)``; an exception in the constructor is the code under
+    test's (a :class:`~concurrent_dirty.errors.CodeUnderTestError`)."""
+    return call_user(f"{cls.__name__}.__init__ (the constructor)", cls, kvm)
 
 
 class Vm:
@@ -120,7 +127,7 @@ class Vm:
         try:
             self.kvm = self.attach(self.arena)
             self.completed = self.arena.words(COMPLETED)
-            self.algorithm = cls(self.kvm)
+            self.algorithm = new_algorithm(cls, self.kvm)
             self.migration = Migration(self.kvm, self.algorithm, self.completed,
                                        algorithm_name=algorithm_name(cls), engine=engine,
                                        seed=scenario.seed, rerun=rerun,
@@ -144,17 +151,18 @@ class Vm:
             self.arena.zero(region)
         # Fresh algorithm objects too: whatever Python state one keeps must
         # not leak from one execution into the next (replays depend on it).
-        self.algorithm = self.cls(self.kvm)
+        self.algorithm = new_algorithm(self.cls, self.kvm)
         for slot in self.memslots:
             if slot.logging:
-                self.algorithm.enable_dirty_logging(slot)
+                call_user(f"{self.cls.__name__}.enable_dirty_logging",
+                          self.algorithm.enable_dirty_logging, slot)
         self.migration.begin(execution, self.algorithm)
         self.migration.violations.clear()
         if fresh_stats:
             self.migration.latencies.clear()
         self.execution = execution
         for vcpu in self._vcpus:
-            vcpu.new_execution(self.cls(self.kvm))
+            vcpu.new_execution(new_algorithm(self.cls, self.kvm))
 
     def vcpu(self, vcpu_id: int) -> Vcpu:
         """A writer over this VM's own view."""
@@ -239,6 +247,8 @@ class ExecutionResult:
     names: list[str] = field(default_factory=list)
     #: Where a replay left its recorded schedule (None: it followed it).
     diverged_at: int | None = None
+    #: There: the recorded thread and the runnable ones (ids into ``names``).
+    divergence: tuple[int, tuple[int, ...]] | None = None
     #: The destination's guest memory at the end (page values, by gfn).
     image: tuple[int, ...] = ()
 

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from ..errors import UsageError
+from .limits import MAX_PROCESS_WRITERS, MAX_TOTAL_PAGES, MAX_WRITERS
 
 __all__ = ["ENGINES", "MODES", "WORKLOADS", "Scenario"]
 
@@ -84,6 +85,9 @@ class Scenario:
     #: writer left; a page reported by every one of them is a stuck bit
     #: (0: off).
     stuck_rounds: int = 2
+    #: Seconds a thread or process of the code under test may go without
+    #: progress before the run ends with a HangError (free-running engines).
+    watchdog: float = 10.0
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
@@ -94,8 +98,8 @@ class Scenario:
                              f"{self.workload!r}{_closest(str(self.workload), WORKLOADS)}")
         if self.mode not in MODES:
             raise UsageError(f"expected a mode in {list(MODES)}, got {self.mode!r}")
-        for name, low, high in (("writers", 1, 512), ("slots", 1, 4096),
-                                ("pages", 1, 1 << 24), ("writes", 1, 1 << 40)):
+        for name, low, high in (("writers", 1, MAX_WRITERS), ("slots", 1, 4096),
+                                ("pages", 1, MAX_TOTAL_PAGES), ("writes", 1, 1 << 40)):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
                 raise UsageError(f"expected an int from {low} to {high} for {name}, "
@@ -116,11 +120,15 @@ class Scenario:
                 or not 1 <= self.pml_entries <= 512:
             raise UsageError(f"expected a number of PML entries from 1 to 512 for pml_entries, "
                              f"got {self.pml_entries!r}")
-        if self.slots * self.pages > 1 << 24:
-            raise UsageError(f"expected at most {1 << 24} guest pages in all, got "
+        if self.engine == "processes" and self.writers > MAX_PROCESS_WRITERS:
+            raise UsageError(f"expected at most {MAX_PROCESS_WRITERS} writers on the processes "
+                             f"engine (each is a Python interpreter), got {self.writers}")
+        if self.slots * self.pages > MAX_TOTAL_PAGES:
+            raise UsageError(f"expected at most {MAX_TOTAL_PAGES} guest pages in all, got "
                              f"{self.slots} slots x {self.pages} pages")
         self._positive("seconds", self.seconds)
         self._positive("lock_timeout", self.lock_timeout)
+        self._positive("watchdog", self.watchdog)
         for name in ("on_behalf", "noise"):
             value = getattr(self, name)
             if value is None and name == "on_behalf":

@@ -47,5 +47,8 @@ def format_trace(result: ExecutionResult) -> str:
             word = s.target
         mark = f"   <== preempts {names[s.preempted]}" if s.preempted is not None else ""
         lines.append(f"{s.index:>5}  {names[s.thread]:<10} {s.op:<20} {word:<22} {change}{mark}")
-    lines.append(f"{out.kind}: {out.message.splitlines()[0] if out.message else ''}")
+    # An error or a hang carries a traceback or a stack: show all of it.
+    whole = out.kind in ("error", "hang")
+    first = out.message.splitlines()[0] if out.message else ""
+    lines.append(f"{out.kind}: {out.message if whole else first}")
     return "\n".join(lines)

@@ -34,6 +34,8 @@ class ReplayScheduler(OneExecution):
     def __init__(self, schedule: Sequence[int]) -> None:
         self.schedule = list(schedule)
         self.diverged_at: int | None = None
+        #: At the divergence: the recorded choice and the runnable threads.
+        self.divergence: tuple[int, tuple[int, ...]] | None = None
         self._pos = 0
 
     def next_thread(self, runnable: Sequence[int], current: int | None) -> int:
@@ -43,4 +45,5 @@ class ReplayScheduler(OneExecution):
             return self.schedule[pos]
         if pos < len(self.schedule) and self.diverged_at is None:
             self.diverged_at = pos
+            self.divergence = (self.schedule[pos], tuple(runnable))
         return current if current is not None else runnable[0]

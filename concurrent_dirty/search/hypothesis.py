@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
+from .._core.runtime import DEFAULT_WATCHDOG, Verdict
 from ..dirtylog import algorithm_name, resolve_algorithm
 from ..engines.controlled import DEFAULT_MAX_STEPS, run_controlled
 from ..errors import InvariantViolation
@@ -18,7 +19,7 @@ from ..harness.execution import ExecutionResult
 from ..harness.program import SLOT_SIZES, Program, boundary_gfns, build_memslots
 from ..harness.scenario import Scenario
 from ..schedulers import Budget, DfsScheduler, PreemptionPoints, ReplayScheduler
-from .runner import FuzzReport, _fresh
+from .runner import FuzzReport, _fresh, _write_pending, pending_token
 
 __all__ = ["Interleaving", "hypothesis_search", "interleavings", "minimize_preemptions"]
 
@@ -38,10 +39,11 @@ class Interleaving:
     rate: int = 0
     noise_seed: int = 0
 
-    def run(self, *, trace: bool = False, max_steps: int = DEFAULT_MAX_STEPS) -> ExecutionResult:
+    def run(self, *, trace: bool = False, max_steps: int = DEFAULT_MAX_STEPS,
+            watchdog: float = DEFAULT_WATCHDOG) -> ExecutionResult:
         scheduler = PreemptionPoints(self.points, rate=self.rate, seed=self.noise_seed)
         return run_controlled(self.algorithm, self.scenario, self.program, _fresh(scheduler),
-                              trace=trace, max_steps=max_steps)
+                              trace=trace, max_steps=max_steps, watchdog=watchdog)
 
     def check(self) -> None:
         """Run it and raise if it fails. In Hypothesis's final run (the
@@ -62,6 +64,10 @@ class Interleaving:
 class _Failed(InvariantViolation):
     """A failing example while Hypothesis explores and shrinks (not the
     final report)."""
+
+
+class _Hung(BaseException):
+    """An example hung (the runtime's watchdog): report it as it is."""
 
 
 class _OutOfTime(BaseException):
@@ -172,7 +178,9 @@ def hypothesis_search(algorithm: str, *, seed: int = 0, seconds: float = 10.0,
                       executions: int = 10_000, max_steps: int = DEFAULT_MAX_STEPS,
                       pins: dict[str, Any] | None = None,
                       stop: Callable[[], bool] | None = None,
-                      progress: Callable[[FuzzReport], None] | None = None) -> FuzzReport:
+                      progress: Callable[[FuzzReport], None] | None = None,
+                      token_file: str | None = None,
+                      watchdog: float = DEFAULT_WATCHDOG) -> FuzzReport:
     """Let Hypothesis search: draw cases from :func:`interleavings` (``pins``
     fixes some of its arguments), run each, and shrink the first failure.
 
@@ -198,7 +206,11 @@ def hypothesis_search(algorithm: str, *, seed: int = 0, seconds: float = 10.0,
         now = time.monotonic()
         if now >= deadline or (stop is not None and not failures and stop()):
             raise _OutOfTime
-        result = case.run(max_steps=max_steps)
+        if token_file:
+            # What is running now, as a token replay accepts: a crash or a
+            # hang still leaves something to replay (as the Runner does).
+            _write_pending(token_file, pending_token(cls, case.scenario, case.program))
+        result = case.run(max_steps=max_steps, watchdog=watchdog)
         report.executions += 1
         report.steps += result.outcome.steps
         report.preemptions += result.outcome.preemptions
@@ -211,6 +223,8 @@ def hypothesis_search(algorithm: str, *, seed: int = 0, seconds: float = 10.0,
                 report.extra["first_failure_seconds"] = round(time.monotonic() - start, 4)
                 report.extra["first_failure_execution"] = report.executions
             failures.append(result)
+            if result.outcome.kind == Verdict.HANG:
+                raise _Hung  # no shrinking: every example would cost a watchdog period
             raise _Failed(f"{result.outcome.kind}: {result.outcome.message}")
 
     test = hseed(seed)(settings(
@@ -221,11 +235,13 @@ def hypothesis_search(algorithm: str, *, seed: int = 0, seconds: float = 10.0,
         test()
     except _OutOfTime:
         report.stopped_by = "seconds" if time.monotonic() >= deadline else "stopped"
+    except _Hung:
+        report.failure = failures[-1]
     except _Failed:
         pass  # the shrunk failure, re-raised by Hypothesis: the last one run
     except Exception as exc:  # Hypothesis's own verdict (Flaky...): ours is below
         report.extra["hypothesis"] = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
-    if failures:
+    if failures and report.failure is None:
         # Hypothesis ends by replaying its shrunk example: the last failure.
         # If time cut the shrinking short, take the smallest seen.
         found = failures[-1] if report.stopped_by is None else min(
@@ -243,6 +259,8 @@ def hypothesis_search(algorithm: str, *, seed: int = 0, seconds: float = 10.0,
         else:
             left = max(0.0, deadline - time.monotonic())
             report.failure = minimize_preemptions(found, seconds=left, max_steps=max_steps)
+    if token_file and report.failure is not None:
+        _write_pending(token_file, report.failure.token)
     report.seconds = time.monotonic() - start
     return report
 

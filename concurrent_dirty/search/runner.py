@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .._core.runtime import Scheduler
+from .._core.runtime import DEFAULT_WATCHDOG, Scheduler, Verdict
 from ..dirtylog import DirtyLogAlgorithm, algorithm_name, algorithm_ref, resolve_algorithm
 from ..engines.controlled import DEFAULT_MAX_STEPS, run_controlled
 from ..harness.execution import ExecutionResult
@@ -117,7 +117,7 @@ class Runner:
                  seconds: float | None = 10.0, max_steps: int = DEFAULT_MAX_STEPS,
                  token_file: str | None = None, name: str = "",
                  stop: Callable[[], bool] | None = None,
-                 stop_reason: str = "stopped") -> None:
+                 stop_reason: str = "stopped", watchdog: float = DEFAULT_WATCHDOG) -> None:
         self.inner = scheduler
         self.budget = Budget(scheduler, executions=executions, seconds=seconds, stop=stop,
                              stop_reason=stop_reason)
@@ -125,6 +125,7 @@ class Runner:
         self.max_steps = max_steps
         self.token_file = token_file
         self.name = name or type(scheduler).__name__
+        self.watchdog = watchdog
 
     def run(self, algorithm: str | type[DirtyLogAlgorithm], cases: Callable[[int], Case],
             progress: Callable[[FuzzReport], None] | None = None) -> FuzzReport:
@@ -144,7 +145,7 @@ class Runner:
                 # or a hang that kills this process still leaves it behind.
                 _write_pending(self.token_file, pending_token(cls, scenario, current))
             result = run_controlled(cls, scenario, current, metrics, max_steps=self.max_steps,
-                                    observe=observe)
+                                    observe=observe, watchdog=self.watchdog)
             report.steps += result.outcome.steps
             executed = getattr(self.inner, "executed", None)
             if executed is not None:
@@ -166,6 +167,8 @@ class Runner:
     def _traced(self, cls: type[DirtyLogAlgorithm], scenario: Scenario, program: Program,
                 result: ExecutionResult, report: FuzzReport) -> ExecutionResult:
         """The same schedule again with the trace on: same steps, same failure."""
+        if result.outcome.kind == Verdict.HANG:
+            return result  # not another watchdog period: the hang has its stack
         traced = run_controlled(cls, scenario, program,
                                 _fresh(ReplayScheduler(result.outcome.schedule)),
                                 max_steps=self.max_steps, trace=True)
@@ -185,6 +188,7 @@ def explore(algorithm: str | type[DirtyLogAlgorithm], scenario: Scenario, *,
             depth: int | None = None, preemptions: int | None = None, rounds: int = 2,
             seed: int = 0,
             max_steps: int = DEFAULT_MAX_STEPS, token_file: str | None = None,
+            watchdog: float = DEFAULT_WATCHDOG,
             program: Program | None = None, vary_program: bool | None = None,
             space: ProgramSpace | None = None, first: int = 1, stride: int = 1,
             stop: Callable[[], bool] | None = None, stop_reason: str = "stopped",
@@ -232,7 +236,7 @@ def explore(algorithm: str | type[DirtyLogAlgorithm], scenario: Scenario, *,
             portfolio.dfs_max_bound = 3 if preemptions is None else preemptions
         runner = Runner(portfolio, executions=executions, seconds=seconds,
                         max_steps=max_steps, token_file=token_file, name=scheduler, stop=stop,
-                        stop_reason=stop_reason)
+                        stop_reason=stop_reason, watchdog=watchdog)
         report = runner.run(algorithm, portfolio.case, progress)
         report.extra["portfolio"] = portfolio.summary()
         if report.failure is not None:
@@ -242,7 +246,8 @@ def explore(algorithm: str | type[DirtyLogAlgorithm], scenario: Scenario, *,
     inner = make_scheduler(scheduler, SchedulerOptions(seed=seed, depth=depth,
                                                        preemptions=preemptions))
     runner = Runner(inner, executions=executions, seconds=seconds, max_steps=max_steps,
-                    token_file=token_file, name=scheduler, stop=stop, stop_reason=stop_reason)
+                    token_file=token_file, name=scheduler, stop=stop, stop_reason=stop_reason,
+                    watchdog=watchdog)
     report = runner.run(algorithm, cases, progress)
     if isinstance(inner, DfsScheduler):
         report.exhausted = inner.exhausted
@@ -311,13 +316,14 @@ def _fill(report: FuzzReport, metrics: Metrics, start: float) -> None:
 
 
 def replay(token: str, *, algorithm: str | None = None, trace: bool = True,
-           max_steps: int = DEFAULT_MAX_STEPS) -> ExecutionResult:
+           max_steps: int = DEFAULT_MAX_STEPS,
+           watchdog: float = DEFAULT_WATCHDOG) -> ExecutionResult:
     """Rerun a token's execution (against ``algorithm`` instead of the
     token's own, to check a fix). ``result.check()`` raises while it fails."""
     case = decode(token)
     scheduler = _fresh(ReplayScheduler(case.schedule))
     return run_controlled(algorithm or case.algorithm, case.scenario, case.program,
-                          scheduler, max_steps=max_steps, trace=trace)
+                          scheduler, max_steps=max_steps, trace=trace, watchdog=watchdog)
 
 
 def regression_test(token: str) -> str:

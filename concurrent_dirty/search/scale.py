@@ -42,6 +42,8 @@ __all__ = ["FuzzStream", "fuzz_job", "fuzz_streams", "merge_fuzz", "cells_job",
            "zoo_job", "split_cells"]
 
 STOPPED = "another job's failure"
+#: The key that tells stress jobs an error in the code under test ended the run.
+ERROR = "error"
 
 
 @dataclass(frozen=True)
@@ -188,9 +190,13 @@ def split_cells(count: int, shard: Shard, jobs: int) -> list[list[int]]:
 
 def cells_job(ctx: JobContext, *,
               cells: list[tuple[int, Scenario, str]]) -> list[tuple[int, CellResult]]:
-    """A stress job: its cells in order; each result is sent as it ends."""
+    """A stress job: its cells in order; each result is sent as it ends.
+    An error in the code under test in any job ends the run: the cells not
+    started yet are left out (the parent reports them as not run)."""
     out = []
     for index, scenario, rerun in cells:
+        if ctx.stopped(ERROR):
+            break
         result = run_cell(scenario, rerun=rerun)
         out.append((index, result))
         ctx.emit("cell", (index, result))
@@ -200,12 +206,12 @@ def cells_job(ctx: JobContext, *,
 
 
 def zoo_job(ctx: JobContext, *, cells: list[tuple[int, ZooCell]], seeds: int,
-            budget: float) -> list[tuple[int, Cell]]:
+            budget: float, watchdog: float = 10.0) -> list[tuple[int, Cell]]:
     """A mutants job: its cells of the table."""
     out = []
     for index, plan in cells:
         resolve_algorithm(plan[1])
-        cell = run_zoo_cell(plan, seeds=seeds, budget=budget)
+        cell = run_zoo_cell(plan, seeds=seeds, budget=budget, watchdog=watchdog)
         out.append((index, cell))
         ctx.emit("cell", (index, cell))
     return out

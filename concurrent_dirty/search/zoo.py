@@ -46,6 +46,13 @@ class Trial:
     preemptions: int | None = None
     kind: str = ""
     token: str = ""
+    #: An error of the code under test (a method that raised, a deadlock, a
+    #: hang): what it said, traceback or stack included.
+    message: str = ""
+
+    @property
+    def hang(self) -> bool:
+        return self.kind in ("hang", "error: HangError")
 
 
 @dataclass
@@ -55,6 +62,8 @@ class Cell:
     breaks: str
     engine: str
     trials: list[Trial] = field(default_factory=list)
+    #: A hang earlier in the run ended it before this cell.
+    not_run: bool = False
 
     @property
     def detections(self) -> list[Trial]:
@@ -78,7 +87,8 @@ class Cell:
 
     def to_json(self) -> dict[str, Any]:
         return {"subject": self.subject, "role": self.role, "breaks": self.breaks,
-                "engine": self.engine, "seeds": len(self.trials),
+                "engine": self.engine, "status": "not run" if self.not_run else "run",
+                "seeds": len(self.trials),
                 "detected": len(self.detections),
                 "median_seconds_to_detection": self.median_seconds(),
                 "median_executions_to_detection": self.median_executions(),
@@ -90,6 +100,8 @@ class Cell:
 class ZooReport:
     engines: list[str]
     cells: list[Cell] = field(default_factory=list)
+    #: The hang that ended the run ("subject/engine: report"), if one did.
+    ended_by: str = ""
 
     def subjects(self, role: str) -> list[str]:
         seen: dict[str, None] = {}
@@ -111,7 +123,7 @@ class ZooReport:
 
     @property
     def ok(self) -> bool:
-        return not self.undetected() and not self.false_alarms()
+        return not self.ended_by and not self.undetected() and not self.false_alarms()
 
     def to_json(self) -> dict[str, Any]:
         return {"engines": self.engines,
@@ -119,13 +131,14 @@ class ZooReport:
                            for e in self.engines},
                 "undetected": self.undetected(),
                 "false_alarms": [f"{c.subject}/{c.engine}" for c in self.false_alarms()],
-                "verdict": "pass" if self.ok else "fail",
+                "verdict": "pass" if self.ok else "fail", "ended_by": self.ended_by,
                 "cells": [c.to_json() for c in self.cells]}
 
 
 def _free(ref: str, engine: str, extra: dict[str, Any] | None, seed: int,
-          budget: float) -> Trial:
+          budget: float, watchdog: float) -> Trial:
     kw: dict[str, Any] = {} if extra is None else {**FREE_SCENARIO, **extra}
+    kw["watchdog"] = watchdog
     if engine == "threads+noise":
         kw.update(noise=0.2, switch_interval=1e-5)
     r = run_cell(Scenario(algorithm=ref, engine="threads" if engine != "processes"
@@ -133,32 +146,35 @@ def _free(ref: str, engine: str, extra: dict[str, Any] | None, seed: int,
     if r.interrupted:  # run_cell cleaned up and kept Ctrl-C to itself: pass it on
         raise KeyboardInterrupt
     if r.error:  # a deadlock or a dying writer in the code under test: a detection, but say so
-        return Trial(True, r.seconds, r.executions, kind=f"error: {r.error.splitlines()[0]}")
+        return Trial(True, r.seconds, r.executions,
+                     kind=f"error: {r.error.split(':', 1)[0]}", message=r.error)
     return Trial(bool(r.violations), r.seconds, r.executions,
                  kind=r.violations[0].kind if r.violations else "")
 
 
 def _controlled(ref: str, engine: str, extra: dict[str, Any] | None, seed: int,
-                budget: float) -> Trial:
+                budget: float, watchdog: float) -> Trial:
     if engine == "hypothesis":
         pins = {} if extra is None else {"slots": 1, "pages": 2, "writers": 2, "writes": 2}
-        r = hypothesis_search(ref, seed=seed, seconds=budget, pins=pins)
+        r = hypothesis_search(ref, seed=seed, seconds=budget, pins=pins, watchdog=watchdog)
     elif extra is None:  # the defaults: every execution's program drawn from the space
         r = explore(ref, Scenario(algorithm=ref, seed=seed), scheduler=engine,
-                    executions=None, seconds=budget, seed=seed, space=ProgramSpace())
+                    executions=None, seconds=budget, seed=seed, space=ProgramSpace(),
+                    watchdog=watchdog)
     else:
         scenario = replace(Scenario(algorithm=ref, seed=seed),
                            **{**CONTROLLED_SCENARIO, **extra})
         r = explore(ref, scenario, scheduler=engine, executions=None, seconds=budget,
-                    preemptions=2, seed=seed, vary_program=engine != "dfs")
+                    preemptions=2, seed=seed, vary_program=engine != "dfs", watchdog=watchdog)
     f = r.failure
     # Time and executions to the first detection (Hypothesis then spends
     # the rest of its budget shrinking it).
     seconds = r.extra.get("first_failure_seconds", r.seconds)
     executions = r.extra.get("first_failure_execution", r.executions)
+    kind = f.outcome.kind if f else ""
     return Trial(f is not None, seconds, executions,
-                 f.outcome.preemptions if f else None, f.outcome.kind if f else "",
-                 f.token if f else "")
+                 f.outcome.preemptions if f else None, kind, f.token if f else "",
+                 f.outcome.message if f and kind not in ("violation", "") else "")
 
 
 #: One cell to run: (subject, reference, role, breaks, scenario hints or
@@ -184,23 +200,47 @@ def zoo_plan(mutants: Sequence[Mutant] | None = None, engines: Sequence[str] = E
     return [(*subject, engine) for subject in subjects for engine in engines]
 
 
-def run_zoo_cell(plan: ZooCell, *, seeds: int = 3, budget: float = 2.0) -> Cell:
-    """One cell of the table: ``seeds`` trials, seeds 0 to ``seeds - 1``."""
+def run_zoo_cell(plan: ZooCell, *, seeds: int = 3, budget: float = 2.0,
+                 watchdog: float = 10.0) -> Cell:
+    """One cell of the table: ``seeds`` trials, seeds 0 to ``seeds - 1``;
+    a hang ends the cell (each costs ``watchdog`` seconds)."""
     name, ref, role, breaks, extra, engine = plan
     cell = Cell(name, role, breaks, engine)
     run = _free if engine in FREE_ENGINES else _controlled
     for seed in range(seeds):
-        cell.trials.append(run(ref, engine, extra, seed, budget))
+        trial = run(ref, engine, extra, seed, budget, watchdog)
+        cell.trials.append(trial)
+        if trial.hang:
+            break
     return cell
+
+
+def hang_of(cell: Cell) -> str:
+    """"subject/engine (seed s): report" for a cell that hung, else ""."""
+    for seed, trial in enumerate(cell.trials):
+        if trial.hang:
+            return f"{cell.subject}/{cell.engine} (seed {seed}): {trial.message}"
+    return ""
 
 
 def run_zoo(mutants: Sequence[Mutant] | None = None, engines: Sequence[str] = ENGINES, *,
             seeds: int = 3, budget: float = 2.0, correct: bool = True, hints: bool = False,
-            progress: Callable[[Cell], None] | None = None) -> ZooReport:
-    """Run the detection-power table (see :func:`zoo_plan`)."""
+            progress: Callable[[Cell], None] | None = None,
+            watchdog: float = 10.0) -> ZooReport:
+    """Run the detection-power table (see :func:`zoo_plan`).
+
+    An error of the code under test in a cell (a method that raised, a
+    deadlock, a dying writer) is a detection. A hang is too, but it ends the
+    run (each costs ``watchdog`` seconds): the remaining cells are reported
+    as not run."""
     report = ZooReport(engines=list(engines))
     for plan in zoo_plan(mutants, engines, correct=correct, hints=hints):
-        cell = run_zoo_cell(plan, seeds=seeds, budget=budget)
+        if report.ended_by:
+            name, _, role, breaks, _, engine = plan
+            report.cells.append(Cell(name, role, breaks, engine, not_run=True))
+            continue
+        cell = run_zoo_cell(plan, seeds=seeds, budget=budget, watchdog=watchdog)
+        report.ended_by = hang_of(cell)
         report.cells.append(cell)
         if progress is not None:
             progress(cell)
@@ -211,6 +251,9 @@ def format_table(report: ZooReport) -> str:
     rows = [("subject", "role", "breaks", "engine", "detected", "median s", "median execs",
              "min preempt")]
     for c in report.cells:
+        if c.not_run:
+            rows.append((c.subject, c.role, c.breaks, c.engine, "not run", "-", "-", "-"))
+            continue
         ms, me, mp = c.median_seconds(), c.median_executions(), c.min_preemptions()
         rows.append((c.subject, c.role, c.breaks, c.engine,
                      f"{len(c.detections)}/{len(c.trials)}",
@@ -224,6 +267,15 @@ def format_table(report: ZooReport) -> str:
         if n == 0:
             lines.append("  ".join("-" * w for w in widths))
     lines.append("")
+    for c in report.cells:
+        for seed, t in enumerate(c.trials):
+            if t.message and not t.hang:
+                lines.append(f"error in {c.subject}/{c.engine} (seed {seed}), a detection: "
+                             f"{t.message}")
+                break
+    if report.ended_by:
+        lines.append(f"the run ended at the first hang, in {report.ended_by}")
+        lines.append(f"{sum(c.not_run for c in report.cells)} cells not run")
     for engine in report.engines:
         k, n = report.score(engine)
         lines.append(f"mutation score {engine:<14} {k}/{n}" + (f" ({100 * k / n:.0f}%)" if n
@@ -242,7 +294,8 @@ def format_table(report: ZooReport) -> str:
                                                               for c in alarms) if alarms
                                               else " (as it must be)"))
     undetected = report.undetected()
-    verdict = "PASS" if report.ok else "FAIL"
+    verdict = "PASS" if report.ok else "FAIL" + (" (a hang ended the run)" if report.ended_by
+                                                 else "")
     lines.append(f"verdict: {verdict}" + (f" (undetected by every engine: "
                                           f"{', '.join(undetected)})" if undetected else ""))
     return "\n".join(lines)

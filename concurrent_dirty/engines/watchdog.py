@@ -1,0 +1,180 @@
+"""The free-running engines' watchdog: code under test that makes no
+progress for ``seconds`` ends the run with its thread's or process's stack.
+
+A separate thread samples, a few times a second, each watched party's
+heartbeat (a counter it bumps at every write, round and wait). A thread of
+this process also counts as progressing when a sample finds it inside the
+harness (an atomic word, a lock, the oracle): a long ``get_dirty_log`` over
+a huge slot is busy with shared state, an endless loop that touches none
+never is. When one has made no progress for ``seconds``:
+
+* a thread: its stack from ``sys._current_frames()``, then an asynchronous
+  :class:`~concurrent_dirty.errors.HangError` raised in it
+  (``PyThreadState_SetAsyncExc``) to unwind it. If it is not unwound within
+  ``grace`` seconds (a C call that never returns, a loop that swallows
+  every exception), ``on_stuck`` runs from the watchdog's thread: the
+  engine stops its writers, unlinks its shared memory, reports and exits;
+* a process: ``faulthandler`` (registered on ``SIGUSR1`` in every writer
+  process, writing to its error pipe) dumps its stack, then it is killed.
+
+Either way :meth:`Watchdog.check` raises the ``HangError`` with the report in
+the driver, which ends the run as for any error.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..errors import HangError
+from ..harness.usercode import harness_frame
+
+__all__ = ["DEFAULT_WATCHDOG", "STACK_SIGNAL", "Watchdog"]
+
+#: Seconds without progress before the watchdog fires (``--watchdog``).
+DEFAULT_WATCHDOG = 10.0
+#: The signal on which a writer process dumps its stack (faulthandler).
+STACK_SIGNAL = signal.SIGUSR1
+
+
+@dataclass
+class _Watched:
+    name: str
+    beat: Callable[[], int]
+    ident: int | None = None  # a thread of this process
+    dump: Callable[[], str] | None = None  # a process: its stack, then kill it
+    last: int = -1
+    since: float = 0.0
+
+
+class Watchdog:
+    def __init__(self, seconds: float, *, grace: float = 2.0,
+                 on_stuck: Callable[[str], None] | None = None) -> None:
+        self.seconds = seconds
+        self.grace = grace
+        self.on_stuck = on_stuck
+        #: The report once the watchdog has fired (the first hang only).
+        self.fired: str | None = None
+        #: Set by the engine once the hung party has been unwound.
+        self.unwound = threading.Event()
+        self._firing = threading.Event()
+        self._fired_set = threading.Event()
+        self._watched: list[_Watched] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def watch_thread(self, name: str, ident: int, beat: Callable[[], int]) -> None:
+        self._watched.append(_Watched(name, beat, ident=ident))
+
+    def watch_process(self, name: str, beat: Callable[[], int],
+                      dump: Callable[[], str]) -> None:
+        self._watched.append(_Watched(name, beat, dump=dump))
+
+    def start(self) -> None:
+        now = time.monotonic()
+        for w in self._watched:
+            w.since = now
+        self._thread = threading.Thread(target=self._run, name="cd-watchdog", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(self.grace + 5)
+
+    def check(self) -> None:
+        """Raise the hang in the caller (the driver) once fired."""
+        if self._firing.is_set():
+            self._fired_set.wait(10)  # a process dumping its stack: wait for the report
+        if self.fired is not None:
+            raise HangError(self.fired)
+
+    # -- the watchdog's thread ------------------------------------------------------
+    def _run(self) -> None:
+        period = min(0.1, self.seconds / 20)
+        while not self._stop.wait(period):
+            now = time.monotonic()
+            frames = sys._current_frames()
+            for w in self._watched:
+                try:
+                    value = w.beat()
+                except Exception:  # the arena is going away: the run is ending
+                    return
+                frame = frames.get(w.ident) if w.ident is not None else None
+                if value != w.last or (frame is not None and _in_harness(frame)):
+                    w.last, w.since = value, now
+                    continue
+                if w.ident is not None and frame is None:
+                    w.since = now  # the thread has ended: nothing to watch
+                    continue
+                if now - w.since >= self.seconds:
+                    self._fire(w, frame)
+                    return
+
+    def _fire(self, w: _Watched, frame: object) -> None:
+        head = (f"{w.name} made no progress for {self.seconds:g}s (no write, round, wait or "
+                f"shared-state access: an endless loop, a real OS lock or a sleep in the code "
+                f"under test); its stack:\n")
+        self._firing.set()
+        try:
+            if w.dump is not None:
+                self.fired = head + w.dump()
+                return
+            stack = "Stack (most recent call last):\n" + "".join(
+                traceback.format_stack(frame))  # type: ignore[arg-type]
+            self.fired = head + stack.rstrip()
+        finally:
+            self._fired_set.set()
+        assert w.ident is not None
+        _raise_in(w.ident, _Unwound)
+        if self.unwound.wait(self.grace) or self._stop.is_set():
+            return
+        if not any(t.ident == w.ident for t in threading.enumerate()):
+            return  # it ended
+        self.fired += (f"\n(it could not be unwound within {self.grace:g}s: the run was "
+                       f"abandoned)")
+        if self.on_stuck is not None:
+            self.on_stuck(self.fired)
+
+
+class _Unwound(HangError):
+    """Raised asynchronously in a hung thread to unwind it (the report is
+    the watchdog's ``fired``)."""
+
+    def __init__(self) -> None:
+        super().__init__("unwound by the watchdog")
+
+
+def _in_harness(frame: object) -> bool:
+    code = getattr(frame, "f_code", None)
+    return code is not None and harness_frame(code.co_filename)
+
+
+def _raise_in(ident: int, exc: type[BaseException]) -> None:
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), ctypes.py_object(exc))
+
+
+def read_dump(fd: int, timeout: float) -> str:
+    """What a process's faulthandler wrote to ``fd`` within ``timeout``."""
+    import select
+
+    chunks: list[bytes] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+        if not ready:
+            break
+        data = os.read(fd, 65536)
+        if not data:
+            break
+        chunks.append(data)
+        if b"File " in b"".join(chunks) and not select.select([fd], [], [], 0.2)[0]:
+            break
+    return b"".join(chunks).decode(errors="replace").rstrip()
