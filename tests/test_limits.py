@@ -57,6 +57,8 @@ LIMITS = [
     ("fuzz", "--clear-words", "a number of words per CLEAR from 0 to 262144", "262145",
      ["0", "262144"]),
     ("stress", "--pml-entries", "a number of PML entries from 1 to 512", "0", ["1", "512"]),
+    ("stress", "--stuck-rounds", "a number of rounds from 0 to 16", "17", ["0", "16"]),
+    ("fuzz", "--stuck-rounds", "a number of rounds from 0 to 16", "-1", ["0", "16"]),
     ("fuzz", "--pml-entries", "a number of PML entries from 1 to 512", "513", ["1", "512"]),
     ("mutants", "--seeds", "a number of seeds from 1 to 100", "101", ["1", "100"]),
     ("mutants", "--budget", SECONDS, "nan", ["0.01", "10000000"]),

@@ -35,12 +35,17 @@ def add_path_options(group: Any, number: Any) -> None:
                        default=_DEFAULT.pml_entries, metavar="N",
                        help="entries of each vCPU's PML buffer (default %(default)s, the "
                             "hardware's; fewer reach the PML-full exit in small executions)")
+    group.add_argument("--stuck-rounds", type=number("a number of rounds", 0, 16, integer=True),
+                       default=_DEFAULT.stuck_rounds, metavar="K",
+                       help="the liveness oracle: harvest rounds after the final one, with no "
+                            "writer left; a page every one of them reports is a stuck bit "
+                            "(default %(default)s; 0: off)")
 
 
 def path_args(ns: argparse.Namespace) -> dict[str, Any]:
     """The Scenario fields these options set."""
     return {"clear_words": ns.clear_words, "fast_page_fault": ns.fast_page_fault,
-            "pml": ns.pml, "pml_entries": ns.pml_entries}
+            "pml": ns.pml, "pml_entries": ns.pml_entries, "stuck_rounds": ns.stuck_rounds}
 
 
 def path_words(scenario: Scenario) -> list[str]:
@@ -54,4 +59,6 @@ def path_words(scenario: Scenario) -> list[str]:
         words.append("--pml")
     if scenario.pml_entries != _DEFAULT.pml_entries:
         words += ["--pml-entries", str(scenario.pml_entries)]
+    if scenario.stuck_rounds != _DEFAULT.stuck_rounds:
+        words += ["--stuck-rounds", str(scenario.stuck_rounds)]
     return words

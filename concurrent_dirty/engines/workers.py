@@ -187,6 +187,13 @@ class ThreadWorkers:
                                        else self.spec.scenario.lock_timeout + 5)
         for t in self.threads:
             t.join(max(0.0, deadline - time.monotonic()))
+            if t.is_alive() and t.ident is not None:
+                # Stuck outside every switch point (a loop in the code under
+                # test): unwind it, or it would spin in this process forever.
+                from .watchdog import _raise_in
+
+                _raise_in(t.ident, _Stopped)
+                t.join(1.0)
             if t.is_alive():
                 stuck.append(t.name)
         return stuck
