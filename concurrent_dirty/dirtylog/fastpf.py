@@ -37,34 +37,22 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from ._protocol import for_each_set_bit
-from .xchg import XchgDirtyLog
+from .xchg import ReplacedValueFlush
 
 __all__ = ["FastPfXchgDirtyLog"]
 
 
-class FastPfXchgDirtyLog(XchgDirtyLog):
+class FastPfXchgDirtyLog(ReplacedValueFlush):
     """The seed harvest with atomic write protection and a flush decided by
-    the SPTE values it replaced. Seams: :meth:`_write_protect` (one SPTE;
-    whether a flush is needed)."""
+    the SPTE values it replaced. Seam: :meth:`_write_protect` (one SPTE;
+    whether it was writable)."""
 
     name = "xchg-fast-pf"
     model: ClassVar[Mapping[str, Any]] = {"fast_page_fault": True}
-    _flush_needed = False
 
-    def get_dirty_log(self, slot_id: int) -> list[int]:
-        self._flush_needed = False
-        return super().get_dirty_log(slot_id)
-
-    def _write_protect_word(self, first_gfn: int, mask: int) -> None:
-        for bit in for_each_set_bit(mask):
-            if self._write_protect(first_gfn + bit):
-                self._flush_needed = True
+    def _protect(self, gfn: int) -> bool:
+        return self._write_protect(gfn)
 
     def _write_protect(self, gfn: int) -> bool:
         """Protect one SPTE; whether it was writable (``fetch_and``'s old value)."""
         return self.kvm.write_protect(gfn)
-
-    def _flush(self) -> None:
-        if self._flush_needed:
-            self.kvm.flush_remote_tlbs()

@@ -38,28 +38,20 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from ..model.kvm import DIRTY
-from ._protocol import for_each_set_bit
-from .xchg import XchgDirtyLog
+from .xchg import ReplacedValueFlush
 
 __all__ = ["PmlXchgDirtyLog"]
 
 
-class PmlXchgDirtyLog(XchgDirtyLog):
+class PmlXchgDirtyLog(ReplacedValueFlush):
     """Kick, take the words, clear Dirty bits, flush if any was set. Seam:
     :meth:`_clear_dirty` (one SPTE; whether its replaced value was dirty)."""
 
     name = "xchg-pml"
     model: ClassVar[Mapping[str, Any]] = {"pml": True}
-    _flush_needed = False
 
-    def get_dirty_log(self, slot_id: int) -> list[int]:
-        self._flush_needed = False
-        return super().get_dirty_log(slot_id)
-
-    def _write_protect_word(self, first_gfn: int, mask: int) -> None:
-        for bit in for_each_set_bit(mask):
-            if self._clear_dirty(first_gfn + bit):
-                self._flush_needed = True
+    def _protect(self, gfn: int) -> bool:
+        return self._clear_dirty(gfn)
 
     def _clear_dirty(self, gfn: int) -> bool:
         kvm = self.kvm
@@ -67,7 +59,3 @@ class PmlXchgDirtyLog(XchgDirtyLog):
         if not spte & DIRTY:
             return False
         return bool(kvm.exchange_spte(gfn, spte & ~DIRTY) & DIRTY)
-
-    def _flush(self) -> None:
-        if self._flush_needed:
-            self.kvm.flush_remote_tlbs()

@@ -27,7 +27,7 @@ from ..model.sync import HARVESTER
 from ._context import MarkContext
 from ._protocol import DirtyLogAlgorithm, for_each_set_bit
 
-__all__ = ["XchgDirtyLog"]
+__all__ = ["ReplacedValueFlush", "XchgDirtyLog"]
 
 
 class XchgDirtyLog(DirtyLogAlgorithm):
@@ -78,3 +78,30 @@ class XchgDirtyLog(DirtyLogAlgorithm):
 
     def _flush(self) -> None:
         self.kvm.flush_remote_tlbs()
+
+
+class ReplacedValueFlush(XchgDirtyLog):
+    """The seed harvest where each page's protection is one atomic update of
+    its SPTE, and the flush is decided by the values those updates replaced
+    (flush only if one of them could still be cached writable or dirty),
+    never by an earlier read. Seam: :meth:`_protect` (one SPTE; whether
+    the value it replaced needs a flush). The fast page fault and PML
+    algorithms are this, with their own ``_protect``."""
+
+    _flush_needed = False
+
+    def get_dirty_log(self, slot_id: int) -> list[int]:
+        self._flush_needed = False
+        return super().get_dirty_log(slot_id)
+
+    def _write_protect_word(self, first_gfn: int, mask: int) -> None:
+        for bit in for_each_set_bit(mask):
+            if self._protect(first_gfn + bit):
+                self._flush_needed = True
+
+    def _protect(self, gfn: int) -> bool:
+        raise NotImplementedError
+
+    def _flush(self) -> None:
+        if self._flush_needed:
+            self.kvm.flush_remote_tlbs()
