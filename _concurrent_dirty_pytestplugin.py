@@ -89,12 +89,19 @@ class Dirty:
         from concurrent_dirty import explore, run_cell
 
         engine = kw.get("engine", self.engine)
-        scheduler = kw.pop("scheduler", "pct")
-        scenario = self.scenario(algorithm, **kw)
+        scheduler = kw.pop("scheduler", "auto")
         if engine == "controlled":
+            # fuzz's defaults: every execution's shape and writes drawn from
+            # the program space; a shape argument pins its dimension.
+            from concurrent_dirty.harness.program import ProgramSpace
+
+            shape = {k: kw[k] for k in ("writers", "slots", "pages", "writes", "initially_set")
+                     if k in kw}
+            space = ProgramSpace(**shape, rounds=kw.pop("rounds", None))
+            scenario = self.scenario(algorithm, **kw)
             return explore(algorithm, scenario, scheduler=scheduler, executions=None,
-                           seconds=scenario.seconds)
-        return run_cell(scenario)
+                           seconds=scenario.seconds, space=None if space.pinned else space)
+        return run_cell(self.scenario(algorithm, **kw))
 
     def check(self, algorithm: str, **kw: Any) -> Any:
         """Run, and fail the test with the full report on any violation."""

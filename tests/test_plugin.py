@@ -53,3 +53,18 @@ def test_replay_token_option_adds_a_failing_test(pytester, monkeypatch):
     result = pytester.runpytest_subprocess("--cd-replay", TOKEN, "-p", "no:cacheprovider")
     result.assert_outcomes(passed=1, failed=1)
     result.stdout.fnmatch_lines(["*LOST DIRTY BIT*"])
+
+
+def test_dirty_check_under_control_has_fuzz_defaults_and_finds_the_broken_clear(pytester):
+    # No scenario: the program space and the auto portfolio, as `fuzz` with no
+    # options (the old stress-sized scenario found it in 0 of 5 seeds in 1 s).
+    pytester.makepyfile('''
+import pytest
+from concurrent_dirty import InvariantViolation
+
+def test_broken(dirty):
+    with pytest.raises(InvariantViolation, match="LOST DIRTY BIT"):
+        dirty.check("concurrent_dirty.mutants.xchg:NonatomicClear", engine="controlled")
+''')
+    result = pytester.runpytest_subprocess("--cd-budget", "20", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
