@@ -252,23 +252,13 @@ def _call(func: str, ctx: JobContext, **kwargs: Any) -> Any:
 def execution_job(ctx: JobContext, *, streams: list[FuzzStream],
                   scenarios: dict[str, Scenario], options: dict[str, Any]) -> Any:
     """``fuzz --execution N``: every stream explores that one program."""
-    from ..search.scale import run_stream
+    from ..search.scale import run_stream, run_streams
 
     options = dict(options)
     programs = options.pop("programs")
-    out = []
-    for stream in streams:
-        if ctx.stopped(stream.algorithm):
-            continue
-        report = run_stream(stream, scenarios[stream.algorithm],
-                            program=programs[stream.algorithm],
-                            stop=lambda a=stream.algorithm: ctx.stopped(a), **options)
-        out.append((stream, report))
-        ctx.emit("done", (stream.algorithm, report.executions,
-                          None if report.failure is None else report.failure.token))
-        if report.failure is not None:
-            ctx.emit("failure", stream.algorithm)
-    return out
+    return run_streams(ctx, streams, lambda stream, stop: run_stream(
+        stream, scenarios[stream.algorithm], program=programs[stream.algorithm], stop=stop,
+        **options))
 
 
 def hypothesis_job(ctx: JobContext, *, streams: list[FuzzStream],
@@ -276,25 +266,13 @@ def hypothesis_job(ctx: JobContext, *, streams: list[FuzzStream],
     """``fuzz --scheduler hypothesis`` in a job: Hypothesis seeded with the
     stream's seed, for the stream's share of examples."""
     from ..search.hypothesis import hypothesis_search
+    from ..search.scale import run_streams
     from .fuzz import hypothesis_pins
 
     args = argparse.Namespace(**ns)
-    out = []
-    for stream in streams:
-        if ctx.stopped(stream.algorithm):
-            continue
-        def stopped(a: str = stream.algorithm) -> bool:
-            return bool(ctx.stopped(a))
-
-        report = hypothesis_search(stream.algorithm, seed=stream.seed, seconds=args.seconds,
-                                   executions=stream.executions, max_steps=args.max_steps,
-                                   pins=hypothesis_pins(args), stop=stopped)
-        out.append((stream, report))
-        ctx.emit("done", (stream.algorithm, report.executions,
-                          None if report.failure is None else report.failure.token))
-        if report.failure is not None:
-            ctx.emit("failure", stream.algorithm)
-    return out
+    return run_streams(ctx, streams, lambda stream, stop: hypothesis_search(
+        stream.algorithm, seed=stream.seed, seconds=args.seconds, executions=stream.executions,
+        max_steps=args.max_steps, pins=hypothesis_pins(args), stop=stop))
 
 
 # ---------------------------------------------------------------------------

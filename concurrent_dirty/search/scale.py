@@ -27,7 +27,7 @@ Layer 7: ``search``.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,7 +38,7 @@ from .pool import JobContext, JobOutcome, Shard, pick, share, stream_seed
 from .runner import FuzzReport, explore
 from .zoo import Cell, ZooCell, run_zoo_cell
 
-__all__ = ["FuzzStream", "fuzz_job", "fuzz_streams", "merge_fuzz", "cells_job",
+__all__ = ["FuzzStream", "fuzz_job", "run_streams", "fuzz_streams", "merge_fuzz", "cells_job",
            "zoo_job", "split_cells"]
 
 STOPPED = "another job's failure"
@@ -94,23 +94,35 @@ def run_stream(stream: FuzzStream, scenario: Scenario, *, stop: Any = None,
     return report
 
 
-def fuzz_job(ctx: JobContext, *, streams: list[FuzzStream], scenarios: dict[str, Scenario],
-             options: dict[str, Any]) -> list[tuple[FuzzStream, FuzzReport]]:
-    """A job: its streams, one algorithm after another. A failure is told
-    to the parent at once (``failure``), which stops that algorithm's
-    streams in the other jobs."""
+def run_streams(ctx: JobContext, streams: list[FuzzStream],
+                search: Callable[[FuzzStream, Callable[[], bool]], FuzzReport],
+                ) -> list[tuple[FuzzStream, FuzzReport]]:
+    """A fuzz job's loop, whatever searches each stream: its streams one
+    algorithm after another; each end is told to the parent (``done``), and
+    a failure at once (``failure``), which stops that algorithm's streams in
+    the other jobs (``search`` gets that ``stop()``)."""
     out = []
     for stream in streams:
         if ctx.stopped(stream.algorithm):
             continue
-        report = run_stream(stream, scenarios[stream.algorithm],
-                            stop=lambda a=stream.algorithm: ctx.stopped(a), **options)
+
+        def stop(a: str = stream.algorithm) -> bool:
+            return bool(ctx.stopped(a))
+
+        report = search(stream, stop)
         out.append((stream, report))
         ctx.emit("done", (stream.algorithm, report.executions,
                           None if report.failure is None else report.failure.token))
         if report.failure is not None:
             ctx.emit("failure", stream.algorithm)
     return out
+
+
+def fuzz_job(ctx: JobContext, *, streams: list[FuzzStream], scenarios: dict[str, Scenario],
+             options: dict[str, Any]) -> list[tuple[FuzzStream, FuzzReport]]:
+    """A job: ``explore`` on each of its streams."""
+    return run_streams(ctx, streams, lambda stream, stop: run_stream(
+        stream, scenarios[stream.algorithm], stop=stop, **options))
 
 
 def _stream_json(stream: FuzzStream, report: FuzzReport) -> dict[str, Any]:
