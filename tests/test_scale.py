@@ -399,3 +399,15 @@ def test_redis_db_failure_found_by_one_process_is_replayed_first_by_another(redi
 
     database = RedisExampleDatabase(redis.Redis.from_url(redis_url))
     assert saved_tokens(database, BROKEN) == [token]
+
+
+def test_fuzz_execution_runs_in_jobs(capsys):
+    # --execution N with --jobs: every job explores that one program (it was a
+    # usage error, rounds=None, when --rounds was not given).
+    from concurrent_dirty.cli.main import main
+
+    code = main(["fuzz", "--algorithm", "xchg", "--execution", "3", "--jobs", "2",
+                 "--scheduler", "random", "--executions", "40", "--quiet"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "verdict: PASS (no failure; 40 executions" in out

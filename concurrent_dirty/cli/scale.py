@@ -191,7 +191,7 @@ def _fuzz_split(ns: argparse.Namespace, algorithms: list[str],
     if ns.execution:
         # One fixed program per algorithm: fuzz_job takes it from the options.
         func = "concurrent_dirty.cli.scale:execution_job"
-        options["programs"] = {spec: make_program(scenarios[spec], ns.rounds,
+        options["programs"] = {spec: make_program(scenarios[spec], options["rounds"],
                                                   execution=ns.execution)
                                for spec in algorithms}
 
