@@ -18,6 +18,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 __all__ = ["EXIT_INTERRUPTED", "deferred_interrupts", "hold_signals", "interrupted",
            "signals_interrupt"]
@@ -30,6 +31,12 @@ def _raise(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def _restore(previous: dict[signal.Signals, Any]) -> None:
+    for s, handler in previous.items():
+        if handler is not None:
+            signal.signal(s, handler)
+
+
 @contextmanager
 def signals_interrupt() -> Iterator[None]:
     """Within the block, SIGTERM (like SIGINT) raises KeyboardInterrupt."""
@@ -38,9 +45,7 @@ def signals_interrupt() -> Iterator[None]:
     try:
         yield
     finally:
-        for s, handler in previous.items():
-            if handler is not None:
-                signal.signal(s, handler)
+        _restore(previous)
 
 
 @contextmanager
@@ -60,9 +65,7 @@ def deferred_interrupts() -> Iterator[None]:
     try:
         yield
     finally:
-        for s, handler in previous.items():
-            if handler is not None:
-                signal.signal(s, handler)
+        _restore(previous)
     if caught:
         raise KeyboardInterrupt
 
