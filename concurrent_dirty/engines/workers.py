@@ -9,6 +9,7 @@ dead partner is noticed (a child checks that its parent is still alive).
 
 from __future__ import annotations
 
+import contextlib
 import faulthandler
 import os
 import pickle
@@ -285,8 +286,15 @@ class ProcessWorkers:
             self.procs.append(proc)
             self.pipes.append(read_end)
             assert proc.stdin is not None
-            pickle.dump((self.arena.name, self.spec, wid, os.getpid(), write_end), proc.stdin)
-            proc.stdin.close()
+            try:
+                pickle.dump((self.arena.name, self.spec, wid, os.getpid(), write_end),
+                            proc.stdin)
+                proc.stdin.close()
+            except BrokenPipeError:
+                # The child died while starting (a stop signal reached it):
+                # check() reports it, stop() reaps it; no traceback here.
+                with contextlib.suppress(OSError):
+                    proc.stdin.close()
 
     def _error(self, wid: int) -> str | None:
         fd = self.pipes[wid]
