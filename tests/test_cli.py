@@ -22,7 +22,7 @@ def run(capsys, *argv):
 
 @pytest.mark.parametrize("argv, message", [
     (["--algorithm", "xhcg"],
-     "expected an algorithm in ['manual', 'srcu', 'xchg', 'xchg-fast-pf', 'xchg-pml'], a "
+     "expected an algorithm in ['manual', 'ring', 'srcu', 'xchg', 'xchg-fast-pf', 'xchg-pml'], a "
      "mutant name (concurrent-dirty mutants lists them) or module:Class, got 'xhcg'; did you "
      "mean 'xchg'?"),
     (["--engine", "thread"],

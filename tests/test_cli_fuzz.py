@@ -62,8 +62,8 @@ def test_replay_against_the_fixed_algorithm_exits_0(capsys):
                              "by another release of concurrent-dirty, whose schedules differ; "
                              "rerun the fuzz command that found it to get a new token "
                              "(committed ones: python3 tools/make_regression_tokens.py)"),
-    (["fuzz", "--algorithm", "xchgg"], "expected an algorithm in ['manual', 'srcu', 'xchg', "
-                                       "'xchg-fast-pf', 'xchg-pml'], a mutant name "
+    (["fuzz", "--algorithm", "xchgg"], "expected an algorithm in ['manual', 'ring', 'srcu', "
+                                       "'xchg', 'xchg-fast-pf', 'xchg-pml'], a mutant name "
                                        "(concurrent-dirty mutants lists them) or module:Class, "
                                        "got 'xchgg'; did you mean 'xchg'?"),
 ])

@@ -198,7 +198,7 @@ def test_algorithms_lose_nothing_with_the_fast_page_fault_under_control(algorith
 
 def test_an_unknown_model_option_is_refused():
     with pytest.raises(AlgorithmError, match=r"^expected needs-an-unknown-option.model to map "
-                                             r"model options \['clear_words', "
+                                             r"model options \['clear_words', 'dirty_ring', "
                                              r"'fast_page_fault', 'pml', 'pml_entries', "
                                              r"'tlb'\] to values, got "
                                              r"\{'warp_drive': True\}$"):

@@ -5,7 +5,10 @@ controlled engine. Run it when the switch points change on purpose (tokens
 record the schedule, so they follow the instrumentation), then review the
 diff.
 
-    python tools/make_regression_tokens.py [--out tests/regression_tokens.json]
+    python tools/make_regression_tokens.py [--out tests/regression_tokens.json] [--missing]
+
+``--missing`` keeps the tokens already in ``--out`` and adds only those of
+mutants that have none (a new mutant), so that the diff shows just them.
 """
 
 from __future__ import annotations
@@ -43,14 +46,19 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default=str(pathlib.Path(__file__).parent.parent / "tests"
                                          / "regression_tokens.json"))
+    ap.add_argument("--missing", action="store_true",
+                    help="keep the existing tokens; add only the missing mutants'")
     args = ap.parse_args()
-    entries = {}
-    for scheduler in ("dfs", "pct", "random"):
-        entries[f"broken-clear/{scheduler}"] = find(
-            BROKEN, "xchg", {"on_behalf": 0.5}, scheduler,
-            RACE if scheduler == "dfs" else None)
+    entries: dict[str, dict[str, object]] = {}
+    if args.missing:
+        entries = json.loads(pathlib.Path(args.out).read_text())
+    else:
+        for scheduler in ("dfs", "pct", "random"):
+            entries[f"broken-clear/{scheduler}"] = find(
+                BROKEN, "xchg", {"on_behalf": 0.5}, scheduler,
+                RACE if scheduler == "dfs" else None)
     for name, mutant in MUTANTS.items():
-        if mutant.benign:
+        if mutant.benign or name in entries:
             continue
         for scheduler in ("dfs", "pct", "random"):
             try:

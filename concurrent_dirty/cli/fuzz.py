@@ -19,7 +19,7 @@ from ..harness.token import decode
 from ..schedulers import SCHEDULERS as _REGISTRY
 from ..search.hypothesis import hypothesis_search
 from ..search.runner import FuzzReport, explore, regression_test, replay
-from .paths import add_path_options, path_args
+from .paths import add_path_options, path_args, ring_pins
 from .scale import add_options as add_scale_options
 
 #: The controlled schedulers, and Hypothesis (which drives its own search).
@@ -144,9 +144,13 @@ def _pins(ns: argparse.Namespace) -> dict[str, Any]:
                 rounds=ns.rounds, initially_set=ns.initially_set)
 
 
+def _space(ns: argparse.Namespace) -> ProgramSpace:
+    return ProgramSpace(**_pins(ns), **ring_pins(ns))
+
+
 def search_options(ns: argparse.Namespace) -> dict[str, Any]:
     """``explore``'s options for this command line (also what each job gets)."""
-    space = ProgramSpace(**_pins(ns))
+    space = _space(ns)
     return dict(scheduler=ns.scheduler, seconds=ns.seconds, depth=ns.depth,
                 preemptions=ns.preemptions, max_steps=ns.max_steps, watchdog=ns.watchdog,
                 rounds=ns.rounds if ns.rounds is not None else 2,
@@ -155,7 +159,7 @@ def search_options(ns: argparse.Namespace) -> dict[str, Any]:
 
 def hypothesis_pins(ns: argparse.Namespace) -> dict[str, Any]:
     """The ``interleavings`` arguments this command line pins."""
-    pins = {**_pins(ns), "on_behalf": _flag(ns.on_behalf)}
+    pins = {**_pins(ns), **ring_pins(ns), "on_behalf": _flag(ns.on_behalf)}
     return {k: v for k, v in pins.items() if v is not None}
 
 

@@ -1,5 +1,6 @@
 """The model options of the KVM paths after 2012, shared by ``stress`` and
-``fuzz``: what the harvester's CLEAR covers, the fast page fault, PML."""
+``fuzz``: what the harvester's CLEAR covers, the fast page fault, PML, the
+dirty ring's geometry."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 
 from ..harness.scenario import Scenario
 
-__all__ = ["add_path_options", "path_args", "path_words"]
+__all__ = ["add_path_options", "path_args", "path_words", "ring_pins"]
 
 _DEFAULT = Scenario()
 
@@ -35,6 +36,19 @@ def add_path_options(group: Any, number: Any) -> None:
                        default=_DEFAULT.pml_entries, metavar="N",
                        help="entries of each vCPU's PML buffer (default %(default)s, the "
                             "hardware's; fewer reach the PML-full exit in small executions)")
+    group.add_argument("--ring-entries", type=_power_of_two(number), default=None, metavar="N",
+                       help="ring algorithms: entries of each vCPU's dirty ring, a power of two "
+                            f"from 4 to 65536 (default: drawn from 4, 8, 16 by fuzz; "
+                            f"{_DEFAULT.ring_entries} for stress)")
+    group.add_argument("--ring-soft-limit", type=number("a soft limit", 2, 65535, integer=True),
+                       default=None, metavar="N",
+                       help="ring algorithms: used entries at which a vCPU exits "
+                            "(KVM_EXIT_DIRTY_RING_FULL) and waits for the reaper; below the "
+                            "ring's size (default: drawn by fuzz; size - 1 for stress)")
+    group.add_argument("--ring-batch", type=number("a batch", 0, 65536, integer=True),
+                       default=None, metavar="N",
+                       help="ring algorithms: entries the reaper collects per ring between two "
+                            "resets, 0 for all it finds (default: drawn by fuzz; 0 for stress)")
     group.add_argument("--stuck-rounds", type=number("a number of rounds", 0, 16, integer=True),
                        default=_DEFAULT.stuck_rounds, metavar="K",
                        help="the liveness oracle: harvest rounds after the final one, with no "
@@ -42,10 +56,36 @@ def add_path_options(group: Any, number: Any) -> None:
                             "(default %(default)s; 0: off)")
 
 
+def _power_of_two(number: Any) -> Any:
+    base = number("a power of two", 4, 65536, integer=True)
+
+    def parse(text: str) -> int:
+        value: int = base(text)
+        if value & (value - 1):
+            raise argparse.ArgumentTypeError(f"expected a power of two from 4 to 65536, "
+                                             f"got {text!r}")
+        return value
+    return parse
+
+
 def path_args(ns: argparse.Namespace) -> dict[str, Any]:
-    """The Scenario fields these options set."""
+    """The Scenario fields these options set. A soft limit given without a
+    ring size gets the smallest default size above it."""
+    entries = ns.ring_entries
+    if entries is None:
+        entries = _DEFAULT.ring_entries
+        while ns.ring_soft_limit is not None and entries <= ns.ring_soft_limit:
+            entries *= 2
     return {"clear_words": ns.clear_words, "fast_page_fault": ns.fast_page_fault,
-            "pml": ns.pml, "pml_entries": ns.pml_entries, "stuck_rounds": ns.stuck_rounds}
+            "pml": ns.pml, "pml_entries": ns.pml_entries, "stuck_rounds": ns.stuck_rounds,
+            "ring_entries": entries, "ring_soft_limit": ns.ring_soft_limit,
+            "ring_batch": _DEFAULT.ring_batch if ns.ring_batch is None else ns.ring_batch}
+
+
+def ring_pins(ns: argparse.Namespace) -> dict[str, Any]:
+    """The ring dimensions these options pin in the program space."""
+    return {"ring_entries": ns.ring_entries, "ring_soft_limit": ns.ring_soft_limit,
+            "ring_batch": ns.ring_batch}
 
 
 def path_words(scenario: Scenario) -> list[str]:
@@ -59,6 +99,12 @@ def path_words(scenario: Scenario) -> list[str]:
         words.append("--pml")
     if scenario.pml_entries != _DEFAULT.pml_entries:
         words += ["--pml-entries", str(scenario.pml_entries)]
+    if scenario.ring_entries != _DEFAULT.ring_entries:
+        words += ["--ring-entries", str(scenario.ring_entries)]
+    if scenario.ring_soft_limit is not None:
+        words += ["--ring-soft-limit", str(scenario.ring_soft_limit)]
+    if scenario.ring_batch != _DEFAULT.ring_batch:
+        words += ["--ring-batch", str(scenario.ring_batch)]
     if scenario.stuck_rounds != _DEFAULT.stuck_rounds:
         words += ["--stuck-rounds", str(scenario.stuck_rounds)]
     return words

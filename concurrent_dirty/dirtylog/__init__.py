@@ -4,8 +4,9 @@ Built in, oldest first: ``srcu`` (b050b015abbe, 2009), ``xchg``
 (60c34612b707, 2012, the seed) and ``manual`` (2a31b9db1535, 2018). The
 paths after 2012 add algorithms written for a model option, found by name
 but not run by default (``PATH_ALGORITHMS``): ``xchg-fast-pf``
-(c7ba5b48cc8d, the fast page fault) and ``xchg-pml`` (hardware Dirty
-bits and PML, ba3a6120a4e7). A user's
+(c7ba5b48cc8d, the fast page fault), ``xchg-pml`` (hardware Dirty
+bits and PML, ba3a6120a4e7) and ``ring`` (the dirty ring with its bitmap
+and QEMU's reaper). A user's
 algorithm is named ``package.module:ClassName`` and must implement the
 :class:`DirtyLogAlgorithm` protocol.
 
@@ -18,6 +19,7 @@ import difflib
 import importlib
 import os
 import sys
+from collections.abc import Mapping
 
 from ..errors import AlgorithmError
 from ._context import MarkContext
@@ -25,6 +27,7 @@ from ._protocol import DirtyLogAlgorithm, check_clear_range, fast_page_fault, fo
 from .fastpf import FastPfXchgDirtyLog
 from .manual import ManualDirtyLog
 from .pml import PmlXchgDirtyLog
+from .ring import DirtyRingLog
 from .srcu import SrcuDirtyLog
 from .xchg import XchgDirtyLog
 
@@ -33,6 +36,7 @@ __all__ = [
     "BUILTIN_ALGORITHMS",
     "FastPfXchgDirtyLog",
     "DirtyLogAlgorithm",
+    "DirtyRingLog",
     "ManualDirtyLog",
     "PATH_ALGORITHMS",
     "PmlXchgDirtyLog",
@@ -53,7 +57,7 @@ BUILTIN_ALGORITHMS: dict[str, type[DirtyLogAlgorithm]] = {
 #: Algorithms written for a model option of the paths after 2012 (their
 #: ``model`` turns it on); found by name, not run by default.
 PATH_ALGORITHMS: dict[str, type[DirtyLogAlgorithm]] = {
-    cls.name: cls for cls in (FastPfXchgDirtyLog, PmlXchgDirtyLog)
+    cls.name: cls for cls in (FastPfXchgDirtyLog, PmlXchgDirtyLog, DirtyRingLog)
 }
 #: Every algorithm a name finds.
 ALGORITHMS: dict[str, type[DirtyLogAlgorithm]] = {**BUILTIN_ALGORITHMS, **PATH_ALGORITHMS}
@@ -71,6 +75,10 @@ def _check_protocol(cls: object, spec: str) -> type[DirtyLogAlgorithm]:
             not callable(getattr(cls, "clear_dirty_log", None))
             or getattr(cls, "clear_dirty_log") is DirtyLogAlgorithm.clear_dirty_log):  # noqa: B009
         missing.append("clear_dirty_log (manual_protect is set)")
+    model = getattr(cls, "model", None)
+    if isinstance(model, Mapping) and model.get("dirty_ring") \
+            and not callable(getattr(cls, "reap", None)):
+        missing.append("reap (model turns the dirty ring on)")
     if not issubclass(cls, DirtyLogAlgorithm):
         for attr in ("shared_words", "enable_dirty_logging", "read_side"):
             if not callable(getattr(cls, attr, None)):

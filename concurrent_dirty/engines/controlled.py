@@ -36,7 +36,8 @@ def _vm(cls: type[DirtyLogAlgorithm], scenario: Scenario) -> Vm:
     key = (cls, scenario.slots, scenario.pages, scenario.initially_set, scenario.lock_timeout,
            scenario.tlb, scenario.seed, scenario.writers, scenario.clear_words,
            scenario.fast_page_fault, scenario.pml,
-           scenario.pml_entries)
+           scenario.pml_entries, scenario.dirty_ring, scenario.ring_entries,
+           scenario.ring_soft_limit, scenario.ring_batch)
     vm = _VMS.pop(key, None)
     if vm is None:
         vm = Vm(cls, scenario, shared=False, engine="controlled")

@@ -61,10 +61,11 @@ def _declared(cls: type[DirtyLogAlgorithm], method: str, memslots: MemslotTable)
     return value
 
 
-def vm_layout(cls: type[DirtyLogAlgorithm], memslots: MemslotTable, nvcpus: int) -> Layout:
+def vm_layout(cls: type[DirtyLogAlgorithm], memslots: MemslotTable, nvcpus: int,
+              ring_entries: int = 0) -> Layout:
     """The shared words of one VM for ``cls``, plus the oracle's."""
     layout = Kvm.layout(memslots, nvcpus, _declared(cls, "shared_words", memslots),
-                        _declared(cls, "shared_locks", memslots))
+                        _declared(cls, "shared_locks", memslots), ring_entries=ring_entries)
     layout.add(COMPLETED, memslots.total_gfns, quiet=True)
     layout.add(FIXING, memslots.total_gfns, quiet=True)
     return layout
@@ -74,7 +75,9 @@ def attach_kvm(arena: Arena, memslots: MemslotTable, scenario: Scenario) -> Kvm:
     """A view of the VM in ``arena`` (each writer process builds its own)."""
     return Kvm(arena, memslots, scenario.writers, scenario.lock_timeout, tlb=scenario.tlb,
                fast_page_fault=scenario.fast_page_fault, pml=scenario.pml,
-               pml_entries=scenario.pml_entries)
+               pml_entries=scenario.pml_entries, dirty_ring=scenario.dirty_ring,
+               ring_entries=scenario.ring_entries, ring_soft_limit=scenario.ring_soft_limit,
+               ring_batch=scenario.ring_batch)
 
 
 def apply_model(cls: type[DirtyLogAlgorithm], scenario: Scenario) -> Scenario:
@@ -91,7 +94,8 @@ def apply_model(cls: type[DirtyLogAlgorithm], scenario: Scenario) -> Scenario:
 
 
 #: The Scenario fields an algorithm's ``model`` may turn on.
-_MODEL_OPTIONS = frozenset({"fast_page_fault", "clear_words", "tlb", "pml", "pml_entries"})
+_MODEL_OPTIONS = frozenset({"fast_page_fault", "clear_words", "tlb", "pml", "pml_entries",
+                            "dirty_ring"})
 
 
 def make_vcpu(cls: type[DirtyLogAlgorithm], kvm: Kvm, vcpu_id: int) -> Vcpu:
@@ -117,7 +121,8 @@ class Vm:
         self.cls = cls
         self.scenario = scenario = apply_model(cls, scenario)
         self.memslots = build_memslots(scenario, slot_flags(cls))
-        layout = vm_layout(cls, self.memslots, scenario.writers)
+        layout = vm_layout(cls, self.memslots, scenario.writers,
+                           scenario.ring_entries if scenario.dirty_ring else 0)
         for name, nwords in (harness_regions or {}).items():
             layout.add(name, nwords, quiet=True)
         self.layout = layout
@@ -182,14 +187,15 @@ class Vm:
 def run_writes(vcpu: Vcpu, writes: Iterable[Write],
                stop: Callable[[int], bool] | None = None) -> int:
     """A writer's loop: each write as the guest (a fault if the page is
-    write-protected) or on its behalf. ``stop(n)`` is asked before each
+    write-protected) or on its behalf, on the vCPU or (kind 2) with no
+    running vCPU. ``stop(n)`` is asked before each
     write (n made so far) and ends the loop early. Returns the writes made."""
     n = 0
-    for gfn, on_behalf in writes:
+    for gfn, kind in writes:
         if stop is not None and stop(n):
             break
-        if on_behalf:
-            vcpu.write_on_behalf(gfn)
+        if kind:
+            vcpu.write_on_behalf(gfn, running=kind == 1)
         else:
             vcpu.guest_write(gfn)
         n += 1

@@ -8,7 +8,10 @@ controlled engine. So the same scenario and seed give the same program in
 every engine, and a free-running failure can be explored under control.
 
 Every write draws its page and then its on-behalf coin, always both, so the
-stream does not depend on the on-behalf share being zero or not.
+stream does not depend on the on-behalf share being zero or not. A write is
+made by the guest (kind 0), on its behalf on the vCPU (kind 1), or on its
+behalf with no running vCPU (kind 2, a device write: one on-behalf write in
+four, decided by the same coin).
 
 The search covers the program space by itself (swarm testing, Groce et al.,
 ISSTA 2012): unless a scenario pins it, each execution draws its on-behalf
@@ -23,6 +26,7 @@ programs meets far more bugs than one program explored for long.
 
 from __future__ import annotations
 
+import functools
 import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
@@ -33,15 +37,25 @@ from ..errors import UsageError
 from ..model.memslot import MemslotFlags, MemslotTable
 from .scenario import Scenario
 
-__all__ = ["SLOT_SIZES", "Program", "ProgramSpace", "Write", "build_memslots", "make_program",
-           "boundary_gfns", "on_behalf_share", "workload_picker", "writer_stream"]
+__all__ = ["DEVICE", "DEVICE_SHARE", "GUEST", "ON_BEHALF", "Program", "ProgramSpace",
+           "RING_SIZES", "SLOT_SIZES", "Write", "boundary_gfns", "build_memslots",
+           "is_ring_algorithm", "make_program", "on_behalf_share", "workload_picker",
+           "writer_stream"]
 
 #: Slot sizes the program space draws from: one page, a word's edges, a
 #: partial last word, two words and past.
 SLOT_SIZES = (1, 2, 63, 64, 65, 100, 128, 129, 200)
 
-#: One write: (gfn, made on the guest's behalf by KVM rather than by the vCPU).
-Write = tuple[int, bool]
+#: Ring sizes the program space draws for ring algorithms.
+RING_SIZES = (4, 8, 16)
+
+#: One write: (gfn, kind): ``GUEST`` (0, the vCPU's own store), ``ON_BEHALF``
+#: (1, KVM writing for the guest on the vCPU) or ``DEVICE`` (2, KVM writing
+#: for the guest with no running vCPU). ``True``/``False`` read as 1/0.
+Write = tuple[int, int]
+GUEST, ON_BEHALF, DEVICE = 0, 1, 2
+#: The share of on-behalf writes made with no running vCPU.
+DEVICE_SHARE = 0.25
 
 
 @dataclass(frozen=True)
@@ -65,15 +79,44 @@ class Program:
 
     @classmethod
     def from_json(cls, data: Any) -> Program:
-        return cls(writes=tuple(tuple((int(g), bool(b)) for g, b in w) for w in data["writes"]),
+        return cls(writes=tuple(tuple((int(g), _kind(k)) for g, k in w) for w in data["writes"]),
                    rounds=int(data["rounds"]))
 
     def check_fits(self, total_gfns: int) -> None:
+        for w, writes in enumerate(self.writes):
+            for _, kind in writes:
+                if kind not in (GUEST, ON_BEHALF, DEVICE):
+                    raise UsageError(f"expected write kinds 0 (guest), 1 (on behalf) or 2 "
+                                     f"(device) for writer {w}, got {kind!r}")
         for w, writes in enumerate(self.writes):
             for gfn, _ in writes:
                 if not 0 <= gfn < total_gfns:
                     raise UsageError(f"expected gfns in [0, {total_gfns}) for writer {w}, "
                                      f"got {gfn}")
+
+
+def _kind(value: object) -> int:
+    if not isinstance(value, (bool, int)):
+        raise ValueError(f"expected a write kind 0, 1 or 2, got {value!r}")
+    kind = int(value)
+    if kind not in (GUEST, ON_BEHALF, DEVICE):
+        raise ValueError(f"expected a write kind 0, 1 or 2, got {value!r}")
+    return kind
+
+
+@functools.lru_cache(maxsize=64)
+def is_ring_algorithm(spec: str) -> bool:
+    """Whether ``spec`` names an algorithm written for the dirty ring (its
+    ``model`` turns it on); False for a name that resolves to nothing (the
+    engine reports that)."""
+    from ..dirtylog import resolve_algorithm
+    from ..errors import AlgorithmError
+
+    try:
+        cls = resolve_algorithm(spec)
+    except AlgorithmError:
+        return False
+    return bool((getattr(cls, "model", None) or {}).get("dirty_ring"))
 
 
 def build_memslots(scenario: Scenario, extra: MemslotFlags = MemslotFlags.NONE) -> MemslotTable:
@@ -92,9 +135,11 @@ def writer_stream(scenario: Scenario, memslots: MemslotTable, execution: int,
     rng = random.Random(f"{scenario.seed}:{execution}:{writer}")
     pick = workload_picker(scenario, memslots, writer, rng, execution)
     share = on_behalf_share(scenario, execution)
+    device = share * DEVICE_SHARE
     while True:
         gfn = pick()
-        yield gfn, rng.random() < share
+        coin = rng.random()
+        yield gfn, (DEVICE if coin < device else ON_BEHALF) if coin < share else GUEST
 
 
 def on_behalf_share(scenario: Scenario, execution: int) -> float:
@@ -190,6 +235,11 @@ class ProgramSpace:
     writes: int | None = None
     rounds: int | None = None
     initially_set: bool | None = None
+    #: The dirty ring's geometry (drawn only for ring algorithms: see
+    #: :meth:`draw_ring`).
+    ring_entries: int | None = None
+    ring_soft_limit: int | None = None
+    ring_batch: int | None = None
 
     def draw(self, base: Scenario, execution: int) -> tuple[Scenario, Program]:
         rng = random.Random(f"{base.seed}:{execution}:shape")
@@ -202,7 +252,34 @@ class ProgramSpace:
             else rng.random() < 0.2
         scenario = replace(base, writers=writers, slots=slots, pages=pages, writes=writes,
                            initially_set=initially_set)
+        if is_ring_algorithm(base.algorithm):
+            scenario = self.draw_ring(scenario, execution)
         return scenario, make_program(scenario, rounds, execution)
+
+    def draw_ring(self, scenario: Scenario, execution: int) -> Scenario:
+        """The ring's geometry for a ring algorithm: 4 to 16 entries (small
+        rings wrap and reach their soft limit in a few writes), a soft
+        limit one below the size (a quarter of the time: half, or 2, the
+        least that lets a fault's retry enter), a reaper batch of all (half
+        the time), 1 or 2 entries per pass; in a quarter of the executions
+        (unless writes are pinned) one more write per writer than the ring
+        holds, so that a ring fills and wraps."""
+        rng = random.Random(f"{scenario.seed}:{execution}:ring")
+        soft = self.ring_soft_limit
+        sizes = [n for n in RING_SIZES if soft is None or n > soft] \
+            or [1 << soft.bit_length()] if soft is not None else list(RING_SIZES)
+        entries = self.ring_entries or rng.choice(sizes)
+        if soft is None:
+            r = rng.random()
+            soft = entries - 1 if r < 0.75 else max(2, entries // 2) if r < 0.9 else 2
+        batch = self.ring_batch if self.ring_batch is not None else rng.choice((0, 0, 1, 2))
+        writes = scenario.writes
+        if self.writes is None and rng.random() < 0.25:
+            # The ring's boundary, as slot sizes reach a word's: enough
+            # writes for one vCPU to fill its ring and wrap.
+            writes = entries + 1
+        return replace(scenario, ring_entries=entries, ring_soft_limit=soft, ring_batch=batch,
+                       writes=writes)
 
     @property
     def pinned(self) -> bool:

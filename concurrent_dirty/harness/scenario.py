@@ -81,6 +81,20 @@ class Scenario:
     #: Entries of each vCPU's PML buffer (512 in the hardware; fewer make
     #: the PML-full exit reachable in small executions).
     pml_entries: int = 512
+    #: The dirty ring (KVM_CAP_DIRTY_LOG_RING): each vCPU pushes (slot,
+    #: offset) entries into its own ring instead of setting bits; writes
+    #: with no running vCPU go to the bitmap (..._RING_WITH_BITMAP). An
+    #: interface, turned on by ring algorithms (their ``model``).
+    dirty_ring: bool = False
+    #: Entries per vCPU ring: a power of two from 4 to 65536 (KVM's rings
+    #: are 4 KiB and up; small ones make wrap-around reachable).
+    ring_entries: int = 8
+    #: Used entries at which a vCPU exits (KVM_EXIT_DIRTY_RING_FULL) and
+    #: waits for the reaper; below ``ring_entries`` (the rest is reserved
+    #: for the write in flight). None: ``ring_entries - 1``.
+    ring_soft_limit: int | None = None
+    #: Entries the reaper collects per ring per pass (0: all it finds).
+    ring_batch: int = 0
     #: The liveness oracle: harvest rounds after the final one, with no
     #: writer left; a page reported by every one of them is a stuck bit
     #: (0: off).
@@ -108,7 +122,7 @@ class Scenario:
                 or not 0 <= self.clear_words <= 1 << 18:
             raise UsageError(f"expected a number of words per CLEAR from 0 (the whole slot) "
                              f"to {1 << 18} for clear_words, got {self.clear_words!r}")
-        for name in ("fast_page_fault", "pml"):
+        for name in ("fast_page_fault", "pml", "dirty_ring"):
             if not isinstance(getattr(self, name), bool):
                 raise UsageError(f"expected True or False for {name}, "
                                  f"got {getattr(self, name)!r}")
@@ -120,6 +134,7 @@ class Scenario:
                 or not 1 <= self.pml_entries <= 512:
             raise UsageError(f"expected a number of PML entries from 1 to 512 for pml_entries, "
                              f"got {self.pml_entries!r}")
+        self._check_ring()
         if self.engine == "processes" and self.writers > MAX_PROCESS_WRITERS:
             raise UsageError(f"expected at most {MAX_PROCESS_WRITERS} writers on the processes "
                              f"engine (each is a Python interpreter), got {self.writers}")
@@ -146,6 +161,32 @@ class Scenario:
                              f"got {self.max_executions!r}")
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
             raise UsageError(f"expected an int seed, got {self.seed!r}")
+
+    def _check_ring(self) -> None:
+        n = self.ring_entries
+        if not isinstance(n, int) or isinstance(n, bool) or not 4 <= n <= 65536 or n & (n - 1):
+            raise UsageError(f"expected a power of two from 4 to 65536 for ring_entries, "
+                             f"got {n!r}")
+        soft = self.ring_soft_limit
+        if soft is not None and (not isinstance(soft, int) or isinstance(soft, bool)
+                                 or not 2 <= soft < n):
+            raise UsageError(f"expected a ring soft limit from 2 to {n - 1} for a {n}-entry "
+                             f"ring (one entry at least is reserved for the write in flight; "
+                             f"a limit of 1 livelocks: each fault's retry would exit and reap, "
+                             f"re-protecting the page it just made writable), got {soft!r}")
+        batch = self.ring_batch
+        if not isinstance(batch, int) or isinstance(batch, bool) or not 0 <= batch <= 65536:
+            raise UsageError(f"expected a reaper batch from 0 (all) to 65536 for ring_batch, "
+                             f"got {batch!r}")
+        if self.dirty_ring and self.pml:
+            raise UsageError("expected the dirty ring or PML, got both: the model drains PML "
+                             "buffers into the bitmap only")
+
+    @property
+    def soft_limit(self) -> int:
+        """The ring's soft limit in effect."""
+        return self.ring_soft_limit if self.ring_soft_limit is not None \
+            else self.ring_entries - 1
 
     @staticmethod
     def _positive(name: str, value: object) -> None:

@@ -38,7 +38,8 @@ _PREFIX = re.compile(r"^cd(\d+)\.([A-Za-z0-9_-]+)$")
 _SCENARIO_FIELDS = ("slots", "pages", "initially_set", "seed", "lock_timeout", "tlb")
 #: Fields added later, with the default a token without them meant.
 _OPTIONAL_FIELDS = {"clear_words": 1, "fast_page_fault": False, "pml": False,
-                    "pml_entries": 512, "stuck_rounds": 2}
+                    "pml_entries": 512, "stuck_rounds": 2, "dirty_ring": False,
+                    "ring_entries": 8, "ring_soft_limit": None, "ring_batch": 0}
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,21 @@ vCPU's exit handler). The buffer is drained into the bitmap, through
 harvester's kick is seen at the next guest entry, when the buffer is full,
 and on the way out to userspace at the end of the writes.
 
+With the dirty ring (``kvm.dirty_ring``), the algorithm's mark pushes an
+entry into this vCPU's ring. Before every write (a guest entry, or the
+ioctl that writes on the guest's behalf) the vCPU checks the ring's soft
+limit (the algorithm's ``ring_soft_full``, ``kvm_dirty_ring_soft_full``);
+at the limit it exits with ``KVM_EXIT_DIRTY_RING_FULL`` and runs
+userspace's handler, as QEMU does on the vCPU thread: the algorithm's
+``reap`` (collect, reset). If that made no room it waits for the reaper
+(a modelled block: the harvester reaps every round), and a wait that
+never ends is reported as a deadlock naming the vCPU.
+
+A device write (``kind`` 2 in a program) is an on-behalf write made with
+no running vCPU (a VM ioctl or a device model's DMA): its mark has no
+vCPU, so a ring algorithm must log it in the bitmap beside the rings
+(``KVM_CAP_DIRTY_LOG_RING_WITH_BITMAP``).
+
 After each write completes, the writer publishes it for the oracle: the
 page's ``completed`` word is raised to the write's value (a version-max
 compare-exchange loop). Publishing after the fact makes the oracle see
@@ -35,6 +50,7 @@ write was really done.
 
 from __future__ import annotations
 
+from .._core.switch import Op, wait_until
 from ..dirtylog import DirtyLogAlgorithm, fast_page_fault
 from ..dirtylog._context import FAULT, ON_BEHALF, PML, MarkContext, marker
 from ..model.atomic import AtomicWords
@@ -68,6 +84,8 @@ class Vcpu:
         self._mark = marker(algorithm)
         self._fault_context = MarkContext.of(FAULT, vcpu_id)
         self._on_behalf_context = MarkContext.of(ON_BEHALF, vcpu_id)
+        self._device_context = MarkContext.of(ON_BEHALF, None)
+        self.ring_full_exits = 0
         self._pml_context = MarkContext.of(PML, vcpu_id)
         #: The PML buffer (gfns, in logging order), the last kick drained,
         #: and whether this vCPU has entered the guest in this execution.
@@ -84,7 +102,10 @@ class Vcpu:
         kvm, pages, vid = self.kvm, self.kvm.pages, self.id
         if kvm.pml:
             self._pml_entry()
+        ring = kvm.dirty_ring
         while True:
+            if ring:  # every guest entry, the retry after a fault too
+                self._ring_entry()
             if kvm.tlb is not None:
                 new = self._write_in_guest_mode(gfn)
                 if new is not None:
@@ -123,6 +144,28 @@ class Vcpu:
         self._publish(gfn, page_value(new))
         if len(self.pml_buffer) >= self.kvm.pml_entries:
             self.drain_pml(full=True)  # the PML-full VM exit
+
+    # -- the dirty ring ---------------------------------------------------------
+    def _ring_entry(self) -> None:
+        """Before a guest entry: at the soft limit, exit to userspace
+        (KVM_EXIT_DIRTY_RING_FULL), whose handler reaps; if that made no
+        room, wait for the reaper."""
+        kvm, vid, algorithm = self.kvm, self.id, self.algorithm
+        soft_full = getattr(algorithm, "ring_soft_full", None)
+        while soft_full(vid) if soft_full is not None else kvm.ring_soft_full(vid):
+            self.ring_full_exits += 1
+            used = kvm.ring_used(vid)
+            algorithm.reap(vid)  # type: ignore[attr-defined]
+            if kvm.ring_used(vid) < used:
+                continue
+            wait_until(lambda: not kvm.ring_soft_full(vid, peek=True),
+                       lambda: f"vcpu {vid}'s dirty ring at its soft limit "
+                               f"({kvm.ring_used(vid, peek=True)} "
+                               f"of {kvm.ring_entries} entries used, limit "
+                               f"{kvm.ring_soft_limit}) after "
+                               f"KVM_EXIT_DIRTY_RING_FULL: waiting for the reaper to reset it",
+                       Op.WAIT, "ring", vid, timeout=kvm.lock_timeout,
+                       on_wait=kvm._watch, waiter=f"vcpu {vid}")
 
     # -- PML ------------------------------------------------------------------
     def _pml_entry(self) -> None:
@@ -225,14 +268,20 @@ class Vcpu:
         finally:
             tlb.read_unlock(vid)
 
-    def write_on_behalf(self, gfn: int) -> None:
+    def write_on_behalf(self, gfn: int, running: bool = True) -> None:
+        """``kvm_write_guest`` for the guest: data first, then the mark.
+        ``running``: on this vCPU (an ioctl on it); False: with no running
+        vCPU (a device write, whose mark has no vCPU)."""
         pages, vid, algorithm = self.kvm.pages, self.id, self.algorithm
-        if self.kvm.pml:
+        context = self._on_behalf_context if running else self._device_context
+        if running and self.kvm.pml:
             self._pml_entry()
+        if running and self.kvm.dirty_ring:
+            self._ring_entry()
         bit_first = getattr(algorithm, "mark_before_data", False)
         with algorithm.read_side(vid):
             if bit_first:  # only mutants: the order KVM must never use
-                self._mark(gfn, vid, self._on_behalf_context)
+                self._mark(gfn, vid, context)
             old = pages.load(gfn)
             while True:
                 new = make_page(page_version(page_value(old)) + 1, vid, old & SPTE_MASK)
@@ -240,7 +289,7 @@ class Vcpu:
                 if ok:
                     break
             if not bit_first:
-                self._mark(gfn, vid, self._on_behalf_context)
+                self._mark(gfn, vid, context)
         self.writes += 1
         self.on_behalf += 1
         self._publish(gfn, page_value(new))

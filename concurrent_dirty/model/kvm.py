@@ -35,7 +35,8 @@ from .atomic import AtomicWords
 from .memslot import Memslot, MemslotFlags, MemslotTable
 from .sync import Lock, Srcu
 
-__all__ = ["DIRTY", "MMU_WRITABLE", "PML_ENTRIES", "SPTE_BITS", "SPTE_MASK", "WRITABLE", "Kvm",
+__all__ = ["DIRTY", "MMU_WRITABLE", "PML_ENTRIES", "RING_DIRTY", "RING_HARVESTED", "SPTE_BITS",
+           "SPTE_MASK", "WRITABLE", "Kvm",
            "make_page", "page_value", "page_version", "page_writer"]
 
 WRITABLE = 1
@@ -47,6 +48,10 @@ SPTE_MASK = (1 << SPTE_BITS) - 1
 _WRITER_BITS = 16 - SPTE_BITS
 _WRITER_MASK = (1 << _WRITER_BITS) - 1
 MAX_VCPUS = _WRITER_MASK - 1
+#: A dirty ring entry's flags: published by KVM (``KVM_DIRTY_GFN_F_DIRTY``),
+#: collected by userspace (``KVM_DIRTY_GFN_F_RESET``), 0 once recycled.
+RING_DIRTY = 1
+RING_HARVESTED = 2
 #: Entries of a vCPU's Page Modification Log (one 4 KiB page of GPAs).
 PML_ENTRIES = 512
 
@@ -77,7 +82,9 @@ class Kvm:
 
     def __init__(self, arena: Arena, memslots: MemslotTable, nvcpus: int,
                  lock_timeout: float, *, tlb: bool = True, fast_page_fault: bool = False,
-                 pml: bool = False, pml_entries: int = PML_ENTRIES) -> None:
+                 pml: bool = False, pml_entries: int = PML_ENTRIES, dirty_ring: bool = False,
+                 ring_entries: int = 8, ring_soft_limit: int | None = None,
+                 ring_batch: int = 0) -> None:
         self.arena = arena
         self.memslots = memslots
         self.nvcpus = nvcpus
@@ -107,10 +114,22 @@ class Kvm:
         self._pml_ack = arena.words("pml_ack")
         self._pml_running = arena.words("pml_running")
         self._bitmaps = {s.id: arena.words(f"dirty_bitmap:{s.id}") for s in memslots}
+        #: The dirty ring (KVM_CAP_DIRTY_LOG_RING): see :meth:`ring_entry`.
+        self.dirty_ring = dirty_ring
+        self.ring_entries = ring_entries
+        self.ring_soft_limit = ring_entries - 1 if ring_soft_limit is None else ring_soft_limit
+        #: Entries the reaper collects per ring per pass (0: all).
+        self.ring_batch = ring_batch
+        if dirty_ring:
+            self.ring = arena.words("ring")
+            self.ring_index = arena.words("ring_index")
 
     @staticmethod
     def layout(memslots: MemslotTable, nvcpus: int, algorithm_words: dict[str, int],
-               algorithm_locks: dict[str, int] | None = None) -> Layout:
+               algorithm_locks: dict[str, int] | None = None, *,
+               ring_entries: int = 0) -> Layout:
+        """The VM's words; ``ring_entries``: the dirty ring's, that many
+        entries per vCPU (0: no ring)."""
         layout = Layout()
         layout.add("pages", memslots.total_gfns)
         layout.add("mmu_lock", 1, quiet=True)  # the Lock facade announces itself
@@ -123,6 +142,9 @@ class Kvm:
         layout.add("pml_running", nvcpus)
         for slot in memslots:
             layout.add(f"dirty_bitmap:{slot.id}", 2 * slot.nwords)
+        if ring_entries:
+            layout.add("ring", 2 * ring_entries * nvcpus)
+            layout.add("ring_index", 3 * nvcpus)
         for name, nwords in algorithm_words.items():
             layout.add(f"algo:{name}", nwords)
         for name, count in (algorithm_locks or {}).items():
@@ -254,6 +276,54 @@ class Kvm:
                    lambda: f"PML drains of vcpus {pending()} (kick {generation})",
                    Op.WAIT, "pml", 0, timeout=self.lock_timeout, on_wait=self._watch,
                    waiter="harvester")
+
+    # -- the dirty ring -------------------------------------------------------
+    def ring_entry(self, vcpu_id: int, index: int) -> tuple[int, int]:
+        """Word positions in ``kvm.ring`` of entry ``index`` (any count:
+        taken modulo the ring's size) of ``vcpu_id``'s ring: its (slot,
+        offset) word and its flags word (``RING_DIRTY``, ``RING_HARVESTED``
+        or 0). The entry is written before its flags publish it."""
+        at = 2 * (vcpu_id * self.ring_entries + index % self.ring_entries)
+        return at, at + 1
+
+    def ring_dirty_index(self, vcpu_id: int) -> int:
+        """Position of ``vcpu_id``'s ``dirty_index`` in ``kvm.ring_index``:
+        entries pushed since logging began (written by the vCPU only)."""
+        return 3 * vcpu_id
+
+    def ring_reset_index(self, vcpu_id: int) -> int:
+        """Position of ``reset_index``: entries recycled by
+        ``KVM_RESET_DIRTY_RINGS`` (written by the reset only)."""
+        return 3 * vcpu_id + 1
+
+    def ring_fetch_index(self, vcpu_id: int) -> int:
+        """Position of userspace's fetch index: entries its reaper has
+        collected (written by the reaper only)."""
+        return 3 * vcpu_id + 2
+
+    def ring_used(self, vcpu_id: int, *, peek: bool = False) -> int:
+        """Entries of ``vcpu_id``'s ring pushed and not yet recycled
+        (``peek``: without a switch point, for wait conditions)."""
+        read = self.ring_index.peek if peek else self.ring_index.load
+        return read(3 * vcpu_id) - read(3 * vcpu_id + 1)
+
+    def ring_soft_full(self, vcpu_id: int, *, peek: bool = False) -> bool:
+        """``kvm_dirty_ring_soft_full``: the vCPU must exit to userspace
+        (KVM_EXIT_DIRTY_RING_FULL) before it enters the guest again."""
+        return self.ring_used(vcpu_id, peek=peek) >= self.ring_soft_limit
+
+    @staticmethod
+    def ring_pack(slot_id: int, offset: int) -> int:
+        """An entry's (slot, offset) word, as ``struct kvm_dirty_gfn`` has."""
+        return (slot_id << 32) | offset
+
+    def ring_gfn(self, packed: int) -> int | None:
+        """The gfn an entry's word names, or None if it names no page."""
+        slot_id, offset = packed >> 32, packed & 0xFFFF_FFFF
+        for slot in self.memslots:
+            if slot.id == slot_id:
+                return slot.base_gfn + offset if offset < slot.npages else None
+        return None
 
     def fast_pf_fix(self, gfn: int, spte: int) -> bool:
         """``fast_pf_fix_direct_spte``: cmpxchg the SPTE from ``spte`` (the

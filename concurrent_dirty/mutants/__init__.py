@@ -45,6 +45,15 @@ from .pml import (
     PmlPlainClearDirty,
     PmlSmallBuffers,
 )
+from .ring import (
+    RingAllToBitmap,
+    RingCopyBeforeReset,
+    RingGfnBeforeFlags,
+    RingIgnoreSoftLimit,
+    RingNoBitmap,
+    RingResetEachRing,
+    RingResetUnharvested,
+)
 from .srcu import SrcuNoGracePeriod, SrcuProtectBeforeSwap, SrcuReaderOutsideSection
 from .xchg import (
     BitBeforeData,
@@ -172,6 +181,14 @@ for _cls, _breaks, _benign, _scenario in (
     (PmlFullDropsLast, "xchg-pml", False, {}),
     (PmlAtomicAndClear, "xchg-pml", True, {}),
     (PmlSmallBuffers, "xchg-pml", True, {}),
+    (RingGfnBeforeFlags, "ring", False, {}),
+    (RingCopyBeforeReset, "ring", False, {}),
+    (RingNoBitmap, "ring", False, {"on_behalf": 1.0}),
+    # A ring that fills: more pushes than entries, every write one.
+    (RingIgnoreSoftLimit, "ring", False, {"ring_entries": 4, "writes": 6, "on_behalf": 1.0}),
+    (RingResetUnharvested, "ring", False, {}),
+    (RingAllToBitmap, "ring", True, {}),
+    (RingResetEachRing, "ring", True, {}),
 ):
     register_mutant(_cls, breaks=_breaks, benign=_benign, scenario=_scenario)
 assert all(m.breaks in ALGORITHMS for m in MUTANTS.values())

@@ -38,8 +38,8 @@ class LockTrustingMark(XchgDirtyLog):
 
 class ContextCheckingMark(XchgDirtyLog):
     """Checks its context on every call (the source is known, the vCPU is
-    the caller's, ``mmu_lock`` is held only on the slow fault) and marks
-    atomically.
+    the caller's or None for a device write, ``mmu_lock`` is held only on
+    the slow fault) and marks atomically.
 
     Benign: reading the context changes nothing; the mark is the seed's."""
 
@@ -47,7 +47,7 @@ class ContextCheckingMark(XchgDirtyLog):
 
     def mark_page_dirty(self, gfn: int, vcpu_id: int, *,
                         context: MarkContext | None = None) -> None:
-        if context is None or context.vcpu != vcpu_id \
+        if context is None or context.vcpu not in (vcpu_id, None) \
                 or context.mmu_lock != (context.source == "fault"):
             raise AssertionError(f"unexpected mark context {context!r} for vcpu {vcpu_id}")
         super().mark_page_dirty(gfn, vcpu_id, context=context)

@@ -16,7 +16,14 @@ from ..dirtylog import algorithm_name, resolve_algorithm
 from ..engines.controlled import DEFAULT_MAX_STEPS, run_controlled
 from ..errors import InvariantViolation
 from ..harness.execution import ExecutionResult
-from ..harness.program import SLOT_SIZES, Program, boundary_gfns, build_memslots
+from ..harness.program import (
+    RING_SIZES,
+    SLOT_SIZES,
+    Program,
+    boundary_gfns,
+    build_memslots,
+    is_ring_algorithm,
+)
 from ..harness.scenario import Scenario
 from ..schedulers import Budget, DfsScheduler, PreemptionPoints, ReplayScheduler
 from .runner import FuzzReport, _fresh, _write_pending, pending_token
@@ -113,7 +120,8 @@ def minimize_preemptions(found: ExecutionResult, *, max_executions: int = 20_000
 def interleavings(algorithm: str, *, writers: Any = None, writes: Any = None, pages: Any = None,
                   rounds: Any = None, on_behalf: bool | None = None, slots: Any = None,
                   initially_set: bool | None = None, max_points: int = 6,
-                  max_decision: int = 400) -> Any:
+                  max_decision: int = 400, ring_entries: Any = None,
+                  ring_soft_limit: Any = None, ring_batch: Any = None) -> Any:
     """A Hypothesis strategy of :class:`Interleaving` cases for ``algorithm``.
 
     The program comes from the same distribution as every engine's (see
@@ -130,13 +138,17 @@ def interleavings(algorithm: str, *, writers: Any = None, writes: Any = None, pa
     from hypothesis import strategies as st
 
     resolve_algorithm(algorithm)
+    ring = is_ring_algorithm(algorithm)
 
     def as_strategy(value: Any, default: Any) -> Any:
         if value is None:
             return default
         return value if isinstance(value, st.SearchStrategy) else st.just(value)
 
-    flag = st.booleans() if on_behalf is None else st.just(on_behalf)
+    # A write's kind: the guest's (0), on its behalf on the vCPU (1) or
+    # with no running vCPU (2); shrinks toward the guest's own writes.
+    flag = st.sampled_from((0, 1, 2)) if on_behalf is None \
+        else st.sampled_from((1, 2)) if on_behalf else st.just(0)
 
     @st.composite
     def build(draw: Any) -> Interleaving:
@@ -147,6 +159,17 @@ def interleavings(algorithm: str, *, writers: Any = None, writes: Any = None, pa
         init = draw(st.booleans() if initially_set is None else st.just(initially_set))
         scenario = replace(Scenario(algorithm=algorithm), slots=n_slots, pages=n_pages,
                            writers=n_writers, initially_set=init)
+        if ring:
+            # The ring's geometry: shrinks toward the smallest ring, the
+            # soft limit one below it, the reaper taking all it finds.
+            entries = draw(as_strategy(ring_entries, st.sampled_from(
+                [n for n in RING_SIZES if not isinstance(ring_soft_limit, int)
+                 or n > ring_soft_limit] or [1 << int(ring_soft_limit).bit_length()])))
+            soft = draw(as_strategy(ring_soft_limit, st.sampled_from(
+                sorted({entries - 1, max(2, entries // 2), 2}, reverse=True))))
+            scenario = replace(scenario, ring_entries=entries, ring_soft_limit=soft,
+                               ring_batch=draw(as_strategy(ring_batch,
+                                                           st.sampled_from((0, 1, 2)))))
         gfn = _gfns(n_slots, n_pages)
         per_writer = as_strategy(writes, st.integers(1, 3))
         program = []

@@ -1,0 +1,200 @@
+"""``ring``: the dirty ring (KVM_CAP_DIRTY_LOG_RING, 2020), with the bitmap
+beside it for writes made with no running vCPU (..._RING_WITH_BITMAP, 2022),
+and userspace's reaper as QEMU runs it (b4420f198dd8).
+
+Kernel side. ``mark_page_dirty`` on a vCPU pushes an entry into that
+vCPU's own ring (``kvm_dirty_ring_push``): write the entry's (slot, offset)
+word, then publish its flags as DIRTY, then advance ``dirty_index``. A mark
+with no running vCPU sets the page's bit in the slot's bitmap instead. A
+vCPU checks its ring before every guest entry: at the soft limit it exits
+with KVM_EXIT_DIRTY_RING_FULL (the harness's vCPU model does this, asking
+:meth:`DirtyRingLog.ring_soft_full`), so the entries reserved above the
+limit absorb the write in flight and a push never overwrites.
+``KVM_RESET_DIRTY_RINGS`` (:meth:`DirtyRingLog._reset`) walks each ring
+from ``reset_index`` while entries are HARVESTED: re-protect the page under
+``mmu_lock``, recycle the entry (flags 0), advance ``reset_index``; then
+flush remote TLBs if it re-protected anything.
+
+Userspace side, under one reaper lock (QEMU's BQL around
+``kvm_dirty_ring_reap``): collect (read an entry's flags first, and only if
+they read DIRTY its word; set the page in userspace's own bitmap; mark the
+entry HARVESTED), at most ``kvm.ring_batch`` entries per ring per pass (0:
+all), then reset, and repeat until a pass finds nothing. QEMU reaps on the
+vCPU thread at a ring-full exit (:meth:`reap`) and on the migration thread
+at every sync (:meth:`get_dirty_log`, which then takes the slot's bits
+from userspace's bitmap, still under the lock, and GETs the bitmap of the
+writes made with no vCPU).
+
+Why nothing is lost. Invariant: a writable page has an entry pushed since
+it was last re-protected that is not yet recycled. A fault pushes before it
+makes the page writable, under ``mmu_lock``; an on-behalf write stores its
+data, then pushes. A write that completed before a sync is therefore in an
+entry that is DIRTY (the sync collects it), or HARVESTED (in userspace's
+bitmap, which the sync takes). Every page in userspace's bitmap was
+re-protected and flushed before the lock was dropped, so the copy that
+follows the sync sees every write made before the re-protection, and a
+write after it faults and pushes a new entry. Reading flags before the
+word matters: an entry being reused is written, then published, so a word
+read before its DIRTY flags may be the stale one of the entry's last lap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from ..model.kvm import RING_DIRTY, RING_HARVESTED
+from ..model.memslot import MemslotTable
+from ..model.sync import HARVESTER
+from ._context import MarkContext
+from .xchg import XchgDirtyLog
+
+__all__ = ["DirtyRingLog"]
+
+
+class DirtyRingLog(XchgDirtyLog):
+    """Per-vCPU rings, a bitmap for no-vCPU writes, a reaper. Seams:
+    :meth:`_push`, :meth:`_collect` (one ring), :meth:`_reset` (every ring),
+    :meth:`_sync` (the migration thread's reap and take),
+    :meth:`ring_soft_full`. Its GET of the no-vCPU bitmap is ``xchg``'s."""
+
+    name = "ring"
+    model: ClassVar[Mapping[str, Any]] = {"dirty_ring": True}
+    #: Who runs the reaper now (the vCPU at its ring-full exit, or the
+    #: harvester): the holder of the locks it takes.
+    _who = HARVESTER
+
+    @classmethod
+    def shared_words(cls, memslots: MemslotTable) -> dict[str, int]:
+        # Userspace's own dirty bitmap (QEMU's per-RAMBlock bitmap), which
+        # reaps on any thread fill and the migration thread takes.
+        return {f"collected:{slot.id}": slot.nwords for slot in memslots}
+
+    @classmethod
+    def shared_locks(cls, memslots: MemslotTable) -> dict[str, int]:
+        return {"reaper": 1}
+
+    # -- kernel: the push and the soft limit ---------------------------------
+    def mark_page_dirty(self, gfn: int, vcpu_id: int, *,
+                        context: MarkContext | None = None) -> None:
+        slot = self._slot_of(gfn)
+        vcpu = vcpu_id if context is None else context.vcpu
+        if vcpu is None:
+            self._mark_no_vcpu(slot.id, gfn - slot.base_gfn)
+        else:
+            self._push(vcpu, slot.id, gfn - slot.base_gfn)
+
+    def _mark_no_vcpu(self, slot_id: int, offset: int) -> None:
+        """A mark with no running vCPU: the bitmap beside the rings."""
+        self.kvm.dirty_bitmap(slot_id).set_bit(offset)
+
+    def _push(self, vcpu: int, slot_id: int, offset: int) -> None:
+        """``kvm_dirty_ring_push``: the entry, then its flags, then the
+        index (only ``vcpu`` pushes into its ring)."""
+        kvm = self.kvm
+        at = kvm.ring_dirty_index(vcpu)
+        index = kvm.ring_index.load(at)
+        entry, flags = kvm.ring_entry(vcpu, index)
+        kvm.ring.store(entry, kvm.ring_pack(slot_id, offset))
+        kvm.ring.store(flags, RING_DIRTY)
+        kvm.ring_index.store(at, index + 1)
+
+    def ring_soft_full(self, vcpu_id: int) -> bool:
+        """Whether ``vcpu_id`` must exit before it enters the guest
+        (``kvm_dirty_ring_check_request``)."""
+        return self.kvm.ring_soft_full(vcpu_id)
+
+    # -- userspace: the reaper -----------------------------------------------
+    def reap(self, vcpu_id: int | None = None) -> int:
+        """``kvm_dirty_ring_reap`` on the calling thread (a vCPU at its
+        ring-full exit, or None for the migration thread): the entries
+        collected."""
+        self._who = who = HARVESTER if vcpu_id is None else vcpu_id
+        with self.kvm.lock("reaper").held(who):
+            return self._reap_locked()
+
+    def _reap_locked(self) -> int:
+        """Collect and reset, pass after pass, until a pass finds nothing."""
+        total = 0
+        while True:
+            found = sum(self._collect(v) for v in range(self.kvm.nvcpus))
+            if not found:
+                return total
+            total += found
+            self._reset()
+
+    def _collect(self, vcpu: int) -> int:
+        """Collect up to ``kvm.ring_batch`` (0: all) published entries of
+        ``vcpu``'s ring into userspace's bitmap; the number collected."""
+        kvm = self.kvm
+        ring, at = kvm.ring, kvm.ring_fetch_index(vcpu)
+        fetch = kvm.ring_index.load(at)
+        batch, n = kvm.ring_batch, 0
+        while not batch or n < batch:
+            entry, flags = kvm.ring_entry(vcpu, fetch)
+            if ring.load(flags) != RING_DIRTY:
+                break
+            self._collected(ring.load(entry))  # after the flags: acquire
+            ring.store(flags, RING_HARVESTED)
+            fetch += 1
+            n += 1
+        if n:
+            kvm.ring_index.store(at, fetch)
+        return n
+
+    def _collected(self, packed: int) -> None:
+        """Userspace's ``kvm_dirty_ring_mark_page``: an entry naming no page
+        is skipped, as QEMU does."""
+        gfn = self.kvm.ring_gfn(packed)
+        if gfn is None:
+            return
+        slot = self._slot_of(gfn)
+        self.kvm.words(f"collected:{slot.id}").set_bit(gfn - slot.base_gfn)
+
+    def _reset(self) -> None:
+        """``KVM_RESET_DIRTY_RINGS``: recycle every ring's HARVESTED
+        entries from ``reset_index``, re-protecting their pages, then flush."""
+        kvm = self.kvm
+        ring = kvm.ring
+        cleared = False
+        for vcpu in range(kvm.nvcpus):
+            at = kvm.ring_reset_index(vcpu)
+            reset = start = kvm.ring_index.load(at)
+            while True:
+                entry, flags = kvm.ring_entry(vcpu, reset)
+                if ring.load(flags) != RING_HARVESTED:
+                    break
+                gfn = kvm.ring_gfn(ring.load(entry))
+                ring.store(flags, 0)
+                reset += 1
+                if gfn is not None:
+                    self._reprotect(gfn)
+                    cleared = True
+            if reset != start:
+                kvm.ring_index.store(at, reset)
+        if cleared:
+            kvm.flush_remote_tlbs()
+
+    def _reprotect(self, gfn: int) -> None:
+        """``kvm_reset_dirty_gfn``: write-protect under ``mmu_lock``."""
+        with self.kvm.mmu_lock.held(self._who):
+            self.kvm.write_protect(gfn)
+
+    # -- the migration thread's sync ------------------------------------------
+    def get_dirty_log(self, slot_id: int) -> list[int]:
+        """Reap every ring and take the slot's collected bits (under the
+        reaper lock), then GET the bitmap of no-vCPU writes."""
+        taken = self._sync(slot_id)
+        bitmap = super().get_dirty_log(slot_id)
+        return [a | b for a, b in zip(taken, bitmap, strict=True)]
+
+    def _sync(self, slot_id: int) -> list[int]:
+        """Under the reaper lock: reap (so every collected page is
+        re-protected), then take the slot's words of userspace's bitmap."""
+        nwords = self.kvm.id_to_memslot(slot_id).nwords
+        collected = self.kvm.words(f"collected:{slot_id}")
+        self._who = HARVESTER
+        with self.kvm.lock("reaper").held(HARVESTER):
+            self._reap_locked()
+            return [collected.exchange(i, 0) if collected.load(i) else 0
+                    for i in range(nwords)]
