@@ -13,10 +13,10 @@ stay atomic because not every caller holds ``mmu_lock``):
 * ``pml``: a vCPU draining its Page Modification Log at a VM exit, without
   ``mmu_lock``.
 
-``vcpu`` is the vCPU the mark runs on, or None when no vCPU is running
-(every write the harness makes today runs on a vCPU; None is there for
-algorithms that must handle it, as the dirty ring's
-``KVM_CAP_DIRTY_LOG_RING_WITH_BITMAP`` does).
+``vcpu`` is the vCPU the mark runs on, or None when no vCPU is running:
+a device write (an on-behalf write made by a VM ioctl or a device model,
+kind 2 in a program), which the dirty ring must log in the bitmap beside
+its rings (``KVM_CAP_DIRTY_LOG_RING_WITH_BITMAP``).
 
 Backward compatibility: an algorithm whose ``mark_page_dirty`` takes only
 ``(gfn, vcpu_id)`` keeps working. The harness looks at the signature once

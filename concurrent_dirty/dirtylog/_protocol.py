@@ -18,7 +18,11 @@ to one process and last one execution. The harness calls:
   their pages, so that the next write to them faults and is logged again;
 * ``clear_dirty_log(slot_id, first_page, mask)`` (``KVM_CLEAR_DIRTY_LOG``)
   only when ``manual_protect`` is true: the harvester calls it, word by
-  word, with the bits GET returned, just before it copies those pages.
+  word, with the bits GET returned, just before it copies those pages;
+* for an algorithm whose ``model`` turns the dirty ring on: ``reap(vcpu)``
+  from a vCPU at its ring-full exit, and ``ring_soft_full(vcpu)`` (if
+  defined; else ``kvm.ring_soft_full``) before every guest entry (see
+  :mod:`~concurrent_dirty.dirtylog.ring`).
 """
 
 from __future__ import annotations

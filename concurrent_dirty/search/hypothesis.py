@@ -171,7 +171,9 @@ def interleavings(algorithm: str, *, writers: Any = None, writes: Any = None, pa
                                ring_batch=draw(as_strategy(ring_batch,
                                                            st.sampled_from((0, 1, 2)))))
         gfn = _gfns(n_slots, n_pages)
-        per_writer = as_strategy(writes, st.integers(1, 3))
+        per_writer = as_strategy(writes, st.integers(1, 3) if not ring else st.one_of(
+            # A ring's boundary: one write more than it holds, so it fills.
+            st.integers(1, 3), st.just(scenario.ring_entries + 1)))
         program = []
         for _ in range(n_writers):
             k = draw(per_writer)
