@@ -15,11 +15,13 @@ from ``reset_index`` while entries are HARVESTED: re-protect the page under
 ``mmu_lock``, recycle the entry (flags 0), advance ``reset_index``; then
 flush remote TLBs if it re-protected anything.
 
-Userspace side, under one reaper lock (QEMU's BQL around
-``kvm_dirty_ring_reap``): collect (read an entry's flags first, and only if
-they read DIRTY its word; set the page in userspace's own bitmap; mark the
-entry HARVESTED), at most ``kvm.ring_batch`` entries per ring per pass (0:
-all), then reset, and repeat until a pass finds nothing. QEMU reaps on the
+Userspace side, under one reaper lock (QEMU's ``kvm_slots_lock`` around
+``kvm_dirty_ring_reap``, taken with the BQL held): collect each ring's
+published entries from userspace's fetch index (read an entry's flags
+first, and only if they read DIRTY its word; set the page in userspace's
+own bitmap; mark the entry HARVESTED), at most ``kvm.ring_batch`` entries
+per ring per pass (0: all in one pass) and the ring's size in all, with a
+reset after each pass. QEMU reaps on the
 vCPU thread at a ring-full exit (:meth:`reap`) and on the migration thread
 at every sync (:meth:`get_dirty_log`, which then takes the slot's bits
 from userspace's bitmap, still under the lock, and GETs the bitmap of the
@@ -114,23 +116,37 @@ class DirtyRingLog(XchgDirtyLog):
             return self._reap_locked()
 
     def _reap_locked(self) -> int:
-        """Collect and reset, pass after pass, until a pass finds nothing."""
+        """``kvm_dirty_ring_reap_locked``: collect each ring's published
+        entries, at most ``kvm.ring_batch`` per ring between two resets (0:
+        all in one pass), and at most the ring's size per ring in all: an
+        entry stays HARVESTED until a reset, so a ring holds no more than
+        that many published entries when the reap begins, and vCPUs that
+        keep pushing cannot hold the reaper in its loop."""
+        kvm = self.kvm
+        left = [kvm.ring_entries] * kvm.nvcpus
+        batch = kvm.ring_batch or kvm.ring_entries
         total = 0
         while True:
-            found = sum(self._collect(v) for v in range(self.kvm.nvcpus))
+            found = 0
+            for v in range(kvm.nvcpus):
+                n = self._collect(v, min(batch, left[v])) if left[v] else 0
+                left[v] -= n
+                found += n
             if not found:
                 return total
             total += found
             self._reset()
 
-    def _collect(self, vcpu: int) -> int:
-        """Collect up to ``kvm.ring_batch`` (0: all) published entries of
-        ``vcpu``'s ring into userspace's bitmap; the number collected."""
+    def _collect(self, vcpu: int, most: int) -> int:
+        """Collect up to ``most`` published entries of ``vcpu``'s ring, from
+        userspace's fetch index, into userspace's bitmap; the number
+        collected (``kvm_dirty_ring_reap_one``). Only the flags say whether
+        an entry is published: ``dirty_index`` is the kernel's."""
         kvm = self.kvm
         ring, at = kvm.ring, kvm.ring_fetch_index(vcpu)
         fetch = kvm.ring_index.load(at)
-        batch, n = kvm.ring_batch, 0
-        while not batch or n < batch:
+        n = 0
+        while n < most:
             entry, flags = kvm.ring_entry(vcpu, fetch)
             if ring.load(flags) != RING_DIRTY:
                 break

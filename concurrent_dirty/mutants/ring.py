@@ -16,21 +16,23 @@ class RingGfnBeforeFlags(DirtyRingLog):
     """The reaper reads an entry's (slot, offset) word before its flags
     (no acquire order between them).
 
-    The entry the vCPU pushes next still holds the word of its last lap (or
+    The entry the vCPU is pushing still holds the word of its last lap (or
     zero, slot 0 page 0, on its first). The reaper reads that stale word;
     the vCPU writes page P's word and publishes DIRTY; the reaper reads
     DIRTY and collects the stale page, marking the entry HARVESTED. The
-    reset re-protects the stale page and recycles the entry: P's entry is
-    gone, P stays writable, and its write is never copied."""
+    reset (which reads the word again) re-protects P and recycles the
+    entry, but userspace's bitmap got the stale page instead of P: P's
+    write is never copied, and its next write faults into a new entry only
+    if there is one."""
 
     name = "ring-gfn-before-flags"
 
-    def _collect(self, vcpu: int) -> int:
+    def _collect(self, vcpu: int, most: int) -> int:
         kvm = self.kvm
         ring, at = kvm.ring, kvm.ring_fetch_index(vcpu)
         fetch = kvm.ring_index.load(at)
-        batch, n = kvm.ring_batch, 0
-        while not batch or n < batch:
+        n = 0
+        while n < most:
             entry, flags = kvm.ring_entry(vcpu, fetch)
             packed = ring.load(entry)  # BUG: read before the flags publish it
             if ring.load(flags) != RING_DIRTY:
@@ -63,8 +65,7 @@ class RingCopyBeforeReset(DirtyRingLog):
         with self.kvm.lock("reaper").held(HARVESTER):
             self._reset()  # BUG: the previous sync's entries, after their copy
             for vcpu in range(self.kvm.nvcpus):
-                while self._collect(vcpu):
-                    pass
+                self._collect(vcpu, self.kvm.ring_entries)
             return [collected.exchange(i, 0) for i in range(nwords)]
 
 
@@ -88,8 +89,7 @@ class RingIgnoreSoftLimit(DirtyRingLog):
 
     With the ring full, the next push wraps onto the oldest entry, still
     DIRTY (not yet collected): that entry's page is overwritten by the new
-    one and never collected, though its write completed and its SPTE stays
-    writable."""
+    one and never collected, though its write completed."""
 
     name = "ring-ignore-soft-limit"
 
@@ -154,11 +154,15 @@ class RingResetEachRing(DirtyRingLog):
     name = "ring-reset-each-ring"
 
     def _reap_locked(self) -> int:
+        kvm = self.kvm
+        left = [kvm.ring_entries] * kvm.nvcpus
+        batch = kvm.ring_batch or kvm.ring_entries
         total = 0
         while True:
             found = 0
             for vcpu in range(self.kvm.nvcpus):
-                n = self._collect(vcpu)
+                n = self._collect(vcpu, min(batch, left[vcpu])) if left[vcpu] else 0
+                left[vcpu] -= n
                 if n:
                     self._reset()
                 found += n
