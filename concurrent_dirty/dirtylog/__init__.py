@@ -21,7 +21,13 @@ import sys
 
 from ..errors import AlgorithmError
 from ._context import MarkContext
-from ._protocol import DirtyLogAlgorithm, check_clear_range, fast_page_fault, for_each_set_bit
+from ._protocol import (
+    ALL_MODEL_OPTIONS,
+    DirtyLogAlgorithm,
+    check_clear_range,
+    fast_page_fault,
+    for_each_set_bit,
+)
 from .fastpf import FastPfXchgDirtyLog
 from .manual import ManualDirtyLog
 from .pml import PmlXchgDirtyLog
@@ -30,6 +36,7 @@ from .xchg import XchgDirtyLog
 
 __all__ = [
     "ALGORITHMS",
+    "ALL_MODEL_OPTIONS",
     "BUILTIN_ALGORITHMS",
     "FastPfXchgDirtyLog",
     "DirtyLogAlgorithm",
