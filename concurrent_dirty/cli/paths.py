@@ -8,13 +8,18 @@ from typing import Any
 
 from ..harness.scenario import Scenario
 
-__all__ = ["add_path_options", "path_args", "path_words"]
+__all__ = ["add_path_options", "path_args", "path_pins", "path_words"]
 
 _DEFAULT = Scenario()
 
 
-def add_path_options(group: Any, number: Any) -> None:
-    """Add ``--clear-words`` and ``--fast-page-fault`` to a parser or group."""
+def add_path_options(group: Any, number: Any, *, drawn: bool = False) -> None:
+    """Add ``--clear-words``, ``--fast-page-fault``, ``--pml`` and the rest
+    to a parser or group. ``drawn`` (fuzz): the model options default to
+    None, drawn per execution by the program space, and
+    ``--no-fast-page-fault``/``--no-pml`` pin them off."""
+    if drawn:
+        return _add_drawn_path_options(group, number)
     group.add_argument("--clear-words", type=number("a number of words per CLEAR", 0, 1 << 18,
                                                    integer=True),
                        default=_DEFAULT.clear_words, metavar="N",
@@ -42,10 +47,55 @@ def add_path_options(group: Any, number: Any) -> None:
                             "(default %(default)s; 0: off)")
 
 
+def _add_drawn_path_options(group: Any, number: Any) -> None:
+    group.add_argument("--clear-words", type=number("a number of words per CLEAR", 0, 1 << 18,
+                                                   integer=True),
+                       default=_DEFAULT.clear_words, metavar="N",
+                       help="words per KVM_CLEAR_DIRTY_LOG of the harvester (manual "
+                            "algorithms): 1, several, or 0 for the whole slot; the slot's last "
+                            "range may end in a partial word (default %(default)s)")
+    group.add_argument("--fast-page-fault", action=argparse.BooleanOptionalAction,
+                       default=None,
+                       help="the fast page fault (KVM c7ba5b48cc8d): write faults on "
+                            "MMU-writable SPTEs are fixed by a cmpxchg without mmu_lock, then "
+                            "marked dirty (default: drawn per execution, on one time in four, "
+                            "for algorithms that support it; an algorithm's model may turn it "
+                            "on)")
+    group.add_argument("--pml", action=argparse.BooleanOptionalAction, default=None,
+                       help="hardware Dirty bits and PML: SPTEs stay writable, the CPU sets "
+                            "Dirty on its first write through a translation and logs the gfn "
+                            "in its vCPU's PML buffer, drained into the bitmap at VM exits; a "
+                            "harvest kicks running vCPUs first (default: drawn per execution, "
+                            "on one time in four, for algorithms that support it)")
+    group.add_argument("--pml-entries", type=number("a number of PML entries", 1, 512,
+                                                    integer=True),
+                       default=None, metavar="N",
+                       help="entries of each vCPU's PML buffer (default: drawn with PML, 512 "
+                            "or 1, 2, 4, so that small executions reach the PML-full exit)")
+    group.add_argument("--stuck-rounds", type=number("a number of rounds", 0, 16, integer=True),
+                       default=_DEFAULT.stuck_rounds, metavar="K",
+                       help="the liveness oracle: harvest rounds after the final one, with no "
+                            "writer left; a page every one of them reports is a stuck bit "
+                            "(default %(default)s; 0: off)")
+
+
 def path_args(ns: argparse.Namespace) -> dict[str, Any]:
-    """The Scenario fields these options set."""
-    return {"clear_words": ns.clear_words, "fast_page_fault": ns.fast_page_fault,
-            "pml": ns.pml, "pml_entries": ns.pml_entries, "stuck_rounds": ns.stuck_rounds}
+    """The Scenario fields these options set (an option left to the program
+    space to draw gives the Scenario's default, which the draw replaces)."""
+    def given(name: str) -> Any:
+        value = getattr(ns, name)
+        return getattr(_DEFAULT, name) if value is None else value
+
+    return {"clear_words": ns.clear_words, "fast_page_fault": given("fast_page_fault"),
+            "pml": given("pml"), "pml_entries": given("pml_entries"),
+            "stuck_rounds": ns.stuck_rounds}
+
+
+def path_pins(ns: argparse.Namespace) -> dict[str, Any]:
+    """The model options the command line pins for the program space (None:
+    drawn)."""
+    return {"fast_page_fault": ns.fast_page_fault, "pml": ns.pml,
+            "pml_entries": ns.pml_entries}
 
 
 def path_words(scenario: Scenario) -> list[str]:
