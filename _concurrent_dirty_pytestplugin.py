@@ -95,7 +95,8 @@ class Dirty:
             # the program space; a shape argument pins its dimension.
             from concurrent_dirty.harness.program import ProgramSpace
 
-            shape = {k: kw[k] for k in ("writers", "slots", "pages", "writes", "initially_set")
+            shape = {k: kw[k] for k in ("writers", "slots", "pages", "writes", "initially_set",
+                                        "fast_page_fault", "pml", "pml_entries")
                      if k in kw}
             space = ProgramSpace(**shape, rounds=kw.pop("rounds", None))
             scenario = self.scenario(algorithm, **kw)

@@ -20,6 +20,7 @@ _LAZY: dict[str, str] = {
     "Outcome": "._core.runtime",
     "Verdict": "._core.runtime",
     "cpu_relax": "._core.switch",
+    "ALL_MODEL_OPTIONS": ".dirtylog",
     "BUILTIN_ALGORITHMS": ".dirtylog",
     "DirtyLogAlgorithm": ".dirtylog",
     "ManualDirtyLog": ".dirtylog",
@@ -134,6 +135,7 @@ __all__ = [
     "regression_test",
     "replay",
     "run_controlled",
+    "ALL_MODEL_OPTIONS",
     "BUILTIN_ALGORITHMS",
     "HARVESTER",
     "WRITABLE",
@@ -186,6 +188,7 @@ if _TYPE_CHECKING:  # what type checkers and IDEs see: the eager imports
     from ._core.runtime import Outcome, Verdict
     from ._core.switch import cpu_relax
     from .dirtylog import (
+        ALL_MODEL_OPTIONS,
         BUILTIN_ALGORITHMS,
         DirtyLogAlgorithm,
         ManualDirtyLog,

@@ -19,7 +19,7 @@ from ..harness.token import decode
 from ..schedulers import SCHEDULERS as _REGISTRY
 from ..search.hypothesis import hypothesis_search
 from ..search.runner import FuzzReport, explore, regression_test, replay
-from .paths import add_path_options, path_args, ring_pins
+from .paths import add_path_options, path_args, path_pins, ring_pins
 from .scale import add_options as add_scale_options
 
 #: The controlled schedulers, and Hypothesis (which drives its own search).
@@ -79,7 +79,7 @@ def add_parsers(sub: Any, number: Any, choice: Any) -> None:
                    help="KVM_DIRTY_LOG_INITIALLY_SET on or off (default: drawn)")
     f.add_argument("--no-tlb", dest="tlb", action="store_false",
                    help="no per-vCPU TLB model")
-    add_path_options(f, number)
+    add_path_options(f, number, drawn=True)
     f.add_argument("--seed", type=number("an integer seed", *SEED_RANGE, True),
                    default=0)
     f.add_argument("--max-steps", type=number("a step bound", 10, 10_000_000, integer=True),
@@ -141,7 +141,7 @@ class _Progress:
 
 def _pins(ns: argparse.Namespace) -> dict[str, Any]:
     return dict(writers=ns.writers, slots=ns.slots, pages=ns.pages, writes=ns.writes,
-                rounds=ns.rounds, initially_set=ns.initially_set)
+                rounds=ns.rounds, initially_set=ns.initially_set, **path_pins(ns))
 
 
 def _space(ns: argparse.Namespace) -> ProgramSpace:
@@ -160,7 +160,9 @@ def search_options(ns: argparse.Namespace) -> dict[str, Any]:
 def hypothesis_pins(ns: argparse.Namespace) -> dict[str, Any]:
     """The ``interleavings`` arguments this command line pins."""
     pins = {**_pins(ns), **ring_pins(ns), "on_behalf": _flag(ns.on_behalf)}
-    return {k: v for k, v in pins.items() if v is not None}
+    base = Scenario(tlb=ns.tlb, clear_words=ns.clear_words, stuck_rounds=ns.stuck_rounds,
+                    watchdog=ns.watchdog)
+    return {**{k: v for k, v in pins.items() if v is not None}, "base": base}
 
 
 def run_fuzz(ns: argparse.Namespace, write_json: Any) -> int:

@@ -9,13 +9,18 @@ from typing import Any
 
 from ..harness.scenario import Scenario
 
-__all__ = ["add_path_options", "path_args", "path_words", "ring_pins"]
+__all__ = ["add_path_options", "path_args", "path_pins", "path_words", "ring_pins"]
 
 _DEFAULT = Scenario()
 
 
-def add_path_options(group: Any, number: Any) -> None:
-    """Add ``--clear-words`` and ``--fast-page-fault`` to a parser or group."""
+def add_path_options(group: Any, number: Any, *, drawn: bool = False) -> None:
+    """Add ``--clear-words``, ``--fast-page-fault``, ``--pml`` and the rest
+    to a parser or group. ``drawn`` (fuzz): the model options default to
+    None, drawn per execution by the program space, and
+    ``--no-fast-page-fault``/``--no-pml`` pin them off."""
+    if drawn:
+        return _add_drawn_path_options(group, number)
     group.add_argument("--clear-words", type=number("a number of words per CLEAR", 0, 1 << 18,
                                                    integer=True),
                        default=_DEFAULT.clear_words, metavar="N",
@@ -36,19 +41,7 @@ def add_path_options(group: Any, number: Any) -> None:
                        default=_DEFAULT.pml_entries, metavar="N",
                        help="entries of each vCPU's PML buffer (default %(default)s, the "
                             "hardware's; fewer reach the PML-full exit in small executions)")
-    group.add_argument("--ring-entries", type=_power_of_two(number), default=None, metavar="N",
-                       help="ring algorithms: entries of each vCPU's dirty ring, a power of two "
-                            f"from 4 to 65536 (default: drawn from 4, 8, 16 by fuzz; "
-                            f"{_DEFAULT.ring_entries} for stress)")
-    group.add_argument("--ring-soft-limit", type=number("a soft limit", 2, 65535, integer=True),
-                       default=None, metavar="N",
-                       help="ring algorithms: used entries at which a vCPU exits "
-                            "(KVM_EXIT_DIRTY_RING_FULL) and waits for the reaper; below the "
-                            "ring's size (default: drawn by fuzz; size - 1 for stress)")
-    group.add_argument("--ring-batch", type=number("a batch", 0, 65536, integer=True),
-                       default=None, metavar="N",
-                       help="ring algorithms: entries the reaper collects per ring between two "
-                            "resets, 0 for all it finds (default: drawn by fuzz; 0 for stress)")
+    _add_ring_options(group, number)
     group.add_argument("--stuck-rounds", type=number("a number of rounds", 0, 16, integer=True),
                        default=_DEFAULT.stuck_rounds, metavar="K",
                        help="the liveness oracle: harvest rounds after the final one, with no "
@@ -68,18 +61,79 @@ def _power_of_two(number: Any) -> Any:
     return parse
 
 
+def _add_drawn_path_options(group: Any, number: Any) -> None:
+    group.add_argument("--clear-words", type=number("a number of words per CLEAR", 0, 1 << 18,
+                                                   integer=True),
+                       default=_DEFAULT.clear_words, metavar="N",
+                       help="words per KVM_CLEAR_DIRTY_LOG of the harvester (manual "
+                            "algorithms): 1, several, or 0 for the whole slot; the slot's last "
+                            "range may end in a partial word (default %(default)s)")
+    group.add_argument("--fast-page-fault", action=argparse.BooleanOptionalAction,
+                       default=None,
+                       help="the fast page fault (KVM c7ba5b48cc8d): write faults on "
+                            "MMU-writable SPTEs are fixed by a cmpxchg without mmu_lock, then "
+                            "marked dirty (default: drawn per execution, on one time in four, "
+                            "for algorithms that support it; an algorithm's model may turn it "
+                            "on)")
+    group.add_argument("--pml", action=argparse.BooleanOptionalAction, default=None,
+                       help="hardware Dirty bits and PML: SPTEs stay writable, the CPU sets "
+                            "Dirty on its first write through a translation and logs the gfn "
+                            "in its vCPU's PML buffer, drained into the bitmap at VM exits; a "
+                            "harvest kicks running vCPUs first (default: drawn per execution, "
+                            "on one time in four, for algorithms that support it)")
+    group.add_argument("--pml-entries", type=number("a number of PML entries", 1, 512,
+                                                    integer=True),
+                       default=None, metavar="N",
+                       help="entries of each vCPU's PML buffer (default: drawn with PML, 512 "
+                            "or 1, 2, 4, so that small executions reach the PML-full exit)")
+    _add_ring_options(group, number)
+    group.add_argument("--stuck-rounds", type=number("a number of rounds", 0, 16, integer=True),
+                       default=_DEFAULT.stuck_rounds, metavar="K",
+                       help="the liveness oracle: harvest rounds after the final one, with no "
+                            "writer left; a page every one of them reports is a stuck bit "
+                            "(default %(default)s; 0: off)")
+
+
+def _add_ring_options(group: Any, number: Any) -> None:
+    group.add_argument("--ring-entries", type=_power_of_two(number), default=None, metavar="N",
+                       help="ring algorithms: entries of each vCPU's dirty ring, a power of two "
+                            f"from 4 to 65536 (default: drawn from 4, 8, 16 by fuzz; "
+                            f"{_DEFAULT.ring_entries} for stress)")
+    group.add_argument("--ring-soft-limit", type=number("a soft limit", 2, 65535, integer=True),
+                       default=None, metavar="N",
+                       help="ring algorithms: used entries at which a vCPU exits "
+                            "(KVM_EXIT_DIRTY_RING_FULL) and waits for the reaper; below the "
+                            "ring's size (default: drawn by fuzz; size - 1 for stress)")
+    group.add_argument("--ring-batch", type=number("a batch", 0, 65536, integer=True),
+                       default=None, metavar="N",
+                       help="ring algorithms: entries the reaper collects per ring between two "
+                            "resets, 0 for all it finds (default: drawn by fuzz; 0 for stress)")
+
+
 def path_args(ns: argparse.Namespace) -> dict[str, Any]:
-    """The Scenario fields these options set. A soft limit given without a
-    ring size gets the smallest default size above it."""
+    """The Scenario fields these options set (an option left to the program
+    space to draw gives the Scenario's default, which the draw replaces)."""
+    def given(name: str) -> Any:
+        value = getattr(ns, name)
+        return getattr(_DEFAULT, name) if value is None else value
+
     entries = ns.ring_entries
     if entries is None:
+        # A soft limit given alone gets the smallest default size above it.
         entries = _DEFAULT.ring_entries
         while ns.ring_soft_limit is not None and entries <= ns.ring_soft_limit:
             entries *= 2
-    return {"clear_words": ns.clear_words, "fast_page_fault": ns.fast_page_fault,
-            "pml": ns.pml, "pml_entries": ns.pml_entries, "stuck_rounds": ns.stuck_rounds,
-            "ring_entries": entries, "ring_soft_limit": ns.ring_soft_limit,
-            "ring_batch": _DEFAULT.ring_batch if ns.ring_batch is None else ns.ring_batch}
+    return {"clear_words": ns.clear_words, "fast_page_fault": given("fast_page_fault"),
+            "pml": given("pml"), "pml_entries": given("pml_entries"),
+            "stuck_rounds": ns.stuck_rounds, "ring_entries": entries,
+            "ring_soft_limit": ns.ring_soft_limit, "ring_batch": given("ring_batch")}
+
+
+def path_pins(ns: argparse.Namespace) -> dict[str, Any]:
+    """The model options the command line pins for the program space (None:
+    drawn)."""
+    return {"fast_page_fault": ns.fast_page_fault, "pml": ns.pml,
+            "pml_entries": ns.pml_entries}
 
 
 def ring_pins(ns: argparse.Namespace) -> dict[str, Any]:

@@ -23,7 +23,13 @@ from collections.abc import Mapping
 
 from ..errors import AlgorithmError
 from ._context import MarkContext
-from ._protocol import DirtyLogAlgorithm, check_clear_range, fast_page_fault, for_each_set_bit
+from ._protocol import (
+    ALL_MODEL_OPTIONS,
+    DirtyLogAlgorithm,
+    check_clear_range,
+    fast_page_fault,
+    for_each_set_bit,
+)
 from .fastpf import FastPfXchgDirtyLog
 from .manual import ManualDirtyLog
 from .pml import PmlXchgDirtyLog
@@ -33,6 +39,7 @@ from .xchg import XchgDirtyLog
 
 __all__ = [
     "ALGORITHMS",
+    "ALL_MODEL_OPTIONS",
     "BUILTIN_ALGORITHMS",
     "FastPfXchgDirtyLog",
     "DirtyLogAlgorithm",

@@ -36,7 +36,12 @@ from ..model.kvm import Kvm
 from ..model.memslot import Memslot, MemslotTable
 from ._context import FAST_FAULT, MarkContext, marker
 
-__all__ = ["DirtyLogAlgorithm", "check_clear_range", "fast_page_fault", "for_each_set_bit"]
+__all__ = ["ALL_MODEL_OPTIONS", "DirtyLogAlgorithm", "check_clear_range", "fast_page_fault",
+           "for_each_set_bit"]
+
+#: The model options the default search can vary (see
+#: ``DirtyLogAlgorithm.varies``).
+ALL_MODEL_OPTIONS: frozenset[str] = frozenset({"fast_page_fault", "pml", "pml_entries"})
 
 
 def fast_page_fault(algorithm: Any, gfn: int, spte: int, vcpu_id: int) -> bool:
@@ -106,6 +111,16 @@ class DirtyLogAlgorithm:
     #: Model options (Scenario fields) this algorithm is written for; the
     #: harness turns them on for it, e.g. ``{"fast_page_fault": True}``.
     model: ClassVar[Mapping[str, Any]] = {}
+    #: The model options the default search may draw for this algorithm,
+    #: per execution, when neither the user nor ``model`` pins them: any of
+    #: ``ALL_MODEL_OPTIONS`` (``fast_page_fault``, ``pml``,
+    #: ``pml_entries``). None by default: an algorithm written for the
+    #: 2012 model may rightly rely on faults holding ``mmu_lock`` (untrue
+    #: with the fast page fault) or read the bitmap without kicking vCPUs
+    #: first (:meth:`_sync_dirty_log`, needed with PML). Declare
+    #: ``varies = ALL_MODEL_OPTIONS`` once yours handles them; the
+    #: built-ins do, and their mutants inherit it.
+    varies: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, kvm: Kvm) -> None:
         self.kvm = kvm

@@ -30,13 +30,16 @@ from collections.abc import Sequence
 from ..model.atomic import AtomicWords
 from ..model.sync import HARVESTER
 from ._context import MarkContext
-from ._protocol import DirtyLogAlgorithm, check_clear_range, for_each_set_bit
+from ._protocol import ALL_MODEL_OPTIONS, DirtyLogAlgorithm, check_clear_range, for_each_set_bit
 
 __all__ = ["ManualDirtyLog"]
 
 
 class ManualDirtyLog(DirtyLogAlgorithm):
     name = "manual"
+    #: Correct with the fast page fault and with PML (its GET kicks the
+    #: vCPUs first): the default search draws them.
+    varies = ALL_MODEL_OPTIONS
     manual_protect = True
 
     def mark_page_dirty(self, gfn: int, vcpu_id: int, *,

@@ -62,6 +62,9 @@ class DirtyRingLog(XchgDirtyLog):
 
     name = "ring"
     model: ClassVar[Mapping[str, Any]] = {"dirty_ring": True}
+    #: The program space varies the fast page fault for the ring (its marks
+    #: are pushes like any other); PML is refused with the ring.
+    varies: ClassVar[frozenset[str]] = frozenset({"fast_page_fault"})
     #: Who runs the reaper now (the vCPU at its ring-full exit, or the
     #: harvester): the holder of the locks it takes.
     _who = HARVESTER

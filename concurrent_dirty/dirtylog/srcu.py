@@ -35,13 +35,16 @@ from ..model.kvm import Kvm
 from ..model.memslot import MemslotTable
 from ..model.sync import HARVESTER
 from ._context import MarkContext
-from ._protocol import DirtyLogAlgorithm, for_each_set_bit
+from ._protocol import ALL_MODEL_OPTIONS, DirtyLogAlgorithm, for_each_set_bit
 
 __all__ = ["SrcuDirtyLog"]
 
 
 class SrcuDirtyLog(DirtyLogAlgorithm):
     name = "srcu"
+    #: Correct with the fast page fault and with PML (its GET kicks the
+    #: vCPUs first): the default search draws them.
+    varies = ALL_MODEL_OPTIONS
 
     def __init__(self, kvm: Kvm) -> None:
         super().__init__(kvm)

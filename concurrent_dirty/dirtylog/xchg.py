@@ -25,7 +25,7 @@ from __future__ import annotations
 from ..model.atomic import AtomicWords
 from ..model.sync import HARVESTER
 from ._context import MarkContext
-from ._protocol import DirtyLogAlgorithm, for_each_set_bit
+from ._protocol import ALL_MODEL_OPTIONS, DirtyLogAlgorithm, for_each_set_bit
 
 __all__ = ["ReplacedValueFlush", "XchgDirtyLog"]
 
@@ -37,6 +37,9 @@ class XchgDirtyLog(DirtyLogAlgorithm):
     (under the lock, when anything was dirty)."""
 
     name = "xchg"
+    #: Correct with the fast page fault and with PML (its GET kicks the
+    #: vCPUs first): the default search draws them.
+    varies = ALL_MODEL_OPTIONS
 
     def mark_page_dirty(self, gfn: int, vcpu_id: int, *,
                         context: MarkContext | None = None) -> None:

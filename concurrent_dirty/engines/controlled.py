@@ -29,7 +29,7 @@ __all__ = ["DEFAULT_MAX_STEPS", "run_controlled"]
 DEFAULT_MAX_STEPS = 20_000
 
 _VMS: dict[tuple[Any, ...], Vm] = {}
-_VMS_KEPT = 4
+_VMS_KEPT = 16
 
 
 def _vm(cls: type[DirtyLogAlgorithm], scenario: Scenario) -> Vm:

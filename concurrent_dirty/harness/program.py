@@ -14,14 +14,31 @@ behalf with no running vCPU (kind 2, a device write: one on-behalf write in
 four, decided by the same coin).
 
 The search covers the program space by itself (swarm testing, Groce et al.,
-ISSTA 2012): unless a scenario pins it, each execution draws its on-behalf
-share (none, some or all), and pages are drawn with a bias toward the
-boundaries where bitmap bugs live (bit 0 and bit 63 of a word, the first
-and last page of a slot). Under the controlled engine a
-:class:`ProgramSpace` also draws the shape of every execution: 1-3 slots of
-1 to 200 pages (1, 63, 64, 65, 100, 128...), 1-3 writers, 1-3 writes each,
-0-3 harvest rounds, ``INITIALLY_SET`` on or off. A diverse stream of small
-programs meets far more bugs than one program explored for long.
+ISSTA 2012): unless a scenario pins it, each writer of each execution draws
+its own on-behalf share (none, some or all: a vCPU that only writes through
+the guest beside a device model that only writes on its behalf), and pages
+are drawn with a bias toward the boundaries where bitmap bugs live (bit 0
+and bit 63 of a word, the first and last page of a slot). Under the
+controlled engine a :class:`ProgramSpace` also draws the shape of every
+execution, from two scopes:
+
+* small (three executions in four; the small-scope hypothesis): one slot of
+  one page, two writers with 5, 6 or 8 writes each, 3-5 harvest rounds.
+  Races on one SPTE (a lockless fix inside a harvester's read-modify-write,
+  a stale translation written after a later round's copy) need a page
+  written again and again across several rounds, which wide programs
+  rarely do;
+* wide: 1-3 slots of 1 to 200 pages (1, 63, 64, 65, 100, 128...), 1-3
+  writers, 1-4 writes each, 0-3 harvest rounds: the bitmap's word and slot
+  boundaries.
+
+Both draw ``INITIALLY_SET`` (on one time in five) and the model options of
+:data:`MODEL_OPTIONS` that the algorithm supports
+(``DirtyLogAlgorithm.varies``) and that neither the user nor the
+algorithm's ``model`` pins: the fast page fault and PML, each on one time
+in four, and with PML a buffer of 512 entries or of 1, 2 or 4. A diverse
+stream of small programs meets far more bugs than one program explored for
+long.
 """
 
 from __future__ import annotations
@@ -37,14 +54,28 @@ from ..errors import UsageError
 from ..model.memslot import MemslotFlags, MemslotTable
 from .scenario import Scenario
 
-__all__ = ["DEVICE", "DEVICE_SHARE", "GUEST", "ON_BEHALF", "Program", "ProgramSpace",
-           "RING_SIZES", "SLOT_SIZES", "Write", "boundary_gfns", "build_memslots",
-           "is_ring_algorithm", "make_program", "on_behalf_share", "workload_picker",
-           "writer_stream"]
+__all__ = ["DEVICE", "DEVICE_SHARE", "GUEST", "MODEL_OPTIONS", "ON_BEHALF", "PML_ENTRIES_DRAWN",
+           "Program", "ProgramSpace", "RING_SIZES", "SLOT_SIZES", "Write", "boundary_gfns",
+           "build_memslots", "is_ring_algorithm", "make_program", "on_behalf_share",
+           "workload_picker", "writer_stream"]
 
 #: Slot sizes the program space draws from: one page, a word's edges, a
 #: partial last word, two words and past.
 SLOT_SIZES = (1, 2, 63, 64, 65, 100, 128, 129, 200)
+
+#: The model options the program space draws per execution (unless pinned,
+#: or not in the algorithm's ``varies``): the fast page fault, hardware Dirty
+#: bits with PML, and (with PML) the PML buffer's entries.
+MODEL_OPTIONS = ("fast_page_fault", "pml", "pml_entries")
+#: PML buffer sizes drawn: the hardware's 512 half of the time, else a few
+#: entries, so that small executions reach the PML-full exit.
+PML_ENTRIES_DRAWN = (512, 512, 512, 1, 2, 4)
+#: The small scope's writes per writer and harvest rounds.
+SMALL_WRITES = (5, 6, 8)
+SMALL_ROUNDS = (3, 4, 5)
+#: The share of executions drawn from the small scope.
+SMALL_SCOPE = 0.75
+
 
 #: Ring sizes the program space draws for ring algorithms.
 RING_SIZES = (4, 8, 16)
@@ -134,7 +165,7 @@ def writer_stream(scenario: Scenario, memslots: MemslotTable, execution: int,
     endless stream: the one definition every engine uses."""
     rng = random.Random(f"{scenario.seed}:{execution}:{writer}")
     pick = workload_picker(scenario, memslots, writer, rng, execution)
-    share = on_behalf_share(scenario, execution)
+    share = on_behalf_share(scenario, execution, writer)
     device = share * DEVICE_SHARE
     while True:
         gfn = pick()
@@ -142,14 +173,17 @@ def writer_stream(scenario: Scenario, memslots: MemslotTable, execution: int,
         yield gfn, (DEVICE if coin < device else ON_BEHALF) if coin < share else GUEST
 
 
-def on_behalf_share(scenario: Scenario, execution: int) -> float:
-    """The share of on-behalf writes in ``execution``: the scenario's, or,
-    when it pins none, drawn per execution: none (a quarter of the time),
-    all (a quarter) or some (uniform in between). The same for every writer
-    and every engine."""
+def on_behalf_share(scenario: Scenario, execution: int, writer: int = 0) -> float:
+    """The share of on-behalf writes of ``writer`` in ``execution``: the
+    scenario's, or, when it pins none, drawn per writer and execution: none
+    (a quarter of the time), all (a quarter) or some (uniform in between).
+    Per writer, so that one execution can pair a vCPU that never writes on
+    the guest's behalf with one that always does (an on-behalf write sets a
+    page's bit while its SPTE stays protected; a guest write to the same
+    page then takes the fault path). The same in every engine."""
     if scenario.on_behalf is not None:
         return scenario.on_behalf
-    rng = random.Random(f"{scenario.seed}:{execution}:share")
+    rng = random.Random(f"{scenario.seed}:{execution}:{writer}:share")
     kind = rng.random()
     return 0.0 if kind < 0.25 else 1.0 if kind < 0.5 else rng.random()
 
@@ -224,10 +258,13 @@ def boundary_gfns(memslots: MemslotTable) -> list[int]:
 
 @dataclass(frozen=True)
 class ProgramSpace:
-    """The distribution the controlled engine draws every execution's shape
-    and program from. A field that is set pins that dimension; None varies
-    it. ``draw(base, n)`` is a pure function of the base scenario's seed and
-    ``n``: the same seed gives the same sequence of programs everywhere."""
+    """The distribution the controlled engine draws every execution's shape,
+    model options and program from (see the module docstring). A field that
+    is set pins that dimension; None varies it. ``draw(base, n)`` is a pure
+    function of the base scenario's seed and ``n``: the same seed gives the
+    same sequence of programs everywhere. An algorithm's ``model`` still
+    applies on top (the VM turns its options on), and :meth:`for_algorithm`
+    pins the model options an algorithm does not declare in ``varies``."""
 
     writers: int | None = None
     slots: int | None = None
@@ -235,6 +272,9 @@ class ProgramSpace:
     writes: int | None = None
     rounds: int | None = None
     initially_set: bool | None = None
+    fast_page_fault: bool | None = None
+    pml: bool | None = None
+    pml_entries: int | None = None
     #: The dirty ring's geometry (drawn only for ring algorithms: see
     #: :meth:`draw_ring`).
     ring_entries: int | None = None
@@ -243,15 +283,34 @@ class ProgramSpace:
 
     def draw(self, base: Scenario, execution: int) -> tuple[Scenario, Program]:
         rng = random.Random(f"{base.seed}:{execution}:shape")
-        writers = self.writers or rng.choice((1, 2, 2, 2, 3, 3))
-        slots = self.slots or rng.choice((1, 1, 2, 3))
-        pages = self.pages or rng.choice(SLOT_SIZES)
-        writes = self.writes or rng.choice((1, 2, 2, 3, 3, 4))
-        rounds = self.rounds if self.rounds is not None else rng.choice((0, 1, 1, 2, 2, 3))
+        if rng.random() < SMALL_SCOPE:
+            writers = self.writers or 2
+            slots = self.slots or 1
+            pages = self.pages or 1
+            writes = self.writes or rng.choice(SMALL_WRITES)
+            rounds = self.rounds if self.rounds is not None else rng.choice(SMALL_ROUNDS)
+        else:
+            writers = self.writers or rng.choice((1, 2, 2, 2, 3, 3))
+            slots = self.slots or rng.choice((1, 1, 2, 3))
+            pages = self.pages or rng.choice(SLOT_SIZES)
+            writes = self.writes or rng.choice((1, 2, 2, 3, 3, 4))
+            rounds = self.rounds if self.rounds is not None else rng.choice((0, 1, 1, 2, 2, 3))
         initially_set = self.initially_set if self.initially_set is not None \
             else rng.random() < 0.2
+        # The model options: their own generator, so that pinning one leaves
+        # every other draw (and so the programs) as they were.
+        options = random.Random(f"{base.seed}:{execution}:model")
+        fast, pml, entries = (options.random() < 0.25, options.random() < 0.25,
+                              options.choice(PML_ENTRIES_DRAWN))
+        fast = fast if self.fast_page_fault is None else self.fast_page_fault
+        pml = pml if self.pml is None else self.pml
+        # The buffer's size matters only with PML (and each size is a VM of
+        # its own): drawn then, else the base scenario's.
+        entries = self.pml_entries if self.pml_entries is not None \
+            else entries if pml else base.pml_entries
         scenario = replace(base, writers=writers, slots=slots, pages=pages, writes=writes,
-                           initially_set=initially_set)
+                           initially_set=initially_set, fast_page_fault=fast, pml=pml,
+                           pml_entries=entries)
         if is_ring_algorithm(base.algorithm):
             scenario = self.draw_ring(scenario, execution)
         return scenario, make_program(scenario, rounds, execution)
@@ -281,9 +340,24 @@ class ProgramSpace:
         return replace(scenario, ring_entries=entries, ring_soft_limit=soft, ring_batch=batch,
                        writes=writes)
 
+    def for_algorithm(self, cls: Any, base: Scenario) -> ProgramSpace:
+        """This space for ``cls``: the model options its ``model`` sets
+        pinned to those values, and the ones it does not declare in
+        ``varies`` (a class attribute, empty unless the algorithm says it
+        handles them; every built-in does) pinned to ``base``'s. The model
+        wins over a pin, as it does in the VM."""
+        model = getattr(cls, "model", None) or {}
+        varies = frozenset(getattr(cls, "varies", ()))
+        pins = {name: model[name] if name in model else getattr(base, name)
+                for name in MODEL_OPTIONS
+                if name in model or (getattr(self, name) is None and name not in varies)}
+        return replace(self, **pins) if pins else self
+
     @property
     def pinned(self) -> bool:
         """Whether every dimension is pinned (one shape, though the writes
-        still vary with the execution)."""
+        still vary with the execution). The PML buffer's size counts as
+        pinned when PML is pinned off."""
+        entries = self.pml_entries is not None or self.pml is False
         return None not in (self.writers, self.slots, self.pages, self.writes, self.rounds,
-                            self.initially_set)
+                            self.initially_set, self.fast_page_fault, self.pml) and entries

@@ -17,9 +17,11 @@ from ..engines.controlled import DEFAULT_MAX_STEPS, run_controlled
 from ..errors import InvariantViolation
 from ..harness.execution import ExecutionResult
 from ..harness.program import (
+    PML_ENTRIES_DRAWN,
     RING_SIZES,
     SLOT_SIZES,
     Program,
+    ProgramSpace,
     boundary_gfns,
     build_memslots,
     is_ring_algorithm,
@@ -119,7 +121,9 @@ def minimize_preemptions(found: ExecutionResult, *, max_executions: int = 20_000
 
 def interleavings(algorithm: str, *, writers: Any = None, writes: Any = None, pages: Any = None,
                   rounds: Any = None, on_behalf: bool | None = None, slots: Any = None,
-                  initially_set: bool | None = None, max_points: int = 6,
+                  initially_set: bool | None = None, fast_page_fault: bool | None = None,
+                  pml: bool | None = None, pml_entries: Any = None,
+                  base: Scenario | None = None, max_points: int = 6,
                   max_decision: int = 400, ring_entries: Any = None,
                   ring_soft_limit: Any = None, ring_batch: Any = None) -> Any:
     """A Hypothesis strategy of :class:`Interleaving` cases for ``algorithm``.
@@ -127,7 +131,11 @@ def interleavings(algorithm: str, *, writers: Any = None, writes: Any = None, pa
     The program comes from the same distribution as every engine's (see
     :mod:`concurrent_dirty.harness.program`): 1-3 slots of boundary sizes,
     1-3 writers with 1-3 writes each, pages biased to word and slot edges,
-    on-behalf writes, 0-3 rounds, ``INITIALLY_SET`` on or off. The schedule
+    on-behalf writes, 0-3 rounds, ``INITIALLY_SET`` on or off, and the model
+    options (the fast page fault, PML and its buffer's entries) that the
+    algorithm supports (its ``varies``) and its ``model`` does not set.
+    ``base`` gives every other scenario field (``clear_words``, ``tlb``,
+    ``stuck_rounds``...; default: the Scenario's defaults). The schedule
     is a few sparse preemption points, not a dense list of decisions: with
     none the threads run until they block (no preemption at all), and each
     point adds one. Hypothesis shrinks toward fewer points, earlier ones,
@@ -137,7 +145,13 @@ def interleavings(algorithm: str, *, writers: Any = None, writes: Any = None, pa
     """
     from hypothesis import strategies as st
 
-    resolve_algorithm(algorithm)
+    cls = resolve_algorithm(algorithm)
+    base = replace(base or Scenario(), algorithm=algorithm)
+    # The program space's rule (ProgramSpace.for_algorithm): the model's
+    # options and the ones the algorithm does not vary are pinned.
+    space = ProgramSpace(fast_page_fault=fast_page_fault, pml=pml,
+                         pml_entries=pml_entries if isinstance(pml_entries, int) else None
+                         ).for_algorithm(cls, base)
     ring = is_ring_algorithm(algorithm)
 
     def as_strategy(value: Any, default: Any) -> Any:
@@ -157,8 +171,18 @@ def interleavings(algorithm: str, *, writers: Any = None, writes: Any = None, pa
         n_pages = draw(as_strategy(pages, st.sampled_from(SLOT_SIZES)))
         n_rounds = draw(as_strategy(rounds, st.integers(0, 3)))
         init = draw(st.booleans() if initially_set is None else st.just(initially_set))
-        scenario = replace(Scenario(algorithm=algorithm), slots=n_slots, pages=n_pages,
-                           writers=n_writers, initially_set=init)
+        # On one time in four, as in the program space (a coin would leave
+        # the seed's model to a quarter of the cases); shrinks to off.
+        option = st.sampled_from((False, False, False, True))
+        fast = space.fast_page_fault if space.fast_page_fault is not None \
+            else draw(option)
+        with_pml = space.pml if space.pml is not None else draw(option)
+        entries = base.pml_entries if not with_pml \
+            else space.pml_entries if space.pml_entries is not None \
+            else draw(as_strategy(pml_entries, st.sampled_from(PML_ENTRIES_DRAWN)))
+        scenario = replace(base, slots=n_slots, pages=n_pages, writers=n_writers,
+                           initially_set=init, fast_page_fault=fast, pml=with_pml,
+                           pml_entries=entries)
         if ring:
             # The ring's geometry: shrinks toward the smallest ring, the
             # soft limit one below it, the reaper taking all it finds.

@@ -22,6 +22,13 @@ something new. The portfolio gives each member slices of executions in turn:
   schedule, and new executions replay a corpus schedule up to a random cut,
   then diverge there and go on at random.
 
+The random walk gets three slices in each turn of six (random, pct,
+random, dfs, random, coverage): measured over the bug zoo with every
+program drawn from the program space, it finds the deep races on one SPTE
+(three or four preemptions in a program of a hundred steps) several times
+sooner per execution than the other members, which keep their share for
+what they do best.
+
 The report says which member found the failure and what each one tried.
 """
 
@@ -45,6 +52,8 @@ Case = tuple[Scenario, Program]
 #: Executions a member runs before the next one's turn.
 SLICE = 16
 MEMBERS = ("random", "pct", "dfs", "coverage")
+#: The order of the slices: a member named n times gets n slices per turn.
+ROTATION = ("random", "pct", "random", "dfs", "random", "coverage")
 #: DFS moves to the next program after this bound, or this many executions.
 DFS_MAX_BOUND = 3
 DFS_PROGRAM_BUDGET = 300
@@ -147,7 +156,8 @@ class Portfolio:
         self._n += 1
         n = self._n
         turn = (n - 1) // SLICE
-        members = [m for m in self.members if not (m == "dfs" and self._dfs_done)]
+        members = [m for m in ROTATION
+                   if m in self.members and not (m == "dfs" and self._dfs_done)]
         if not members:
             return False  # dfs alone, its one program enumerated
         name = members[turn % len(members)]

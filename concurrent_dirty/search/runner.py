@@ -209,6 +209,11 @@ def explore(algorithm: str | type[DirtyLogAlgorithm], scenario: Scenario, *,
     streams); ``stop()``, asked before each execution, ends it early."""
     if program is not None:
         space = None
+    if space is not None:
+        # The model options this algorithm sets, or does not support, are
+        # pinned; the others are drawn with the shape.
+        cls = resolve_algorithm(algorithm) if isinstance(algorithm, str) else algorithm
+        space = space.for_algorithm(cls, scenario)
     if vary_program is None:
         vary_program = scheduler != "dfs" and program is None
     fixed = None if (vary_program or space is not None) \

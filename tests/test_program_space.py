@@ -1,0 +1,192 @@
+"""The default program space: two scopes, per-writer on-behalf shares, and
+the model options (fast page fault, PML, PML buffer size) drawn per
+execution unless the user, the algorithm's ``model`` or its ``varies`` pins
+them; the portfolio's rotation; the same dimensions under Hypothesis."""
+
+from typing import ClassVar
+
+import pytest
+
+from concurrent_dirty import ALL_MODEL_OPTIONS, DirtyLogAlgorithm, Scenario, XchgDirtyLog
+from concurrent_dirty.cli.main import build_parser
+from concurrent_dirty.dirtylog import resolve_algorithm
+from concurrent_dirty.harness.program import (
+    MODEL_OPTIONS,
+    ProgramSpace,
+    make_program,
+    on_behalf_share,
+)
+from concurrent_dirty.search.portfolio import MEMBERS, ROTATION, SLICE
+from concurrent_dirty.search.runner import explore
+
+N = 400
+
+
+def _draws(space, seed=0, n=N, algorithm="xchg"):
+    base = Scenario(algorithm=algorithm, seed=seed)
+    return [space.draw(base, i) for i in range(1, n + 1)]
+
+
+def test_each_model_option_is_drawn_both_ways():
+    scenarios = [sc for sc, _ in _draws(ProgramSpace())]
+    assert {sc.fast_page_fault for sc in scenarios} == {False, True}
+    assert {sc.pml for sc in scenarios} == {False, True}
+    with_pml = {sc.pml_entries for sc in scenarios if sc.pml}
+    assert 512 in with_pml and with_pml & {1, 2, 4}
+    # Without PML the buffer's size is the scenario's (no VM of its own).
+    assert {sc.pml_entries for sc in scenarios if not sc.pml} == {512}
+
+
+@pytest.mark.parametrize("pins", [dict(fast_page_fault=True), dict(fast_page_fault=False),
+                                  dict(pml=True, pml_entries=2), dict(pml=False)])
+def test_a_pinned_model_option_stays_pinned(pins):
+    for sc, _ in _draws(ProgramSpace(**pins), n=100):
+        assert all(getattr(sc, k) == v for k, v in pins.items())
+
+
+def test_the_same_seed_gives_the_same_programs_and_another_seed_others():
+    assert _draws(ProgramSpace(), seed=3, n=50) == _draws(ProgramSpace(), seed=3, n=50)
+    assert _draws(ProgramSpace(), seed=3, n=50) != _draws(ProgramSpace(), seed=4, n=50)
+
+
+def test_pinning_a_model_option_leaves_the_programs_as_they_were():
+    free = _draws(ProgramSpace(), n=50)
+    pinned = _draws(ProgramSpace(pml=False, fast_page_fault=True), n=50)
+    assert [p for _, p in free] == [p for _, p in pinned]
+
+
+def test_both_scopes_are_drawn():
+    shapes = [(sc.slots, sc.pages, sc.writers, len(p.writes[0]), p.rounds)
+              for sc, p in _draws(ProgramSpace())]
+    small = [s for s in shapes if s[:3] == (1, 1, 2) and s[3] >= 5 and s[4] >= 3]
+    wide = [s for s in shapes if s[1] > 1]
+    assert len(small) > N // 2 and len(wide) > N // 20
+
+
+def test_a_pinned_shape_dimension_holds_in_both_scopes():
+    for sc, p in _draws(ProgramSpace(pages=64, writes=2), n=100):
+        assert sc.pages == 64 and all(len(w) == 2 for w in p.writes)
+
+
+def test_each_writer_draws_its_own_on_behalf_share():
+    sc = Scenario(seed=0)
+    pairs = [(on_behalf_share(sc, e, 0), on_behalf_share(sc, e, 1)) for e in range(1, 200)]
+    assert any(a == 0.0 and b == 1.0 for a, b in pairs)
+    assert any(a != b for a, b in pairs)
+    assert on_behalf_share(Scenario(on_behalf=0.3), 5, 1) == 0.3
+    # Writer 0 of a guest-only execution makes no on-behalf write.
+    e = next(e for e, (a, _) in enumerate(pairs, 1) if a == 0.0)
+    program = make_program(Scenario(seed=0, writes=8), rounds=1, execution=e)
+    assert not any(flag for _, flag in program.writes[0])
+
+
+def test_the_algorithm_model_pins_its_options():
+    space = ProgramSpace().for_algorithm(resolve_algorithm("xchg-pml"), Scenario())
+    assert space.pml is True and space.fast_page_fault is None
+    space = ProgramSpace(pml=False).for_algorithm(resolve_algorithm("xchg-fast-pf"), Scenario())
+    assert (space.fast_page_fault, space.pml) == (True, False)
+    full = resolve_algorithm("concurrent_dirty.mutants.pml:PmlFullDropsLast")
+    assert ProgramSpace().for_algorithm(full, Scenario()).pml_entries == 2
+
+
+class ForTheSeedModelOnly(DirtyLogAlgorithm):
+    """A user's algorithm that does not say it supports any model option
+    (the default): the seed harvest, without the kick PML needs."""
+
+    def mark_page_dirty(self, gfn, vcpu_id):
+        slot = self.kvm.gfn_to_memslot(gfn)
+        self.kvm.dirty_bitmap(slot.id).set_bit(gfn - slot.base_gfn)
+
+    def get_dirty_log(self, slot_id):
+        return XchgDirtyLog.get_dirty_log(self, slot_id)  # type: ignore[arg-type]
+
+    _take_word = XchgDirtyLog._take_word
+    _write_protect_word = XchgDirtyLog._write_protect_word
+    _flush = XchgDirtyLog._flush
+
+
+class OptsIn(XchgDirtyLog):
+    varies: ClassVar[frozenset[str]] = frozenset({"pml"})
+
+
+def test_a_user_algorithm_varies_nothing_unless_it_says_so():
+    assert ForTheSeedModelOnly.varies == frozenset()
+    assert ProgramSpace().for_algorithm(XchgDirtyLog, Scenario()) == ProgramSpace()
+    opts_in = ProgramSpace().for_algorithm(OptsIn, Scenario())
+    assert (opts_in.fast_page_fault, opts_in.pml, opts_in.pml_entries) == (False, None, 512)
+    space = ProgramSpace().for_algorithm(ForTheSeedModelOnly, Scenario())
+    assert (space.fast_page_fault, space.pml, space.pml_entries) == (False, False, 512)
+    seen: list[Scenario] = []
+
+    class Recording(ProgramSpace):
+        def draw(self, base, execution):
+            case = super().draw(base, execution)
+            seen.append(case[0])
+            return case
+
+    explore(ForTheSeedModelOnly, Scenario(), executions=80, seconds=60, space=Recording())
+    assert len(seen) > 20 and {(sc.fast_page_fault, sc.pml) for sc in seen} == {(False, False)}
+    seen.clear()
+    explore(XchgDirtyLog, Scenario(), executions=80, seconds=60, space=Recording())
+    assert {sc.pml for sc in seen} == {False, True}
+
+
+def test_every_builtin_varies_every_model_option():
+    for name in ("srcu", "xchg", "manual", "xchg-fast-pf", "xchg-pml"):
+        assert resolve_algorithm(name).varies == ALL_MODEL_OPTIONS == set(MODEL_OPTIONS)
+
+
+def test_pinned_counts_the_model_options():
+    shape = dict(writers=2, slots=1, pages=1, writes=3, rounds=2, initially_set=False)
+    assert not ProgramSpace(**shape).pinned
+    assert ProgramSpace(**shape, fast_page_fault=False, pml=False).pinned
+    assert not ProgramSpace(**shape, fast_page_fault=False, pml=True).pinned
+    assert ProgramSpace(**shape, fast_page_fault=False, pml=True, pml_entries=4).pinned
+
+
+@pytest.mark.parametrize("argv, pins", [
+    ([], dict(fast_page_fault=None, pml=None, pml_entries=None)),
+    (["--no-fast-page-fault", "--pml", "--pml-entries", "2"],
+     dict(fast_page_fault=False, pml=True, pml_entries=2)),
+    (["--fast-page-fault", "--no-pml"], dict(fast_page_fault=True, pml=False, pml_entries=None)),
+])
+def test_fuzz_options_pin_the_model_options(argv, pins):
+    from concurrent_dirty.cli.fuzz import search_options
+
+    ns = build_parser().parse_args(["fuzz", *argv])
+    space = search_options(ns)["space"]
+    assert {k: getattr(space, k) for k in pins} == pins
+
+
+def test_the_portfolio_gives_random_three_slices_in_six():
+    r = explore("xchg", Scenario(), executions=len(ROTATION) * SLICE, seconds=60,
+                space=ProgramSpace())
+    assert r.failure is None
+    assert r.extra["portfolio"]["executions"] == {"random": 3 * SLICE, "pct": SLICE,
+                                                  "dfs": SLICE, "coverage": SLICE}
+    assert set(ROTATION) == set(MEMBERS)
+
+
+def test_hypothesis_draws_the_model_options_and_keeps_pins():
+    from hypothesis import HealthCheck, given, settings
+
+    from concurrent_dirty.search.hypothesis import interleavings
+
+    def collect(strategy, n=80):
+        seen = []
+
+        @settings(max_examples=n, database=None, derandomize=True, deadline=None,
+                  suppress_health_check=list(HealthCheck))
+        @given(strategy)
+        def test(case):
+            seen.append((case.scenario.fast_page_fault, case.scenario.pml,
+                         case.scenario.pml_entries, case.scenario.clear_words))
+        test()
+        return seen
+
+    seen = collect(interleavings("xchg"))
+    assert {s[0] for s in seen} == {False, True} and {s[1] for s in seen} == {False, True}
+    pinned = collect(interleavings("xchg", fast_page_fault=True, pml=False,
+                                   base=Scenario(clear_words=2)), n=20)
+    assert {s for s in pinned} == {(True, False, 512, 2)}
+    assert {s[1] for s in collect(interleavings("xchg-pml"), n=20)} == {True}
