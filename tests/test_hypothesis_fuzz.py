@@ -51,3 +51,22 @@ def test_draws_do_not_depend_on_timing():
             == [(s.thread, s.op, s.target, s.word, s.before, s.after) for s in b.outcome.trace]
 
     twice()
+
+
+def test_the_strategy_draws_both_scopes_and_every_write_kind():
+    shapes, kinds, small_writes = set(), set(), set()
+
+    @settings(max_examples=80, derandomize=True, database=None, deadline=None)
+    @given(case=interleavings("xchg"))
+    def collect(case):
+        sc = case.scenario
+        shapes.add((sc.slots, sc.pages, sc.writers))
+        kinds.update(k for w in case.program.writes for _, k in w)
+        if (sc.slots, sc.pages) == (1, 1):
+            small_writes.update(len(w) for w in case.program.writes)
+
+    collect()
+    assert (1, 1, 2) in shapes  # the small scope
+    assert any(p > 1 for _, p, _ in shapes)  # the wide one
+    assert kinds == {0, 1, 2}
+    assert small_writes & {5, 6, 8}

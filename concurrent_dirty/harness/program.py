@@ -55,7 +55,8 @@ from ..model.memslot import MemslotFlags, MemslotTable
 from .scenario import Scenario
 
 __all__ = ["DEVICE", "DEVICE_SHARE", "GUEST", "MODEL_OPTIONS", "ON_BEHALF", "PML_ENTRIES_DRAWN",
-           "Program", "ProgramSpace", "RING_SIZES", "SLOT_SIZES", "Write", "boundary_gfns",
+           "Program", "ProgramSpace", "RING_SIZES", "SLOT_SIZES", "SMALL_ROUNDS", "SMALL_WRITES",
+           "Write", "boundary_gfns",
            "build_memslots", "is_ring_algorithm", "make_program", "on_behalf_share",
            "workload_picker", "writer_stream"]
 

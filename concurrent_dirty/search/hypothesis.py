@@ -20,6 +20,8 @@ from ..harness.program import (
     PML_ENTRIES_DRAWN,
     RING_SIZES,
     SLOT_SIZES,
+    SMALL_ROUNDS,
+    SMALL_WRITES,
     Program,
     ProgramSpace,
     boundary_gfns,
@@ -129,9 +131,11 @@ def interleavings(algorithm: str, *, writers: Any = None, writes: Any = None, pa
     """A Hypothesis strategy of :class:`Interleaving` cases for ``algorithm``.
 
     The program comes from the same distribution as every engine's (see
-    :mod:`concurrent_dirty.harness.program`): 1-3 slots of boundary sizes,
-    1-3 writers with 1-3 writes each, pages biased to word and slot edges,
-    on-behalf writes, 0-3 rounds, ``INITIALLY_SET`` on or off, and the model
+    :mod:`concurrent_dirty.harness.program`): three times in four the small
+    scope (one slot of one page, two writers with 5, 6 or 8 writes, 3-5
+    rounds), else 1-3 slots of boundary sizes, 1-3 writers with 1-3 writes
+    each and 0-3 rounds; pages biased to word and slot edges, guest,
+    on-behalf and device writes, ``INITIALLY_SET`` on or off, and the model
     options (the fast page fault, PML and its buffer's entries) that the
     algorithm supports (its ``varies``) and its ``model`` does not set.
     ``base`` gives every other scenario field (``clear_words``, ``tlb``,
@@ -166,10 +170,17 @@ def interleavings(algorithm: str, *, writers: Any = None, writes: Any = None, pa
 
     @st.composite
     def build(draw: Any) -> Interleaving:
-        n_writers = draw(as_strategy(writers, st.integers(1, 3)))
-        n_slots = draw(as_strategy(slots, st.integers(1, 3)))
-        n_pages = draw(as_strategy(pages, st.sampled_from(SLOT_SIZES)))
-        n_rounds = draw(as_strategy(rounds, st.integers(0, 3)))
+        # The program space's two scopes: wide (first, so that a failure
+        # shrinks toward it: fewer writes and rounds) one time in four,
+        # small (one slot of one page, two writers, 5-8 writes each, 3-5
+        # rounds) three times in four.
+        small = draw(st.sampled_from((False, True, True, True)))
+        n_writers = draw(as_strategy(writers, st.just(2) if small else st.integers(1, 3)))
+        n_slots = draw(as_strategy(slots, st.just(1) if small else st.integers(1, 3)))
+        n_pages = draw(as_strategy(pages, st.just(1) if small
+                                   else st.sampled_from(SLOT_SIZES)))
+        n_rounds = draw(as_strategy(rounds, st.sampled_from(SMALL_ROUNDS) if small
+                                    else st.integers(0, 3)))
         init = draw(st.booleans() if initially_set is None else st.just(initially_set))
         # On one time in four, as in the program space (a coin would leave
         # the seed's model to a quarter of the cases); shrinks to off.
@@ -195,9 +206,10 @@ def interleavings(algorithm: str, *, writers: Any = None, writes: Any = None, pa
                                ring_batch=draw(as_strategy(ring_batch,
                                                            st.sampled_from((0, 1, 2)))))
         gfn = _gfns(n_slots, n_pages)
-        per_writer = as_strategy(writes, st.integers(1, 3) if not ring else st.one_of(
+        some = st.sampled_from(SMALL_WRITES) if small else st.integers(1, 3)
+        per_writer = as_strategy(writes, some if not ring else st.one_of(
             # A ring's boundary: one write more than it holds, so it fills.
-            st.integers(1, 3), st.just(scenario.ring_entries + 1)))
+            some, st.just(scenario.ring_entries + 1)))
         program = []
         for _ in range(n_writers):
             k = draw(per_writer)
