@@ -131,9 +131,9 @@ def interleavings(algorithm: str, *, writers: Any = None, writes: Any = None, pa
     """A Hypothesis strategy of :class:`Interleaving` cases for ``algorithm``.
 
     The program comes from the same distribution as every engine's (see
-    :mod:`concurrent_dirty.harness.program`): three times in four the small
-    scope (one slot of one page, two writers with 5, 6 or 8 writes, 3-5
-    rounds), else 1-3 slots of boundary sizes, 1-3 writers with 1-3 writes
+    :mod:`concurrent_dirty.harness.program`): half of the time the small
+    scope (one slot of one or two pages, two writers with 5, 6 or 8 writes,
+    3-5 rounds), else 1-3 slots of boundary sizes, 1-3 writers with 1-3 writes
     each and 0-3 rounds; pages biased to word and slot edges, guest,
     on-behalf and device writes, ``INITIALLY_SET`` on or off, and the model
     options (the fast page fault, PML and its buffer's entries) that the
@@ -170,14 +170,16 @@ def interleavings(algorithm: str, *, writers: Any = None, writes: Any = None, pa
 
     @st.composite
     def build(draw: Any) -> Interleaving:
-        # The program space's two scopes: wide (first, so that a failure
-        # shrinks toward it: fewer writes and rounds) one time in four,
-        # small (one slot of one page, two writers, 5-8 writes each, 3-5
-        # rounds) three times in four.
-        small = draw(st.sampled_from((False, True, True, True)))
+        # The program space's two scopes, half and half: wide (first, so
+        # that a failure shrinks toward it: fewer writes and rounds) and
+        # small (one slot of one or two pages, two writers, 5-8 writes
+        # each, 3-5 rounds). Measured: three small in four, or one page
+        # only, cost the races that need two bits of a word (the
+        # non-atomic clear: 1 seed in 3 within 5 s instead of 3).
+        small = draw(st.sampled_from((False, True)))
         n_writers = draw(as_strategy(writers, st.just(2) if small else st.integers(1, 3)))
         n_slots = draw(as_strategy(slots, st.just(1) if small else st.integers(1, 3)))
-        n_pages = draw(as_strategy(pages, st.just(1) if small
+        n_pages = draw(as_strategy(pages, st.sampled_from((1, 2)) if small
                                    else st.sampled_from(SLOT_SIZES)))
         n_rounds = draw(as_strategy(rounds, st.sampled_from(SMALL_ROUNDS) if small
                                     else st.integers(0, 3)))
