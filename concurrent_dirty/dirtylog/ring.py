@@ -56,9 +56,11 @@ __all__ = ["DirtyRingLog"]
 
 class DirtyRingLog(XchgDirtyLog):
     """Per-vCPU rings, a bitmap for no-vCPU writes, a reaper. Seams:
-    :meth:`_push`, :meth:`_collect` (one ring), :meth:`_reset` (every ring),
-    :meth:`_sync` (the migration thread's reap and take),
-    :meth:`ring_soft_full`. Its GET of the no-vCPU bitmap is ``xchg``'s."""
+    :meth:`_push`, :meth:`_read_entry` (one entry, for the reaper),
+    :meth:`_recyclable` (one entry, for the reset), :meth:`_collect` (one
+    ring), :meth:`_reset` (every ring), :meth:`_sync` (the migration
+    thread's reap and take), :meth:`_mark_no_vcpu`, :meth:`ring_soft_full`.
+    Its GET of the no-vCPU bitmap is ``xchg``'s."""
 
     name = "ring"
     model: ClassVar[Mapping[str, Any]] = {"dirty_ring": True}
@@ -151,15 +153,24 @@ class DirtyRingLog(XchgDirtyLog):
         n = 0
         while n < most:
             entry, flags = kvm.ring_entry(vcpu, fetch)
-            if ring.load(flags) != RING_DIRTY:
+            packed = self._read_entry(entry, flags)
+            if packed is None:
                 break
-            self._collected(ring.load(entry))  # after the flags: acquire
+            self._collected(packed)
             ring.store(flags, RING_HARVESTED)
             fetch += 1
             n += 1
         if n:
             kvm.ring_index.store(at, fetch)
         return n
+
+    def _read_entry(self, entry: int, flags: int) -> int | None:
+        """An entry's word if its flags say it is published (read first:
+        acquire), else None."""
+        ring = self.kvm.ring
+        if ring.load(flags) != RING_DIRTY:
+            return None
+        return ring.load(entry)
 
     def _collected(self, packed: int) -> None:
         """Userspace's ``kvm_dirty_ring_mark_page``: an entry naming no page
@@ -181,7 +192,7 @@ class DirtyRingLog(XchgDirtyLog):
             reset = start = kvm.ring_index.load(at)
             while True:
                 entry, flags = kvm.ring_entry(vcpu, reset)
-                if ring.load(flags) != RING_HARVESTED:
+                if not self._recyclable(vcpu, reset, flags):
                     break
                 gfn = kvm.ring_gfn(ring.load(entry))
                 ring.store(flags, 0)
@@ -193,6 +204,11 @@ class DirtyRingLog(XchgDirtyLog):
                 kvm.ring_index.store(at, reset)
         if cleared:
             kvm.flush_remote_tlbs()
+
+    def _recyclable(self, vcpu: int, index: int, flags: int) -> bool:
+        """Whether the reset may recycle entry ``index`` (flags word at
+        ``flags``): only a HARVESTED one."""
+        return self.kvm.ring.load(flags) == RING_HARVESTED
 
     def _reprotect(self, gfn: int) -> None:
         """``kvm_reset_dirty_gfn``: write-protect under ``mmu_lock``."""

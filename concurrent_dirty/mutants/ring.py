@@ -5,7 +5,7 @@ limit, and what a reset may recycle."""
 from __future__ import annotations
 
 from ..dirtylog.ring import DirtyRingLog
-from ..model.kvm import RING_DIRTY, RING_HARVESTED
+from ..model.kvm import RING_DIRTY
 from ..model.sync import HARVESTER
 
 __all__ = ["RingAllToBitmap", "RingCopyBeforeReset", "RingGfnBeforeFlags", "RingIgnoreSoftLimit",
@@ -27,23 +27,12 @@ class RingGfnBeforeFlags(DirtyRingLog):
 
     name = "ring-gfn-before-flags"
 
-    def _collect(self, vcpu: int, most: int) -> int:
-        kvm = self.kvm
-        ring, at = kvm.ring, kvm.ring_fetch_index(vcpu)
-        fetch = kvm.ring_index.load(at)
-        n = 0
-        while n < most:
-            entry, flags = kvm.ring_entry(vcpu, fetch)
-            packed = ring.load(entry)  # BUG: read before the flags publish it
-            if ring.load(flags) != RING_DIRTY:
-                break
-            self._collected(packed)
-            ring.store(flags, RING_HARVESTED)
-            fetch += 1
-            n += 1
-        if n:
-            kvm.ring_index.store(at, fetch)
-        return n
+    def _read_entry(self, entry: int, flags: int) -> int | None:
+        ring = self.kvm.ring
+        packed = ring.load(entry)  # BUG: read before the flags publish it
+        if ring.load(flags) != RING_DIRTY:
+            return None
+        return packed
 
 
 class RingCopyBeforeReset(DirtyRingLog):
@@ -107,26 +96,9 @@ class RingResetUnharvested(DirtyRingLog):
 
     name = "ring-reset-unharvested"
 
-    def _reset(self) -> None:
-        kvm = self.kvm
-        ring = kvm.ring
-        cleared = False
-        for vcpu in range(kvm.nvcpus):
-            at = kvm.ring_reset_index(vcpu)
-            reset = start = kvm.ring_index.load(at)
-            end = kvm.ring_index.load(kvm.ring_dirty_index(vcpu))
-            while reset < end:  # BUG: DIRTY entries too, not only HARVESTED
-                entry, flags = kvm.ring_entry(vcpu, reset)
-                gfn = kvm.ring_gfn(ring.load(entry))
-                ring.store(flags, 0)
-                reset += 1
-                if gfn is not None:
-                    self._reprotect(gfn)
-                    cleared = True
-            if reset != start:
-                kvm.ring_index.store(at, reset)
-        if cleared:
-            kvm.flush_remote_tlbs()
+    def _recyclable(self, vcpu: int, index: int, flags: int) -> bool:
+        # BUG: DIRTY entries too, not only HARVESTED: all up to dirty_index.
+        return index < self.kvm.ring_index.load(self.kvm.ring_dirty_index(vcpu))
 
 
 class RingAllToBitmap(DirtyRingLog):
