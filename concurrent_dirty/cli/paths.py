@@ -21,12 +21,7 @@ def add_path_options(group: Any, number: Any, *, drawn: bool = False) -> None:
     ``--no-fast-page-fault``/``--no-pml`` pin them off."""
     if drawn:
         return _add_drawn_path_options(group, number)
-    group.add_argument("--clear-words", type=number("a number of words per CLEAR", 0, 1 << 18,
-                                                   integer=True),
-                       default=_DEFAULT.clear_words, metavar="N",
-                       help="words per KVM_CLEAR_DIRTY_LOG of the harvester (manual "
-                            "algorithms): 1, several, or 0 for the whole slot; the slot's last "
-                            "range may end in a partial word (default %(default)s)")
+    _add_clear_words(group, number)
     group.add_argument("--fast-page-fault", action="store_true",
                        help="the fast page fault (KVM c7ba5b48cc8d): write faults on "
                             "MMU-writable SPTEs are fixed by a cmpxchg without mmu_lock, then "
@@ -42,11 +37,7 @@ def add_path_options(group: Any, number: Any, *, drawn: bool = False) -> None:
                        help="entries of each vCPU's PML buffer (default %(default)s, the "
                             "hardware's; fewer reach the PML-full exit in small executions)")
     _add_ring_options(group, number)
-    group.add_argument("--stuck-rounds", type=number("a number of rounds", 0, 16, integer=True),
-                       default=_DEFAULT.stuck_rounds, metavar="K",
-                       help="the liveness oracle: harvest rounds after the final one, with no "
-                            "writer left; a page every one of them reports is a stuck bit "
-                            "(default %(default)s; 0: off)")
+    _add_stuck_rounds(group, number)
 
 
 def _power_of_two(number: Any) -> Any:
@@ -62,12 +53,7 @@ def _power_of_two(number: Any) -> Any:
 
 
 def _add_drawn_path_options(group: Any, number: Any) -> None:
-    group.add_argument("--clear-words", type=number("a number of words per CLEAR", 0, 1 << 18,
-                                                   integer=True),
-                       default=_DEFAULT.clear_words, metavar="N",
-                       help="words per KVM_CLEAR_DIRTY_LOG of the harvester (manual "
-                            "algorithms): 1, several, or 0 for the whole slot; the slot's last "
-                            "range may end in a partial word (default %(default)s)")
+    _add_clear_words(group, number)
     group.add_argument("--fast-page-fault", action=argparse.BooleanOptionalAction,
                        default=None,
                        help="the fast page fault (KVM c7ba5b48cc8d): write faults on "
@@ -87,6 +73,19 @@ def _add_drawn_path_options(group: Any, number: Any) -> None:
                        help="entries of each vCPU's PML buffer (default: drawn with PML, 512 "
                             "or 1, 2, 4, so that small executions reach the PML-full exit)")
     _add_ring_options(group, number)
+    _add_stuck_rounds(group, number)
+
+
+def _add_clear_words(group: Any, number: Any) -> None:
+    group.add_argument("--clear-words", type=number("a number of words per CLEAR", 0, 1 << 18,
+                                                   integer=True),
+                       default=_DEFAULT.clear_words, metavar="N",
+                       help="words per KVM_CLEAR_DIRTY_LOG of the harvester (manual "
+                            "algorithms): 1, several, or 0 for the whole slot; the slot's last "
+                            "range may end in a partial word (default %(default)s)")
+
+
+def _add_stuck_rounds(group: Any, number: Any) -> None:
     group.add_argument("--stuck-rounds", type=number("a number of rounds", 0, 16, integer=True),
                        default=_DEFAULT.stuck_rounds, metavar="K",
                        help="the liveness oracle: harvest rounds after the final one, with no "

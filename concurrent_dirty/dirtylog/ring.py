@@ -137,10 +137,18 @@ class DirtyRingLog(XchgDirtyLog):
                 n = self._collect(v, min(batch, left[v])) if left[v] else 0
                 left[v] -= n
                 found += n
+                self._ring_collected(n)
             if not found:
                 return total
             total += found
-            self._reset()
+            self._pass_collected()
+
+    def _ring_collected(self, n: int) -> None:
+        """After one ring's collection (``n`` entries): nothing."""
+
+    def _pass_collected(self) -> None:
+        """After a pass over every ring that collected something: reset."""
+        self._reset()
 
     def _collect(self, vcpu: int, most: int) -> int:
         """Collect up to ``most`` published entries of ``vcpu``'s ring, from

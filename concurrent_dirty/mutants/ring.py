@@ -125,19 +125,9 @@ class RingResetEachRing(DirtyRingLog):
 
     name = "ring-reset-each-ring"
 
-    def _reap_locked(self) -> int:
-        kvm = self.kvm
-        left = [kvm.ring_entries] * kvm.nvcpus
-        batch = kvm.ring_batch or kvm.ring_entries
-        total = 0
-        while True:
-            found = 0
-            for vcpu in range(self.kvm.nvcpus):
-                n = self._collect(vcpu, min(batch, left[vcpu])) if left[vcpu] else 0
-                left[vcpu] -= n
-                if n:
-                    self._reset()
-                found += n
-            if not found:
-                return total
-            total += found
+    def _ring_collected(self, n: int) -> None:
+        if n:
+            self._reset()
+
+    def _pass_collected(self) -> None:
+        return  # every ring was reset as it was collected
