@@ -19,15 +19,10 @@ from concurrent_dirty.model.kvm import RING_DIRTY
 from concurrent_dirty.mutants import MUTANTS
 from concurrent_dirty.schedulers import RandomScheduler
 from concurrent_dirty.search.runner import explore
+from tests.test_paths import BUDGET, fresh
 
 RING_MUTANTS = sorted(n for n, m in MUTANTS.items() if m.breaks == "ring" and not m.benign)
 RING_LOOK_ALIKES = sorted(n for n, m in MUTANTS.items() if m.breaks == "ring" and m.benign)
-BUDGET = dict(seconds=30, max_executions=30)
-
-
-def fresh(scheduler):
-    assert scheduler.new_execution()
-    return scheduler
 
 
 class RecordsRing(DirtyRingLog):

@@ -42,7 +42,8 @@ read before its DIRTY flags may be the stale one of the entry's last lap.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar
 
 from ..model.kvm import RING_DIRTY, RING_HARVESTED
@@ -59,8 +60,9 @@ class DirtyRingLog(XchgDirtyLog):
     :meth:`_push`, :meth:`_read_entry` (one entry, for the reaper),
     :meth:`_recyclable` (one entry, for the reset), :meth:`_collect` (one
     ring), :meth:`_reset` (every ring), :meth:`_sync` (the migration
-    thread's reap and take), :meth:`_mark_no_vcpu`, :meth:`ring_soft_full`.
-    Its GET of the no-vCPU bitmap is ``xchg``'s."""
+    thread's reap and take), :meth:`_sync_reap` (its reap),
+    :meth:`_mark_no_vcpu` and :meth:`ring_soft_full`. Its GET of the no-vCPU
+    bitmap is ``xchg``'s."""
 
     name = "ring"
     model: ClassVar[Mapping[str, Any]] = {"dirty_ring": True}
@@ -116,9 +118,16 @@ class DirtyRingLog(XchgDirtyLog):
         """``kvm_dirty_ring_reap`` on the calling thread (a vCPU at its
         ring-full exit, or None for the migration thread): the entries
         collected."""
-        self._who = who = HARVESTER if vcpu_id is None else vcpu_id
-        with self.kvm.lock("reaper").held(who):
+        with self._reaper(HARVESTER if vcpu_id is None else vcpu_id):
             return self._reap_locked()
+
+    @contextlib.contextmanager
+    def _reaper(self, who: int) -> Iterator[None]:
+        """The reaper lock, held by ``who`` (also the holder of the
+        ``mmu_lock`` its resets take)."""
+        self._who = who
+        with self.kvm.lock("reaper").held(who):
+            yield
 
     def _reap_locked(self) -> int:
         """``kvm_dirty_ring_reap_locked``: collect each ring's published
@@ -183,11 +192,8 @@ class DirtyRingLog(XchgDirtyLog):
     def _collected(self, packed: int) -> None:
         """Userspace's ``kvm_dirty_ring_mark_page``: an entry naming no page
         is skipped, as QEMU does."""
-        gfn = self.kvm.ring_gfn(packed)
-        if gfn is None:
-            return
-        slot = self._slot_of(gfn)
-        self.kvm.words(f"collected:{slot.id}").set_bit(gfn - slot.base_gfn)
+        if self.kvm.ring_gfn(packed) is not None:
+            self.kvm.words(f"collected:{packed >> 32}").set_bit(packed & 0xFFFF_FFFF)
 
     def _reset(self) -> None:
         """``KVM_RESET_DIRTY_RINGS``: recycle every ring's HARVESTED
@@ -232,12 +238,16 @@ class DirtyRingLog(XchgDirtyLog):
         return [a | b for a, b in zip(taken, bitmap, strict=True)]
 
     def _sync(self, slot_id: int) -> list[int]:
-        """Under the reaper lock: reap (so every collected page is
-        re-protected), then take the slot's words of userspace's bitmap."""
+        """Under the reaper lock: reap (:meth:`_sync_reap`), then take the
+        slot's words of userspace's bitmap."""
         nwords = self.kvm.id_to_memslot(slot_id).nwords
         collected = self.kvm.words(f"collected:{slot_id}")
-        self._who = HARVESTER
-        with self.kvm.lock("reaper").held(HARVESTER):
-            self._reap_locked()
+        with self._reaper(HARVESTER):
+            self._sync_reap()
             return [collected.exchange(i, 0) if collected.load(i) else 0
                     for i in range(nwords)]
+
+    def _sync_reap(self) -> None:
+        """The migration thread's reap: collect and reset, so that every
+        collected page is re-protected before the bits are taken."""
+        self._reap_locked()

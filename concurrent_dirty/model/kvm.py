@@ -114,6 +114,7 @@ class Kvm:
         self._pml_ack = arena.words("pml_ack")
         self._pml_running = arena.words("pml_running")
         self._bitmaps = {s.id: arena.words(f"dirty_bitmap:{s.id}") for s in memslots}
+        self._slots_by_id = {s.id: s for s in memslots}
         #: The dirty ring (KVM_CAP_DIRTY_LOG_RING): see :meth:`ring_entry`.
         self.dirty_ring = dirty_ring
         self.ring_entries = ring_entries
@@ -319,11 +320,9 @@ class Kvm:
 
     def ring_gfn(self, packed: int) -> int | None:
         """The gfn an entry's word names, or None if it names no page."""
-        slot_id, offset = packed >> 32, packed & 0xFFFF_FFFF
-        for slot in self.memslots:
-            if slot.id == slot_id:
-                return slot.base_gfn + offset if offset < slot.npages else None
-        return None
+        slot = self._slots_by_id.get(packed >> 32)
+        offset = packed & 0xFFFF_FFFF
+        return slot.base_gfn + offset if slot is not None and offset < slot.npages else None
 
     def fast_pf_fix(self, gfn: int, spte: int) -> bool:
         """``fast_pf_fix_direct_spte``: cmpxchg the SPTE from ``spte`` (the

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from ..dirtylog.ring import DirtyRingLog
 from ..model.kvm import RING_DIRTY
-from ..model.sync import HARVESTER
 
 __all__ = ["RingAllToBitmap", "RingCopyBeforeReset", "RingGfnBeforeFlags", "RingIgnoreSoftLimit",
            "RingNoBitmap", "RingResetEachRing", "RingResetUnharvested"]
@@ -47,15 +46,10 @@ class RingCopyBeforeReset(DirtyRingLog):
 
     name = "ring-copy-before-reset"
 
-    def _sync(self, slot_id: int) -> list[int]:
-        nwords = self.kvm.id_to_memslot(slot_id).nwords
-        collected = self.kvm.words(f"collected:{slot_id}")
-        self._who = HARVESTER
-        with self.kvm.lock("reaper").held(HARVESTER):
-            self._reset()  # BUG: the previous sync's entries, after their copy
-            for vcpu in range(self.kvm.nvcpus):
-                self._collect(vcpu, self.kvm.ring_entries)
-            return [collected.exchange(i, 0) for i in range(nwords)]
+    def _sync_reap(self) -> None:
+        self._reset()  # BUG: the previous sync's entries, after their copy
+        for vcpu in range(self.kvm.nvcpus):
+            self._collect(vcpu, self.kvm.ring_entries)
 
 
 class RingNoBitmap(DirtyRingLog):
