@@ -58,9 +58,13 @@ def test_pinning_a_model_option_leaves_the_programs_as_they_were():
 def test_both_scopes_are_drawn():
     shapes = [(sc.slots, sc.pages, sc.writers, len(p.writes[0]), p.rounds)
               for sc, p in _draws(ProgramSpace())]
-    small = [s for s in shapes if s[:3] == (1, 1, 2) and s[3] >= 5 and s[4] >= 3]
-    wide = [s for s in shapes if s[1] > 1]
+    small = [s for s in shapes if s[0] == 1 and s[1] <= 2 and s[2] == 2 and s[3] >= 5
+             and s[4] >= 3]
+    one_word = [s for s in small if s[1] == 2]
+    wide = [s for s in shapes if s[1] > 2]
     assert len(small) > N // 2 and len(wide) > N // 20
+    # Races on one bitmap word need two of its pages, in many rounds.
+    assert N // 10 < len(one_word) < len(small) // 2
 
 
 def test_a_pinned_shape_dimension_holds_in_both_scopes():
@@ -190,3 +194,25 @@ def test_hypothesis_draws_the_model_options_and_keeps_pins():
                                    base=Scenario(clear_words=2)), n=20)
     assert {s for s in pinned} == {(True, False, 512, 2)}
     assert {s[1] for s in collect(interleavings("xchg-pml"), n=20)} == {True}
+
+
+def test_luby_sequence():
+    from concurrent_dirty.search.portfolio import luby
+
+    assert [luby(i) for i in range(1, 16)] == [1, 1, 2, 1, 1, 2, 4, 1, 1, 2, 1, 1, 2, 4, 8]
+    with pytest.raises(ValueError):
+        luby(0)
+
+
+def test_dfs_over_varied_programs_spends_luby_budgets_per_program():
+    from concurrent_dirty.search.portfolio import DFS_BASE_BUDGET, luby
+
+    r = explore("xchg", Scenario(), scheduler="dfs", executions=40 * DFS_BASE_BUDGET,
+                seconds=120, space=ProgramSpace())
+    assert r.failure is None and r.executions == 40 * DFS_BASE_BUDGET
+    summary = r.extra["portfolio"]
+    # No program takes more than its budget, so many programs are seen: the
+    # first 15 Luby terms add up to 32 budgets.
+    assert sum(luby(i) for i in range(1, 16)) == 32
+    assert summary["dfs_programs"] >= 15
+    assert summary["executions"] == {"dfs": 40 * DFS_BASE_BUDGET}

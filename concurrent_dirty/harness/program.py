@@ -23,11 +23,13 @@ controlled engine a :class:`ProgramSpace` also draws the shape of every
 execution, from two scopes:
 
 * small (three executions in four; the small-scope hypothesis): one slot of
-  one page, two writers with 5, 6 or 8 writes each, 3-5 harvest rounds.
-  Races on one SPTE (a lockless fix inside a harvester's read-modify-write,
-  a stale translation written after a later round's copy) need a page
-  written again and again across several rounds, which wide programs
-  rarely do;
+  one page (two times in three) or two pages, two writers with 5, 6 or 8
+  writes each, 3-5 harvest rounds. Races on one SPTE (a lockless fix
+  inside a harvester's read-modify-write, a stale translation written
+  after a later round's copy) need a page written again and again across
+  several rounds, which wide programs rarely do; races on one bitmap word
+  (a set_bit erased by a read-modify-write of its word) need two pages of
+  that word, each written in many rounds;
 * wide: 1-3 slots of 1 to 200 pages (1, 63, 64, 65, 100, 128...), 1-3
   writers, 1-4 writes each, 0-3 harvest rounds: the bitmap's word and slot
   boundaries.
@@ -74,6 +76,8 @@ PML_ENTRIES_DRAWN = (512, 512, 512, 1, 2, 4)
 #: The small scope's writes per writer and harvest rounds.
 SMALL_WRITES = (5, 6, 8)
 SMALL_ROUNDS = (3, 4, 5)
+#: The small scope's pages: one (two times in three) or two of one word.
+SMALL_PAGES = (1, 1, 2)
 #: The share of executions drawn from the small scope.
 SMALL_SCOPE = 0.75
 
@@ -287,7 +291,7 @@ class ProgramSpace:
         if rng.random() < SMALL_SCOPE:
             writers = self.writers or 2
             slots = self.slots or 1
-            pages = self.pages or 1
+            pages = self.pages or rng.choice(SMALL_PAGES)
             writes = self.writes or rng.choice(SMALL_WRITES)
             rounds = self.rounds if self.rounds is not None else rng.choice(SMALL_ROUNDS)
         else:

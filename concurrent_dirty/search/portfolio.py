@@ -13,7 +13,9 @@ something new. The portfolio gives each member slices of executions in turn:
 * ``dfs``: iterative preemption bounding (Musuvathi and Qadeer, PLDI 2007)
   on one program at a time: every schedule with 0 preemptions, then 1, 2,
   3, before it moves to the next program, so its first counterexample has
-  the fewest preemptions on that program;
+  the fewest preemptions on that program; a program's budget of
+  executions follows the Luby sequence (:func:`luby`), so that most
+  programs get a short look and a few a long one;
 * ``coverage``: a greybox schedule fuzzer in the spirit of Wolff et al.
   ("Greybox Fuzzing for Concurrency Testing", ASPLOS 2024): coverage is the
   set of pairs of conflicting operations on the same word (operation and
@@ -54,10 +56,31 @@ SLICE = 16
 MEMBERS = ("random", "pct", "dfs", "coverage")
 #: The order of the slices: a member named n times gets n slices per turn.
 ROTATION = ("random", "pct", "random", "dfs", "random", "coverage")
-#: DFS moves to the next program after this bound, or this many executions.
+#: DFS moves to the next program after this bound, or after its budget of
+#: executions on the program: ``DFS_BASE_BUDGET`` times the program's term
+#: of the Luby sequence (see :func:`luby`).
 DFS_MAX_BOUND = 3
-DFS_PROGRAM_BUDGET = 300
+DFS_BASE_BUDGET = 32
 _READS = frozenset({Op.LOAD, Op.ENTER, Op.EXIT, Op.YIELD, Op.WAIT})
+
+
+def luby(i: int) -> int:
+    """The ``i``-th term (1-based) of the Luby sequence: 1, 1, 2, 1, 1, 2,
+    4, 1, 1, 2, 1, 1, 2, 4, 8, ... (Luby, Sinclair and Zuckerman, 1993).
+
+    DFS's budget per program. Whether a program can show a bug, and how many
+    schedules that takes, are both unknown: a fixed budget is either too
+    small for deep bugs or spends everything on a few programs. Budgets in
+    Luby's proportions are within a log factor of the best fixed budget for
+    any distribution: most programs get a short look (their 0- and
+    1-preemption schedules), a few get a long one."""
+    if i < 1:
+        raise ValueError(f"expected a term index >= 1, got {i}")
+    while True:
+        k = i.bit_length()
+        if i == (1 << k) - 1:
+            return 1 << (k - 1)
+        i -= (1 << (k - 1)) - 1
 
 
 class _Done(Exception):
@@ -208,12 +231,13 @@ class Portfolio:
                 self.dfs_bound, self._dfs_runs = 0, 0
                 self._dfs = DfsScheduler(0)
                 self.dfs_exhausted.append(-1)
-            if self._dfs_runs < DFS_PROGRAM_BUDGET and self._dfs.new_execution():
+            budget = self._dfs_budget()
+            if self._dfs_runs < budget and self._dfs.new_execution():
                 return self._dfs, self._dfs_case
             if self._dfs.exhausted:
                 self.dfs_exhausted[-1] = self.dfs_bound
             if self._dfs.exhausted and self.dfs_bound < self.dfs_max_bound \
-                    and self._dfs_runs < DFS_PROGRAM_BUDGET:
+                    and self._dfs_runs < budget:
                 self.dfs_bound += 1
                 self._dfs = DfsScheduler(self.dfs_bound)
                 continue
@@ -226,6 +250,13 @@ class Portfolio:
                 self._dfs.new_execution()
                 return self._dfs, self._dfs_case
             self._dfs = None
+
+    def _dfs_budget(self) -> float:
+        """Executions for the current program: unbounded for the one pinned
+        program, else in Luby's proportions."""
+        if self.fixed:
+            return float("inf")
+        return DFS_BASE_BUDGET * luby(self.dfs_programs)
 
     # -- what it did --------------------------------------------------------------
     def summary(self) -> dict[str, Any]:
