@@ -9,6 +9,7 @@ from concurrent_dirty import (
     DeadlockError,
     MmuLock,
     Scenario,
+    XchgDirtyLog,
     run_cell,
 )
 
@@ -124,3 +125,59 @@ def test_an_error_mid_execution_stops_long_running_writers(engine, shm_guard):
                           mode="long", seconds=600, lock_timeout=3))
     assert r.error is not None and r.error.startswith("DeadlockError: harvester tried")
     assert not [t.name for t in threading.enumerate() if t.name.startswith("vcpu-")]
+
+
+def test_swarm_noise_draws_a_level_per_execution_and_role():
+    from concurrent_dirty._core.switch import NOISE_LEVELS, NoiseHook
+
+    hook = NoiseHook(None, seed=7)
+
+    def levels(role):
+        out = []
+        for execution in range(1, 301):
+            hook.begin(execution, role)
+            out.append(hook.level())
+        return out
+
+    writer, harvester = levels("vcpu-0"), levels("harvester")
+    assert set(writer) == set(harvester) == set(NOISE_LEVELS)
+    assert 0.3 < writer.count(0.0) / len(writer) < 0.7  # none about half the time
+    assert writer != harvester  # each role draws its own
+    assert levels("vcpu-0") == writer  # and the same again for the same seed
+    pinned = NoiseHook(0.05, seed=7)
+    for execution in range(1, 20):
+        pinned.begin(execution, "vcpu-1")
+        assert pinned.level() == 0.05
+
+
+class _SeesTheHook(XchgDirtyLog):
+    hooks: list = []
+
+    def mark_page_dirty(self, gfn, vcpu_id, *, context=None):
+        from concurrent_dirty._core import switch
+
+        _SeesTheHook.hooks.append(type(switch.current()).__name__)
+        super().mark_page_dirty(gfn, vcpu_id, context=context)
+
+
+@pytest.mark.parametrize("noise, hook", [(None, "NoiseHook"), (0.0, "NoneType")])
+def test_noise_is_on_by_default_and_zero_turns_it_off(noise, hook):
+    _SeesTheHook.hooks = []
+    r = run_cell(Scenario(algorithm="tests.test_algorithms:_SeesTheHook", noise=noise,
+                          seconds=30, max_executions=5))
+    assert (r.error, r.violations) == (None, [])
+    assert set(_SeesTheHook.hooks) == {hook}
+
+
+@pytest.mark.parametrize("engine, mutant", [
+    ("threads", "srcu-no-grace-period"),   # the GIL alone never preempts inside the window
+    ("processes", "srcu-protect-before-swap"),
+])
+def test_free_running_defaults_catch_races_in_narrow_windows(engine, mutant, shm_guard):
+    # With no noise, the default table missed these in 3 seeds of 2s each;
+    # swarm noise finds them in well under a second (a minute is the bound).
+    from concurrent_dirty.mutants import MUTANTS
+
+    r = run_cell(Scenario(algorithm=MUTANTS[mutant].ref, engine=engine, seconds=60))
+    assert r.error is None
+    assert r.violations, f"not caught in {r.executions} executions ({r.seconds:.1f}s)"

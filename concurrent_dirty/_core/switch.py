@@ -31,8 +31,8 @@ from typing import Protocol
 
 from ..errors import DeadlockError
 
-__all__ = ["BlockingHook", "NoiseHook", "Op", "SwitchHook", "cpu_relax", "current", "install",
-           "switch_point", "wait_until"]
+__all__ = ["NOISE_LEVELS", "BlockingHook", "NoiseHook", "Op", "SwitchHook", "begin_execution",
+           "cpu_relax", "current", "install", "switch_point", "wait_until"]
 
 
 class Op(StrEnum):
@@ -151,28 +151,65 @@ def current() -> SwitchHook | None:
     return HOOK
 
 
-class NoiseHook:
-    """ConTest-style noise: at each switch point, with probability
-    ``probability``, give up the CPU (``sleep(0)``) or, one time in four,
-    sleep for a few microseconds. Each thread draws from its own generator,
-    seeded from ``seed`` and the thread's name, so noise needs no lock."""
+#: The noise levels drawn per execution and thread when no level is pinned
+#: (swarm noise): none half the time, else a yield at 1%, 5% or 20% of the
+#: switch points.
+NOISE_LEVELS = (0.0, 0.0, 0.0, 0.01, 0.05, 0.2)
 
-    def __init__(self, probability: float, seed: int) -> None:
+
+class NoiseHook:
+    """ConTest-style noise: at each switch point, with a probability, give
+    up the CPU (``sleep(0)``) or, one time in four, sleep for a few
+    microseconds.
+
+    The probability is ``probability`` if given. If it is None (swarm
+    noise, the free-running engines' default), each thread draws its own
+    level from :data:`NOISE_LEVELS` for each execution (:meth:`begin`): a
+    quiet writer beside a noisy harvester opens the harvester's windows
+    wide, and the reverse opens the writer's (with the GIL a thread is
+    preempted only every switch interval, and between processes a window of
+    a few microseconds is rarely hit; a yield there is what lets the other
+    side run inside it). Each thread draws from its own generator, seeded
+    from ``seed``, the execution and the thread's role, so noise needs no
+    lock."""
+
+    def __init__(self, probability: float | None, seed: int) -> None:
         self.probability = probability
         self.seed = seed
         self._local = threading.local()
 
-    def _rng(self) -> random.Random:
-        rng: random.Random | None = getattr(self._local, "rng", None)
-        if rng is None:
-            rng = random.Random(f"noise:{self.seed}:{threading.current_thread().name}")
-            self._local.rng = rng
-        return rng
+    def begin(self, execution: int, role: str) -> None:
+        """This thread starts ``execution`` as ``role`` (``vcpu-0``,
+        ``harvester``): its generator and, for swarm noise, its level."""
+        rng = random.Random(f"noise:{self.seed}:{execution}:{role}")
+        local = self._local
+        local.rng = rng
+        local.p = self.probability if self.probability is not None \
+            else rng.choice(NOISE_LEVELS)
+
+    def level(self) -> float:
+        """This thread's probability now."""
+        p: float | None = getattr(self._local, "p", None)
+        if p is None:
+            self.begin(0, threading.current_thread().name)
+            p = self._local.p
+        return p
 
     def __call__(self, op: Op, target: str, index: int) -> None:
-        rng = self._rng()
-        if rng.random() < self.probability:
+        p = self.level()
+        if not p:
+            return
+        rng = self._local.rng
+        if rng.random() < p:
             if rng.random() < 0.25:
                 time.sleep(rng.random() * 20e-6)
             else:
                 time.sleep(0)
+
+
+def begin_execution(execution: int, role: str) -> None:
+    """Tell this process's hook (if it has per-execution state, as swarm
+    noise does) that this thread starts ``execution`` as ``role``."""
+    begin = getattr(HOOK, "begin", None)
+    if begin is not None:
+        begin(execution, role)

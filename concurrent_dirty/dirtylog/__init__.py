@@ -108,7 +108,7 @@ def resolve_algorithm(spec: str) -> type[DirtyLogAlgorithm]:
             close = difflib.get_close_matches(spec, ALGORITHMS, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise AlgorithmError(
-                f"expected an algorithm in {sorted(BUILTIN_ALGORITHMS)} or module:Class, "
+                f"expected an algorithm in {sorted(ALGORITHMS)} or module:Class, "
                 f"got {spec!r}{hint}") from None
     module_name, _, qualname = spec.partition(":")
     if not module_name or not qualname:

@@ -146,8 +146,8 @@ def run_cell(scenario: Scenario, *, progress: Callable[[Progress], None] | None 
     try:
         vm = Vm(cls, scenario, shared=processes, engine=scenario.engine, rerun=rerun,
                 harness_regions={CTL: CTL_WORDS, STATS: STAT_WORDS * scenario.writers})
-        if scenario.noise:
-            _switch.install(_switch.NoiseHook(scenario.noise, scenario.seed * 1000 + 999))
+        if scenario.noise != 0:
+            _switch.install(_switch.NoiseHook(scenario.noise, scenario.seed))
         if scenario.switch_interval is not None and not processes:
             sys.setswitchinterval(scenario.switch_interval)
         spec = WorkerSpec(vm.layout, vm.memslots, vm.scenario, algorithm_ref(cls))
@@ -278,6 +278,7 @@ def _drive(scenario: Scenario, vm: Vm, workers: ThreadWorkers | ProcessWorkers,
             beat[0] += 1
             result.executions = execution
             vm.begin(execution)
+            _switch.begin_execution(execution, "harvester")
             ctl.store(CTL_DONE, 0)
             ctl.store(CTL_END, 0)
             ctl.store(CTL_GEN, execution)

@@ -129,6 +129,7 @@ def writer_main(arena: Arena, spec: WorkerSpec, cls: type[DirtyLogAlgorithm], vc
             if gen is None:
                 return
             last = gen
+            _switch.begin_execution(gen, f"vcpu-{vcpu_id}")
             vcpu.new_execution(new_algorithm(cls, kvm))
             writes = writer_stream(scenario, spec.memslots, gen, vcpu_id)
             run_writes(vcpu, islice(writes, scenario.writes) if short else writes, stop)
@@ -214,9 +215,8 @@ def child_entry() -> None:
         # the error pipe, then it is killed.
         faulthandler.register(STACK_SIGNAL, file=errors, all_threads=False)
         try:
-            if spec.scenario.noise:
-                _switch.install(_switch.NoiseHook(spec.scenario.noise,
-                                                  spec.scenario.seed * 1000 + vcpu_id))
+            if spec.scenario.noise != 0:
+                _switch.install(_switch.NoiseHook(spec.scenario.noise, spec.scenario.seed))
             arena = Arena(spec.layout, shared=True, attach=arena_name)
             try:
                 cls = resolve_algorithm(spec.algorithm_ref)

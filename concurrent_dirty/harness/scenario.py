@@ -55,8 +55,10 @@ class Scenario:
     #: Stop after this many executions even if time is left (None: no limit).
     max_executions: int | None = None
     seed: int = 0
-    #: ConTest-style noise: chance of a yield or short sleep at a switch point.
-    noise: float = 0.0
+    #: ConTest-style noise: chance of a yield or short sleep at a switch
+    #: point; None (the default) draws a level per execution and thread
+    #: (swarm noise: see ``_core.switch.NoiseHook``), 0 turns noise off.
+    noise: float | None = None
     #: sys.setswitchinterval for the threads engine (None: leave it).
     switch_interval: float | None = None
     #: Pause between harvest rounds, in seconds.
@@ -146,7 +148,7 @@ class Scenario:
         self._positive("watchdog", self.watchdog)
         for name in ("on_behalf", "noise"):
             value = getattr(self, name)
-            if value is None and name == "on_behalf":
+            if value is None:
                 continue
             if not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
                 raise UsageError(f"expected a probability from 0 to 1 for {name}, got {value!r}")
