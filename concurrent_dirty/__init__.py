@@ -80,7 +80,7 @@ _LAZY: dict[str, str] = {
     "make_scheduler": ".schedulers",
     "Interleaving": ".search.hypothesis",
     "interleavings": ".search.hypothesis",
-    "minimize_preemptions": ".search.hypothesis",
+    "minimize_preemptions": ".search.runner",
     "FuzzReport": ".search.runner",
     "Runner": ".search.runner",
     "check_dfs": ".search.runner",
@@ -234,7 +234,7 @@ if _TYPE_CHECKING:  # what type checkers and IDEs see: the eager imports
         Scheduler,
         make_scheduler,
     )
-    from .search.hypothesis import Interleaving, interleavings, minimize_preemptions
+    from .search.hypothesis import Interleaving, interleavings
     from .search.runner import (
         FuzzReport,
         Runner,
@@ -242,6 +242,7 @@ if _TYPE_CHECKING:  # what type checkers and IDEs see: the eager imports
         check_pct,
         check_random,
         explore,
+        minimize_preemptions,
         regression_test,
         replay,
     )

@@ -21,7 +21,7 @@ from concurrent_dirty.schedulers import (
     RandomScheduler,
     ReplayScheduler,
 )
-from concurrent_dirty.search.runner import explore
+from concurrent_dirty.search.runner import explore, replay
 
 BROKEN = "tests.broken_algorithms:NonatomicClearXchg"
 SMALL = Scenario(writers=2, slots=1, pages=4, writes=2, on_behalf=0.5)
@@ -220,3 +220,40 @@ def test_bad_scheduler_arguments_are_clear_errors():
     with pytest.raises(UsageError, match=r"^expected 0 <= stay < 1 for the random "
                                          r"scheduler, got 1.5$"):
         RandomScheduler(stay=1.5)
+
+
+@pytest.mark.parametrize("scheduler", ["random", "pct", "auto"])
+def test_a_search_failure_is_minimized_to_the_fewest_preemptions(scheduler):
+    from concurrent_dirty.search.runner import MINIMIZE_SECONDS
+
+    r = explore(BROKEN, SMALL, scheduler=scheduler, executions=None, seconds=120)
+    assert r.failure is not None
+    m = r.extra["minimized"]
+    assert m["preemptions"] == r.failure.outcome.preemptions <= m["preemptions_found"]
+    assert m["seconds"] <= MINIMIZE_SECONDS + 1
+    # One preemption suffices for the broken clear (the dfs tests above),
+    # and a program this small has its bound 0 exhausted at once.
+    assert (m["preemptions"], m["fewest"]) == (1, True)
+    assert "counterexample: 1 preemption(s), the fewest on this program" in r.summary()
+    assert r.extra["first_failure_execution"] == r.executions
+    # The minimized counterexample's token replays the same failure.
+    again = replay(r.failure.token)
+    assert (again.outcome.kind, again.outcome.step) == (r.failure.outcome.kind,
+                                                        r.failure.outcome.step)
+
+
+def test_fewest_preemptions_keeps_the_failure_and_never_adds_preemptions():
+    from concurrent_dirty.search.runner import fewest_preemptions
+
+    r = explore(BROKEN, SMALL, scheduler="random", executions=None, seconds=120, seed=3)
+    found = r.failure
+    assert found is not None
+    result, proven = fewest_preemptions(found, seconds=30)
+    assert result.outcome.kind == found.outcome.kind
+    assert result.outcome.preemptions <= found.outcome.preemptions
+    assert proven and result.outcome.preemptions == 1
+    # With no time at all nothing is proven, and the failure stays.
+    same, proven = fewest_preemptions(found, seconds=0)
+    assert not proven or found.outcome.preemptions == 0
+    assert (same.outcome.kind, same.outcome.schedule) == (found.outcome.kind,
+                                                          found.outcome.schedule)

@@ -30,7 +30,7 @@ from ..harness.program import (
 )
 from ..harness.scenario import Scenario
 from ..schedulers import Budget, DfsScheduler, PreemptionPoints, ReplayScheduler
-from .runner import FuzzReport, _fresh, _write_pending, pending_token
+from .runner import FuzzReport, _fresh, _write_pending, minimize_preemptions, pending_token
 
 __all__ = ["Interleaving", "hypothesis_search", "interleavings", "minimize_preemptions"]
 
@@ -93,32 +93,6 @@ def _is_final() -> bool:
         return bool(current_build_context().is_final)
     except Exception:  # outside a Hypothesis test: report in full
         return True
-
-
-def minimize_preemptions(found: ExecutionResult, *, max_executions: int = 20_000,
-                         seconds: float = 30.0,
-                         max_steps: int = DEFAULT_MAX_STEPS) -> ExecutionResult:
-    """The same program's failing schedule with the fewest preemptions:
-    exhaustive search with bound 0, 1, ... below what ``found`` used
-    (Musuvathi and Qadeer's iterative context bounding). Returns the traced
-    result; ``found`` itself (traced) if no smaller bound fails within the
-    budget."""
-    deadline = time.monotonic() + seconds
-    for bound in range(found.outcome.preemptions):
-        dfs = DfsScheduler(bound)
-        budget = Budget(dfs, executions=max_executions)
-        while time.monotonic() < deadline and budget.new_execution():
-            result = run_controlled(found.algorithm_ref, found.scenario, found.program, budget,
-                                    max_steps=max_steps)
-            if result.outcome.kind == found.outcome.kind:
-                return run_controlled(found.algorithm_ref, found.scenario, found.program,
-                                      _fresh(ReplayScheduler(result.outcome.schedule)),
-                                      trace=True, max_steps=max_steps)
-        if not dfs.exhausted:
-            break  # out of budget: the bound is not proven minimal
-    return run_controlled(found.algorithm_ref, found.scenario, found.program,
-                          _fresh(ReplayScheduler(found.outcome.schedule)), trace=True,
-                          max_steps=max_steps)
 
 
 def interleavings(algorithm: str, *, writers: Any = None, writes: Any = None, pages: Any = None,
