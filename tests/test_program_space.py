@@ -211,8 +211,22 @@ def test_dfs_over_varied_programs_spends_luby_budgets_per_program():
                 seconds=120, space=ProgramSpace())
     assert r.failure is None and r.executions == 40 * DFS_BASE_BUDGET
     summary = r.extra["portfolio"]
-    # No program takes more than its budget, so many programs are seen: the
-    # first 15 Luby terms add up to 32 budgets.
-    assert sum(luby(i) for i in range(1, 16)) == 32
-    assert summary["dfs_programs"] >= 15
-    assert summary["executions"] == {"dfs": 40 * DFS_BASE_BUDGET}
+    runs, exhausted = summary["dfs_runs"], summary["dfs_bounds_exhausted"]
+    assert summary["executions"] == {"dfs": 40 * DFS_BASE_BUDGET} == {"dfs": sum(runs)}
+    # Program k gets DFS_BASE_BUDGET * luby(k) executions, fewer only if it
+    # ran out of schedules first (every bound up to 3 exhausted); the last
+    # one was cut by the campaign's end.
+    for k, (n, bound) in enumerate(zip(runs[:-1], exhausted[:-1], strict=True), start=1):
+        assert n == DFS_BASE_BUDGET * luby(k) or (n < DFS_BASE_BUDGET * luby(k) and bound == 3)
+    assert len(runs) >= 15  # so many programs: the first 15 terms add up to 32 budgets
+
+
+def test_dfs_on_a_pinned_program_runs_its_bounds_out():
+    # One tiny program, no bound given: iterative bounds 0-3 to the end,
+    # however many executions that takes (it used to stop at 300).
+    r = explore("xchg", Scenario(writers=1, slots=1, pages=1, writes=1), scheduler="dfs",
+                executions=None, seconds=120, rounds=1)
+    assert r.failure is None and r.executions > 300
+    assert r.extra["portfolio"]["dfs_bounds_exhausted"] == [3]
+    assert r.extra["portfolio"]["dfs_runs"] == [r.executions]
+    assert "every schedule exhausted up to 3 preemption(s) on 1" in r.guarantee

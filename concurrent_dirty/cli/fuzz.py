@@ -52,22 +52,25 @@ def add_parsers(sub: Any, number: Any, choice: Any) -> None:
                                       "2, 3, so the first counterexample has the fewest)")
     g = f.add_argument_group(
         "the program space", "Every execution draws its shape and writes from one "
-        "distribution that reaches the boundaries (swarm testing); each option below pins "
-        "its dimension instead.")
+        "distribution that reaches the boundaries (swarm testing), in two scopes: small "
+        "(3 executions in 4: 1 slot of 1 or 2 pages, 2 writers, 5, 6 or 8 writes each, 3-5 "
+        "rounds) and wide (the defaults below); each option pins its dimension in both.")
     g.add_argument("--writers", type=number("a number of writers", 1, 16, integer=True),
-                   default=None, help="vCPU writers (default: 1-3, drawn)")
+                   default=None, help="vCPU writers (default: small 2; wide 1-3, drawn)")
     g.add_argument("--slots", type=number("a number of slots", 1, 64, integer=True),
-                   default=None, help="memslots (default: 1-3, drawn)")
+                   default=None, help="memslots (default: small 1; wide 1-3, drawn)")
     g.add_argument("--pages", type=number("a number of pages per slot", 1, 1 << 16, True),
-                   default=None, help="pages per slot (default: drawn from 1, 2, 63, 64, 65, "
-                                      "100, 128, 129, 200)")
+                   default=None, help="pages per slot (default: small 1 or 2; wide drawn from 1, "
+                                      "2, 63, 64, 65, 100, 128, 129, 200)")
     g.add_argument("--writes", type=number("a number of writes", 1, 10_000, integer=True),
-                   default=None, help="writes per writer (default: 1-3, drawn)")
+                   default=None, help="writes per writer (default: small 5, 6 or 8; wide 1-4, "
+                                       "drawn)")
     g.add_argument("--rounds", type=number("a number of rounds", 0, 1000, integer=True),
-                   default=None, help="harvest rounds before the final one (default: 0-3, "
-                                      "drawn)")
+                   default=None, help="harvest rounds before the final one (default: small "
+                                      "3-5; wide 0-3, drawn)")
     g.add_argument("--on-behalf", type=number("a probability", 0, 1), default=None,
-                   help="share of on-behalf writes (default: none, some or all, drawn)")
+                   help="share of on-behalf writes (default: none, some or all, "
+                        "drawn per writer)")
     f.add_argument("--execution", type=number("an execution number", 1, 1 << 62, True),
                    default=None,
                    help="explore exactly the writes of this execution of the free-running "

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from importlib import import_module
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from .._core.switch import NOISE_LEVELS
 from ..errors import UsageError
 from ..harness.interrupt import interrupted as _interrupted
 from ..harness.interrupt import signals_interrupt
@@ -177,8 +178,8 @@ def _add_stress(sub: Any) -> None:
                    default=_DEFAULT.seed, help="seed for workloads and noise")
     g.add_argument("--noise", type=_number("a probability", 0, 1), default=_DEFAULT.noise,
                    help="chance of a yield or short sleep at each switch point (default: "
-                        "drawn per execution and thread, none half the time, else 1%%, 5%% "
-                        "or 20%%; 0 turns noise off)")
+                        "drawn per execution and thread from "
+                        f"{', '.join(f'{p:g}' for p in NOISE_LEVELS)}; 0 turns noise off)")
     g.add_argument("--switch-interval", type=_number("a number of seconds", 0, low_open=True),
                    default=None, help="sys.setswitchinterval for the threads engine")
     g.add_argument("--json", metavar="PATH", help="write the report as JSON")

@@ -49,6 +49,9 @@ from .workers import (
 __all__ = ["CellResult", "Progress", "run_cell"]
 
 _MAX_VIOLATIONS = 50
+#: In long mode, the harvester draws a new noise level every so many rounds
+#: and each writer every so many writes (see ``workers``).
+_LONG_REDRAW_ROUNDS = 64
 
 
 @dataclass
@@ -250,6 +253,10 @@ def _drive(scenario: Scenario, vm: Vm, workers: ThreadWorkers | ProcessWorkers,
 
     def after_round() -> None:
         beat[0] += 1
+        if not short and migration.rounds % _LONG_REDRAW_ROUNDS == 0:
+            # One long execution: a new noise level now and then, as short
+            # executions get one each.
+            _switch.begin_execution(migration.rounds, "harvester:long")
         now = time.monotonic()
         if not short and now >= deadline:
             ctl.store(CTL_END, 1)
@@ -277,8 +284,8 @@ def _drive(scenario: Scenario, vm: Vm, workers: ThreadWorkers | ProcessWorkers,
             execution += 1
             beat[0] += 1
             result.executions = execution
-            vm.begin(execution)
             _switch.begin_execution(execution, "harvester")
+            vm.begin(execution)
             ctl.store(CTL_DONE, 0)
             ctl.store(CTL_END, 0)
             ctl.store(CTL_GEN, execution)

@@ -115,8 +115,12 @@ def writer_main(arena: Arena, spec: WorkerSpec, cls: type[DirtyLogAlgorithm], vc
         beat()
         if n and n % _PUBLISH_EVERY == 0:
             publish()
-        if n and n % _PARENT_EVERY == 0 and not parent_alive():
-            raise _Stopped
+        if n and n % _PARENT_EVERY == 0:
+            if not parent_alive():
+                raise _Stopped
+            if not short:
+                # One long execution: a new noise level now and then.
+                _switch.begin_execution(n, f"vcpu-{vcpu_id}:long")
         # END ends a long execution; STOP (Ctrl-C, an error) ends any.
         return n % _CHECK_EVERY == 0 and bool(ctl.load(CTL_END) or ctl.load(CTL_STOP))
 

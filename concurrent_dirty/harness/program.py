@@ -57,7 +57,8 @@ from ..model.memslot import MemslotFlags, MemslotTable
 from .scenario import Scenario
 
 __all__ = ["DEVICE", "DEVICE_SHARE", "GUEST", "MODEL_OPTIONS", "ON_BEHALF", "PML_ENTRIES_DRAWN",
-           "Program", "ProgramSpace", "RING_SIZES", "SLOT_SIZES", "SMALL_ROUNDS", "SMALL_WRITES",
+           "Program", "ProgramSpace", "RING_SIZES", "SLOT_SIZES", "SMALL_PAGES", "SMALL_ROUNDS",
+           "SMALL_WRITES",
            "Write", "boundary_gfns",
            "build_memslots", "is_ring_algorithm", "make_program", "on_behalf_share",
            "workload_picker", "writer_stream"]

@@ -29,7 +29,7 @@ from ..harness.program import (
     is_ring_algorithm,
 )
 from ..harness.scenario import Scenario
-from ..schedulers import Budget, DfsScheduler, PreemptionPoints, ReplayScheduler
+from ..schedulers import PreemptionPoints, ReplayScheduler
 from .runner import FuzzReport, _fresh, _write_pending, minimize_preemptions, pending_token
 
 __all__ = ["Interleaving", "hypothesis_search", "interleavings", "minimize_preemptions"]

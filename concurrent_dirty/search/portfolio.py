@@ -72,8 +72,9 @@ def luby(i: int) -> int:
     schedules that takes, are both unknown: a fixed budget is either too
     small for deep bugs or spends everything on a few programs. Budgets in
     Luby's proportions are within a log factor of the best fixed budget for
-    any distribution: most programs get a short look (their 0- and
-    1-preemption schedules), a few get a long one."""
+    any distribution: most programs get a short look (their schedules with
+    no preemption, and the first of those with one: DFS backtracks from the
+    end of an execution), a few get a long one."""
     if i < 1:
         raise ValueError(f"expected a term index >= 1, got {i}")
     while True:
@@ -166,6 +167,7 @@ class Portfolio:
         self.dfs_programs = 0
         self.dfs_bound = 0
         self.dfs_exhausted: list[int] = []  # per program: the largest bound exhausted
+        self.dfs_runs: list[int] = []  # per program: the executions it got
         self._dfs: DfsScheduler | None = None
         self._dfs_case: Case | None = None
         self._dfs_runs = 0
@@ -219,6 +221,7 @@ class Portfolio:
         self.coverage.executed(self._case, result)
         if self.current == "dfs":
             self._dfs_runs += 1
+            self.dfs_runs[-1] += 1
 
     # -- dfs: iterative bounds on one program at a time ---------------------------
     def _next_dfs(self) -> tuple[Scheduler, Case]:
@@ -231,6 +234,7 @@ class Portfolio:
                 self.dfs_bound, self._dfs_runs = 0, 0
                 self._dfs = DfsScheduler(0)
                 self.dfs_exhausted.append(-1)
+                self.dfs_runs.append(0)
             budget = self._dfs_budget()
             if self._dfs_runs < budget and self._dfs.new_execution():
                 return self._dfs, self._dfs_case
@@ -262,15 +266,18 @@ class Portfolio:
     def summary(self) -> dict[str, Any]:
         return {"executions": dict(self.tried), "dfs_programs": self.dfs_programs,
                 "dfs_bounds_exhausted": list(self.dfs_exhausted),
+                "dfs_runs": list(self.dfs_runs),
                 "coverage_pairs": len(self.coverage.covered),
                 "corpus": len(self.coverage.corpus), "last_member": self.current}
 
     def report(self) -> str:
         t = dict.fromkeys(MEMBERS, 0) | self.tried
         proved = [b for b in self.dfs_exhausted if b >= 0]
-        dfs = (f"dfs {t['dfs']} on {self.dfs_programs} program(s), every schedule with up to "
-               f"{max(proved)} preemption(s) exhausted on {len(proved)} of them"
-               if proved else f"dfs {t['dfs']} on {self.dfs_programs} program(s)")
+        by_bound = ", ".join(f"up to {b} preemption(s) on {proved.count(b)}"
+                             for b in sorted(set(proved)))
+        dfs = (f"dfs {t['dfs']} on {self.dfs_programs} program(s), every schedule exhausted "
+               f"{by_bound} of them" if proved
+               else f"dfs {t['dfs']} on {self.dfs_programs} program(s)")
         bound = ("" if self.fixed else "; the programs varied, so no probabilistic bound is "
                  "claimed")
         if self.members == ("dfs",):
