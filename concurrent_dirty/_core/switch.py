@@ -199,10 +199,13 @@ class NoiseHook:
         return p
 
     def __call__(self, op: Op, target: str, index: int) -> None:
-        p = self.level()
+        local = self._local  # a switch point: one thread-local lookup
+        p = getattr(local, "p", None)
+        if p is None:
+            p = self.level()
         if not p:
             return
-        rng = self._local.rng
+        rng = local.rng
         if rng.random() < p:
             if rng.random() < 0.25:
                 time.sleep(rng.random() * 20e-6)

@@ -170,7 +170,6 @@ class Portfolio:
         self.dfs_runs: list[int] = []  # per program: the executions it got
         self._dfs: DfsScheduler | None = None
         self._dfs_case: Case | None = None
-        self._dfs_runs = 0
         self._dfs_done = False
         self._n = 0
         self._sched: Any = self.random
@@ -220,7 +219,6 @@ class Portfolio:
         assert self._case is not None
         self.coverage.executed(self._case, result)
         if self.current == "dfs":
-            self._dfs_runs += 1
             self.dfs_runs[-1] += 1
 
     # -- dfs: iterative bounds on one program at a time ---------------------------
@@ -231,17 +229,17 @@ class Portfolio:
                 # Its own sequence of programs, apart from the others' (or
                 # the one pinned program).
                 self._dfs_case = self.cases(-self.dfs_programs)
-                self.dfs_bound, self._dfs_runs = 0, 0
+                self.dfs_bound = 0
                 self._dfs = DfsScheduler(0)
                 self.dfs_exhausted.append(-1)
                 self.dfs_runs.append(0)
             budget = self._dfs_budget()
-            if self._dfs_runs < budget and self._dfs.new_execution():
+            if self.dfs_runs[-1] < budget and self._dfs.new_execution():
                 return self._dfs, self._dfs_case
             if self._dfs.exhausted:
                 self.dfs_exhausted[-1] = self.dfs_bound
             if self._dfs.exhausted and self.dfs_bound < self.dfs_max_bound \
-                    and self._dfs_runs < budget:
+                    and self.dfs_runs[-1] < budget:
                 self.dfs_bound += 1
                 self._dfs = DfsScheduler(self.dfs_bound)
                 continue

@@ -352,7 +352,10 @@ def fewest_preemptions(found: ExecutionResult, *, max_executions: int = 20_000,
 
 
 def _retrace(found: ExecutionResult, max_steps: int) -> ExecutionResult:
-    """``found`` again under its own schedule, with the trace on."""
+    """``found`` again under its own schedule, with the trace on (``found``
+    itself if it already has its trace: not run twice)."""
+    if found.outcome.trace:
+        return found
     return run_controlled(found.algorithm_ref, found.scenario, found.program,
                           _fresh(ReplayScheduler(found.outcome.schedule)), trace=True,
                           max_steps=max_steps)
@@ -394,9 +397,6 @@ def _minimize(report: FuzzReport, seconds: float, max_steps: int,
         return
     start = time.monotonic()
     result, fewest = fewest_preemptions(found, seconds=left, max_steps=max_steps)
-    if (result.outcome.kind, result.outcome.preemptions) == (found.outcome.kind,
-                                                            found.outcome.preemptions):
-        result = found  # nothing smaller: keep the traced original
     report.failure = result
     report.extra["minimized"] = {"preemptions_found": found.outcome.preemptions,
                                  "preemptions": result.outcome.preemptions,
