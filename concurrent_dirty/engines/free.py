@@ -15,15 +15,14 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from .._core import switch as _switch
 from ..dirtylog import algorithm_name, algorithm_ref, resolve_algorithm
 from ..errors import ConcurrentDirtyError, DeadlockError, InvariantViolation, UsageError
+from ..harness.cell import CellResult, Progress
 from ..harness.execution import Vm, run_harvester
 from ..harness.interrupt import deferred_interrupts
-from ..harness.oracle import Violation
 from ..harness.scenario import Scenario
 from ..model.arena import Arena, unlink_all
 from ..model.sync import actor_name
@@ -52,77 +51,6 @@ _MAX_VIOLATIONS = 50
 #: In long mode, the harvester draws a new noise level every so many rounds
 #: and each writer every so many writes (see ``workers``).
 _LONG_REDRAW_ROUNDS = 64
-
-
-@dataclass
-class Progress:
-    """A live snapshot, passed to the progress callback a few times a second."""
-
-    algorithm: str
-    engine: str
-    elapsed: float
-    budget: float
-    executions: int
-    writes: int
-    rounds: int
-    violations: int
-
-
-@dataclass
-class CellResult:
-    algorithm: str
-    engine: str
-    scenario: dict[str, Any]
-    seconds: float = 0.0
-    executions: int = 0
-    writes: int = 0
-    faults: int = 0
-    on_behalf: int = 0
-    rounds: int = 0
-    bits: int = 0
-    copied: int = 0
-    spurious: int = 0
-    latency_ms: dict[str, float] = field(default_factory=dict)
-    violations: list[Violation] = field(default_factory=list)
-    error: str | None = None
-    rerun: str = ""
-    #: Ctrl-C (or SIGTERM) ended the cell early; its figures are partial.
-    interrupted: bool = False
-    #: An earlier cell's error ended the run before this one started.
-    not_run: bool = False
-    #: For a one-execution cell: the destination's guest memory at the end
-    #: (page values by gfn), to compare engines on the same program.
-    image: tuple[int, ...] = ()
-
-    @property
-    def status(self) -> str:
-        if self.not_run:
-            return "not run"
-        if self.interrupted and not self.violations and not self.error:
-            return "interrupted"
-        if self.error:
-            return "ERROR"
-        return "FAIL" if self.violations else "ok"
-
-    @property
-    def executions_per_second(self) -> float:
-        return self.executions / self.seconds if self.seconds else 0.0
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "algorithm": self.algorithm, "engine": self.engine, "status": self.status,
-            "seconds": round(self.seconds, 3), "executions": self.executions,
-            "executions_per_second": round(self.executions_per_second, 1),
-            "writes": self.writes, "faults": self.faults, "on_behalf": self.on_behalf,
-            "rounds": self.rounds, "bits_harvested": self.bits, "pages_copied": self.copied,
-            "spurious_reports": self.spurious, "harvest_latency_ms": self.latency_ms,
-            "violations": len(self.violations),
-            "violation_reports": [v.to_json() for v in self.violations],
-            "error": self.error, "interrupted": self.interrupted, "rerun": self.rerun,
-            "scenario": self.scenario,
-        }
-
-
 
 
 def run_cell(scenario: Scenario, *, progress: Callable[[Progress], None] | None = None,
