@@ -54,6 +54,10 @@ class CellResult:
     #: For a one-execution cell: the destination's guest memory at the end
     #: (page values by gfn), to compare engines on the same program.
     image: tuple[int, ...] = ()
+    #: The engine's own figures (the kvm engine: exits, ring and CLEAR
+    #: counts, the failing execution's program), in the JSON under
+    #: the engine's name.
+    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def status(self) -> str:
@@ -81,4 +85,5 @@ class CellResult:
             "violation_reports": [v.to_json() for v in self.violations],
             "error": self.error, "interrupted": self.interrupted, "rerun": self.rerun,
             "scenario": self.scenario,
+            **({self.engine: self.extra} if self.extra else {}),
         }

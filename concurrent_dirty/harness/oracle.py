@@ -56,6 +56,9 @@ class Violation:
     write_version: int
     copied_version: int
     rerun: str = ""
+    #: More about the lost write, where the engine knows it (the kvm
+    #: engine: the write's TSC and the harvest's).
+    detail: str = ""
 
     def describe(self) -> str:
         who = f"vcpu {self.write_vcpu}" if self.write_vcpu >= 0 else "nobody"
@@ -76,6 +79,8 @@ class Violation:
                     f"#{self.copied_version}: the migrated copy is stale")
         text = (f"LOST DIRTY BIT [{self.algorithm}/{self.engine} seed {self.seed} execution "
                 f"{self.execution}] slot {self.slot} page {self.page} (gfn {self.gfn}): {what}")
+        if self.detail:
+            text += f"\n  {self.detail}"
         if self.rerun:
             text += f"\n  rerun: {self.rerun}"
         return text

@@ -21,8 +21,10 @@ from .limits import MAX_PROCESS_WRITERS, MAX_TOTAL_PAGES, MAX_WRITERS
 
 __all__ = ["ENGINES", "MODES", "WORKLOADS", "Scenario"]
 
-ENGINES = ("threads", "processes")
-WORKLOADS = ("uniform", "hot", "sequential")
+ENGINES = ("threads", "processes", "kvm")
+WORKLOADS = ("uniform", "hot", "sequential", "edges", "word-bits")
+#: Write patterns only the kvm engine's guest follows.
+KVM_WORKLOADS = ("edges", "word-bits")
 MODES = ("short", "long")
 
 
@@ -104,6 +106,17 @@ class Scenario:
     #: Seconds a thread or process of the code under test may go without
     #: progress before the run ends with a HangError (free-running engines).
     watchdog: float = 10.0
+    #: kvm engine: pause iterations the guest spins after each write (its
+    #: own work between stores); None draws it per execution.
+    guest_delay: int | None = None
+    #: kvm engine: times per execution that a slot's dirty logging is
+    #: turned off and back on (QEMU at migration cancel); None draws it.
+    toggles: int | None = None
+    #: kvm engine: the fields given explicitly, which it must not draw
+    #: (writers, slots, pages, workload, writes, interval, initially_set,
+    #: clear_words, ring_entries); every other such field is drawn per
+    #: execution, as fuzz draws programs.
+    pinned: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
@@ -137,6 +150,7 @@ class Scenario:
             raise UsageError(f"expected a number of PML entries from 1 to 512 for pml_entries, "
                              f"got {self.pml_entries!r}")
         self._check_ring()
+        self._check_kvm()
         if self.engine == "processes" and self.writers > MAX_PROCESS_WRITERS:
             raise UsageError(f"expected at most {MAX_PROCESS_WRITERS} writers on the processes "
                              f"engine (each is a Python interpreter), got {self.writers}")
@@ -183,6 +197,31 @@ class Scenario:
         if self.dirty_ring and self.pml:
             raise UsageError("expected the dirty ring or PML, got both: the model drains PML "
                              "buffers into the bitmap only")
+
+    def _check_kvm(self) -> None:
+        pinnable = ("writers", "slots", "pages", "workload", "writes", "interval",
+                    "initially_set", "clear_words", "ring_entries")
+        if not isinstance(self.pinned, tuple) or not all(p in pinnable for p in self.pinned):
+            raise UsageError(f"expected pinned to be a tuple of names from {list(pinnable)}, "
+                             f"got {self.pinned!r}")
+        for name, high in (("guest_delay", 1 << 24), ("toggles", 64)):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool)
+                                      or not 0 <= value <= high):
+                raise UsageError(f"expected an int from 0 to {high} (or None: drawn) for "
+                                 f"{name}, got {value!r}")
+        if self.engine != "kvm":
+            if self.workload in KVM_WORKLOADS:
+                raise UsageError(f"expected a workload in ['uniform', 'hot', 'sequential'] on "
+                                 f"the {self.engine} engine, got {self.workload!r} (a pattern "
+                                 f"of the kvm engine's guest)")
+            return
+        if self.ring_entries < 256 and "ring_entries" in self.pinned:
+            raise UsageError(f"expected ring_entries from 256 to 65536 on the kvm engine "
+                             f"(KVM's rings are 4 KiB to 1 MiB of 16-byte entries), got "
+                             f"{self.ring_entries}")
+        if self.slots > 32:
+            raise UsageError(f"expected at most 32 slots on the kvm engine, got {self.slots}")
 
     @property
     def soft_limit(self) -> int:
