@@ -18,6 +18,7 @@ LAYERS = {
     "mutants": 4,
     "harness": 5,
     "engines": 6,
+    "kvm": 6,
     "search": 7,
     "cli": 8,
     "__init__": 9,

@@ -26,6 +26,9 @@ from ..harness.limits import (
 from ..harness.output import check_output_path, write_text
 from ..harness.scenario import ENGINES, MODES, WORKLOADS, Scenario
 
+#: What `stress` runs with no --engine: the model's free-running engines.
+MODEL_ENGINES = ("threads", "processes")
+
 if TYPE_CHECKING:
     from ..engines.free import CellResult
 
@@ -135,7 +138,9 @@ def _add_stress(sub: Any) -> None:
                    help=f"built-in {sorted(BUILTIN_ALGORITHMS)} or your own class "
                         f"(repeatable; default: all built-ins)")
     g.add_argument("--engine", action="append", type=_choice("an engine", ENGINES),
-                   help="threads or processes (repeatable; default: both)")
+                   help="threads, processes or kvm, the real kernel (repeatable; default: "
+                        "threads and processes; kvm runs the kernel protocols, kvm-get, "
+                        "kvm-clear and kvm-ring, and their kvm-* mutants)")
     g = s.add_argument_group("scenario")
     g.add_argument("--writers", type=_number("a number of writers", 1, MAX_WRITERS, True),
                    default=_DEFAULT.writers, help="vCPU writers (default %(default)s)")
@@ -184,15 +189,20 @@ def _add_stress(sub: Any) -> None:
                    default=None, help="sys.setswitchinterval for the threads engine")
     g.add_argument("--json", metavar="PATH", help="write the report as JSON")
     g.add_argument("--quiet", action="store_true", help="no progress line")
+    from .kernel import add_kernel_options
+
+    add_kernel_options(s, _number)
     from .scale import add_options
 
     add_options(s, _number, db=False)
 
 
-def _scenario_args(ns: argparse.Namespace) -> dict[str, Any]:
+def _scenario_args(ns: argparse.Namespace, engine: str = "threads") -> dict[str, Any]:
+    from .kernel import kernel_args
     from .paths import path_args
 
-    return dict(writers=ns.writers, slots=ns.slots, pages=ns.pages, workload=ns.workload,
+    return dict(**kernel_args(ns, engine), writers=ns.writers, slots=ns.slots, pages=ns.pages,
+                workload=ns.workload,
                 on_behalf=ns.on_behalf, mode=ns.mode, writes=ns.writes, seconds=ns.seconds,
                 max_executions=ns.executions, seed=ns.seed, noise=ns.noise,
                 switch_interval=ns.switch_interval, interval=ns.interval,
@@ -211,7 +221,8 @@ def rerun_command(scenario: Scenario) -> str:
     words = ["concurrent-dirty", "stress", "--algorithm", scenario.algorithm,
              "--engine", scenario.engine, "--seed", str(scenario.seed)]
     for name, value in scenario.to_dict().items():
-        if name in ("algorithm", "engine", "seed") or value == getattr(_DEFAULT, name):
+        if name in ("algorithm", "engine", "seed", "pinned") or (
+                value == getattr(_DEFAULT, name) and name not in scenario.pinned):
             continue
         flag = _FLAGS.get(name, "--" + name.replace("_", "-"))
         if isinstance(value, bool):
@@ -261,12 +272,14 @@ def _write_report(path: str, report: dict[str, Any]) -> None:
 def _stress(ns: argparse.Namespace) -> int:
     from ..dirtylog import BUILTIN_ALGORITHMS, resolve_algorithm
     from ..engines.free import CellResult, run_cell
+    from .kernel import stress_pairs
     from .report import ProgressPrinter
 
-    algorithms = ns.algorithm or list(BUILTIN_ALGORITHMS)
-    engines = ns.engine or list(ENGINES)
-    for spec in algorithms:
-        resolve_algorithm(spec)  # every usage error before anything runs
+    engines = ns.engine or list(MODEL_ENGINES)
+    pairs = stress_pairs(ns, engines, list(BUILTIN_ALGORITHMS))
+    for spec, engine in pairs:
+        if engine != "kvm":
+            resolve_algorithm(spec)  # every usage error before anything runs
     if ns.slots * ns.pages > MAX_TOTAL_PAGES:
         raise UsageError(f"expected --slots x --pages at most {MAX_TOTAL_PAGES} guest pages in "
                          f"all, got {ns.slots} x {ns.pages} = {ns.slots * ns.pages}")
@@ -274,8 +287,7 @@ def _stress(ns: argparse.Namespace) -> int:
         raise UsageError(f"expected --writers at most {MAX_PROCESS_WRITERS} on the processes "
                          f"engine (each writer is a Python interpreter), got {ns.writers}; "
                          f"--engine threads takes up to {MAX_WRITERS}")
-    cells = [Scenario(algorithm=a, engine=e, **_scenario_args(ns))
-             for a in algorithms for e in engines]
+    cells = [Scenario(algorithm=a, engine=e, **_scenario_args(ns, e)) for a, e in pairs]
     results: list[CellResult] = []
     interrupted = False
     from .scale import resolve_jobs
@@ -366,26 +378,32 @@ def _mutant_names(ns: argparse.Namespace) -> None:
 
     if all(":" in s or s in ALGORITHMS for s in specs):
         return  # no need to load the zoo
+    from ..kvm.registry import KERNEL_NAMES
     from ..mutants import MUTANTS
 
     refs = []
     for spec in specs:
-        if ":" in spec or spec in ALGORITHMS:
+        if ":" in spec or spec in ALGORITHMS or spec in KERNEL_NAMES:
             refs.append(spec)
         elif spec in MUTANTS:
             refs.append(MUTANTS[spec].ref)
         else:
             import difflib
 
-            names = [*sorted(ALGORITHMS), *MUTANTS]
+            names = [*sorted(ALGORITHMS), *MUTANTS, *KERNEL_NAMES]
             close = difflib.get_close_matches(spec, names, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise UsageError(f"expected an algorithm in {sorted(ALGORITHMS)}, a mutant "
-                             f"name (concurrent-dirty mutants lists them) or module:Class, got "
-                             f"{spec!r}{hint}")
+                             f"name (concurrent-dirty mutants lists them), a kernel protocol "
+                             f"(kvm-get, kvm-clear, kvm-ring: --engine kvm) or module:Class, "
+                             f"got {spec!r}{hint}")
     ns.algorithm = refs if isinstance(value, list) else refs[0]
 def _name(spec: str) -> str:
     from ..dirtylog import algorithm_name, resolve_algorithm
+    from ..kvm.registry import is_kernel_protocol
+
+    if is_kernel_protocol(spec):
+        return spec
 
     return algorithm_name(resolve_algorithm(spec))
 
@@ -395,6 +413,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = args[0] if args and args[0] in _COMMANDS else ""
     parser = build_parser(only=command)
     ns = parser.parse_args(args)
+    ns.given = {a.split("=", 1)[0] for a in args if a.startswith("--")}
     if ns.command is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE

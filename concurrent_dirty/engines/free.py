@@ -62,7 +62,20 @@ def run_cell(scenario: Scenario, *, progress: Callable[[Progress], None] | None 
     A harvester hung in the code under test that cannot be unwound (see
     :mod:`.watchdog`) is abandoned: the writers are stopped, the shared
     memory unlinked, ``on_abandon(result)`` reports (default: the error on
-    stderr) and the process exits with code 1."""
+    stderr) and the process exits with code 1.
+
+    Engine ``kvm`` runs the cell on this machine's /dev/kvm
+    (:func:`concurrent_dirty.kvm.engine.run_kvm_cell`)."""
+    if scenario.engine == "kvm":
+        from ..kvm.engine import run_kvm_cell
+
+        return run_kvm_cell(scenario, progress=progress, rerun=rerun)
+    from ..kvm.registry import is_kernel_protocol
+
+    if is_kernel_protocol(scenario.algorithm):
+        raise UsageError(f"expected a model algorithm on the {scenario.engine} engine, got "
+                         f"the kernel protocol {scenario.algorithm!r} (it runs on --engine kvm "
+                         f"only)")
     cls = resolve_algorithm(scenario.algorithm)
     name = algorithm_name(cls)
     result = CellResult(algorithm=name, engine=scenario.engine, scenario=scenario.to_dict(),

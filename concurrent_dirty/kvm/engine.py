@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import ConcurrentDirtyError, HangError, UsageError
+from ..errors import ConcurrentDirtyError, DeadlockError, HangError, UsageError
 from ..harness.cell import CellResult, Progress
 from ..harness.histogram import LatencyHistogram
 from ..harness.scenario import Scenario
@@ -196,7 +196,7 @@ def _check_vcpus(ex: _Execution, watchdog: float, last: dict[int, tuple[int, flo
             continue
         if now - since > watchdog:
             if vcpu.id in ex.waiting_since:
-                raise HangError(
+                raise DeadlockError(
                     f"vcpu {vcpu.id} has waited {now - ex.waiting_since[vcpu.id]:.1f}s in "
                     f"DIRTY_RING_FULL exits ({vcpu.ring_full_exits} so far): the protocol "
                     f"never made room in its dirty ring (KVM_RESET_DIRTY_RINGS)")

@@ -9,7 +9,7 @@ from ..errors import AlgorithmError
 from .mutants import KERNEL_MUTANTS
 from .protocols import PROTOCOLS, KernelProtocol
 
-__all__ = ["KERNEL_NAMES", "is_kernel_protocol", "resolve_protocol"]
+__all__ = ["KERNEL_NAMES", "is_kernel_protocol", "kernel_subjects", "resolve_protocol"]
 
 #: Every name the kvm engine runs: the correct protocols, then the mutants.
 KERNEL_NAMES: tuple[str, ...] = (*PROTOCOLS, *KERNEL_MUTANTS)
@@ -33,3 +33,25 @@ def resolve_protocol(name: object) -> type[KernelProtocol]:
     raise AlgorithmError(f"expected a kernel protocol on the kvm engine ({', '.join(PROTOCOLS)} "
                          f"or a kvm-* mutant), got {name!r}{hint} (model algorithms run on "
                          f"threads, processes and the controlled schedulers)")
+
+
+def breaks(cls: type[KernelProtocol]) -> str:
+    """The correct protocol a mutant varies."""
+    for base in cls.__mro__[1:]:
+        if base in PROTOCOLS.values():
+            return base.name  # type: ignore[attr-defined]
+    return cls.name
+
+
+def kernel_subjects(names: list[str] | None, *,
+                    correct: bool = True) -> list[tuple[str, str, str, str, None]]:
+    """The zoo's kvm rows: (subject, reference, role, breaks, hints): every
+    kernel mutant (or those named), then the correct protocols."""
+    mutants = list(KERNEL_MUTANTS) if names is None else names
+    rows: list[tuple[str, str, str, str, None]] = []
+    for name in mutants:
+        cls = resolve_protocol(name)
+        rows.append((name, name, "mutant", breaks(cls), None))
+    if correct:
+        rows += [(name, name, "correct", name, None) for name in PROTOCOLS]
+    return rows

@@ -28,6 +28,10 @@ __all__ = ["ENGINES", "CONTROLLED_ENGINES", "Trial", "Cell", "ZooCell", "ZooRepo
 FREE_ENGINES = ("threads", "threads+noise", "processes")
 CONTROLLED_ENGINES = ("auto", "random", "pct", "dfs", "hypothesis")
 ENGINES = FREE_ENGINES + CONTROLLED_ENGINES
+#: The real kernel (/dev/kvm): runs the kernel protocols and their mutants
+#: only, and only when named (``--engine kvm``).
+KERNEL_ENGINE = "kvm"
+ALL_ENGINES = ENGINES + (KERNEL_ENGINE,)
 
 #: With ``hints`` (opt-in): the small free-running scenario that each
 #: mutant's own hints refine. Without, every engine runs with what a user
@@ -152,6 +156,19 @@ def _free(ref: str, engine: str, extra: dict[str, Any] | None, seed: int,
                  kind=r.violations[0].kind if r.violations else "")
 
 
+def _kernel(ref: str, engine: str, extra: dict[str, Any] | None, seed: int,
+            budget: float, watchdog: float) -> Trial:
+    r = run_cell(Scenario(algorithm=ref, engine="kvm", seconds=budget, seed=seed,
+                          watchdog=watchdog))
+    if r.interrupted:
+        raise KeyboardInterrupt
+    if r.error:  # a deadlock (a ring never reset), an ioctl refused: a detection
+        return Trial(True, r.seconds, r.executions,
+                     kind=f"error: {r.error.split(':', 1)[0]}", message=r.error)
+    return Trial(bool(r.violations), r.seconds, r.executions,
+                 kind=r.violations[0].kind if r.violations else "")
+
+
 def _controlled(ref: str, engine: str, extra: dict[str, Any] | None, seed: int,
                 budget: float, watchdog: float) -> Trial:
     if engine == "hypothesis":
@@ -182,7 +199,7 @@ def _controlled(ref: str, engine: str, extra: dict[str, Any] | None, seed: int,
 ZooCell = tuple[str, str, str, str, dict[str, Any] | None, str]
 
 
-def zoo_plan(mutants: Sequence[Mutant] | None = None, engines: Sequence[str] = ENGINES, *,
+def zoo_plan(mutants: Sequence[Mutant | str] | None = None, engines: Sequence[str] = ENGINES, *,
              correct: bool = True, hints: bool = False) -> list[ZooCell]:
     """The table's cells in order: every registered mutant by default, the
     benign look-alikes, and the correct algorithms as a baseline, each under
@@ -190,14 +207,24 @@ def zoo_plan(mutants: Sequence[Mutant] | None = None, engines: Sequence[str] = E
     a user who does not know the bug gets); with, each mutant gets the
     scenario its bug needs (how the regression tokens are made)."""
     subjects: list[tuple[str, str, str, str, dict[str, Any] | None]] = []
-    for m in (mutants if mutants is not None else list(MUTANTS.values())):
-        subjects.append((m.name, m.ref, "benign" if m.benign else "mutant", m.breaks,
-                         m.scenario if hints else None))
-    if correct:
-        for name in ALGORITHMS:  # the built-ins and the paths' algorithms
-            subjects.append((name, name, "correct", name,
-                             {"on_behalf": 0.5} if hints else None))
-    return [(*subject, engine) for subject in subjects for engine in engines]
+    model_engines = [e for e in engines if e != KERNEL_ENGINE]
+    if model_engines and (mutants is None or any(isinstance(m, Mutant) for m in mutants)):
+        for m in (mutants if mutants is not None else list(MUTANTS.values())):
+            if isinstance(m, Mutant):
+                subjects.append((m.name, m.ref, "benign" if m.benign else "mutant", m.breaks,
+                                 m.scenario if hints else None))
+        if correct:
+            for name in ALGORITHMS:  # the built-ins and the paths' algorithms
+                subjects.append((name, name, "correct", name,
+                                 {"on_behalf": 0.5} if hints else None))
+    plan = [(*subject, engine) for subject in subjects for engine in model_engines]
+    if KERNEL_ENGINE in engines:
+        from ..kvm.registry import kernel_subjects
+
+        names = None if mutants is None else [m for m in mutants if isinstance(m, str)]
+        plan += [(*subject, KERNEL_ENGINE)
+                 for subject in kernel_subjects(names, correct=correct)]
+    return plan
 
 
 def run_zoo_cell(plan: ZooCell, *, seeds: int = 3, budget: float = 2.0,
@@ -206,7 +233,8 @@ def run_zoo_cell(plan: ZooCell, *, seeds: int = 3, budget: float = 2.0,
     a hang ends the cell (each costs ``watchdog`` seconds)."""
     name, ref, role, breaks, extra, engine = plan
     cell = Cell(name, role, breaks, engine)
-    run = _free if engine in FREE_ENGINES else _controlled
+    run = _free if engine in FREE_ENGINES else _kernel if engine == KERNEL_ENGINE \
+        else _controlled
     for seed in range(seeds):
         trial = run(ref, engine, extra, seed, budget, watchdog)
         cell.trials.append(trial)
@@ -223,7 +251,7 @@ def hang_of(cell: Cell) -> str:
     return ""
 
 
-def run_zoo(mutants: Sequence[Mutant] | None = None, engines: Sequence[str] = ENGINES, *,
+def run_zoo(mutants: Sequence[Mutant | str] | None = None, engines: Sequence[str] = ENGINES, *,
             seeds: int = 3, budget: float = 2.0, correct: bool = True, hints: bool = False,
             progress: Callable[[Cell], None] | None = None,
             watchdog: float = 10.0) -> ZooReport:
