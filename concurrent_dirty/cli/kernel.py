@@ -50,7 +50,7 @@ def add_kernel_options(parser: Any, number: Any) -> None:
 
 def kernel_args(ns: argparse.Namespace, engine: str) -> dict[str, Any]:
     """The kvm engine's Scenario fields from the command line."""
-    given = getattr(ns, "given", set())
+    given: set[str] = getattr(ns, "given", set())
     if engine != "kvm":
         for flag in ("--guest-delay", "--toggles"):
             if flag in given:

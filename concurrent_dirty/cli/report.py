@@ -60,7 +60,8 @@ def verdict_table(results: list[CellResult]) -> str:
             continue
         lat = r.latency_ms or {"p50": 0.0, "p99": 0.0, "max": 0.0}
         rows.append((r.algorithm, r.engine, r.status, str(r.executions),
-                     f"{r.executions_per_second:.0f}", str(r.writes), str(r.faults) if r.engine != "kvm" else "-",
+                     f"{r.executions_per_second:.0f}", str(r.writes),
+                     str(r.faults) if r.engine != "kvm" else "-",
                      str(r.rounds), str(r.bits), str(r.copied), str(r.spurious),
                      str(len(r.violations)), f"{lat['p50']:.3f}", f"{lat['p99']:.3f}",
                      f"{lat['max']:.3f}", f"{r.seconds:.1f}"))

@@ -9,7 +9,7 @@ from ..errors import AlgorithmError
 from .mutants import KERNEL_MUTANTS
 from .protocols import PROTOCOLS, KernelProtocol
 
-__all__ = ["KERNEL_NAMES", "is_kernel_protocol", "kernel_subjects", "resolve_protocol"]
+__all__ = ["KERNEL_NAMES", "PROTOCOLS", "is_kernel_protocol", "kernel_subjects", "resolve_protocol"]
 
 #: Every name the kvm engine runs: the correct protocols, then the mutants.
 KERNEL_NAMES: tuple[str, ...] = (*PROTOCOLS, *KERNEL_MUTANTS)
@@ -39,7 +39,7 @@ def breaks(cls: type[KernelProtocol]) -> str:
     """The correct protocol a mutant varies."""
     for base in cls.__mro__[1:]:
         if base in PROTOCOLS.values():
-            return base.name  # type: ignore[attr-defined]
+            return str(base.name)
     return cls.name
 
 

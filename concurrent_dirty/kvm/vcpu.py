@@ -118,7 +118,7 @@ class KvmVcpu:
         ldt = seg.pack(0, 0xFFFF, 0, 0x2, 0, 0, 0, 0, 0, 0, 0, 1)
         for i, name in enumerate(_abi.SREGS_SEGMENTS):
             value = {"cs": code, "tr": tss, "ldt": ldt}.get(name, data)
-            sregs[i * seg.size:(i + 1) * seg.size] = value
+            ctypes.memmove(ctypes.addressof(sregs) + i * seg.size, value, seg.size)
         struct.pack_into("<QH", sregs, _abi.SREGS_GDT, layout.GDT, 8 * 9 - 1)
         struct.pack_into("<QH", sregs, _abi.SREGS_IDT, 0, 0)
         struct.pack_into("<Q", sregs, _abi.SREGS_CR0, 0x80050033)  # PG WP NE ET MP PE
