@@ -37,9 +37,9 @@ def resolve_protocol(name: object) -> type[KernelProtocol]:
 
 def breaks(cls: type[KernelProtocol]) -> str:
     """The correct protocol a mutant varies."""
-    for base in cls.__mro__[1:]:
-        if base in PROTOCOLS.values():
-            return str(base.name)
+    for protocol in PROTOCOLS.values():
+        if protocol is not cls and issubclass(cls, protocol):
+            return protocol.name
     return cls.name
 
 
