@@ -7,9 +7,10 @@ import sys
 from typing import Any
 
 from ..dirtylog import BUILTIN_ALGORITHMS
+from ..errors import UsageError
 from ..harness.interrupt import interrupted
 from ..mutants import MUTANTS, resolve_mutant
-from ..search.zoo import ENGINES, Cell, ZooReport, format_table
+from ..search.zoo import ALL_ENGINES, ENGINES, KERNEL_ENGINE, Cell, ZooReport, format_table
 from .scale import JobFailed, job_failed, zoo_campaign
 from .scale import add_options as add_scale_options
 
@@ -23,8 +24,9 @@ def add_parser(sub: Any, number: Any, choice: Any) -> None:
                                    "engine or anything correct is reported.")
     m.add_argument("--mutant", action="append", metavar="NAME|module:Class",
                    help=f"repeatable; default: all {len(MUTANTS)} registered")
-    m.add_argument("--engine", action="append", type=choice("an engine", ENGINES),
-                   help=f"repeatable, from {list(ENGINES)}; default: all")
+    m.add_argument("--engine", action="append", type=choice("an engine", ALL_ENGINES),
+                   help=f"repeatable, from {list(ALL_ENGINES)}; default: all but kvm (the "
+                        f"real kernel: its kvm-* mutants and the kernel protocols, on /dev/kvm)")
     m.add_argument("--seeds", type=number("a number of seeds", 1, 100, integer=True),
                    default=3, help="seeds per cell (default %(default)s)")
     m.add_argument("--budget", type=number("a number of seconds", 0, low_open=True),
@@ -43,8 +45,28 @@ def add_parser(sub: Any, number: Any, choice: Any) -> None:
 
 
 def run_mutants(ns: argparse.Namespace, write_json: Any) -> int:
-    mutants = [resolve_mutant(spec) for spec in ns.mutant] if ns.mutant else None
+    from ..kvm.registry import is_kernel_protocol
+
     engines = ns.engine or list(ENGINES)
+    mutants: list[Any] | None = None
+    if ns.mutant:
+        mutants = [spec if is_kernel_protocol(spec) else resolve_mutant(spec)
+                   for spec in ns.mutant]
+        kernel = [m for m in mutants if isinstance(m, str)]
+        if kernel and KERNEL_ENGINE not in engines:
+            raise UsageError(f"expected --engine kvm for the kernel mutants "
+                             f"{', '.join(kernel)}, got engines {', '.join(engines)}")
+        if len(kernel) < len(mutants) and engines == [KERNEL_ENGINE]:
+            model = [m.name for m in mutants if not isinstance(m, str)]
+            raise UsageError(f"expected kernel mutants (kvm-*) with --engine kvm only, got the "
+                             f"model's {', '.join(model)}")
+    if KERNEL_ENGINE in engines:
+        from ..kvm.registry import resolve_protocol
+        from ..kvm.vm import probe
+
+        found = probe()
+        for name in [m for m in (mutants or []) if isinstance(m, str)] or ["kvm-get"]:
+            found.require(resolve_protocol(name).interface)
     done: list[Cell] = []
 
     def progress(cell: Cell) -> None:

@@ -75,6 +75,13 @@ class KvmStats:
         return out
 
 
+class _Unwound(HangError):
+    """Raised asynchronously in the harvester by :class:`_CallWatch`."""
+
+    def __init__(self) -> None:
+        super().__init__("the watchdog stopped a protocol call")
+
+
 class _CallWatch:
     """Times the protocol's calls from another thread and raises
     :class:`HangError` in the harvester when one runs past the bound."""
@@ -97,7 +104,7 @@ class _CallWatch:
                 self.fired = (f"the protocol's {self.what} has not returned within "
                               f"{self.seconds:g}s (the watchdog)")
                 ctypes.pythonapi.PyThreadState_SetAsyncExc(
-                    ctypes.c_ulong(self.harvester), ctypes.py_object(HangError))
+                    ctypes.c_ulong(self.harvester), ctypes.py_object(_Unwound))
 
     def call(self, what: str, fn: Callable[[], None]) -> None:
         self.what, self.since = what, time.monotonic()
@@ -321,8 +328,10 @@ def run_kvm_cell(scenario: Scenario, *, progress: Callable[[Progress], None] | N
         if ex is not None:
             stats.failing = (ex.execution, ex.program)
             result.extra = stats.to_json()
-        message = watch.fired if isinstance(exc, HangError) and watch.fired else str(exc)
-        result.error = f"{type(exc).__name__}: {message}"
+        if isinstance(exc, _Unwound):
+            result.error = f"HangError: {watch.fired}"
+        else:
+            result.error = f"{type(exc).__name__}: {exc}"
     except KeyboardInterrupt:
         result.interrupted = True
     finally:

@@ -24,9 +24,13 @@ Each is a bug a VMM could ship:
 * ``kvm-ring-copy-before-reset``: reaps, copies, then resets the rings: a
   write between the copy and the RESET goes through the still-writable
   page with no new entry, and the reset re-protects it unseen.
-* ``kvm-ring-no-reset``: reaps without ever calling KVM_RESET_DIRTY_RINGS:
-  the entries are never recycled, the rings fill, and every vCPU waits in
-  DIRTY_RING_FULL forever (a liveness bug: the watchdog reports it).
+* ``kvm-ring-no-reset``: reaps without ever calling KVM_RESET_DIRTY_RINGS.
+  A page's entry is pushed when its write faults, before the store lands;
+  only the reset's re-protection makes a store that lands after the copy
+  fault (and push) again, so without it such a store is lost (seen within
+  a few executions here). Where no such store comes first, the entries are
+  never recycled, the rings fill, and the vCPUs wait in DIRTY_RING_FULL
+  forever: a deadlock, reported after ``watchdog`` seconds.
 """
 
 from __future__ import annotations
