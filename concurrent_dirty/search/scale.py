@@ -222,7 +222,8 @@ def zoo_job(ctx: JobContext, *, cells: list[tuple[int, ZooCell]], seeds: int,
     """A mutants job: its cells of the table."""
     out = []
     for index, plan in cells:
-        resolve_algorithm(plan[1])
+        if plan[5] != "kvm":  # a kernel protocol is no model algorithm
+            resolve_algorithm(plan[1])
         cell = run_zoo_cell(plan, seeds=seeds, budget=budget, watchdog=watchdog)
         out.append((index, cell))
         ctx.emit("cell", (index, cell))
