@@ -187,6 +187,7 @@ class _Execution:
         for vcpu in self.vcpus:
             vcpu.kick()
         self.system.release()
+        self.migration.close()
         self.vm.close()
 
 
@@ -261,7 +262,8 @@ def _run_execution(ex: _Execution, watch: _CallWatch, result: CellResult,
             raise vcpu.error
     migration.begin_round((time.monotonic() - start) * 1e3)
     watch.call("final harvest", protocol.final)
-    migration.final_check()
+    writers = ex.done_arrays()
+    migration.final_check(writers[0] if len(writers) == 1 else list(map(max, *writers)))
 
 
 def run_kvm_cell(scenario: Scenario, *, progress: Callable[[Progress], None] | None = None,
