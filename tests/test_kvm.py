@@ -365,6 +365,16 @@ def test_every_userspace_mutant_is_found(mutant):
 
 @pytest.mark.kvm
 @pytest.mark.skipif(PROBE.reason is not None, reason=f"no KVM: {PROBE.reason}")
+@pytest.mark.parametrize("algorithm", CORRECT)
+def test_a_gib_of_logged_memory_migrates_whole(algorithm):
+    r = _run(algorithm, seconds=1.0, max_executions=1, slots=1, pages=262144, writes=4096,
+             workload="uniform", pinned=("slots", "pages", "writes", "workload"))
+    assert (r.status, r.error, r.executions) == ("ok", None, 1)
+    assert r.scenario["pages"] * 4096 == 1 << 30 and r.bits > 1000
+
+
+@pytest.mark.kvm
+@pytest.mark.skipif(PROBE.reason is not None, reason=f"no KVM: {PROBE.reason}")
 def test_a_full_ring_waits_for_the_reaper_and_loses_nothing():
     r = _run("kvm-ring", seconds=2.0, writers=1, slots=1, pages=4096, writes=4096,
              workload="sequential", ring_entries=256, interval=0.002, toggles=0,
