@@ -201,6 +201,14 @@ def test_pairings_that_cannot_run_are_usage_errors(args, message):
     assert (r.returncode, r.stderr, r.stdout) == (2, f"concurrent-dirty: error: {message}\n", "")
 
 
+def test_the_controlled_engines_refuse_a_kernel_protocol_in_one_line():
+    r = _cli("fuzz", "--algorithm", "kvm-ring", "--seconds", "1", "--jobs", "1")
+    assert (r.returncode, r.stdout) == (2, "")
+    assert r.stderr.endswith("got 'kvm-ring' (the kernel protocols and their kvm-* mutants run "
+                             "on the real kernel: concurrent-dirty stress --engine kvm)\n")
+    assert r.stderr.count("\n") == 1
+
+
 # -- the VMM layer on the real kernel ----------------------------------------------------
 
 def _vm_with_guest(pages: int = 64, writes: int = 64, delay: int = 0):

@@ -107,6 +107,9 @@ def resolve_algorithm(spec: str) -> type[DirtyLogAlgorithm]:
         except KeyError:
             close = difflib.get_close_matches(spec, ALGORITHMS, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
+            if spec.startswith("kvm-"):  # the kvm engine's names (concurrent_dirty.kvm)
+                hint = (" (the kernel protocols and their kvm-* mutants run on the real "
+                        "kernel: concurrent-dirty stress --engine kvm)")
             raise AlgorithmError(
                 f"expected an algorithm in {sorted(ALGORITHMS)} or module:Class, "
                 f"got {spec!r}{hint}") from None
