@@ -553,3 +553,43 @@ def test_ctrl_c_ends_a_kvm_stress_run_with_130_and_its_partial_table():
             proc.kill()
     assert proc.returncode == 130
     assert "kvm-get    kvm     interrupted" in out
+
+
+def test_a_ring_out_of_step_is_reported_as_the_kernels_not_the_protocols():
+    from types import SimpleNamespace
+
+    from concurrent_dirty.kvm import _abi
+    from concurrent_dirty.kvm.protocols import RingProtocol
+
+    ring = bytearray(16 * 8)
+    proto = RingProtocol.__new__(RingProtocol)
+    proto.fetch = {0: 10}  # next: position 2
+    vcpu = SimpleNamespace(id=0, ring=ring)
+    assert proto.stall_report(vcpu) is None  # nothing published: in step
+    for i in (5, 6, 7):
+        _abi.DIRTY_GFN.pack_into(ring, 16 * i, _abi.KVM_DIRTY_GFN_F_DIRTY, 1, i)
+    assert proto.stall_report(vcpu) == (
+        "vcpu 0's dirty ring lost step: the next entry (index 10, position 2) is empty while 3 "
+        "of its 8 entries are published, the first at position 5: the kernel pushed entries "
+        "this reader never saw published (more than the ring holds since the last "
+        "KVM_RESET_DIRTY_RINGS would do it: an overflow past the soft limit), and no reader "
+        "that follows the ring in order, QEMU's included, can collect them")
+    _abi.DIRTY_GFN.pack_into(ring, 16 * 2, _abi.KVM_DIRTY_GFN_F_DIRTY, 1, 2)
+    assert proto.stall_report(vcpu) is None  # the next entry is there: a slow reaper
+
+
+@pytest.mark.kvm
+@pytest.mark.skipif(PROBE.reason is not None, reason=f"no KVM: {PROBE.reason}")
+@pytest.mark.parametrize("algorithm", ["kvm-get", "kvm-clear"])
+def test_a_cpl0_guest_loses_no_bit_either(algorithm):
+    # On a software hypervisor CPL0 code runs through KVM's instruction
+    # emulator, which logs pages on another path.
+    r = _run(algorithm, seconds=2.0, guest_mode="long64-cpl0")
+    assert (r.status, r.error, r.violations) == ("ok", None, [])
+    assert r.writes > 0 and r.extra["guest_mode"] == "long64-cpl0"
+
+
+def test_an_unknown_guest_mode_is_refused():
+    with pytest.raises(UsageError, match=r"^expected a guest mode in \['long64-cpl3', "
+                                         r"'long64-cpl0'\], got 'real'$"):
+        Scenario(engine="kvm", algorithm="kvm-get", guest_mode="real")

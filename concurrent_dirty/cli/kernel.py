@@ -21,6 +21,7 @@ import argparse
 from typing import Any
 
 from ..errors import UsageError
+from ..harness.scenario import KVM_GUEST_MODES
 from ..kvm.registry import PROTOCOLS, is_kernel_protocol, resolve_protocol
 from ..kvm.vm import probe
 
@@ -43,6 +44,9 @@ def add_kernel_options(parser: Any, number: Any) -> None:
     g.add_argument("--guest-delay", type=number("a number of pause iterations", 0, 1 << 24,
                                                 integer=True), default=None,
                    help="pause iterations the guest spins after each write (default: drawn)")
+    g.add_argument("--guest-mode", choices=KVM_GUEST_MODES, default=KVM_GUEST_MODES[0],
+                   help="the guest's mode (default %(default)s; long64-cpl0 runs through KVM's "
+                        "instruction emulator on a software hypervisor such as kvm_pvm)")
     g.add_argument("--toggles", type=number("a number of toggles", 0, 64, integer=True),
                    default=None, help="times per execution a slot's dirty logging is turned "
                                       "off and on (default: drawn)")
@@ -52,12 +56,12 @@ def kernel_args(ns: argparse.Namespace, engine: str) -> dict[str, Any]:
     """The kvm engine's Scenario fields from the command line."""
     given: set[str] = getattr(ns, "given", set())
     if engine != "kvm":
-        for flag in ("--guest-delay", "--toggles"):
+        for flag in ("--guest-delay", "--toggles", "--guest-mode"):
             if flag in given:
                 raise UsageError(f"expected {flag} with --engine kvm only (the guest's "
                                  f"options), got it with --engine {engine}")
         return {}
-    return dict(guest_delay=ns.guest_delay, toggles=ns.toggles,
+    return dict(guest_delay=ns.guest_delay, toggles=ns.toggles, guest_mode=ns.guest_mode,
                 pinned=tuple(field for flag, field in _PINNABLE.items() if flag in given))
 
 

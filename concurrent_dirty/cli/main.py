@@ -352,9 +352,14 @@ def _stress_report(ns: argparse.Namespace, results: list[CellResult], interrupte
     for r in results:
         if r.error:
             print(f"\nERROR in {r.algorithm}/{r.engine}: {r.error}\n  rerun: {r.rerun}")
+        if r.engine == "kvm" and "failing_program_text" in r.extra:
+            # The kernel's timing does not replay: the program does (the
+            # rerun command draws the same program sequence from the seed).
+            print(f"\nkvm/{r.algorithm}: execution {r.extra['failing_execution']}'s program "
+                  f"({r.extra['guest_mode']} guest): {r.extra['failing_program_text']}")
         for v in r.violations[:5]:
             print("\n" + v.describe())
-            if r.scenario.get("mode") == "short":
+            if r.scenario.get("mode") == "short" and r.engine != "kvm":
                 print(f"  explore this program under control: "
                       f"{explore_command(Scenario(**r.scenario), v.execution)}")
         if len(r.violations) > 5:

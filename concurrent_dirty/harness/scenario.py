@@ -25,6 +25,8 @@ ENGINES = ("threads", "processes", "kvm")
 WORKLOADS = ("uniform", "hot", "sequential", "edges", "word-bits")
 #: Write patterns only the kvm engine's guest follows.
 KVM_WORKLOADS = ("edges", "word-bits")
+#: The kvm engine's guest modes (concurrent_dirty.kvm.guest.GUEST_MODES).
+KVM_GUEST_MODES = ("long64-cpl3", "long64-cpl0")
 MODES = ("short", "long")
 
 
@@ -117,6 +119,11 @@ class Scenario:
     #: clear_words, ring_entries); every other such field is drawn per
     #: execution, as fuzz draws programs.
     pinned: tuple[str, ...] = ()
+    #: kvm engine: the guest's mode, "long64-cpl3" (native on every
+    #: hypervisor) or "long64-cpl0" (on a software hypervisor such as
+    #: kvm_pvm, run by KVM's instruction emulator: another dirty-logging
+    #: path, thousands of times slower).
+    guest_mode: str = "long64-cpl3"
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
@@ -210,7 +217,13 @@ class Scenario:
                                       or not 0 <= value <= high):
                 raise UsageError(f"expected an int from 0 to {high} (or None: drawn) for "
                                  f"{name}, got {value!r}")
+        if self.guest_mode not in KVM_GUEST_MODES:
+            raise UsageError(f"expected a guest mode in {list(KVM_GUEST_MODES)}, got "
+                             f"{self.guest_mode!r}")
         if self.engine != "kvm":
+            if self.guest_mode != KVM_GUEST_MODES[0]:
+                raise UsageError(f"expected guest_mode with the kvm engine only, got "
+                                 f"{self.guest_mode!r} on the {self.engine} engine")
             if self.workload in KVM_WORKLOADS:
                 raise UsageError(f"expected a workload in ['uniform', 'hot', 'sequential'] on "
                                  f"the {self.engine} engine, got {self.workload!r} (a pattern "

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import ConcurrentDirtyError, DeadlockError, HangError, UsageError
+from ..errors import ConcurrentDirtyError, DeadlockError, ExecutionFailed, HangError, UsageError
 from ..harness.cell import CellResult, Progress
 from ..harness.histogram import LatencyHistogram
 from ..harness.scenario import Scenario
@@ -59,9 +59,10 @@ class KvmStats:
     logging_toggles: int = 0
     latencies: LatencyHistogram = field(default_factory=LatencyHistogram)
     failing: tuple[int, KernelProgram] | None = None
+    guest_mode: str = GUEST_MODE
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"guest_mode": GUEST_MODE, "syncs": self.syncs,
+        out: dict[str, Any] = {"guest_mode": self.guest_mode, "syncs": self.syncs,
                                "ring_full_exits": self.ring_full_exits,
                                "ring_full_wait_ms_max": round(self.ring_full_wait_ms_max, 3),
                                "pages_cleared": self.pages_cleared,
@@ -73,6 +74,11 @@ class KvmStats:
             out["failing_program"] = self.failing[1].to_dict()
             out["failing_program_text"] = self.failing[1].describe()
         return out
+
+
+class KernelError(ExecutionFailed):
+    """The kernel, not the protocol, broke its side of the interface (a
+    dirty ring out of step, say): reported with what was seen."""
 
 
 class _Unwound(HangError):
@@ -140,7 +146,7 @@ class _Execution:
         self.generation = 0
         self.stopping = False
         self.waiting_since: dict[int, float] = {}
-        self.vcpus = [KvmVcpu(self.vm, i, self.layout, self.system)
+        self.vcpus = [KvmVcpu(self.vm, i, self.layout, self.system, mode=scenario.guest_mode)
                       for i in range(program.vcpus)]
         self.protocol.vcpus = self.vcpus
         for vcpu in self.vcpus:
@@ -204,6 +210,9 @@ def _check_vcpus(ex: _Execution, watchdog: float, last: dict[int, tuple[int, flo
             continue
         if now - since > watchdog:
             if vcpu.id in ex.waiting_since:
+                lost_step = getattr(ex.protocol, "stall_report", lambda v: None)(vcpu)
+                if lost_step is not None:
+                    raise KernelError(lost_step)
                 raise DeadlockError(
                     f"vcpu {vcpu.id} has waited {now - ex.waiting_since[vcpu.id]:.1f}s in "
                     f"DIRTY_RING_FULL exits ({vcpu.ring_full_exits} so far): the protocol "
@@ -279,7 +288,7 @@ def run_kvm_cell(scenario: Scenario, *, progress: Callable[[Progress], None] | N
     found.require(cls.interface)
     result = CellResult(algorithm=cls.name, engine="kvm", scenario=scenario.to_dict(),
                         rerun=rerun)
-    stats = KvmStats()
+    stats = KvmStats(guest_mode=scenario.guest_mode)
     result.extra = stats.to_json()
     label = {"algorithm": cls.name, "engine": "kvm", "seed": scenario.seed}
     watch = _CallWatch(scenario.watchdog, threading.get_ident())

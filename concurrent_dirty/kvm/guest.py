@@ -19,9 +19,11 @@ the host (``out 0xe1``) every ``sync_every`` writes, spins ``delay`` pauses afte
 each write (a guest doing other work between stores), and ends with ``out
 0xe2`` when the host sets ``stop`` or its passes over the list are done.
 
-Mode: 64-bit at CPL3 (``GUEST_MODE``). On a software hypervisor (kvm_pvm)
-only CPL3 long-mode code runs natively; CPL0 goes through KVM's instruction
-emulator, thousands of times slower and logging pages another way. The
+Mode: 64-bit, at CPL3 by default (``GUEST_MODES``: ``long64-cpl3`` or
+``long64-cpl0``, the same code). On a software hypervisor (kvm_pvm) only
+CPL3 long-mode code runs natively; CPL0 goes through KVM's instruction
+emulator, thousands of times slower and logging pages another way (which
+makes it a path worth attacking too, at a few thousand writes a second). The
 segments' hidden parts are loaded through ``KVM_SET_SREGS``, so the GDT
 exists only to be valid; no IDT: any exception is a triple fault, which
 the host reports (``KVM_EXIT_SHUTDOWN``) with the guest's registers.
@@ -32,12 +34,13 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-__all__ = ["CB", "DATA_BASE", "GUEST_MODE", "PORT_DONE", "PORT_SYNC", "GuestLayout",
+__all__ = ["CB", "DATA_BASE", "GUEST_MODE", "GUEST_MODES", "PORT_DONE", "PORT_SYNC", "GuestLayout",
            "assemble", "listing"]
 
 #: The only mode this engine runs guests in (the mode is recorded in every
 #: report; a VMX/SVM host would run the same code).
 GUEST_MODE = "long64-cpl3"
+GUEST_MODES = ("long64-cpl3", "long64-cpl0")
 PORT_SYNC = 0xE1
 PORT_DONE = 0xE2
 PAGE = 4096

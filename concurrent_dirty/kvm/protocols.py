@@ -206,6 +206,31 @@ class RingProtocol(KernelProtocol):
     def _reset(self) -> None:
         self.migration.reset += self.vm.reset_dirty_rings()
 
+    def stall_report(self, vcpu: KvmVcpu) -> str | None:
+        """Why ``vcpu`` may wait for room forever although this protocol
+        reaps and resets: the kernel published entries away from the next
+        index (the ring lost step: more entries were pushed than it holds
+        since the last reset), so no reader that follows the ring in order,
+        QEMU's included, can collect them. None if the ring is in step."""
+        ring = vcpu.ring
+        if ring is None:
+            return None
+        size = _abi.DIRTY_GFN.size
+        entries = len(ring) // size
+        index = self.fetch.get(vcpu.id, 0)
+        flags = [_abi.DIRTY_GFN.unpack_from(ring, i * size)[0] for i in range(entries)]
+        published = [i for i, f in enumerate(flags) if f & _abi.KVM_DIRTY_GFN_F_DIRTY]
+        at = index % entries
+        if not published or flags[at] & _abi.KVM_DIRTY_GFN_F_DIRTY:
+            return None
+        first = min(published, key=lambda i: (i - at) % entries)
+        return (f"vcpu {vcpu.id}'s dirty ring lost step: the next entry (index {index}, "
+                f"position {at}) is empty while {len(published)} of its {entries} entries "
+                f"are published, the first at position {first}: the kernel pushed entries "
+                f"this reader never saw published (more than the ring holds since the last "
+                f"KVM_RESET_DIRTY_RINGS would do it: an overflow past the soft limit), and no "
+                f"reader that follows the ring in order, QEMU's included, can collect them")
+
     def final(self) -> None:
         # With every vCPU stopped, one pass reaps everything they pushed.
         self.harvest()

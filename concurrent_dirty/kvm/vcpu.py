@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterator
 from ..errors import CodeUnderTestError, HangError
 from . import _abi
 from ._abi import KvmIoctlError, ioctl
-from .guest import CB, PORT_DONE, PORT_SYNC, GuestLayout
+from .guest import CB, GUEST_MODE, PORT_DONE, PORT_SYNC, GuestLayout
 
 __all__ = ["KICK_SIGNAL", "KvmVcpu", "kick_handler"]
 
@@ -67,7 +67,7 @@ class KvmVcpu:
     """One vCPU of a :class:`~concurrent_dirty.kvm.vm.KvmVm`."""
 
     def __init__(self, vm: object, vcpu_id: int, layout: GuestLayout,
-                 system: memoryview) -> None:
+                 system: memoryview, *, mode: str = GUEST_MODE) -> None:
         from .vm import KvmVm
 
         assert isinstance(vm, KvmVm)
@@ -76,6 +76,7 @@ class KvmVcpu:
         self.layout = layout
         self.system = system
         self.cb = layout.cb(vcpu_id)
+        self.mode = mode
         self.fd = ioctl(vm.fd, _abi.KVM_CREATE_VCPU, vcpu_id, what=f"vcpu {vcpu_id}")
         self.run_map: mmap.mmap | None = None
         self.ring: mmap.mmap | None = None
@@ -111,9 +112,13 @@ class KvmVcpu:
         ioctl(self.fd, _abi.KVM_GET_SREGS, sregs)
         seg = _abi.SEGMENT
         layout = self.layout
-        # 64-bit user code and data (CPL3): base 0, flat, present.
-        code = seg.pack(0, 0xFFFFFFFF, 0x33, 0xB, 1, 3, 0, 1, 1, 1, 0, 0)
-        data = seg.pack(0, 0xFFFFFFFF, 0x2B, 0x3, 1, 3, 1, 1, 0, 1, 0, 0)
+        # 64-bit code and data, flat and present: user (CPL3) or kernel (CPL0).
+        if self.mode == "long64-cpl0":
+            code = seg.pack(0, 0xFFFFFFFF, 0x08, 0xB, 1, 0, 0, 1, 1, 1, 0, 0)
+            data = seg.pack(0, 0xFFFFFFFF, 0x10, 0x3, 1, 0, 1, 1, 0, 1, 0, 0)
+        else:
+            code = seg.pack(0, 0xFFFFFFFF, 0x33, 0xB, 1, 3, 0, 1, 1, 1, 0, 0)
+            data = seg.pack(0, 0xFFFFFFFF, 0x2B, 0x3, 1, 3, 1, 1, 0, 1, 0, 0)
         tss = seg.pack(layout.TSS, 0x67, 0x38, 0xB, 1, 0, 0, 0, 0, 0, 0, 0)
         ldt = seg.pack(0, 0xFFFF, 0, 0x2, 0, 0, 0, 0, 0, 0, 0, 1)
         for i, name in enumerate(_abi.SREGS_SEGMENTS):
@@ -125,7 +130,7 @@ class KvmVcpu:
         struct.pack_into("<Q", sregs, _abi.SREGS_CR3, layout.PML4)
         struct.pack_into("<Q", sregs, _abi.SREGS_CR4, 0x20)  # PAE
         struct.pack_into("<Q", sregs, _abi.SREGS_EFER, 0x500)  # LME LMA
-        ioctl(self.fd, _abi.KVM_SET_SREGS, sregs, what=f"vcpu {self.id}: long mode, CPL3")
+        ioctl(self.fd, _abi.KVM_SET_SREGS, sregs, what=f"vcpu {self.id}: {self.mode}")
         regs = dict.fromkeys(_abi.REG_NAMES, 0)
         regs.update(rip=layout.CODE, rsp=layout.stack_top(self.id), rdi=self.cb, rflags=0x2)
         buf = ctypes.create_string_buffer(_abi.REGS.pack(*regs.values()))
