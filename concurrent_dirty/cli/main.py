@@ -47,7 +47,9 @@ class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line and exit code 2."""
 
     def error(self, message: str) -> NoReturn:
-        sys.stderr.write(f"concurrent-dirty: error: {message}\n")
+        from ..harness.credentials import mask_credentials  # it may quote a --db URL
+
+        sys.stderr.write(f"concurrent-dirty: error: {mask_credentials(message)}\n")
         raise SystemExit(EXIT_USAGE)
 
 
@@ -395,6 +397,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = args[0] if args and args[0] in _COMMANDS else ""
     parser = build_parser(only=command)
     ns = parser.parse_args(args)
+    if getattr(ns, "db", None):  # prints masked wherever it is quoted
+        from ..harness.credentials import MaskedUrl
+
+        ns.db = MaskedUrl(ns.db)
     if ns.command is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
@@ -412,7 +418,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             run = getattr(module, f"run_{ns.command}")
             return int(run(ns, _write_report))
         except UsageError as exc:
-            sys.stderr.write(f"concurrent-dirty: error: {exc}\n")
+            from ..harness.credentials import mask_credentials
+
+            sys.stderr.write(f"concurrent-dirty: error: {mask_credentials(str(exc))}\n")
             return EXIT_USAGE
         except KeyboardInterrupt:  # before a subcommand had anything to report
             return _interrupted("stopped before anything was reported")
