@@ -100,9 +100,10 @@ class DeadlockError(ExecutionFailed):
 
 
 class StepBoundExceeded(ExecutionFailed):
-    """A controlled execution ran past ``max_steps`` switch points: usually
-    a spin loop that does not call :func:`concurrent_dirty.cpu_relax`, or a
-    livelock."""
+    """A controlled execution ran past ``max_steps`` switch points: a
+    livelock, or a spin-wait for something that never comes (the message
+    names each spinning thread and the words it keeps reading), or a loop
+    that keeps storing without progress."""
 
 
 class HangError(ExecutionFailed):
