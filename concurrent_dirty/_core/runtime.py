@@ -327,9 +327,10 @@ class Runtime:
             return
         loads = me.loads
         loads.append((target, index, value))
-        if len(loads) > _SPIN_KEPT:
-            del loads[0]
-        me.spinning = _period(loads)
+        if len(loads) >= SPIN_REPEATS:
+            if len(loads) > _SPIN_KEPT:
+                del loads[0]
+            me.spinning = _period(loads)
 
     def _spins(self, me: _Thread) -> str:
         """What ``me`` spins on, for a report: ``words[i] (= value)``, ..."""
@@ -571,7 +572,10 @@ def _period(loads: list[tuple[str, int, int]]) -> int:
     """The shortest cycle of at most :data:`SPIN_PERIOD` loads that the
     last ones repeat :data:`SPIN_REPEATS` times in a row, or 0."""
     n = len(loads)
+    last = loads[-1] if loads else None
     for p in range(1, min(SPIN_PERIOD, n // SPIN_REPEATS) + 1):
+        if loads[n - 1 - p] != last:  # the cheap test first: most stretches are no spin
+            continue
         cycle = loads[n - p:]
         if all(loads[n - k * p - p:n - k * p] == cycle for k in range(1, SPIN_REPEATS)):
             return p
