@@ -401,9 +401,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         from ..harness.credentials import MaskedUrl
 
         ns.db = MaskedUrl(ns.db)
-    if ns.command is None:
-        parser.print_help(sys.stderr)
-        return EXIT_USAGE
+    if ns.command is None:  # asked for nothing: the help, as --help gives it
+        parser.print_help(sys.stdout)
+        return EXIT_OK
     with signals_interrupt():  # SIGTERM ends every subcommand as Ctrl-C does
         try:
             for option in ("json", "token_file"):  # before anything runs
