@@ -80,8 +80,6 @@ class BlockingHook(Protocol):
     def block_until(self, ready: Callable[[], bool], reason: Callable[[], str], op: Op,
                     target: str, index: int) -> None: ...
 
-    def progress(self) -> None: ...
-
 
 #: The installed hook, or None. Read directly by the hot paths.
 HOOK: SwitchHook | None = None
@@ -116,9 +114,9 @@ def progress() -> None:
     controlled runtime, the loads before it no longer count towards a spin
     (a thread that keeps loading the same words and reading the same values
     is taken to wait for another thread; see ``runtime``)."""
-    hook = HOOK
-    if hook is not None and getattr(hook, "models_blocking", False):
-        hook.progress()  # type: ignore[attr-defined]
+    progressed = getattr(HOOK, "progress", None)  # only a hook that looks for spins has it
+    if progressed is not None:
+        progressed()
 
 
 def wait_until(ready: Callable[[], bool], reason: Callable[[], str], op: Op, target: str,
