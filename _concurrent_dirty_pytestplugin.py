@@ -35,8 +35,6 @@ def pytest_configure(config: Any) -> None:
                                        "--cd-budget (select with -m stress)")
     config.addinivalue_line("markers", "fuzz: controlled-scheduler fuzzing bounded by "
                                        "--cd-budget (select with -m fuzz)")
-    config.addinivalue_line("markers", "kvm: runs guests on this machine's /dev/kvm; skips, "
-                                       "saying why, where there is none (select with -m kvm)")
     budget = config.getoption("--cd-budget")
     if not budget > 0:
         raise pytest.UsageError(f"expected --cd-budget > 0, got {budget}")

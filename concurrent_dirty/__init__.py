@@ -23,7 +23,13 @@ _LAZY: dict[str, str] = {
     "ALL_MODEL_OPTIONS": ".dirtylog",
     "BUILTIN_ALGORITHMS": ".dirtylog",
     "DirtyLogAlgorithm": ".dirtylog",
+    "DirtyRingLog": ".dirtylog",
+    "FastPfXchgDirtyLog": ".dirtylog",
     "ManualDirtyLog": ".dirtylog",
+    "MarkContext": ".dirtylog",
+    "PATH_ALGORITHMS": ".dirtylog",
+    "PmlXchgDirtyLog": ".dirtylog",
+    "SEAMS": ".dirtylog",
     "SrcuDirtyLog": ".dirtylog",
     "XchgDirtyLog": ".dirtylog",
     "check_clear_range": ".dirtylog",
@@ -53,6 +59,11 @@ _LAZY: dict[str, str] = {
     "Scenario": ".harness.scenario",
     "AtomicWords": ".model.atomic",
     "Kvm": ".model.kvm",
+    "DIRTY": ".model.kvm",
+    "MMU_WRITABLE": ".model.kvm",
+    "RING_DIRTY": ".model.kvm",
+    "RING_HARVESTED": ".model.kvm",
+    "SPTE_MASK": ".model.kvm",
     "WRITABLE": ".model.kvm",
     "page_value": ".model.kvm",
     "page_version": ".model.kvm",
@@ -168,6 +179,19 @@ __all__ = [
     "page_writer",
     "resolve_algorithm",
     "run_cell",
+    # The paths after 2012: their algorithms (to subclass for a variant),
+    # what a mark is told, the SPTE bits and the ring entries' flags.
+    "DIRTY",
+    "MMU_WRITABLE",
+    "PATH_ALGORITHMS",
+    "RING_DIRTY",
+    "RING_HARVESTED",
+    "SEAMS",
+    "SPTE_MASK",
+    "DirtyRingLog",
+    "FastPfXchgDirtyLog",
+    "MarkContext",
+    "PmlXchgDirtyLog",
 ]
 
 
@@ -190,8 +214,14 @@ if _TYPE_CHECKING:  # what type checkers and IDEs see: the eager imports
     from .dirtylog import (
         ALL_MODEL_OPTIONS,
         BUILTIN_ALGORITHMS,
+        PATH_ALGORITHMS,
+        SEAMS,
         DirtyLogAlgorithm,
+        DirtyRingLog,
+        FastPfXchgDirtyLog,
         ManualDirtyLog,
+        MarkContext,
+        PmlXchgDirtyLog,
         SrcuDirtyLog,
         XchgDirtyLog,
         check_clear_range,
@@ -218,7 +248,18 @@ if _TYPE_CHECKING:  # what type checkers and IDEs see: the eager imports
     from .harness.program import Program, make_program
     from .harness.scenario import Scenario
     from .model.atomic import AtomicWords
-    from .model.kvm import WRITABLE, Kvm, page_value, page_version, page_writer
+    from .model.kvm import (
+        DIRTY,
+        MMU_WRITABLE,
+        RING_DIRTY,
+        RING_HARVESTED,
+        SPTE_MASK,
+        WRITABLE,
+        Kvm,
+        page_value,
+        page_version,
+        page_writer,
+    )
     from .model.memslot import Memslot, MemslotFlags, MemslotTable
     from .model.sync import HARVESTER, Lock, MmuLock, Srcu
     from .mutants import MUTANTS, Mutant, register_mutant, resolve_mutant

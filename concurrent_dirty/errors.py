@@ -18,10 +18,7 @@ please report it with the replay token if there is one.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from .harness.execution import ExecutionResult
+from typing import Protocol
 
 __all__ = [
     "AlgorithmError",
@@ -30,6 +27,7 @@ __all__ = [
     "ConcurrentDirtyError",
     "DeadlockError",
     "ExecutionFailed",
+    "FailedExecution",
     "HangError",
     "InternalError",
     "InvariantViolation",
@@ -61,17 +59,35 @@ class InternalError(ConcurrentDirtyError):
     concurrent-dirty, not in the code under test. Please report it."""
 
 
+class FailedExecution(Protocol):
+    """What an :class:`ExecutionFailed` says of its execution: the
+    :class:`~concurrent_dirty.ExecutionResult` satisfies it. A protocol, so
+    that this module, the bottom layer, imports nothing from above (the
+    package has no import circle, type-checking imports included)."""
+
+    @property
+    def algorithm(self) -> str: ...
+
+    @property
+    def failed(self) -> bool: ...
+
+    @property
+    def token(self) -> str: ...
+
+    def counterexample(self) -> str: ...
+
+
 class ExecutionFailed(ConcurrentDirtyError):
     """The code under test failed during an execution.
 
     ``result`` is the :class:`~concurrent_dirty.ExecutionResult` when the
     failure came from a controlled execution (its ``token`` replays it), else
-    None.
+    None; it is typed as the :class:`FailedExecution` protocol it satisfies.
     """
 
-    def __init__(self, message: str, *, result: ExecutionResult | None = None) -> None:
+    def __init__(self, message: str, *, result: FailedExecution | None = None) -> None:
         super().__init__(message)
-        self.result: ExecutionResult | None = result
+        self.result: FailedExecution | None = result
 
 
 class DeadlockError(ExecutionFailed):
@@ -84,9 +100,10 @@ class DeadlockError(ExecutionFailed):
 
 
 class StepBoundExceeded(ExecutionFailed):
-    """A controlled execution ran past ``max_steps`` switch points: usually
-    a spin loop that does not call :func:`concurrent_dirty.cpu_relax`, or a
-    livelock."""
+    """A controlled execution ran past ``max_steps`` switch points: a
+    livelock, or a spin-wait for something that never comes (the message
+    names each spinning thread and the words it keeps reading), or a loop
+    that keeps storing without progress."""
 
 
 class HangError(ExecutionFailed):
@@ -117,7 +134,7 @@ class InvariantViolation(ExecutionFailed):
     """
 
     def __init__(self, message: str, violations: list[object] | None = None, *,
-                 result: ExecutionResult | None = None) -> None:
+                 result: FailedExecution | None = None) -> None:
         super().__init__(message, result=result)
         self.violations = violations or []
 

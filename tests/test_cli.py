@@ -77,9 +77,12 @@ class _returns:
         return False
 
 
-def test_no_command_prints_help_and_exits_2(capsys):
-    code, out, err = run(capsys)
-    assert code == 2 and "stress" in err
+def test_no_subcommand_prints_the_help_and_exits_0(capsys):
+    code = main([])
+    out, err = capsys.readouterr()
+    assert code == 0 and err == ""
+    assert out.startswith("usage: concurrent-dirty ")
+    assert "{stress,fuzz,replay,mutants,perf}" in out
 
 
 def test_clean_run_exits_0_with_a_table_and_json(capsys, tmp_path, shm_guard):
@@ -176,3 +179,4 @@ def test_sigint_stops_children_and_unlinks_shared_memory(shm_guard):
         time.sleep(0.05)
     left = {c: _cmdline(c) for c in children if _alive(c)}
     assert not left, f"processes left behind: {left}"
+

@@ -18,6 +18,26 @@ run longer than ``max_steps`` stops with a message that suggests a spin
 loop; a thread that runs for ``watchdog`` seconds without reaching a switch
 point is reported as a hang, with its stack.
 
+Spin loops need no hint. A thread that keeps loading the same words and
+reading the same values, with no other operation in between (no store, no
+read-modify-write, no lock, no ``yield``), cannot change anything by going
+on: it waits for another thread. Once its loads have repeated a cycle of
+at most :data:`SPIN_PERIOD` loads :data:`SPIN_REPEATS` times, each further
+load is treated as a ``yield``, as GenMC's spin-assume prunes a spin
+iteration that reads the same values and writes nothing (Kokologiannakis
+et al., "Effective lock handling in stateless model checking", OOPSLA
+2019) and CHESS's fair scheduler deprioritises a thread that yields
+without progress (Musuvathi and Qadeer, "Fair stateless model checking",
+PLDI 2008). So a correct grace period that spins on plain loads passes,
+and every scheduler (pct's priorities, dfs's first schedule) lets the
+others run. Unlike an explicit ``yield``, a detected spin that no other
+thread can end is not called a deadlock (a few repeated loads are a
+heuristic, not the code's word): the thread goes on, and if it really
+waits for nothing the step bound reports it, as it reports a livelock of
+threads that wait on each other, with the words it spins on. A loop that
+ends by itself but may re-read unchanged words (a next round) calls
+``switch.progress`` each turn, so that it is never taken for a spin.
+
 An exception in any thread ends the execution: the runtime records it, then
 wakes every other thread, which unwinds from its next switch point with a
 private ``BaseException``; no thread is left running.
@@ -45,10 +65,17 @@ from ..errors import (
 )
 from .switch import Op
 
-__all__ = ["DEFAULT_WATCHDOG", "Observer", "Outcome", "Runtime", "Scheduler", "Step", "Verdict"]
+__all__ = ["DEFAULT_WATCHDOG", "SPIN_PERIOD", "SPIN_REPEATS", "Observer", "Outcome", "Runtime",
+           "Scheduler", "Step", "Verdict"]
 
 #: Seconds a controlled thread may run without reaching a switch point.
 DEFAULT_WATCHDOG = 10.0
+
+#: A spin is a cycle of at most ``SPIN_PERIOD`` loads (same words, same
+#: values, nothing else in between) seen ``SPIN_REPEATS`` times in a row.
+SPIN_PERIOD = 8
+SPIN_REPEATS = 4
+_SPIN_KEPT = SPIN_PERIOD * SPIN_REPEATS
 
 
 #: ``observe(thread, op, target, index)``: a switch point went through.
@@ -63,7 +90,7 @@ class Verdict(StrEnum):
     VIOLATION = "violation"
     #: No thread could run (each one's wait is in the message).
     DEADLOCK = "deadlock"
-    #: More than ``max_steps`` switch points: a spin without ``cpu_relax``?
+    #: More than ``max_steps`` switch points: a livelock, or a spin that never ends.
     STEP_BOUND = "step-bound"
     #: A thread ran ``watchdog`` seconds without reaching a switch point.
     HANG = "hang"
@@ -200,7 +227,7 @@ _OWNER: dict[int, Runtime] = {}
 
 class _Thread:
     __slots__ = ("tid", "name", "fn", "sem", "done", "blocker", "reason", "yielded",
-                 "last", "pending_preempt", "os_thread")
+                 "last", "pending_preempt", "os_thread", "loads", "spinning")
 
     def __init__(self, tid: int, name: str, fn: Callable[[], None]) -> None:
         self.tid = tid
@@ -214,6 +241,12 @@ class _Thread:
         self.last: Step | None = None
         self.pending_preempt: int | None = None
         self.os_thread: threading.Thread | None = None
+        #: The loads since this thread's last other operation: (words,
+        #: index, value read), the latest last, at most _SPIN_KEPT.
+        self.loads: list[tuple[str, int, int]] = []
+        #: Its loads repeat a cycle: it waits for another thread (the spin's
+        #: period), or 0.
+        self.spinning = 0
 
 
 class Runtime:
@@ -266,9 +299,43 @@ class Runtime:
         me = self._me()
         if me is None:
             return
-        if op is Op.YIELD:
-            me.yielded = True
+        if op is not Op.LOAD:
+            if op is Op.YIELD:
+                me.yielded = True
+            if me.loads:
+                me.loads.clear()
+                me.spinning = 0
+            self._switch(me, op, target, index)
+            return
         self._switch(me, op, target, index)
+        self._loaded(me, target, index)
+
+    # -- spin loops -----------------------------------------------------------------
+    def progress(self) -> None:
+        """``switch.progress``: the calling thread's loads so far are not a spin."""
+        me = self._me()
+        if me is not None:
+            me.loads.clear()
+            me.spinning = 0
+
+    def _loaded(self, me: _Thread, target: str, index: int) -> None:
+        """``me`` is about to load ``target[index]`` (nobody runs before it
+        does): remember what it reads, and whether its loads now repeat a
+        cycle."""
+        value = self._peek(target, index)
+        if value is None:  # words the runtime cannot read: no spin is claimed
+            return
+        loads = me.loads
+        loads.append((target, index, value))
+        if len(loads) >= SPIN_REPEATS:
+            if len(loads) > _SPIN_KEPT:
+                del loads[0]
+            me.spinning = _period(loads)
+
+    def _spins(self, me: _Thread) -> str:
+        """What ``me`` spins on, for a report: ``words[i] (= value)``, ..."""
+        cycle = me.loads[-me.spinning:]
+        return ", ".join(f"{t}[{i}] (= {v:#x})" for t, i, v in cycle)
 
     def block_until(self, ready: Callable[[], bool], reason: Callable[[], str], op: Op,
                     target: str, index: int) -> None:
@@ -296,7 +363,8 @@ class Runtime:
     def _runnable(self, me: _Thread | None) -> list[int]:
         ready = [t.tid for t in self.threads
                  if not t.done and (t.blocker is None or t.blocker())]
-        if me is not None and me.yielded and len(ready) > 1 and me.tid in ready:
+        if me is not None and (me.yielded or me.spinning) and len(ready) > 1 \
+                and me.tid in ready:
             ready.remove(me.tid)
         return ready
 
@@ -305,10 +373,7 @@ class Runtime:
         self._close_step(me)
         out.steps += 1
         if out.steps > self.max_steps:
-            self._fail(Verdict.STEP_BOUND,
-                       f"the execution exceeded {self.max_steps} steps (max_steps) at "
-                       f"{me.name}'s {op} on {target}[{index}]: a spin loop that does not call "
-                       f"concurrent_dirty.cpu_relax() can do this (or a livelock)", me)
+            self._fail(Verdict.STEP_BOUND, self._step_bound_report(me, op, target, index), me)
             raise _Abort
         ready = self._runnable(me)
         if not ready:
@@ -320,7 +385,7 @@ class Runtime:
             me.reason = lambda: spun
             self._fail(Verdict.DEADLOCK, self._deadlock_report(), me)
             raise _Abort
-        current = me.tid if me.tid in ready and not me.yielded else None
+        current = me.tid if me.tid in ready and not me.yielded and not me.spinning else None
         choice = self._decide(ready, current)
         if choice != me.tid:
             nxt = self.threads[choice]
@@ -339,6 +404,17 @@ class Runtime:
             self.observe(me.tid, op, target, index)
         if self.tracing:
             self._record(me, op, target, index)
+
+    def _step_bound_report(self, me: _Thread, op: Op, target: str, index: int) -> str:
+        text = (f"the execution exceeded {self.max_steps} steps (max_steps) at {me.name}'s "
+                f"{op} on {target}[{index}]")
+        spinners = [t for t in self.threads if not t.done and t.spinning]
+        if not spinners:
+            return (text + ": a spin loop that does not call concurrent_dirty.cpu_relax() "
+                    "can do this (or a livelock)")
+        waits = "; ".join(f"{t.name} keeps loading {self._spins(t)}" for t in spinners)
+        return (text + f": a livelock or a wait for something that never comes; {waits}, "
+                "with no store in between, and no other thread changes them")
 
     def _decide(self, ready: list[int], current: int | None) -> int:
         choice = self.scheduler.next_thread(ready, current)
@@ -490,6 +566,20 @@ class Runtime:
             if frame is not None:
                 text += "\n" + "".join(traceback.format_stack(frame))
         return text
+
+
+def _period(loads: list[tuple[str, int, int]]) -> int:
+    """The shortest cycle of at most :data:`SPIN_PERIOD` loads that the
+    last ones repeat :data:`SPIN_REPEATS` times in a row, or 0."""
+    n = len(loads)
+    last = loads[-1] if loads else None
+    for p in range(1, min(SPIN_PERIOD, n // SPIN_REPEATS) + 1):
+        if loads[n - 1 - p] != last:  # the cheap test first: most stretches are no spin
+            continue
+        cycle = loads[n - p:]
+        if all(loads[n - k * p - p:n - k * p] == cycle for k in range(1, SPIN_REPEATS)):
+            return p
+    return 0
 
 
 def _parked(frame: object) -> bool:

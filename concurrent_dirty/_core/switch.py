@@ -35,7 +35,7 @@ from typing import Protocol
 from ..errors import DeadlockError
 
 __all__ = ["NOISE_LEVELS", "BlockingHook", "NoiseHook", "Op", "SwitchHook", "begin_execution",
-           "cpu_relax", "current", "install", "switch_point", "wait_until"]
+           "cpu_relax", "current", "install", "progress", "switch_point", "wait_until"]
 
 
 class Op(StrEnum):
@@ -105,6 +105,18 @@ def cpu_relax(target: str = "spin", index: int = 0) -> None:
         hook(Op.YIELD, target, index)
     else:
         time.sleep(0)
+
+
+def progress() -> None:
+    """The calling thread moved on in a way its loads do not show: the next
+    turn of a loop that ends by itself (a harvester's next round re-reads
+    words that may not have changed). Not a switch point. Under the
+    controlled runtime, the loads before it no longer count towards a spin
+    (a thread that keeps loading the same words and reading the same values
+    is taken to wait for another thread; see ``runtime``)."""
+    progressed = getattr(HOOK, "progress", None)  # only a hook that looks for spins has it
+    if progressed is not None:
+        progressed()
 
 
 def wait_until(ready: Callable[[], bool], reason: Callable[[], str], op: Op, target: str,

@@ -50,7 +50,9 @@ class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line and exit code 2."""
 
     def error(self, message: str) -> NoReturn:
-        sys.stderr.write(f"concurrent-dirty: error: {message}\n")
+        from ..harness.credentials import mask_credentials  # it may quote a --db URL
+
+        sys.stderr.write(f"concurrent-dirty: error: {mask_credentials(message)}\n")
         raise SystemExit(EXIT_USAGE)
 
 
@@ -419,9 +421,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser(only=command)
     ns = parser.parse_args(args)
     ns.given = {a.split("=", 1)[0] for a in args if a.startswith("--")}
-    if ns.command is None:
-        parser.print_help(sys.stderr)
-        return EXIT_USAGE
+    if getattr(ns, "db", None):  # prints masked wherever it is quoted
+        from ..harness.credentials import MaskedUrl
+
+        ns.db = MaskedUrl(ns.db)
+    if ns.command is None:  # asked for nothing: the help, as --help gives it
+        parser.print_help(sys.stdout)
+        return EXIT_OK
     with signals_interrupt():  # SIGTERM ends every subcommand as Ctrl-C does
         try:
             for option in ("json", "token_file"):  # before anything runs
@@ -436,7 +442,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             run = getattr(module, f"run_{ns.command}")
             return int(run(ns, _write_report))
         except UsageError as exc:
-            sys.stderr.write(f"concurrent-dirty: error: {exc}\n")
+            from ..harness.credentials import mask_credentials
+
+            sys.stderr.write(f"concurrent-dirty: error: {mask_credentials(str(exc))}\n")
             return EXIT_USAGE
         except KeyboardInterrupt:  # before a subcommand had anything to report
             return _interrupted("stopped before anything was reported")

@@ -48,6 +48,7 @@ __all__ = [
     "PATH_ALGORITHMS",
     "PmlXchgDirtyLog",
     "MarkContext",
+    "SEAMS",
     "SrcuDirtyLog",
     "XchgDirtyLog",
     "algorithm_name",
@@ -68,6 +69,24 @@ PATH_ALGORITHMS: dict[str, type[DirtyLogAlgorithm]] = {
 }
 #: Every algorithm a name finds.
 ALGORITHMS: dict[str, type[DirtyLogAlgorithm]] = {**BUILTIN_ALGORITHMS, **PATH_ALGORITHMS}
+
+#: The steps a variant (a mutant, a user's fix) may override, by the class
+#: that defines them. The underscored ones are as stable as the public
+#: names: a release that renames one says so in the README's "Bring your
+#: own algorithm", which lists them all (a test checks both).
+SEAMS: dict[type[DirtyLogAlgorithm], tuple[str, ...]] = {
+    DirtyLogAlgorithm: ("read_side", "fast_page_fault", "pml_entries_to_mark",
+                        "enable_dirty_logging", "_sync_dirty_log", "_slot_of"),
+    XchgDirtyLog: ("_take_word", "_write_protect_word", "_flush"),
+    ManualDirtyLog: ("_clear_word",),
+    SrcuDirtyLog: ("_grace_period",),
+    FastPfXchgDirtyLog: ("_write_protect",),
+    PmlXchgDirtyLog: ("_clear_dirty",),
+    DirtyRingLog: ("_push", "_mark_no_vcpu", "ring_soft_full", "_reaper", "_reap_locked",
+                   "_collect", "_read_entry", "_collected", "_ring_collected",
+                   "_pass_collected", "_reset", "_recyclable", "_reprotect", "_sync",
+                   "_sync_reap"),
+}
 
 _REQUIRED = ("mark_page_dirty", "get_dirty_log")
 

@@ -29,6 +29,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from .._core import switch as _switch
 from ..dirtylog import DirtyLogAlgorithm
 from ..errors import AlgorithmMisuse
 from ..model.atomic import AtomicWords
@@ -129,6 +130,9 @@ class Migration:
 
     def harvest_round(self) -> set[int]:
         """One round over every logging slot; returns the gfns it reported."""
+        # A new round may re-read bitmap words that did not change: that
+        # is no spin-wait (see _core/switch.progress).
+        _switch.progress()
         self.round_no += 1
         self.rounds += 1
         self._round_reported = set()

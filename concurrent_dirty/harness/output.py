@@ -32,6 +32,7 @@ import sys
 import tempfile
 
 from ..errors import UsageError
+from .credentials import mask_credentials
 
 __all__ = ["OutputError", "check_output_path", "write_text"]
 
@@ -123,7 +124,9 @@ def write_text(path: str, text: str) -> None:
     """Write ``text`` to ``path`` by the module's rule: atomically for a
     regular file or a new path, a plain append for a device or a FIFO.
     Raises :class:`OutputError` (one line) if the write fails; never leaves
-    a temporary file behind."""
+    a temporary file behind. A URL's user and password are masked (a
+    report may quote a ``--db`` URL or a command line)."""
+    text = mask_credentials(text)
     try:
         kind, target = _kind(path, "the output path")
     except UsageError as exc:

@@ -22,13 +22,13 @@ import json
 import re
 import zlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
+from .._core.runtime import Outcome
 from ..errors import UsageError
 from .scenario import Scenario
 
 if TYPE_CHECKING:
-    from .execution import ExecutionResult
     from .program import Program
 
 __all__ = ["VERSION", "encode", "decode", "ReplayCase"]
@@ -52,7 +52,25 @@ class ReplayCase:
     expect_step: int
 
 
-def encode(result: ExecutionResult) -> str:
+class Replayable(Protocol):
+    """What a token records of an execution (an
+    :class:`~concurrent_dirty.ExecutionResult` is one; a protocol, so that
+    this module does not import the execution that imports it)."""
+
+    @property
+    def algorithm_ref(self) -> str: ...
+
+    @property
+    def scenario(self) -> Scenario: ...
+
+    @property
+    def program(self) -> Program: ...
+
+    @property
+    def outcome(self) -> Outcome: ...
+
+
+def encode(result: Replayable) -> str:
     sc = result.scenario
     payload = {
         "algorithm": result.algorithm_ref,

@@ -3,12 +3,26 @@ word touched, its value before and after, and the preemptions marked."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import Protocol
 
+from .._core.runtime import Outcome
 from ..model.kvm import DIRTY, MMU_WRITABLE, WRITABLE, page_value, page_version, page_writer
 
-if TYPE_CHECKING:
-    from .execution import ExecutionResult
+
+class Traced(Protocol):
+    """What a trace needs of an execution (an
+    :class:`~concurrent_dirty.ExecutionResult` is one; a protocol, so that
+    this module does not import the execution that imports it)."""
+
+    @property
+    def algorithm(self) -> str: ...
+
+    @property
+    def names(self) -> Sequence[str]: ...
+
+    @property
+    def outcome(self) -> Outcome: ...
 
 
 def _value(target: str, value: int | None) -> str:
@@ -29,7 +43,7 @@ def _value(target: str, value: int | None) -> str:
     return hex(value)
 
 
-def format_trace(result: ExecutionResult) -> str:
+def format_trace(result: Traced) -> str:
     out = result.outcome
     names = result.names
     preemptions = sum(1 for s in out.trace if s.preempted is not None)

@@ -33,6 +33,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConcurrentDirtyError, UsageError
+from ..harness.credentials import mask_credentials, reveal
 from ..harness.token import VERSION, decode
 
 if TYPE_CHECKING:
@@ -53,7 +54,10 @@ def key_for(ref: str) -> bytes:
 
 
 def open_store(spec: str) -> ExampleDatabase:
-    """``redis://host:port/N`` (``rediss://`` too) or a directory path."""
+    """``redis://host:port/N`` (``rediss://`` too) or a directory path.
+    A URL's user and password never appear in a message (see
+    :mod:`~concurrent_dirty.harness.credentials`)."""
+    spec = reveal(spec)
     if spec.startswith(("redis://", "rediss://", "unix://")):
         return _redis(spec)
     if not spec:
@@ -71,10 +75,11 @@ def open_store(spec: str) -> ExampleDatabase:
 
 
 def _redis(url: str) -> ExampleDatabase:
+    shown = mask_credentials(url)
     try:
         import redis
     except ImportError:
-        raise UsageError(f"expected the redis package for --db {url}, got none installed: "
+        raise UsageError(f"expected the redis package for --db {shown}, got none installed: "
                          f"pip install 'concurrent-dirty[redis]'") from None
     from hypothesis.extra.redis import RedisExampleDatabase
 
@@ -82,8 +87,8 @@ def _redis(url: str) -> ExampleDatabase:
         client = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=10)
         client.ping()
     except (ValueError, redis.RedisError) as exc:
-        raise UsageError(f"expected a reachable Redis server for --db {url}, got "
-                         f"{type(exc).__name__}: {exc}") from None
+        raise UsageError(f"expected a reachable Redis server for --db {shown}, got "
+                         f"{type(exc).__name__}: {mask_credentials(str(exc))}") from None
     return RedisExampleDatabase(client, expire_after=_YEAR)
 
 
