@@ -23,10 +23,11 @@ def run(capsys, *argv):
 @pytest.mark.parametrize("argv, message", [
     (["--algorithm", "xhcg"],
      "expected an algorithm in ['manual', 'ring', 'srcu', 'xchg', 'xchg-fast-pf', 'xchg-pml'], a "
-     "mutant name (concurrent-dirty mutants lists them) or module:Class, got 'xhcg'; did you "
+     "mutant name (concurrent-dirty mutants lists them), a kernel protocol (kvm-get, kvm-clear, "
+     "kvm-ring: --engine kvm) or module:Class, got 'xhcg'; did you "
      "mean 'xchg'?"),
     (["--engine", "thread"],
-     "argument --engine: expected an engine in ['threads', 'processes'], got 'thread'; "
+     "argument --engine: expected an engine in ['threads', 'processes', 'kvm'], got 'thread'; "
      "did you mean 'threads'?"),
     (["--seconds", "0"], "argument --seconds: expected a number of seconds > 0 and <= 10000000, "
                        "got '0'"),

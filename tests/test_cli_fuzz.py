@@ -64,8 +64,9 @@ def test_replay_against_the_fixed_algorithm_exits_0(capsys):
                              "(committed ones: python3 tools/make_regression_tokens.py)"),
     (["fuzz", "--algorithm", "xchgg"], "expected an algorithm in ['manual', 'ring', 'srcu', "
                                        "'xchg', 'xchg-fast-pf', 'xchg-pml'], a mutant name "
-                                       "(concurrent-dirty mutants lists them) or module:Class, "
-                                       "got 'xchgg'; did you mean 'xchg'?"),
+                                       "(concurrent-dirty mutants lists them), a kernel "
+                                       "protocol (kvm-get, kvm-clear, kvm-ring: --engine kvm) "
+                                       "or module:Class, got 'xchgg'; did you mean 'xchg'?"),
 ])
 def test_fuzz_and_replay_usage_errors_exit_2(capsys, argv, message):
     code, out, err = run(capsys, *argv)

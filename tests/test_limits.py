@@ -68,6 +68,9 @@ LIMITS = [
     ("mutants", "--budget", SECONDS, "nan", ["0.01", "10000000"]),
     ("fuzz", "--jobs", JOBS, "1025", ["1", "1024"]),
     ("stress", "--jobs", JOBS, "0", ["1", "1024"]),
+    ("stress", "--guest-delay", "a number of pause iterations from 0 to 16777216", "-1",
+     ["0", "16777216"]),
+    ("stress", "--toggles", "a number of toggles from 0 to 64", "65", ["0", "64"]),
     ("mutants", "--jobs", JOBS, "2.5", ["1", "1024"]),
 ]
 
