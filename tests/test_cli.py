@@ -40,8 +40,8 @@ def run(capsys, *argv):
     (["--writers", "-2"],
      "argument --writers: expected a number of writers from 1 to 64, got '-2'"),
     (["--workload", "random"],
-     "argument --workload: expected a workload in ['uniform', 'hot', 'sequential'], "
-     "got 'random'"),
+     "argument --workload: expected a workload in ['uniform', 'hot', 'sequential', 'edges', "
+     "'word-bits'], got 'random'"),
     (["--algorithm", "no_such_module:Algo"],
      "expected an importable module for algorithm 'no_such_module:Algo', got "
      "ModuleNotFoundError: No module named 'no_such_module'"),
