@@ -34,6 +34,12 @@ _PINNABLE = {"--writers": "writers", "--slots": "slots", "--pages": "pages",
              "--ring-entries": "ring_entries"}
 
 
+#: Options only the model's engines use: an error with --engine kvm alone.
+_MODEL_ONLY = {"--on-behalf", "--noise", "--switch-interval", "--no-tlb", "--fast-page-fault",
+               "--pml", "--pml-entries", "--ring-soft-limit", "--ring-batch", "--stuck-rounds",
+               "--lock-timeout"}
+
+
 def add_kernel_options(parser: Any, number: Any) -> None:
     g = parser.add_argument_group(
         "the real kernel (--engine kvm)",
@@ -88,6 +94,13 @@ def stress_pairs(ns: argparse.Namespace, engines: list[str],
                                      f"{spec!r} with --engine {engine} ({what} runs on "
                                      f"{where})")
                 pairs.append((spec, engine))
+    given: set[str] = getattr(ns, "given", set())
+    if engines and all(e == "kvm" for e in engines):
+        ignored = sorted(given & _MODEL_ONLY)
+        if ignored:
+            raise UsageError(f"expected the kvm engine's options with --engine kvm alone, got "
+                             f"{', '.join(ignored)}, which only the model's engines use "
+                             f"(the real kernel has its own fault path, TLB and ring)")
     kernel_cells = [a for a, e in pairs if e == "kvm"]
     if kernel_cells:
         found = probe()

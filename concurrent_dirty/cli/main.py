@@ -415,12 +415,29 @@ def _name(spec: str) -> str:
     return algorithm_name(resolve_algorithm(spec))
 
 
+def _given(parser: argparse.ArgumentParser, args: list[str]) -> set[str]:
+    """The options written on the command line, by their full names
+    (argparse takes unambiguous prefixes: ``--ring-ent 512``)."""
+    sub = next((a for a in parser._actions if a.dest == "command"), None)
+    command = args[0] if args else ""
+    chosen = getattr(sub, "choices", {}).get(command) if sub is not None else None
+    names = [o for a in (chosen or parser)._actions for o in a.option_strings
+             if o.startswith("--")]
+    given = set()
+    for arg in args:
+        if arg.startswith("--"):
+            name = arg.split("=", 1)[0]
+            matches = [n for n in names if n.startswith(name)]
+            given.update([name] if name in names else matches if len(matches) == 1 else [])
+    return given
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     command = args[0] if args and args[0] in _COMMANDS else ""
     parser = build_parser(only=command)
     ns = parser.parse_args(args)
-    ns.given = {a.split("=", 1)[0] for a in args if a.startswith("--")}
+    ns.given = _given(parser, args)
     if getattr(ns, "db", None):  # prints masked wherever it is quoted
         from ..harness.credentials import MaskedUrl
 

@@ -61,11 +61,11 @@ def run_mutants(ns: argparse.Namespace, write_json: Any) -> int:
             raise UsageError(f"expected kernel mutants (kvm-*) with --engine kvm only, got the "
                              f"model's {', '.join(model)}")
     if KERNEL_ENGINE in engines:
-        from ..kvm.registry import resolve_protocol
+        from ..kvm.registry import KERNEL_NAMES, resolve_protocol
         from ..kvm.vm import probe
 
         found = probe()
-        for name in [m for m in (mutants or []) if isinstance(m, str)] or ["kvm-get"]:
+        for name in [m for m in (mutants or []) if isinstance(m, str)] or list(KERNEL_NAMES):
             found.require(resolve_protocol(name).interface)
     done: list[Cell] = []
 

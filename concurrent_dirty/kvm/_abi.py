@@ -47,6 +47,7 @@ NAMES = {v: k for k, v in dict(globals()).items() if k.startswith("KVM_") and is
 # -- capabilities ------------------------------------------------------------------
 KVM_CAP_NR_VCPUS = 9
 KVM_CAP_NR_MEMSLOTS = 10
+KVM_CAP_MAX_VCPUS = 66
 KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 = 168
 KVM_CAP_DIRTY_LOG_RING = 192
 KVM_CAP_DIRTY_LOG_RING_ACQ_REL = 223
@@ -151,7 +152,7 @@ def ioctl(fd: int, request: int, arg: int | ctypes.Array[ctypes.c_char] | None =
     if ret < 0:
         err = ctypes.get_errno()
         name = NAMES.get(request, f"ioctl {request:#x}")
-        raise KvmIoctlError(f"{name}({what or (arg if isinstance(arg, int) else '')}) "
+        raise KvmIoctlError(f"{name}({what or (arg if isinstance(arg, int) else f'fd {fd}')}) "
                             f"failed: {errno_name(err)}", err)
     return int(ret)
 

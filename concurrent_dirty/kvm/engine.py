@@ -98,26 +98,40 @@ class _CallWatch:
         self.since: float | None = None
         self.what = ""
         self.fired: str | None = None
+        #: Firing and the end of a call exclude each other, so the
+        #: exception is raised only inside the call it timed.
+        self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="kvm watchdog", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
         while not self._stop.wait(0.05):
-            since = self.since
-            if since is not None and self.fired is None \
-                    and time.monotonic() - since > self.seconds:
-                self.fired = (f"the protocol's {self.what} has not returned within "
-                              f"{self.seconds:g}s (the watchdog)")
-                ctypes.pythonapi.PyThreadState_SetAsyncExc(
-                    ctypes.c_ulong(self.harvester), ctypes.py_object(_Unwound))
+            with self._lock:
+                since = self.since
+                if since is not None and self.fired is None \
+                        and time.monotonic() - since > self.seconds:
+                    self.fired = (f"the protocol's {self.what} has not returned within "
+                                  f"{self.seconds:g}s (the watchdog)")
+                    ctypes.pythonapi.PyThreadState_SetAsyncExc(
+                        ctypes.c_ulong(self.harvester), ctypes.py_object(_Unwound))
 
     def call(self, what: str, fn: Callable[[], None]) -> None:
-        self.what, self.since = what, time.monotonic()
+        """Run one protocol call under the bound; a call past it ends with
+        HangError. An exception fired as the call returned is cancelled
+        (``SetAsyncExc(ident, NULL)``) so it cannot land elsewhere."""
+        with self._lock:
+            self.what, self.since = what, time.monotonic()
         try:
             fn()
+        except _Unwound:
+            raise HangError(str(self.fired)) from None
         finally:
-            self.since = None
+            with self._lock:
+                self.since = None
+                if self.fired is not None:
+                    ctypes.pythonapi.PyThreadState_SetAsyncExc(
+                        ctypes.c_ulong(self.harvester), None)
 
     def stop(self) -> None:
         self._stop.set()
@@ -132,7 +146,18 @@ class _Execution:
         self.scenario = scenario
         self.program = program
         self.execution = execution
+        self.vcpus: list[KvmVcpu] = []
+        self.migration: KernelMigration
+        self.system: memoryview
         self.vm = KvmVm()
+        try:
+            self._build(cls, label, rerun)
+        except BaseException:
+            self.close()  # nothing half-built is left: fds, mappings, threads
+            raise
+
+    def _build(self, cls: type[KernelProtocol], label: dict[str, object], rerun: str) -> None:
+        program, scenario, execution = self.program, self.scenario, self.execution
         self.layout = GuestLayout(nvcpus=program.vcpus, data_pages=program.pages,
                                   list_entries=program.writes)
         self.system = self.vm.add_system(self.layout)
@@ -146,8 +171,9 @@ class _Execution:
         self.generation = 0
         self.stopping = False
         self.waiting_since: dict[int, float] = {}
-        self.vcpus = [KvmVcpu(self.vm, i, self.layout, self.system, mode=scenario.guest_mode)
-                      for i in range(program.vcpus)]
+        for i in range(program.vcpus):
+            self.vcpus.append(KvmVcpu(self.vm, i, self.layout, self.system,
+                                      mode=scenario.guest_mode))
         self.protocol.vcpus = self.vcpus
         for vcpu in self.vcpus:
             self._load_guest(vcpu)
@@ -190,10 +216,15 @@ class _Execution:
         return sum(v.progress for v in self.vcpus)
 
     def close(self) -> None:
+        """Release everything; idempotent."""
         for vcpu in self.vcpus:
             vcpu.kick()
-        self.system.release()
-        self.migration.close()
+        system: memoryview | None = getattr(self, "system", None)
+        if system is not None:
+            system.release()
+        migration: KernelMigration | None = getattr(self, "migration", None)
+        if migration is not None:
+            migration.close()
         self.vm.close()
 
 
@@ -312,27 +343,34 @@ def run_kvm_cell(scenario: Scenario, *, progress: Callable[[Progress], None] | N
                               violations=len(violations)))
 
     try:
-        with kick_handler():
-            execution = 0
-            while time.monotonic() < deadline and (
-                    scenario.max_executions is None or execution < scenario.max_executions):
-                execution += 1
-                result.executions = execution
-                program = draw_program(scenario, execution, max_vcpus=found.recommended_vcpus,
-                                       interface=cls.interface)
-                ex = _Execution(scenario, cls, execution, program, label, rerun)
-                try:
-                    _run_execution(ex, watch, result, deadline, tick)
-                finally:
-                    _account(ex, result, stats, totals)
-                    ex.close()
-                violations.extend(ex.migration.violations)
-                result.violations.extend(ex.migration.violations[:_MAX_VIOLATIONS])
-                if ex.migration.violations:
-                    stats.failing = (execution, program)
-                    result.extra = stats.to_json()
-                    break
-                ex = None
+        with kick_handler():  # every vCPU is stopped and released inside it
+            try:
+                execution = 0
+                while time.monotonic() < deadline and (
+                        scenario.max_executions is None or execution < scenario.max_executions):
+                    execution += 1
+                    result.executions = execution
+                    program = draw_program(scenario, execution,
+                                           max_vcpus=found.recommended_vcpus,
+                                           interface=cls.interface)
+                    ex = _Execution(scenario, cls, execution, program, label, rerun)
+                    try:
+                        _run_execution(ex, watch, result, deadline, tick)
+                    finally:
+                        try:
+                            _account(ex, result, stats, totals)
+                        finally:
+                            _close(ex, result)
+                    violations.extend(ex.migration.violations)
+                    result.violations.extend(ex.migration.violations[:_MAX_VIOLATIONS])
+                    if ex.migration.violations:
+                        stats.failing = (execution, program)
+                        result.extra = stats.to_json()
+                        break
+                    ex = None
+            finally:
+                if ex is not None and not ex.vm.closed:
+                    _close(ex, result)
     except ConcurrentDirtyError as exc:
         if isinstance(exc, UsageError) and result.executions == 0:
             raise
@@ -348,10 +386,21 @@ def run_kvm_cell(scenario: Scenario, *, progress: Callable[[Progress], None] | N
     finally:
         watch.stop()
         result.seconds = time.monotonic() - start
-        if ex is not None and not ex.vm.closed:
-            ex.close()
         tick()
     return result
+
+
+def _close(ex: _Execution, result: CellResult) -> None:
+    """Release an execution; a failure to do so is the cell's error unless
+    it already has one (it never hides the error that ended the run)."""
+    try:
+        ex.close()
+    except Exception as exc:
+        if result.error is None:
+            result.error = f"{type(exc).__name__} while releasing the VM: {exc}"
+    stuck = [v.stuck for v in ex.vcpus if v.stuck]
+    if stuck and result.error is None:
+        result.error = f"HangError: {stuck[0]}"
 
 
 def _account(ex: _Execution, result: CellResult, stats: KvmStats,

@@ -119,6 +119,7 @@ class RingCopyBeforeReset(RingProtocol):
 class RingNoReset(RingProtocol):
     name = "kvm-ring-no-reset"
     description = "reaps without KVM_RESET_DIRTY_RINGS (the rings fill; vCPUs wait forever)"
+    found_by_error = ("DeadlockError",)
 
     def _reset(self) -> None:
         pass

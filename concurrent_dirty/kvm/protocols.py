@@ -52,6 +52,9 @@ class KernelProtocol:
     interface: ClassVar[str] = "bitmap"
     #: One line for the zoo's table.
     description: ClassVar[str] = ""
+    #: For a mutant: the errors (exception names) that count as finding
+    #: its bug besides a lost bit; any other error is not a detection.
+    found_by_error: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, vm: KvmVm, program: KernelProgram, migration: KernelMigration) -> None:
         self.vm = vm

@@ -51,6 +51,10 @@ def kernel_subjects(names: list[str] | None, *,
     rows: list[tuple[str, str, str, str, None]] = []
     for name in mutants:
         cls = resolve_protocol(name)
+        if name in PROTOCOLS:  # a correct protocol named: its row is a baseline
+            if not correct:
+                rows.append((name, name, "correct", name, None))
+            continue
         rows.append((name, name, "mutant", breaks(cls), None))
     if correct:
         rows += [(name, name, "correct", name, None) for name in PROTOCOLS]

@@ -48,19 +48,29 @@ def _ignore(signum: int, frame: object) -> None:
     """The kick's handler: its delivery is all that matters."""
 
 
+def kicks_work() -> bool:
+    """Whether the kick's signal has a handler now (else it would kill)."""
+    return signal.getsignal(KICK_SIGNAL) not in (signal.SIG_DFL, signal.SIG_IGN, None)
+
+
 @contextlib.contextmanager
 def kick_handler() -> Iterator[bool]:
     """Install the kick's handler for the duration; yields whether kicks
     work (only the main thread can install a handler: elsewhere vCPUs are
     stopped by their guest's next check of ``stop`` instead)."""
     if threading.current_thread() is not threading.main_thread():
-        yield signal.getsignal(KICK_SIGNAL) not in (signal.SIG_DFL, signal.SIG_IGN, None)
+        yield kicks_work()
         return
     previous = signal.signal(KICK_SIGNAL, _ignore)
     try:
         yield True
     finally:
-        signal.signal(KICK_SIGNAL, previous)
+        # A kick sent to a thread the scheduler has not run yet is handled
+        # when it runs: with the default action back it would end the
+        # process. So the do-nothing handler stays unless the signal had
+        # a handler of someone else's before.
+        if previous not in (signal.SIG_DFL, None, _ignore):
+            signal.signal(KICK_SIGNAL, previous)
 
 
 class KvmVcpu:
@@ -88,6 +98,8 @@ class KvmVcpu:
         self.ring_full_exits = 0
         self.ring_full_waits: list[float] = []
         self.exits = 0
+        #: Why the thread could not be stopped, if it could not.
+        self.stuck: str | None = None
         #: Called on a DIRTY_RING_FULL exit; returns once the reaper made
         #: room (or the run is ending).
         self.on_ring_full: Callable[[KvmVcpu], None] | None = None
@@ -215,12 +227,18 @@ class KvmVcpu:
         return CodeUnderTestError(f"vcpu {self.id}: unexpected exit {name} at {state}")
 
     def kick(self) -> None:
-        """Get the thread out of KVM_RUN now (see the module docstring)."""
+        """Get the thread out of KVM_RUN now (see the module docstring).
+        Without the kick's handler (off the main thread) no signal is sent,
+        its default action would end the process: ``stop`` in the control
+        block ends the guest at its next write instead."""
         self.kicked = True
+        with contextlib.suppress(ValueError, TypeError):  # guest memory already released
+            self.cb_store(CB.STOP, 1)
         if self.run_map is not None:
             self.run_map[_abi.RUN_IMMEDIATE_EXIT] = 1
         thread = self.thread
-        if thread is not None and thread.ident is not None and not self.done.is_set():
+        if thread is not None and thread.ident is not None and not self.done.is_set() \
+                and kicks_work():
             with contextlib.suppress(ProcessLookupError):
                 signal.pthread_kill(thread.ident, KICK_SIGNAL)
 
@@ -240,17 +258,24 @@ class KvmVcpu:
                                 f"{timeout:g}s of being stopped")
 
     def close(self) -> None:
-        if self.thread is not None and self.thread.is_alive():
-            self.kick()
-            self.join(5.0)
-        if self.ring is not None:
-            self.ring.close()
-            self.ring = None
-        if self.run_map is not None:
-            self.run_map.close()
-            self.run_map = None
+        """Stop the thread and release the mappings and the fd; never
+        raises. A thread that would not leave KVM_RUN is left behind
+        (daemon): the kernel keeps its file until the ioctl returns."""
         import os
 
+        if self.thread is not None and self.thread.is_alive():
+            self.kick()
+            try:
+                self.join(5.0)
+            except HangError as exc:
+                self.stuck = str(exc)
+        for name in ("ring", "run_map"):
+            memory = getattr(self, name)
+            setattr(self, name, None)
+            if memory is not None:
+                with contextlib.suppress(BufferError, ValueError):
+                    memory.close()
         if self.fd >= 0:
-            os.close(self.fd)
+            with contextlib.suppress(OSError):
+                os.close(self.fd)
             self.fd = -1

@@ -88,7 +88,7 @@ def probe(path: str | None = None) -> Probe:
                      ring_bytes=cap(_abi.KVM_CAP_DIRTY_LOG_RING),
                      ring_acq_rel=cap(_abi.KVM_CAP_DIRTY_LOG_RING_ACQ_REL),
                      ring_with_bitmap=cap(_abi.KVM_CAP_DIRTY_LOG_RING_WITH_BITMAP),
-                     max_vcpus=cap(_abi.KVM_CAP_NR_VCPUS) or 4,
+                     max_vcpus=cap(_abi.KVM_CAP_MAX_VCPUS) or 4,
                      recommended_vcpus=cap(_abi.KVM_CAP_NR_VCPUS) or 4)
     except KvmIoctlError as exc:
         return Probe(reason=f"{dev} answered but {exc}")
@@ -135,8 +135,12 @@ class KvmVm:
         self.manual = 0
         self._closed = False
         self.kvm_fd = self._open(path or device())
-        self.vcpu_mmap_size = ioctl(self.kvm_fd, _abi.KVM_GET_VCPU_MMAP_SIZE)
-        self.fd = ioctl(self.kvm_fd, _abi.KVM_CREATE_VM, 0, what="type 0")
+        try:
+            self.vcpu_mmap_size = ioctl(self.kvm_fd, _abi.KVM_GET_VCPU_MMAP_SIZE)
+            self.fd = ioctl(self.kvm_fd, _abi.KVM_CREATE_VM, 0, what="type 0")
+        except BaseException:
+            self.close()
+            raise
         self.fds.append(self.fd)
 
     def _open(self, device: str) -> int:
@@ -255,7 +259,7 @@ class KvmVm:
         for closer in reversed(self.closers):
             try:
                 closer.close()  # type: ignore[attr-defined]
-            except Exception as exc:  # release the rest first
+            except BaseException as exc:  # release the rest first
                 errors.append(exc)
         self.slots.clear()
         for memory in self.maps:
