@@ -423,7 +423,7 @@ def _given(parser: argparse.ArgumentParser, args: list[str]) -> set[str]:
     chosen = getattr(sub, "choices", {}).get(command) if sub is not None else None
     names = [o for a in (chosen or parser)._actions for o in a.option_strings
              if o.startswith("--")]
-    given = set()
+    given: set[str] = set()
     for arg in args:
         if arg.startswith("--"):
             name = arg.split("=", 1)[0]
