@@ -473,7 +473,7 @@ def test_a_protocol_that_never_returns_is_stopped_by_the_watchdog_and_cleaned_up
     finally:
         del registry.KERNEL_MUTANTS["kvm-test-spins"]
     assert r.error == ("HangError: the protocol's harvest has not returned within 1s "
-                       "(the watchdog)")
+                       "(the watchdog), nor sent a page")
     assert (_own_fds(), _maps(), threading.active_count()) == (fds, maps, threads)
 
 

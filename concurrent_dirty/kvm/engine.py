@@ -90,7 +90,10 @@ class _Unwound(HangError):
 
 class _CallWatch:
     """Times the protocol's calls from another thread and raises
-    :class:`HangError` in the harvester when one runs past the bound."""
+    :class:`HangError` in the harvester when one goes the bound without
+    progress: a page sent to the destination is progress (a GiB harvest
+    legitimately takes longer than the bound), a loop that sends nothing
+    is not."""
 
     def __init__(self, seconds: float, harvester: int) -> None:
         self.seconds = seconds
@@ -98,6 +101,8 @@ class _CallWatch:
         self.since: float | None = None
         self.what = ""
         self.fired: str | None = None
+        #: When the call last made progress (see the class docstring).
+        self.progress: Callable[[], float] = lambda: 0.0
         #: Firing and the end of a call exclude each other, so the
         #: exception is raised only inside the call it timed.
         self._lock = threading.Lock()
@@ -109,10 +114,12 @@ class _CallWatch:
         while not self._stop.wait(0.05):
             with self._lock:
                 since = self.since
+                if since is not None:
+                    since = max(since, self.progress())
                 if since is not None and self.fired is None \
                         and time.monotonic() - since > self.seconds:
                     self.fired = (f"the protocol's {self.what} has not returned within "
-                                  f"{self.seconds:g}s (the watchdog)")
+                                  f"{self.seconds:g}s (the watchdog), nor sent a page")
                     ctypes.pythonapi.PyThreadState_SetAsyncExc(
                         ctypes.c_ulong(self.harvester), ctypes.py_object(_Unwound))
 
@@ -260,6 +267,7 @@ def _run_execution(ex: _Execution, watch: _CallWatch, result: CellResult,
     last: dict[int, tuple[int, float]] = {}
     start = time.monotonic()
     end = min(deadline, start + program.seconds)
+    watch.progress = lambda: migration.last_copy
     for vcpu in ex.vcpus:
         vcpu.start()
 

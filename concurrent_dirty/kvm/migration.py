@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import mmap
 import struct
+import time
 from collections.abc import Iterable
 from typing import Any
 
 from ..harness.histogram import LatencyHistogram
 from ..harness.oracle import Violation
 from .guest import PAGE
-from .vm import Memslot
+from .vm import KvmVm, Memslot
 
 __all__ = ["KernelMigration"]
 
@@ -47,6 +48,7 @@ class KernelMigration:
         # Anonymous mappings, not bytearrays: zero pages cost nothing until
         # a copy writes them (a 1 GiB slot's bytearray took seconds here).
         self.dest = {s.id: mmap.mmap(-1, s.npages * PAGE) for s in slots}
+        KvmVm.live_mappings += len(self.dest)
         #: Per slot, the pages ever copied (the final check compares them
         #: and every page the guest wrote).
         self.touched: dict[int, set[int]] = {s.id: set() for s in slots}
@@ -54,6 +56,8 @@ class KernelMigration:
         self.execution = execution
         self.rerun = rerun
         self.round_no = 0
+        #: When the protocol last sent a page (the watchdog's progress).
+        self.last_copy = 0.0
         self.bits = 0
         self.copied = 0
         self.spurious = 0
@@ -76,6 +80,7 @@ class KernelMigration:
             dest[at:at + PAGE] = data
         self.touched[slot.id].add(offset)
         self.copied += 1
+        self.last_copy = time.monotonic()
 
     def collected(self, slot: Memslot, bitmap: list[int]) -> None:
         self.bits += sum(m.bit_count() for m in bitmap)
@@ -135,7 +140,9 @@ class KernelMigration:
 
     def close(self) -> None:
         for dest in self.dest.values():
-            dest.close()
+            if not dest.closed:
+                dest.close()
+                KvmVm.live_mappings -= 1
 
     def _violation(self, kind: str, slot: Memslot, page: int, version: int, vcpu: int) -> None:
         key = (slot.id, page)

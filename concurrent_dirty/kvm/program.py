@@ -109,8 +109,10 @@ def draw_program(scenario: Scenario, execution: int, *, max_vcpus: int,
         interval = scenario.interval
     ntoggles = scenario.toggles if scenario.toggles is not None \
         else rng.choice((0, 0, 1, 2))
-    toggles = tuple(sorted((rng.randint(1, 8), rng.randrange(nslots), rng.choice((0.0, 1e-3, 5e-3)))
-                           for _ in range(ntoggles)))
+    at: dict[int, tuple[int, float]] = {}  # one toggle per round
+    for _ in range(ntoggles):
+        at[rng.randint(1, 8 + ntoggles)] = (rng.randrange(nslots), rng.choice((0.0, 1e-3, 5e-3)))
+    toggles = tuple(sorted((r, s, off) for r, (s, off) in at.items()))
     return KernelProgram(
         vcpus=vcpus, slot_pages=slot_pages, pattern=pattern, writes=writes,
         guest_delay=guest_delay, sync_every=rng.choice(SYNC_EVERY), pacing=pacing,
