@@ -16,7 +16,7 @@ from concurrent_dirty.harness.program import (
     make_program,
     on_behalf_share,
 )
-from concurrent_dirty.search.portfolio import MEMBERS, ROTATION, SLICE
+from concurrent_dirty.search.portfolio import MEMBERS, ROTATION, SLICE, SMALL_PHASE
 from concurrent_dirty.search.runner import explore
 
 N = 400
@@ -123,15 +123,23 @@ def test_a_user_algorithm_varies_nothing_unless_it_says_so():
     seen: list[Scenario] = []
 
     class Recording(ProgramSpace):
-        def draw(self, base, execution):
-            case = super().draw(base, execution)
+        def draw(self, base, execution, features=None):
+            case = super().draw(base, execution, features)
             seen.append(case[0])
             return case
 
-    explore(ForTheSeedModelOnly, Scenario(), executions=80, seconds=60, space=Recording())
+        def tiny(self, base, index):
+            case = super().tiny(base, index)
+            seen.append(case[0])
+            return case
+
+    # The small scope's phase, then the bandit's draws: neither turns on an
+    # option the algorithm does not vary.
+    n = SMALL_PHASE + 80
+    explore(ForTheSeedModelOnly, Scenario(), executions=n, seconds=60, space=Recording())
     assert len(seen) > 20 and {(sc.fast_page_fault, sc.pml) for sc in seen} == {(False, False)}
     seen.clear()
-    explore(XchgDirtyLog, Scenario(), executions=80, seconds=60, space=Recording())
+    explore(XchgDirtyLog, Scenario(), executions=n, seconds=60, space=Recording())
     assert {sc.pml for sc in seen} == {False, True}
 
 
@@ -163,11 +171,12 @@ def test_fuzz_options_pin_the_model_options(argv, pins):
 
 
 def test_the_portfolio_gives_random_three_slices_in_six():
-    r = explore("xchg", Scenario(), executions=len(ROTATION) * SLICE, seconds=60,
-                space=ProgramSpace())
+    r = explore("xchg", Scenario(), executions=SMALL_PHASE + len(ROTATION) * SLICE,
+                seconds=60, space=ProgramSpace())
     assert r.failure is None
-    assert r.extra["portfolio"]["executions"] == {"random": 3 * SLICE, "pct": SLICE,
-                                                  "dfs": SLICE, "coverage": SLICE}
+    assert r.extra["portfolio"]["executions"] == {"small": SMALL_PHASE, "random": 3 * SLICE,
+                                                  "pct": SLICE, "dfs": SLICE,
+                                                  "coverage": SLICE}
     assert set(ROTATION) == set(MEMBERS)
 
 
