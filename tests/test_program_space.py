@@ -239,3 +239,147 @@ def test_dfs_on_a_pinned_program_runs_its_bounds_out():
     assert r.extra["portfolio"]["dfs_bounds_exhausted"] == [3]
     assert r.extra["portfolio"]["dfs_runs"] == [r.executions]
     assert "every schedule exhausted up to 3 preemption(s) on 1" in r.guarantee
+
+
+# -- the deep scope, the small scope's phase, the bandit -----------------------------------
+
+def _deep_draws(algorithm="xchg", n=N):
+    base = Scenario(algorithm=algorithm, seed=0)
+    return [ProgramSpace().draw(base, i) for i in range(1, n + 1)]
+
+
+def _runs(writes):
+    """A writer's pages, split at each return to a page already seen in the
+    pass: the orders in which it visits its pages."""
+    passes, cur = [], []
+    for gfn, _ in writes:
+        if gfn in cur:
+            passes.append(tuple(cur))
+            cur = []
+        cur.append(gfn)
+    return passes + [tuple(cur)]
+
+
+def test_the_deep_scope_draws_each_shape_by_default():
+    from concurrent_dirty.harness.program import build_memslots
+
+    word = boundary = refault = 0
+    for sc, p in _deep_draws():
+        if p.rounds < 2 or min(len(w) for w in p.writes) < 8:
+            continue
+        memslots = list(build_memslots(sc))
+        for w in p.writes:
+            pages = {g for g, _ in w}
+            words = {(s.id, (g - s.base_gfn) // 64) for g in pages for s in memslots
+                     if s.base_gfn <= g < s.end_gfn}
+            orders = {r for r in _runs(w) if len(r) == len(pages)}
+            # Several pages of one word, written in more than one order.
+            if len(words) == 1 and len(pages) >= 3 and len(orders) >= 2:
+                word += 1
+            # Both sides of a word boundary and of a slot boundary.
+            offsets = {g - s.base_gfn for g in pages for s in memslots
+                       if s.base_gfn <= g < s.end_gfn}
+            ends = {s.end_gfn - 1 for s in memslots} & pages
+            starts = {s.base_gfn for s in memslots[1:]} & pages
+            if {63, 64} <= offsets and ends and (starts or len(memslots) == 1):
+                boundary += 1
+            # One or two pages re-faulted round after round.
+            if len(pages) <= 2 and len(w) >= 8:
+                refault += 1
+    assert word > 5 and boundary > 5 and refault > 5
+
+
+def test_the_deep_scope_writes_more_than_a_ring_holds():
+    deep = [(sc, p) for sc, p in _deep_draws("ring") if sc.pages in (65, 100, 128, 129, 200)
+            and p.rounds >= 2 and min(len(w) for w in p.writes) >= 8]
+    assert len(deep) > 10
+    assert any(min(len(w) for w in p.writes) > sc.ring_entries for sc, p in deep)
+    wrapping = [sc for sc, p in deep if all(len(w) > sc.ring_entries for w in p.writes)]
+    assert {sc.ring_entries for sc in wrapping} >= {4, 8}
+
+
+def test_features_override_the_scope_and_the_options_and_nothing_else():
+    base = Scenario(seed=5)
+    sc, p = ProgramSpace().draw(base, 7, {"scope": "deep", "pml": True})
+    assert sc.pages in (65, 100, 128, 129, 200) and sc.pml and len(p.writes[0]) >= 8
+    assert ProgramSpace().draw(base, 7, {"scope": "deep", "pml": True}) == (sc, p)
+    sc, _ = ProgramSpace(pml=False).draw(base, 7, {"pml": True})
+    assert sc.pml is False  # a pin wins over the bandit
+
+
+def test_the_small_scope_enumerates_every_tiny_program_under_every_option():
+    from concurrent_dirty.harness.program import TINY_OPTIONS, tiny_cases
+
+    space = ProgramSpace()
+    cases = {(sc.fast_page_fault, sc.pml, sc.pml_entries if sc.pml else 0, sc.initially_set,
+              p) for sc, p in (space.tiny(Scenario(), i) for i in range(tiny_cases()))}
+    assert len(cases) == tiny_cases() == 945 * len(TINY_OPTIONS)
+    for sc, p in (space.tiny(Scenario(), i) for i in range(0, tiny_cases(), 97)):
+        assert (sc.slots, sc.pages, p.rounds) == (1, 2, 1)
+        assert len(p.writes) <= 2 and all(1 <= len(w) <= 2 for w in p.writes)
+    # A pinned option holds there too.
+    assert all(not space_sc.pml for space_sc, _ in
+               (ProgramSpace(pml=False).tiny(Scenario(), i) for i in range(60)))
+
+
+def test_the_small_phase_finds_the_non_atomic_clear_with_the_fewest_preemptions():
+    from concurrent_dirty import MUTANTS
+
+    ref = MUTANTS["nonatomic-clear"].ref
+    r = explore(ref, Scenario(algorithm=ref), executions=SMALL_PHASE, seconds=60,
+                space=ProgramSpace())
+    assert r.failure is not None and r.extra["found_by"] == "small"
+    assert r.extra["minimized"]["fewest"] and "the fewest on this program" in r.summary()
+    again = explore(ref, Scenario(algorithm=ref), executions=SMALL_PHASE, seconds=60,
+                    space=ProgramSpace())
+    assert again.failure.token == r.failure.token and again.executions == r.executions
+
+
+def test_shards_take_disjoint_small_cases_and_draws():
+    seen: dict[int, list] = {1: [], 2: []}
+
+    class Recording(ProgramSpace):
+        def tiny(self, base, index):
+            seen[shard].append(("tiny", index))
+            return super().tiny(base, index)
+
+        def draw(self, base, execution, features=None):
+            seen[shard].append(("draw", execution))
+            return super().draw(base, execution, features)
+
+    for shard in (1, 2):
+        explore("xchg", Scenario(), executions=SMALL_PHASE + 40, seconds=60,
+                space=Recording(), first=shard, stride=2)
+    assert seen[1] and seen[2] and not set(seen[1]) & set(seen[2])
+
+
+def test_the_bandit_moves_toward_what_yields_and_starves_nothing():
+    from concurrent_dirty.search.portfolio import FeatureBandit
+
+    arms = {"scope": (("small", "wide", "deep"), (0.6, 0.2, 0.2))}
+    bandit = FeatureBandit(0, arms)
+    assert bandit.weights("scope") == [0.6, 0.2, 0.2]  # no yield yet: the priors
+    for _ in range(300):
+        choice = bandit.choose()
+        bandit.reward(choice, 1.0 if choice["scope"] == "deep" else 0.0)
+    w = dict(zip(("small", "wide", "deep"), bandit.weights("scope"), strict=True))
+    assert w["deep"] > 2 * 0.2 and min(w.values()) > 0.02  # twice its prior, none starved
+    other = FeatureBandit(0, arms)
+    for _ in range(300):
+        choice = other.choose()
+        other.reward(choice, 1.0 if choice["scope"] == "deep" else 0.0)
+    assert other.weights("scope") == bandit.weights("scope")  # deterministic
+
+
+def test_the_auto_portfolio_reports_its_small_phase_and_bandit():
+    r = explore("xchg", Scenario(), executions=SMALL_PHASE + 100, seconds=60,
+                space=ProgramSpace())
+    summary = r.extra["portfolio"]
+    assert summary["executions"]["small"] == SMALL_PHASE and summary["small_cases"] > 1
+    assert set(summary["bandit_shares"]) == {"scope", "fast_page_fault", "pml", "initially_set"}
+    assert sum(summary["bandit_draws"]["scope"].values()) > 0
+    assert "small scope" in r.guarantee
+    # A pinned shape: no small phase (its programs would not be the user's).
+    pinned = explore("xchg", Scenario(), executions=40, seconds=60,
+                     space=ProgramSpace(writers=3))
+    assert "small" not in pinned.extra["portfolio"]["executions"]
