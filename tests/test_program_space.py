@@ -216,12 +216,14 @@ def test_luby_sequence():
 def test_dfs_over_varied_programs_spends_luby_budgets_per_program():
     from concurrent_dirty.search.portfolio import DFS_BASE_BUDGET, luby
 
-    r = explore("xchg", Scenario(), scheduler="dfs", executions=40 * DFS_BASE_BUDGET,
-                seconds=120, space=ProgramSpace())
-    assert r.failure is None and r.executions == 40 * DFS_BASE_BUDGET
+    # After the small scope's phase (its cases, not the space's draws).
+    r = explore("xchg", Scenario(), scheduler="dfs",
+                executions=SMALL_PHASE + 40 * DFS_BASE_BUDGET, seconds=120, space=ProgramSpace())
+    assert r.failure is None and r.executions == SMALL_PHASE + 40 * DFS_BASE_BUDGET
     summary = r.extra["portfolio"]
     runs, exhausted = summary["dfs_runs"], summary["dfs_bounds_exhausted"]
-    assert summary["executions"] == {"dfs": 40 * DFS_BASE_BUDGET} == {"dfs": sum(runs)}
+    assert summary["executions"] == {"small": SMALL_PHASE, "dfs": 40 * DFS_BASE_BUDGET} \
+        == {"small": SMALL_PHASE, "dfs": sum(runs)}
     # Program k gets DFS_BASE_BUDGET * luby(k) executions, fewer only if it
     # ran out of schedules first (every bound up to 3 exhausted); the last
     # one was cut by the campaign's end.

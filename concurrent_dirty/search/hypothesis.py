@@ -207,7 +207,9 @@ def interleavings(algorithm: str, *, writers: Any = None, writes: Any = None, pa
 
     # A write's kind: the guest's (0), on its behalf on the vCPU (1) or
     # with no running vCPU (2); shrinks toward the guest's own writes.
-    flag = st.sampled_from((0, 1, 2)) if on_behalf is None \
+    writer_kinds = st.sampled_from((st.just(0), st.sampled_from((0, 1, 2)),
+                                    st.sampled_from((1, 2))))
+    kinds = st.sampled_from((0, 1, 2)) if on_behalf is None \
         else st.sampled_from((1, 2)) if on_behalf else st.just(0)
 
     @st.composite
@@ -219,7 +221,7 @@ def interleavings(algorithm: str, *, writers: Any = None, writes: Any = None, pa
         # each, 3-5 rounds), wide (1-3 slots of boundary sizes, 1-3
         # writers, 1-3 writes, 0-3 rounds) and deep (slots wider than a
         # word, 8-24 writes per writer over 2-4 rounds).
-        scope = draw(st.sampled_from(("tiny", "small", "wide", "deep")))
+        scope = draw(st.sampled_from(("tiny", "small", "tiny", "wide", "deep")))
         tiny, small, deep = scope == "tiny", scope == "small", scope == "deep"
         n_writers = draw(as_strategy(writers, st.integers(1, 2) if tiny
                                      else st.just(2) if small else st.integers(1, 3)))
@@ -269,6 +271,9 @@ def interleavings(algorithm: str, *, writers: Any = None, writes: Any = None, pa
         program = []
         for _ in range(n_writers):
             k = draw(per_writer)
+            # The writer's on-behalf share, as the program space draws it
+            # per writer: none (every write the guest's own), all, or some.
+            flag = kinds if on_behalf is not None else draw(writer_kinds)
             if deep:
                 # A few pages (of one word, or across a boundary: the
                 # edges are drawn half of the time), visited again and again

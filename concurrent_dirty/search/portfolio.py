@@ -433,8 +433,6 @@ class Portfolio:
                else f"dfs {t['dfs']} on {self.dfs_programs} program(s)")
         bound = ("" if self.fixed else "; the programs varied, so no probabilistic bound is "
                  "claimed")
-        if self.members == ("dfs",):
-            return f"iterative {dfs}{bound}"
         small = ""
         if self.small_phase:
             ex = [b for b in self.small_exhausted if b >= 0]
@@ -443,6 +441,8 @@ class Portfolio:
             small = (f"small scope {t.get('small', 0)} on {self.small_cases} case(s) of "
                      f"{tiny_cases()}" + (f", every schedule exhausted {bounds}" if ex else "")
                      + "; ")
+        if self.members == ("dfs",):
+            return f"{small}iterative {dfs}{bound}"
         return (f"auto portfolio tried: {small}random {t['random']}, pct {t['pct']} "
                 f"(depths 1-5), "
                 f"{dfs}, coverage {t['coverage']} ({len(self.coverage.covered)} conflict "

@@ -250,13 +250,13 @@ def explore(algorithm: str | type[DirtyLogAlgorithm], scenario: Scenario, *,
         from .portfolio import MEMBERS, Portfolio
 
         tiny = draw = arms = None
-        if scheduler == "auto" and space is not None and fixed is None:
+        if space is not None and fixed is None:
             drawn = space
 
             def draw(n: int, features: Mapping[str, Any]) -> Case:
                 return drawn.draw(scenario, first + stride * (n - 1), features)
 
-            arms = _arms(space)
+            arms = _arms(space) if scheduler == "auto" else None
             if not space.shape_pinned:
                 # The small scope's cases: the shards take disjoint ones.
                 def tiny(i: int) -> Case:
