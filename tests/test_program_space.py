@@ -135,7 +135,7 @@ def test_a_user_algorithm_varies_nothing_unless_it_says_so():
 
     # The small scope's phase, then the bandit's draws: neither turns on an
     # option the algorithm does not vary.
-    n = SMALL_PHASE + 80
+    n = 2 * SMALL_PHASE + 80
     explore(ForTheSeedModelOnly, Scenario(), executions=n, seconds=60, space=Recording())
     assert len(seen) > 20 and {(sc.fast_page_fault, sc.pml) for sc in seen} == {(False, False)}
     seen.clear()
@@ -171,12 +171,15 @@ def test_fuzz_options_pin_the_model_options(argv, pins):
 
 
 def test_the_portfolio_gives_random_three_slices_in_six():
-    r = explore("xchg", Scenario(), executions=SMALL_PHASE + len(ROTATION) * SLICE,
+    # The small scope's phase takes every other slice until it had its
+    # executions; then whole turns of the rotation.
+    turns = -(-SMALL_PHASE // (len(ROTATION) * SLICE)) + 1
+    r = explore("xchg", Scenario(), executions=SMALL_PHASE + turns * len(ROTATION) * SLICE,
                 seconds=60, space=ProgramSpace())
     assert r.failure is None
-    assert r.extra["portfolio"]["executions"] == {"small": SMALL_PHASE, "random": 3 * SLICE,
-                                                  "pct": SLICE, "dfs": SLICE,
-                                                  "coverage": SLICE}
+    assert r.extra["portfolio"]["executions"] == {
+        "small": SMALL_PHASE, "random": 3 * SLICE * turns, "pct": SLICE * turns,
+        "dfs": SLICE * turns, "coverage": SLICE * turns}
     assert set(ROTATION) == set(MEMBERS)
 
 
@@ -374,7 +377,7 @@ def test_the_bandit_moves_toward_what_yields_and_starves_nothing():
 
 
 def test_the_auto_portfolio_reports_its_small_phase_and_bandit():
-    r = explore("xchg", Scenario(), executions=SMALL_PHASE + 100, seconds=60,
+    r = explore("xchg", Scenario(), executions=2 * SMALL_PHASE + 100, seconds=60,
                 space=ProgramSpace())
     summary = r.extra["portfolio"]
     assert summary["executions"]["small"] == SMALL_PHASE and summary["small_cases"] > 1

@@ -15,7 +15,7 @@ import time
 
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent.parent))
 
-from tests.test_readme_pytest_example import run_example  # noqa: E402
+from tests.test_readme_pytest_example import run_example
 
 
 def main() -> int:

@@ -24,8 +24,8 @@ something new. The portfolio gives each member slices of executions in turn:
   schedule, and new executions replay a corpus schedule up to a random cut,
   then diverge there and go on at random.
 
-Before the rotation, a **small-scope phase** (``small``, the first
-:data:`SMALL_PHASE` executions, a fraction of a second) enumerates the
+First, a **small-scope phase** (``small``: every other slice until it
+has had :data:`SMALL_PHASE` executions, a fraction of a second) enumerates the
 bounded-exhaustive small scope (:meth:`ProgramSpace.tiny`: every program of
 at most 2 writers x 2 writes on the 2 pages of one word, under each model
 option) under iterative DFS with bounds 0-2, :data:`SMALL_BUDGET`
@@ -259,6 +259,8 @@ class Portfolio:
         self._small_case: Case | None = None
         self._small_bound = 0
         self._choice: dict[str, Any] | None = None
+        self.small_runs_total = 0
+        self._rotation = 0  # executions of the rotation so far
         self.fixed = fixed
         self.members = tuple(members)
         self.dfs_max_bound = dfs_max_bound
@@ -285,12 +287,16 @@ class Portfolio:
         self._n += 1
         n = self._n
         self._choice = None
-        if self._n <= self.small_phase:
+        if self.small_runs_total < self.small_phase and ((n - 1) // SLICE) % 2 == 0:
+            # The small scope's phase: every other slice, until it had its
+            # executions (the rotation's quick finds are not held back).
             self.current = "small"
             self.tried["small"] += 1
+            self.small_runs_total += 1
             self._sched, self._case = self._next_small()
             return True
-        turn = (n - 1 - self.small_phase) // SLICE
+        turn = self._rotation // SLICE
+        self._rotation += 1
         members = [m for m in ROTATION
                    if m in self.members and not (m == "dfs" and self._dfs_done)]
         if not members:
