@@ -332,6 +332,9 @@ def hypothesis_search(algorithm: str, *, seed: int = 0, seconds: float = 10.0,
     from hypothesis import HealthCheck, Verbosity, given, settings
     from hypothesis import seed as hseed
 
+    from ..mutants import algorithm_spec
+
+    algorithm = algorithm_spec(algorithm)
     cls = resolve_algorithm(algorithm)
     report = FuzzReport(algorithm=algorithm_name(cls), scheduler="hypothesis")
     report.extra["seed"] = seed
@@ -396,7 +399,13 @@ def hypothesis_search(algorithm: str, *, seed: int = 0, seconds: float = 10.0,
             report.failure = found
         else:
             left = max(0.0, deadline - time.monotonic())
-            report.failure = minimize_preemptions(found, seconds=left, max_steps=max_steps)
+            began = time.monotonic()
+            report.failure, fewest = fewest_preemptions(found, seconds=left, max_steps=max_steps,
+                                                        max_executions=MINIMIZE_EXECUTIONS)
+            report.extra["minimized"] = {"preemptions_found": found.outcome.preemptions,
+                                         "preemptions": report.failure.outcome.preemptions,
+                                         "fewest": fewest,
+                                         "seconds": round(time.monotonic() - began, 4)}
     if token_file and report.failure is not None:
         _write_pending(token_file, report.failure.token)
     report.seconds = time.monotonic() - start
