@@ -74,9 +74,12 @@ ROTATION = ("random", "pct", "random", "dfs", "random", "coverage")
 DFS_MAX_BOUND = 3
 DFS_BASE_BUDGET = 32
 #: The small-scope phase: its executions, the most per case, its DFS bound.
-SMALL_PHASE = 256
+SMALL_PHASE = 128
 SMALL_BUDGET = 48
 SMALL_MAX_BOUND = 2
+#: The bandit's reward for new conflict pairs, per unit of cost: full up to
+#: this many switch points, in proportion beyond.
+REWARD_STEPS = 200
 _READS = frozenset({Op.LOAD, Op.ENTER, Op.EXIT, Op.YIELD, Op.WAIT})
 
 
@@ -107,17 +110,17 @@ class FeatureBandit:
     Each arm is one dimension of the program space (the scope, and each
     model option not pinned) with its values and their prior shares (the
     program space's own). A value's weight is its prior share times its
-    yield: the discounted rate at which executions drawn with it added new
-    conflict pairs (shrunk toward the overall rate, plus a floor), so that
-    a value that stops paying falls back toward its prior share and none
-    is ever starved. Deterministic: its own seeded generator, and rewards
+    relative yield, kept within [1/2, 2]: the discounted rate at which
+    executions drawn with it added new conflict pairs, per unit of cost
+    (:data:`REWARD_STEPS`), shrunk toward the overall rate and divided by
+    it. So a value that stops paying falls back toward its prior share,
+    and none is ever starved. Deterministic: its own seeded generator, and rewards
     that come from deterministic executions."""
 
     #: Discount per update (about the last 50 draws count); pseudo-draws
-    #: at the overall rate; the floor, relative to the overall rate.
+    #: at the overall rate.
     DECAY = 0.98
     PSEUDO = 8.0
-    FLOOR = 0.25
 
     def __init__(self, seed: int, arms: Mapping[str, tuple[Sequence[Any], Sequence[float]]]
                  ) -> None:
@@ -133,7 +136,8 @@ class FeatureBandit:
         overall = sum(r for r, _ in stats) / pulls if pulls else 0.0
         if overall <= 0.0:
             return list(priors)
-        w = [p * (self.FLOOR * overall + (r + self.PSEUDO * overall) / (n + self.PSEUDO))
+        # A value's share stays within [1/2, 2] times its prior share.
+        w = [p * min(2.0, max(0.5, (r + self.PSEUDO * overall) / (n + self.PSEUDO) / overall))
              for p, (r, n) in zip(priors, stats, strict=True)]
         total = sum(w)
         return [x / total for x in w]
@@ -345,7 +349,11 @@ class Portfolio:
     def executed(self, result: ExecutionResult) -> None:
         assert self._case is not None
         if self.bandit is not None and self._choice is not None:
-            self.bandit.reward(self._choice, 1.0 if self.coverage.new_pairs else 0.0)
+            # Per unit of cost: a wide program shows new pairs more often,
+            # and costs more switch points for it.
+            steps = max(1, result.outcome.steps)
+            self.bandit.reward(self._choice, min(1.0, REWARD_STEPS / steps)
+                               if self.coverage.new_pairs else 0.0)
         self.coverage.executed(self._case, result)
         if self.current == "dfs":
             self.dfs_runs[-1] += 1
