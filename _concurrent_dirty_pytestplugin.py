@@ -87,7 +87,9 @@ class Dirty:
     def run(self, algorithm: str, **kw: Any) -> Any:
         """A CellResult (threads, processes) or a FuzzReport (controlled)."""
         from concurrent_dirty import explore, run_cell
+        from concurrent_dirty.mutants import algorithm_spec
 
+        algorithm = algorithm_spec(algorithm)  # a mutant's name, as the CLI takes
         engine = kw.get("engine", self.engine)
         scheduler = kw.pop("scheduler", "auto")
         if engine == "controlled":

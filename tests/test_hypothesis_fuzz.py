@@ -70,3 +70,15 @@ def test_the_strategy_draws_both_scopes_and_every_write_kind():
     assert any(p > 1 for _, p, _ in shapes)  # the wide one
     assert kinds == {0, 1, 2}
     assert small_writes & {5, 6, 8}
+
+
+def test_interleavings_takes_mutant_names_and_the_report_says_the_count_is_minimal():
+    from concurrent_dirty.search.hypothesis import hypothesis_search
+
+    with pytest.raises(Exception, match="expected an algorithm"):
+        interleavings("no-such-mutant")
+    r = hypothesis_search("nonatomic-clear", seed=0, seconds=60, executions=400)
+    assert r.failure is not None and r.failure.outcome.preemptions <= 2
+    m = r.extra["minimized"]
+    assert m["fewest"] and m["preemptions"] == r.failure.outcome.preemptions
+    assert "the fewest on this program (every smaller bound exhausted)" in r.summary()

@@ -68,3 +68,20 @@ def test_broken(dirty):
 ''')
     result = pytester.runpytest_subprocess("--cd-budget", "20", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=1)
+
+
+def test_dirty_check_takes_mutant_names_and_dfs_finds_the_broken_clear(pytester):
+    # The issue's case: dfs over the program space missed it; the small
+    # scope's phase (tiny programs, every schedule with few preemptions)
+    # finds it, and a mutant's name works as in the CLI.
+    pytester.makepyfile('''
+import pytest
+from concurrent_dirty import InvariantViolation
+
+@pytest.mark.parametrize("scheduler", ["dfs", "auto"])
+def test_broken(dirty, scheduler):
+    with pytest.raises(InvariantViolation, match="LOST DIRTY BIT"):
+        dirty.check("nonatomic-clear", engine="controlled", scheduler=scheduler)
+''')
+    result = pytester.runpytest_subprocess("--cd-budget", "20", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2)

@@ -16,7 +16,7 @@ from concurrent_dirty.harness.program import (
     make_program,
     on_behalf_share,
 )
-from concurrent_dirty.search.portfolio import MEMBERS, ROTATION, SLICE
+from concurrent_dirty.search.portfolio import MEMBERS, ROTATION, SLICE, SMALL_PHASE
 from concurrent_dirty.search.runner import explore
 
 N = 400
@@ -123,15 +123,23 @@ def test_a_user_algorithm_varies_nothing_unless_it_says_so():
     seen: list[Scenario] = []
 
     class Recording(ProgramSpace):
-        def draw(self, base, execution):
-            case = super().draw(base, execution)
+        def draw(self, base, execution, features=None):
+            case = super().draw(base, execution, features)
             seen.append(case[0])
             return case
 
-    explore(ForTheSeedModelOnly, Scenario(), executions=80, seconds=60, space=Recording())
+        def tiny(self, base, index):
+            case = super().tiny(base, index)
+            seen.append(case[0])
+            return case
+
+    # The small scope's phase, then the bandit's draws: neither turns on an
+    # option the algorithm does not vary.
+    n = 2 * SMALL_PHASE + 80
+    explore(ForTheSeedModelOnly, Scenario(), executions=n, seconds=60, space=Recording())
     assert len(seen) > 20 and {(sc.fast_page_fault, sc.pml) for sc in seen} == {(False, False)}
     seen.clear()
-    explore(XchgDirtyLog, Scenario(), executions=80, seconds=60, space=Recording())
+    explore(XchgDirtyLog, Scenario(), executions=n, seconds=60, space=Recording())
     assert {sc.pml for sc in seen} == {False, True}
 
 
@@ -163,11 +171,15 @@ def test_fuzz_options_pin_the_model_options(argv, pins):
 
 
 def test_the_portfolio_gives_random_three_slices_in_six():
-    r = explore("xchg", Scenario(), executions=len(ROTATION) * SLICE, seconds=60,
-                space=ProgramSpace())
+    # The small scope's phase takes every other slice until it had its
+    # executions; then whole turns of the rotation.
+    turns = -(-SMALL_PHASE // (len(ROTATION) * SLICE)) + 1
+    r = explore("xchg", Scenario(), executions=SMALL_PHASE + turns * len(ROTATION) * SLICE,
+                seconds=60, space=ProgramSpace())
     assert r.failure is None
-    assert r.extra["portfolio"]["executions"] == {"random": 3 * SLICE, "pct": SLICE,
-                                                  "dfs": SLICE, "coverage": SLICE}
+    assert r.extra["portfolio"]["executions"] == {
+        "small": SMALL_PHASE, "random": 3 * SLICE * turns, "pct": SLICE * turns,
+        "dfs": SLICE * turns, "coverage": SLICE * turns}
     assert set(ROTATION) == set(MEMBERS)
 
 
@@ -207,12 +219,14 @@ def test_luby_sequence():
 def test_dfs_over_varied_programs_spends_luby_budgets_per_program():
     from concurrent_dirty.search.portfolio import DFS_BASE_BUDGET, luby
 
-    r = explore("xchg", Scenario(), scheduler="dfs", executions=40 * DFS_BASE_BUDGET,
-                seconds=120, space=ProgramSpace())
-    assert r.failure is None and r.executions == 40 * DFS_BASE_BUDGET
+    # After the small scope's phase (its cases, not the space's draws).
+    r = explore("xchg", Scenario(), scheduler="dfs",
+                executions=SMALL_PHASE + 40 * DFS_BASE_BUDGET, seconds=120, space=ProgramSpace())
+    assert r.failure is None and r.executions == SMALL_PHASE + 40 * DFS_BASE_BUDGET
     summary = r.extra["portfolio"]
     runs, exhausted = summary["dfs_runs"], summary["dfs_bounds_exhausted"]
-    assert summary["executions"] == {"dfs": 40 * DFS_BASE_BUDGET} == {"dfs": sum(runs)}
+    assert summary["executions"] == {"small": SMALL_PHASE, "dfs": 40 * DFS_BASE_BUDGET} \
+        == {"small": SMALL_PHASE, "dfs": sum(runs)}
     # Program k gets DFS_BASE_BUDGET * luby(k) executions, fewer only if it
     # ran out of schedules first (every bound up to 3 exhausted); the last
     # one was cut by the campaign's end.
@@ -230,3 +244,147 @@ def test_dfs_on_a_pinned_program_runs_its_bounds_out():
     assert r.extra["portfolio"]["dfs_bounds_exhausted"] == [3]
     assert r.extra["portfolio"]["dfs_runs"] == [r.executions]
     assert "every schedule exhausted up to 3 preemption(s) on 1" in r.guarantee
+
+
+# -- the deep scope, the small scope's phase, the bandit -----------------------------------
+
+def _deep_draws(algorithm="xchg", n=N):
+    base = Scenario(algorithm=algorithm, seed=0)
+    return [ProgramSpace().draw(base, i) for i in range(1, n + 1)]
+
+
+def _runs(writes):
+    """A writer's pages, split at each return to a page already seen in the
+    pass: the orders in which it visits its pages."""
+    passes, cur = [], []
+    for gfn, _ in writes:
+        if gfn in cur:
+            passes.append(tuple(cur))
+            cur = []
+        cur.append(gfn)
+    return passes + [tuple(cur)]
+
+
+def test_the_deep_scope_draws_each_shape_by_default():
+    from concurrent_dirty.harness.program import build_memslots
+
+    word = boundary = refault = 0
+    for sc, p in _deep_draws():
+        if p.rounds < 2 or min(len(w) for w in p.writes) < 8:
+            continue
+        memslots = list(build_memslots(sc))
+        for w in p.writes:
+            pages = {g for g, _ in w}
+            words = {(s.id, (g - s.base_gfn) // 64) for g in pages for s in memslots
+                     if s.base_gfn <= g < s.end_gfn}
+            orders = {r for r in _runs(w) if len(r) == len(pages)}
+            # Several pages of one word, written in more than one order.
+            if len(words) == 1 and len(pages) >= 3 and len(orders) >= 2:
+                word += 1
+            # Both sides of a word boundary and of a slot boundary.
+            offsets = {g - s.base_gfn for g in pages for s in memslots
+                       if s.base_gfn <= g < s.end_gfn}
+            ends = {s.end_gfn - 1 for s in memslots} & pages
+            starts = {s.base_gfn for s in memslots[1:]} & pages
+            if {63, 64} <= offsets and ends and (starts or len(memslots) == 1):
+                boundary += 1
+            # One or two pages re-faulted round after round.
+            if len(pages) <= 2 and len(w) >= 8:
+                refault += 1
+    assert word > 5 and boundary > 5 and refault > 5
+
+
+def test_the_deep_scope_writes_more_than_a_ring_holds():
+    deep = [(sc, p) for sc, p in _deep_draws("ring") if sc.pages in (65, 100, 128, 129, 200)
+            and p.rounds >= 2 and min(len(w) for w in p.writes) >= 8]
+    assert len(deep) > 10
+    assert any(min(len(w) for w in p.writes) > sc.ring_entries for sc, p in deep)
+    wrapping = [sc for sc, p in deep if all(len(w) > sc.ring_entries for w in p.writes)]
+    assert {sc.ring_entries for sc in wrapping} >= {4, 8}
+
+
+def test_features_override_the_scope_and_the_options_and_nothing_else():
+    base = Scenario(seed=5)
+    sc, p = ProgramSpace().draw(base, 7, {"scope": "deep", "pml": True})
+    assert sc.pages in (65, 100, 128, 129, 200) and sc.pml and len(p.writes[0]) >= 8
+    assert ProgramSpace().draw(base, 7, {"scope": "deep", "pml": True}) == (sc, p)
+    sc, _ = ProgramSpace(pml=False).draw(base, 7, {"pml": True})
+    assert sc.pml is False  # a pin wins over the bandit
+
+
+def test_the_small_scope_enumerates_every_tiny_program_under_every_option():
+    from concurrent_dirty.harness.program import TINY_OPTIONS, tiny_cases
+
+    space = ProgramSpace()
+    cases = {(sc.fast_page_fault, sc.pml, sc.pml_entries if sc.pml else 0, sc.initially_set,
+              p) for sc, p in (space.tiny(Scenario(), i) for i in range(tiny_cases()))}
+    assert len(cases) == tiny_cases() == 945 * len(TINY_OPTIONS)
+    for sc, p in (space.tiny(Scenario(), i) for i in range(0, tiny_cases(), 97)):
+        assert (sc.slots, sc.pages, p.rounds) == (1, 2, 1)
+        assert len(p.writes) <= 2 and all(1 <= len(w) <= 2 for w in p.writes)
+    # A pinned option holds there too.
+    assert all(not space_sc.pml for space_sc, _ in
+               (ProgramSpace(pml=False).tiny(Scenario(), i) for i in range(60)))
+
+
+def test_the_small_phase_finds_the_non_atomic_clear_with_the_fewest_preemptions():
+    from concurrent_dirty import MUTANTS
+
+    ref = MUTANTS["nonatomic-clear"].ref
+    r = explore(ref, Scenario(algorithm=ref), executions=SMALL_PHASE, seconds=60,
+                space=ProgramSpace())
+    assert r.failure is not None and r.extra["found_by"] == "small"
+    assert r.extra["minimized"]["fewest"] and "the fewest on this program" in r.summary()
+    again = explore(ref, Scenario(algorithm=ref), executions=SMALL_PHASE, seconds=60,
+                    space=ProgramSpace())
+    assert again.failure.token == r.failure.token and again.executions == r.executions
+
+
+def test_shards_take_disjoint_small_cases_and_draws():
+    seen: dict[int, list] = {1: [], 2: []}
+
+    class Recording(ProgramSpace):
+        def tiny(self, base, index):
+            seen[shard].append(("tiny", index))
+            return super().tiny(base, index)
+
+        def draw(self, base, execution, features=None):
+            seen[shard].append(("draw", execution))
+            return super().draw(base, execution, features)
+
+    for shard in (1, 2):
+        explore("xchg", Scenario(), executions=SMALL_PHASE + 40, seconds=60,
+                space=Recording(), first=shard, stride=2)
+    assert seen[1] and seen[2] and not set(seen[1]) & set(seen[2])
+
+
+def test_the_bandit_moves_toward_what_yields_and_starves_nothing():
+    from concurrent_dirty.search.portfolio import FeatureBandit
+
+    arms = {"scope": (("small", "wide", "deep"), (0.6, 0.2, 0.2))}
+    bandit = FeatureBandit(0, arms)
+    assert bandit.weights("scope") == [0.6, 0.2, 0.2]  # no yield yet: the priors
+    for _ in range(300):
+        choice = bandit.choose()
+        bandit.reward(choice, 1.0 if choice["scope"] == "deep" else 0.0)
+    w = dict(zip(("small", "wide", "deep"), bandit.weights("scope"), strict=True))
+    assert w["deep"] > 2 * 0.2 and min(w.values()) > 0.02  # twice its prior, none starved
+    other = FeatureBandit(0, arms)
+    for _ in range(300):
+        choice = other.choose()
+        other.reward(choice, 1.0 if choice["scope"] == "deep" else 0.0)
+    assert other.weights("scope") == bandit.weights("scope")  # deterministic
+
+
+def test_the_auto_portfolio_reports_its_small_phase_and_bandit():
+    r = explore("xchg", Scenario(), executions=2 * SMALL_PHASE + 100, seconds=60,
+                space=ProgramSpace())
+    summary = r.extra["portfolio"]
+    assert summary["executions"]["small"] == SMALL_PHASE and summary["small_cases"] > 1
+    assert set(summary["bandit_shares"]) == {"scope", "fast_page_fault", "pml", "initially_set"}
+    assert sum(summary["bandit_draws"]["scope"].values()) > 0
+    assert "small scope" in r.guarantee
+    # A pinned shape: no small phase (its programs would not be the user's).
+    pinned = explore("xchg", Scenario(), executions=40, seconds=60,
+                     space=ProgramSpace(writers=3))
+    assert "small" not in pinned.extra["portfolio"]["executions"]

@@ -7,7 +7,8 @@ default search, a few seeds each, against the issue's targets.
 
 It runs the bug zoo with every engine's defaults (no per-mutant scenario:
 ``concurrent-dirty mutants`` without ``--hints``) and prints, per engine, each
-mutant's detections and median seconds to the first one, then whether the
+mutant's detections, median seconds and executions to the first one
+(and each seed's executions), then whether the
 targets hold: every mutant found in every seed, with a median under
 ``--target`` seconds. Numbers depend on the machine and its load: compare
 engines within one run.
@@ -40,9 +41,12 @@ def main() -> int:
     for plan in zoo_plan(mutants, engines, correct=False):
         cell = run_zoo_cell(plan, seeds=args.seeds, budget=args.budget)
         report.cells.append(cell)
-        ms = cell.median_seconds()
+        ms, me = cell.median_seconds(), cell.median_executions()
+        execs = ",".join(str(t.executions) if t.detected else "-" for t in cell.trials)
         print(f"{cell.engine:<11} {cell.subject:<30} {len(cell.detections)}/{len(cell.trials)}"
-              f"  median {'-' if ms is None else f'{ms:.3f}s'}", flush=True)
+              f"  median {'-' if ms is None else f'{ms:.3f}s'}"
+              f"  executions to the first failure: median {'-' if me is None else f'{me:.0f}'}"
+              f" (per seed {execs})", flush=True)
     print()
     ok = True
     for engine in engines:

@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import functools
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from itertools import islice
 from typing import Any
@@ -56,9 +56,11 @@ from ..errors import UsageError
 from ..model.memslot import MemslotFlags, MemslotTable
 from .scenario import Scenario
 
-__all__ = ["DEVICE", "DEVICE_SHARE", "GUEST", "MODEL_OPTIONS", "ON_BEHALF", "PML_ENTRIES_DRAWN",
-           "Program", "ProgramSpace", "RING_SIZES", "SLOT_SIZES", "SMALL_PAGES", "SMALL_ROUNDS",
-           "SMALL_WRITES",
+__all__ = ["DEEP_PAGES", "DEEP_ROUNDS", "DEEP_SHAPES", "DEEP_WRITES", "DEVICE", "DEVICE_SHARE",
+           "GUEST", "MODEL_OPTIONS", "ON_BEHALF", "PML_ENTRIES_DRAWN",
+           "Program", "ProgramSpace", "RING_SIZES", "SCOPES", "SCOPE_SHARES", "SLOT_SIZES",
+           "SMALL_PAGES", "SMALL_ROUNDS", "SMALL_WRITES", "TINY_OPTIONS", "deep_program",
+           "tiny_case", "tiny_cases",
            "Write", "boundary_gfns",
            "build_memslots", "is_ring_algorithm", "make_program", "on_behalf_share",
            "workload_picker", "writer_stream"]
@@ -79,8 +81,16 @@ SMALL_WRITES = (5, 6, 8)
 SMALL_ROUNDS = (3, 4, 5)
 #: The small scope's pages: one (two times in three) or two of one word.
 SMALL_PAGES = (1, 1, 2)
-#: The share of executions drawn from the small scope.
-SMALL_SCOPE = 0.75
+#: The scopes and their prior shares of executions: small, wide and deep
+#: (the ``auto`` portfolio's bandit moves these shares toward what yields).
+SCOPES = ("small", "wide", "deep")
+SCOPE_SHARES = (0.75, 0.125, 0.125)
+#: The deep scope: slots wider than a word, writes per writer (more than
+#: the smallest rings hold), harvest rounds, and each writer's shape.
+DEEP_PAGES = (65, 100, 128, 129, 200)
+DEEP_WRITES = (8, 12, 16, 24)
+DEEP_ROUNDS = (2, 3, 4)
+DEEP_SHAPES = ("word", "boundary", "refault")
 
 
 #: Ring sizes the program space draws for ring algorithms.
@@ -262,6 +272,122 @@ def boundary_gfns(memslots: MemslotTable) -> list[int]:
     return edges
 
 
+#: The small scope's model options, each case of it under each: the seed's
+#: model first, then the fast page fault, PML with a one-entry buffer
+#: (every write a PML-full exit), INITIALLY_SET, both, and PML's 512.
+TINY_OPTIONS: tuple[dict[str, Any], ...] = (
+    {"fast_page_fault": True}, {}, {"pml": True, "pml_entries": 1}, {"initially_set": True},
+    {"fast_page_fault": True, "pml": True, "pml_entries": 1}, {"pml": True, "pml_entries": 512})
+#: The small scope's programs tried first (measured on the zoo under
+#: iterative DFS: each of these finds several bugs in tens of executions):
+#: one page per writer, guest writes; the same on behalf; crossed orders
+#: of guest and on-behalf writes; a device write among them.
+_TINY_FIRST: tuple[tuple[tuple[Write, ...], ...], ...] = (
+    (((0, GUEST), (0, GUEST)), ((1, GUEST), (1, GUEST))),
+    (((0, ON_BEHALF), (1, ON_BEHALF)), ((1, ON_BEHALF), (0, ON_BEHALF))),
+    (((0, GUEST), (1, ON_BEHALF)), ((1, ON_BEHALF), (0, GUEST))),
+    (((0, DEVICE), (1, GUEST)), ((1, GUEST), (0, ON_BEHALF))),
+)
+
+
+@functools.lru_cache(maxsize=1)
+def _tiny_programs() -> tuple[tuple[tuple[Write, ...], ...], ...]:
+    """Every program of 1 or 2 writers with 1 or 2 writes each on pages 0
+    and 1, writers in canonical order (swapping two writers gives the same
+    program), :data:`_TINY_FIRST` first."""
+    symbols = [(g, k) for g in (0, 1) for k in (GUEST, ON_BEHALF, DEVICE)]
+    seqs = [(a,) for a in symbols] + [(a, b) for a in symbols for b in symbols]
+    everything = [(w,) for w in seqs] + [(w, v) for i, w in enumerate(seqs) for v in seqs[i:]]
+    rest = [p for p in everything if p not in _TINY_FIRST]
+    return _TINY_FIRST + tuple(rest)
+
+
+def tiny_case(index: int, options: int) -> tuple[int, int]:
+    """The small scope's ``index``-th case (wrapping) as (program, option)
+    indices: first the programs of :data:`_TINY_FIRST` under every option,
+    then every other program under every option; each part along a
+    diagonal (the program and the option both change from one case to the
+    next) that meets every pair once."""
+    first, programs = len(_TINY_FIRST), len(_tiny_programs())
+    index %= programs * options
+    if index < first * options:
+        p, q = index % first, index // first
+        return p, (p + q) % options
+    index -= first * options
+    rest = programs - first
+    p, q = index % rest, index // rest
+    return first + p, (p + q) % options
+
+
+def tiny_cases(options: int = len(TINY_OPTIONS)) -> int:
+    """How many cases the small scope has (programs times options)."""
+    return len(_tiny_programs()) * options
+
+
+def deep_program(scenario: Scenario, rounds: int, execution: int) -> Program:
+    """A deep program: each writer makes ``scenario.writes`` writes spread
+    over the rounds, in one of :data:`DEEP_SHAPES`, drawn per writer:
+
+    * ``word``: 3 to 6 pages of one bitmap word (bit 0 or 63 among them
+      half of the time), visited again and again, each pass in a new order
+      (a vCPU writing several pages of one word in one round, in a
+      particular order);
+    * ``boundary``: pages on both sides of a word boundary (63 and 64, 127
+      and 128) and of a slot boundary (a slot's last page, the next slot's
+      first), in a varied order;
+    * ``refault``: one or two pages written over and over, so that each
+      round's harvest re-protects them and the next write faults again.
+
+    Write kinds follow the writer's on-behalf share, as in
+    :func:`writer_stream`. A pure function of the scenario's seed, the
+    execution and the writer."""
+    memslots = build_memslots(scenario)
+    slots = list(memslots)
+    writers = []
+    for w in range(scenario.writers):
+        rng = random.Random(f"{scenario.seed}:{execution}:{w}:deep")
+        shape = rng.choice(DEEP_SHAPES)
+        slot = slots[rng.randrange(len(slots))]
+        if shape == "word":
+            word = rng.randrange(slot.nwords)
+            lo = 64 * word
+            hi = min(slot.npages, lo + 64)
+            pool = list(range(lo, hi))
+            k = min(len(pool), rng.randint(3, 6))
+            chosen = rng.sample(pool, k)
+            if rng.random() < 0.5 and hi - lo > 1:
+                edge = rng.choice((lo, hi - 1))
+                if edge not in chosen:
+                    chosen[0] = edge
+            pages = [slot.base_gfn + o for o in chosen]
+        elif shape == "boundary":
+            pages = []
+            for word in range(1, slot.nwords):
+                pages += [64 * word - 1, 64 * word]
+            pages = [slot.base_gfn + o for o in pages if o < slot.npages]
+            s = slots.index(slot)
+            nxt = slots[(s + 1) % len(slots)]
+            pages += [slot.end_gfn - 1, nxt.base_gfn]
+            pages = sorted(set(pages))
+        else:
+            pages = [slot.base_gfn + rng.randrange(slot.npages)
+                     for _ in range(rng.choice((1, 1, 2)))]
+        share = on_behalf_share(scenario, execution, w)
+        device = share * DEVICE_SHARE
+        order: list[int] = []
+        while len(order) < scenario.writes:
+            one_pass = list(pages)
+            rng.shuffle(one_pass)
+            order += one_pass
+        writes = []
+        for gfn in order[:scenario.writes]:
+            coin = rng.random()
+            writes.append((gfn, (DEVICE if coin < device else ON_BEHALF)
+                           if coin < share else GUEST))
+        writers.append(tuple(writes))
+    return Program(tuple(writers), rounds)
+
+
 @dataclass(frozen=True)
 class ProgramSpace:
     """The distribution the controlled engine draws every execution's shape,
@@ -287,20 +413,37 @@ class ProgramSpace:
     ring_soft_limit: int | None = None
     ring_batch: int | None = None
 
-    def draw(self, base: Scenario, execution: int) -> tuple[Scenario, Program]:
+    def draw(self, base: Scenario, execution: int,
+             features: Mapping[str, Any] | None = None) -> tuple[Scenario, Program]:
+        """Execution ``execution``'s scenario and program. ``features``
+        (the portfolio's bandit) may set the scope (``"small"``, ``"wide"``
+        or ``"deep"``) and the unpinned ``fast_page_fault``, ``pml`` and
+        ``initially_set`` in place of their draws; every other draw stays
+        as it was, so the result is still a pure function of the seed, the
+        execution and the features."""
+        features = features or {}
         rng = random.Random(f"{base.seed}:{execution}:shape")
-        if rng.random() < SMALL_SCOPE:
+        r = rng.random()
+        scope = features.get("scope") or ("small" if r < SCOPE_SHARES[0] else "wide"
+                                          if r < SCOPE_SHARES[0] + SCOPE_SHARES[1] else "deep")
+        if scope == "small":
             writers = self.writers or 2
             slots = self.slots or 1
             pages = self.pages or rng.choice(SMALL_PAGES)
             writes = self.writes or rng.choice(SMALL_WRITES)
             rounds = self.rounds if self.rounds is not None else rng.choice(SMALL_ROUNDS)
-        else:
+        elif scope == "wide":
             writers = self.writers or rng.choice((1, 2, 2, 2, 3, 3))
             slots = self.slots or rng.choice((1, 1, 2, 3))
             pages = self.pages or rng.choice(SLOT_SIZES)
             writes = self.writes or rng.choice((1, 2, 2, 3, 3, 4))
             rounds = self.rounds if self.rounds is not None else rng.choice((0, 1, 1, 2, 2, 3))
+        else:
+            writers = self.writers or rng.choice((1, 2, 2, 3))
+            slots = self.slots or rng.choice((1, 2, 2))
+            pages = self.pages or rng.choice(DEEP_PAGES)
+            writes = self.writes or rng.choice(DEEP_WRITES)
+            rounds = self.rounds if self.rounds is not None else rng.choice(DEEP_ROUNDS)
         initially_set = self.initially_set if self.initially_set is not None \
             else rng.random() < 0.2
         # The model options: their own generator, so that pinning one leaves
@@ -308,8 +451,15 @@ class ProgramSpace:
         options = random.Random(f"{base.seed}:{execution}:model")
         fast, pml, entries = (options.random() < 0.25, options.random() < 0.25,
                               options.choice(PML_ENTRIES_DRAWN))
-        fast = fast if self.fast_page_fault is None else self.fast_page_fault
+        fast = fast if self.fast_page_fault is None \
+            else self.fast_page_fault
         pml = pml if self.pml is None else self.pml
+        if self.fast_page_fault is None and "fast_page_fault" in features:
+            fast = bool(features["fast_page_fault"])
+        if self.pml is None and "pml" in features:
+            pml = bool(features["pml"])
+        if self.initially_set is None and "initially_set" in features:
+            initially_set = bool(features["initially_set"])
         # The buffer's size matters only with PML (and each size is a VM of
         # its own): drawn then, else the base scenario's.
         entries = self.pml_entries if self.pml_entries is not None \
@@ -318,17 +468,55 @@ class ProgramSpace:
                            initially_set=initially_set, fast_page_fault=fast, pml=pml,
                            pml_entries=entries)
         if is_ring_algorithm(base.algorithm):
-            scenario = self.draw_ring(scenario, execution)
+            scenario = self.draw_ring(scenario, execution, deep=scope == "deep")
+        if scope == "deep":
+            return scenario, deep_program(scenario, rounds, execution)
         return scenario, make_program(scenario, rounds, execution)
 
-    def draw_ring(self, scenario: Scenario, execution: int) -> Scenario:
+    def tiny(self, base: Scenario, index: int) -> tuple[Scenario, Program]:
+        """The ``index``-th case (0-based, wrapping) of the bounded-exhaustive
+        small scope: every program of at most 2 writers x 2 writes on the 2
+        pages of one word (guest, on-behalf and device writes), 1 harvest
+        round racing them, each under every entry of :data:`TINY_OPTIONS`
+        (the unpinned model options). See :func:`tiny_program`."""
+        opts = [o for o in TINY_OPTIONS if all(
+            getattr(self, k) is None or getattr(self, k) == v for k, v in o.items())] \
+            or [{}]
+        program, option = tiny_case(index, len(opts))
+        opt = opts[option]
+        scenario = replace(base, writers=2, slots=1, pages=2, writes=2,
+                           initially_set=bool(opt.get("initially_set", False))
+                           if self.initially_set is None else self.initially_set,
+                           fast_page_fault=bool(opt.get("fast_page_fault", False))
+                           if self.fast_page_fault is None else self.fast_page_fault,
+                           pml=bool(opt.get("pml", False)) if self.pml is None else self.pml)
+        pml_entries = self.pml_entries if self.pml_entries is not None \
+            else int(opt.get("pml_entries", base.pml_entries)) if scenario.pml \
+            else base.pml_entries
+        scenario = replace(scenario, pml_entries=pml_entries)
+        if is_ring_algorithm(base.algorithm):
+            scenario = replace(scenario, ring_entries=self.ring_entries or 4,
+                               ring_soft_limit=self.ring_soft_limit,
+                               ring_batch=self.ring_batch or 0)
+        writes = _tiny_programs()[program]
+        return replace(scenario, writers=len(writes)), Program(writes, 1)
+
+    @property
+    def shape_pinned(self) -> bool:
+        """Whether any shape dimension is pinned (the small scope's
+        bounded-exhaustive phase then does not run)."""
+        return any(v is not None for v in (self.writers, self.slots, self.pages, self.writes,
+                                           self.rounds))
+
+    def draw_ring(self, scenario: Scenario, execution: int, *, deep: bool = False) -> Scenario:
         """The ring's geometry for a ring algorithm: 4 to 16 entries (small
         rings wrap and reach their soft limit in a few writes), a soft
         limit one below the size (a quarter of the time: half, or 2, the
         least that lets a fault's retry enter), a reaper batch of all (half
         the time), 1 or 2 entries per pass; in a quarter of the executions
         (unless writes are pinned) one more write per writer than the ring
-        holds, so that a ring fills and wraps."""
+        holds, so that a ring fills and wraps (in the deep scope, always:
+        one to two rings' worth and more)."""
         rng = random.Random(f"{scenario.seed}:{execution}:ring")
         soft = self.ring_soft_limit
         sizes = [n for n in RING_SIZES if soft is None or n > soft] \
@@ -343,6 +531,8 @@ class ProgramSpace:
             # The ring's boundary, as slot sizes reach a word's: enough
             # writes for one vCPU to fill its ring and wrap.
             writes = entries + 1
+        if deep and self.writes is None:
+            writes = max(writes, entries + 1 + rng.randrange(entries + 1))
         return replace(scenario, ring_entries=entries, ring_soft_limit=soft, ring_batch=batch,
                        writes=writes)
 

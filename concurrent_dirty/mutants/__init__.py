@@ -65,7 +65,7 @@ from .xchg import (
     XchgNoZeroSkip,
 )
 
-__all__ = ["Mutant", "MUTANTS", "register_mutant", "resolve_mutant"]
+__all__ = ["Mutant", "MUTANTS", "algorithm_spec", "register_mutant", "resolve_mutant"]
 
 
 @dataclass(frozen=True)
@@ -122,6 +122,16 @@ def _check_breaks(breaks: str, who: str) -> None:
         except AlgorithmError as exc:
             raise AlgorithmError(f"expected {who!r} to break a known algorithm, got breaks = "
                                  f"{breaks!r}: {exc}") from None
+
+
+def algorithm_spec(spec: str) -> str:
+    """``spec`` as an algorithm reference: a registered mutant's name (as
+    the CLI's ``--algorithm`` takes) becomes its ``module:Class``; anything
+    else (a built-in name, ``module:Class``) is returned as it is."""
+    if isinstance(spec, str) and ":" not in spec and spec not in ALGORITHMS \
+            and spec in MUTANTS:
+        return MUTANTS[spec].ref
+    return spec
 
 
 def resolve_mutant(spec: str) -> Mutant:

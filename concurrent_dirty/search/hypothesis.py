@@ -17,6 +17,9 @@ from ..engines.controlled import DEFAULT_MAX_STEPS, run_controlled
 from ..errors import InvariantViolation
 from ..harness.execution import ExecutionResult
 from ..harness.program import (
+    DEEP_PAGES,
+    DEEP_ROUNDS,
+    DEEP_WRITES,
     PML_ENTRIES_DRAWN,
     RING_SIZES,
     SLOT_SIZES,
@@ -29,8 +32,15 @@ from ..harness.program import (
     is_ring_algorithm,
 )
 from ..harness.scenario import Scenario
-from ..schedulers import PreemptionPoints, ReplayScheduler
-from .runner import FuzzReport, _fresh, _write_pending, minimize_preemptions, pending_token
+from ..schedulers import DfsScheduler, PreemptionPoints, ReplayScheduler
+from .runner import (
+    FuzzReport,
+    _fresh,
+    _write_pending,
+    fewest_preemptions,
+    minimize_preemptions,
+    pending_token,
+)
 
 __all__ = ["Interleaving", "hypothesis_search", "interleavings", "minimize_preemptions"]
 
@@ -40,7 +50,11 @@ class Interleaving:
     """One drawn case: the VM's shape, the writers' program, and the
     schedule as a few preemption points: ``(decision, value)`` pairs at
     which the running thread is preempted for another (see
-    :class:`~concurrent_dirty.schedulers.PreemptionPoints`)."""
+    :class:`~concurrent_dirty.schedulers.PreemptionPoints`); or, for a
+    case of the tiny scope (``dfs`` > 0), every schedule of the program
+    with at most :data:`TINY_BOUND` preemption, by iterative DFS within
+    ``dfs`` executions, in place of the points: the schedule is then
+    enumerated, not drawn, and as deterministic."""
 
     algorithm: str
     scenario: Scenario
@@ -50,11 +64,36 @@ class Interleaving:
     rate: int = 0
     noise_seed: int = 0
 
+    #: Executions of iterative DFS over the schedules (0: the points).
+    dfs: int = 0
+
     def run(self, *, trace: bool = False, max_steps: int = DEFAULT_MAX_STEPS,
             watchdog: float = DEFAULT_WATCHDOG) -> ExecutionResult:
-        scheduler = PreemptionPoints(self.points, rate=self.rate, seed=self.noise_seed)
-        return run_controlled(self.algorithm, self.scenario, self.program, _fresh(scheduler),
-                              trace=trace, max_steps=max_steps, watchdog=watchdog)
+        return self.run_counted(trace=trace, max_steps=max_steps, watchdog=watchdog)[0]
+
+    def run_counted(self, *, trace: bool = False, max_steps: int = DEFAULT_MAX_STEPS,
+                    watchdog: float = DEFAULT_WATCHDOG) -> tuple[ExecutionResult, int]:
+        """The case's result (with ``dfs``: the first failing schedule, else
+        the last one run) and the executions it took."""
+        if not self.dfs:
+            scheduler = PreemptionPoints(self.points, rate=self.rate, seed=self.noise_seed)
+            return run_controlled(self.algorithm, self.scenario, self.program,
+                                  _fresh(scheduler), trace=trace, max_steps=max_steps,
+                                  watchdog=watchdog), 1
+        runs = 0
+        result: ExecutionResult | None = None
+        for bound in range(TINY_BOUND + 1):
+            dfs = DfsScheduler(bound)
+            while runs < self.dfs and dfs.new_execution():
+                runs += 1
+                result = run_controlled(self.algorithm, self.scenario, self.program, dfs,
+                                        trace=trace, max_steps=max_steps, watchdog=watchdog)
+                if result.failed:
+                    return result, runs
+            if not dfs.exhausted:
+                break
+        assert result is not None
+        return result, runs
 
     def check(self) -> None:
         """Run it and raise if it fails. In Hypothesis's final run (the
@@ -69,7 +108,33 @@ class Interleaving:
             return
         if not _is_final():
             raise _Failed(f"{result.outcome.kind}: {result.outcome.message}")
-        minimize_preemptions(result).check()
+        found, fewest = fewest_preemptions(result, max_executions=MINIMIZE_EXECUTIONS)
+        exc = found.error()
+        if exc is None:  # pragma: no cover - a failing schedule fails again
+            return
+        exc.args = (f"{minimal_line(found, fewest, result.outcome.preemptions)}\n{exc.args[0]}",
+                    *exc.args[1:])
+        raise exc
+
+
+#: The tiny scope's preemption bound and executions per case.
+TINY_BOUND = 1
+TINY_EXECUTIONS = 128
+
+
+#: The most executions the final report spends proving its preemptions
+#: the fewest (iterative bounding below the count it has).
+MINIMIZE_EXECUTIONS = 5000
+
+
+def minimal_line(found: ExecutionResult, fewest: bool, before: int) -> str:
+    """The line that says whether a counterexample's preemptions are
+    proven the fewest."""
+    n = found.outcome.preemptions
+    return (f"counterexample: {n} preemption(s), "
+            + ("the fewest on this program (every smaller bound exhausted)" if fewest
+               else "not proven the fewest (the budget ran out)")
+            + f"; Hypothesis's shrunk example had {before}")
 
 
 class _Failed(InvariantViolation):
@@ -123,6 +188,9 @@ def interleavings(algorithm: str, *, writers: Any = None, writes: Any = None, pa
     """
     from hypothesis import strategies as st
 
+    from ..mutants import algorithm_spec
+
+    algorithm = algorithm_spec(algorithm)  # a mutant's name, as the CLI takes
     cls = resolve_algorithm(algorithm)
     base = replace(base or Scenario(), algorithm=algorithm)
     # The program space's rule (ProgramSpace.for_algorithm): the model's
@@ -139,23 +207,33 @@ def interleavings(algorithm: str, *, writers: Any = None, writes: Any = None, pa
 
     # A write's kind: the guest's (0), on its behalf on the vCPU (1) or
     # with no running vCPU (2); shrinks toward the guest's own writes.
-    flag = st.sampled_from((0, 1, 2)) if on_behalf is None \
+    writer_kinds = st.sampled_from((st.just(0), st.sampled_from((0, 1, 2)),
+                                    st.sampled_from((1, 2))))
+    kinds = st.sampled_from((0, 1, 2)) if on_behalf is None \
         else st.sampled_from((1, 2)) if on_behalf else st.just(0)
 
     @st.composite
     def build(draw: Any) -> Interleaving:
-        # The program space's two scopes, half and half: wide (first, so
-        # that a failure shrinks toward it: fewer writes and rounds) and
+        # The program space's scopes, tiny first (a failure shrinks toward
+        # it): tiny (the small scope's bounded-exhaustive cases: 1 or 2
+        # writers with 1 or 2 writes on the 2 pages of one word, 1 round),
         # small (one slot of one or two pages, two writers, 5-8 writes
-        # each, 3-5 rounds). Measured: three small in four, or one page
-        # only, cost the races that need two bits of a word (the
-        # non-atomic clear: 1 seed in 3 within 5 s instead of 3).
-        small = draw(st.sampled_from((False, True)))
-        n_writers = draw(as_strategy(writers, st.just(2) if small else st.integers(1, 3)))
-        n_slots = draw(as_strategy(slots, st.just(1) if small else st.integers(1, 3)))
-        n_pages = draw(as_strategy(pages, st.sampled_from((1, 2)) if small
+        # each, 3-5 rounds), wide (1-3 slots of boundary sizes, 1-3
+        # writers, 1-3 writes, 0-3 rounds) and deep (slots wider than a
+        # word, 8-24 writes per writer over 2-4 rounds).
+        scope = draw(st.sampled_from(("tiny", "small", "tiny", "wide", "deep")))
+        tiny, small, deep = scope == "tiny", scope == "small", scope == "deep"
+        n_writers = draw(as_strategy(writers, st.integers(1, 2) if tiny
+                                     else st.just(2) if small else st.integers(1, 3)))
+        n_slots = draw(as_strategy(slots, st.just(1) if tiny or small
+                                   else st.integers(1, 2) if deep else st.integers(1, 3)))
+        n_pages = draw(as_strategy(pages, st.just(2) if tiny
+                                   else st.sampled_from((1, 2)) if small
+                                   else st.sampled_from(DEEP_PAGES) if deep
                                    else st.sampled_from(SLOT_SIZES)))
-        n_rounds = draw(as_strategy(rounds, st.sampled_from(SMALL_ROUNDS) if small
+        n_rounds = draw(as_strategy(rounds, st.just(1) if tiny
+                                    else st.sampled_from(SMALL_ROUNDS) if small
+                                    else st.sampled_from(DEEP_ROUNDS) if deep
                                     else st.integers(0, 3)))
         init = draw(st.booleans() if initially_set is None else st.just(initially_set))
         # On one time in four, as in the program space (a coin would leave
@@ -182,15 +260,38 @@ def interleavings(algorithm: str, *, writers: Any = None, writes: Any = None, pa
                                ring_batch=draw(as_strategy(ring_batch,
                                                            st.sampled_from((0, 1, 2)))))
         gfn = _gfns(n_slots, n_pages)
-        some = st.sampled_from(SMALL_WRITES) if small else st.integers(1, 3)
+        some = st.integers(1, 2) if tiny else st.sampled_from(SMALL_WRITES) if small \
+            else st.sampled_from(DEEP_WRITES) if deep else st.integers(1, 3)
+        if ring and deep:
+            # More writes than the ring holds: it fills and wraps.
+            some = st.integers(scenario.ring_entries + 1, 2 * scenario.ring_entries + 1)
         per_writer = as_strategy(writes, some if not ring else st.one_of(
             # A ring's boundary: one write more than it holds, so it fills.
             some, st.just(scenario.ring_entries + 1)))
         program = []
         for _ in range(n_writers):
             k = draw(per_writer)
-            program.append(tuple((draw(gfn), draw(flag)) for _ in range(k)))
-        points = draw(st.lists(st.tuples(st.integers(0, max_decision), st.integers(1, 3)),
+            # The writer's on-behalf share, as the program space draws it
+            # per writer: none (every write the guest's own), all, or some.
+            flag = kinds if on_behalf is not None else draw(writer_kinds)
+            if deep:
+                # A few pages (of one word, or across a boundary: the
+                # edges are drawn half of the time), visited again and again
+                # in orders Hypothesis draws.
+                pool = draw(st.lists(gfn, min_size=1, max_size=6, unique=True))
+                program.append(tuple((pool[draw(st.integers(0, len(pool) - 1))], draw(flag))
+                                     for _ in range(k)))
+            else:
+                program.append(tuple((draw(gfn), draw(flag)) for _ in range(k)))
+        if tiny:
+            # Every schedule with at most one preemption (a tiny program
+            # makes a few dozen decisions: about a hundred executions).
+            return Interleaving(algorithm, scenario, Program(tuple(program), n_rounds), (),
+                                dfs=TINY_EXECUTIONS)
+        # Preemption points within the execution's length: a small program
+        # makes a few hundred decisions.
+        last = min(max_decision, 250 if small else max_decision)
+        points = draw(st.lists(st.tuples(st.integers(0, last), st.integers(1, 3)),
                                max_size=max_points, unique_by=lambda p: p[0]))
         rate = draw(st.integers(0, 8))
         noise_seed = draw(st.integers(0, 2**32 - 1)) if rate else 0
@@ -231,6 +332,9 @@ def hypothesis_search(algorithm: str, *, seed: int = 0, seconds: float = 10.0,
     from hypothesis import HealthCheck, Verbosity, given, settings
     from hypothesis import seed as hseed
 
+    from ..mutants import algorithm_spec
+
+    algorithm = algorithm_spec(algorithm)
     cls = resolve_algorithm(algorithm)
     report = FuzzReport(algorithm=algorithm_name(cls), scheduler="hypothesis")
     report.extra["seed"] = seed
@@ -247,8 +351,8 @@ def hypothesis_search(algorithm: str, *, seed: int = 0, seconds: float = 10.0,
             # What is running now, as a token replay accepts: a crash or a
             # hang still leaves something to replay (as the Runner does).
             _write_pending(token_file, pending_token(cls, case.scenario, case.program))
-        result = case.run(max_steps=max_steps, watchdog=watchdog)
-        report.executions += 1
+        result, runs = case.run_counted(max_steps=max_steps, watchdog=watchdog)
+        report.executions += runs
         report.steps += result.outcome.steps
         report.preemptions += result.outcome.preemptions
         if progress is not None and now - last_tick[0] > 0.2:
@@ -295,7 +399,13 @@ def hypothesis_search(algorithm: str, *, seed: int = 0, seconds: float = 10.0,
             report.failure = found
         else:
             left = max(0.0, deadline - time.monotonic())
-            report.failure = minimize_preemptions(found, seconds=left, max_steps=max_steps)
+            began = time.monotonic()
+            report.failure, fewest = fewest_preemptions(found, seconds=left, max_steps=max_steps,
+                                                        max_executions=MINIMIZE_EXECUTIONS)
+            report.extra["minimized"] = {"preemptions_found": found.outcome.preemptions,
+                                         "preemptions": report.failure.outcome.preemptions,
+                                         "fewest": fewest,
+                                         "seconds": round(time.monotonic() - began, 4)}
     if token_file and report.failure is not None:
         _write_pending(token_file, report.failure.token)
     report.seconds = time.monotonic() - start

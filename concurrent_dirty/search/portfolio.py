@@ -24,6 +24,18 @@ something new. The portfolio gives each member slices of executions in turn:
   schedule, and new executions replay a corpus schedule up to a random cut,
   then diverge there and go on at random.
 
+First, a **small-scope phase** (``small``: every other slice until it
+has had :data:`SMALL_PHASE` executions, a fraction of a second) enumerates the
+bounded-exhaustive small scope (:meth:`ProgramSpace.tiny`: every program of
+at most 2 writers x 2 writes on the 2 pages of one word, under each model
+option) under iterative DFS with bounds 0-2, :data:`SMALL_BUDGET`
+executions per case at most: most zoo bugs show there within tens of
+executions. After the phase, the members that draw fresh programs (random,
+pct, coverage) take each program's swarm features (scope small, wide or
+deep; the fast page fault, PML and INITIALLY_SET when not pinned) from a
+:class:`FeatureBandit`, rewarded by new conflict pairs, instead of fixed
+shares.
+
 The random walk gets three slices in each turn of six (random, pct,
 random, dfs, random, coverage): measured over the bug zoo with every
 program drawn from the program space, it finds the deep races on one SPTE
@@ -37,17 +49,17 @@ The report says which member found the failure and what each one tried.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from .._core.runtime import Scheduler
 from .._core.switch import Op
 from ..harness.execution import ExecutionResult
-from ..harness.program import Program
+from ..harness.program import Program, tiny_cases
 from ..harness.scenario import Scenario
 from ..schedulers import DfsScheduler, PctScheduler, RandomScheduler
 
-__all__ = ["CoverageFuzzer", "Portfolio"]
+__all__ = ["CoverageFuzzer", "FeatureBandit", "Portfolio"]
 
 Case = tuple[Scenario, Program]
 
@@ -61,6 +73,13 @@ ROTATION = ("random", "pct", "random", "dfs", "random", "coverage")
 #: of the Luby sequence (see :func:`luby`).
 DFS_MAX_BOUND = 3
 DFS_BASE_BUDGET = 32
+#: The small-scope phase: its executions, the most per case, its DFS bound.
+SMALL_PHASE = 128
+SMALL_BUDGET = 48
+SMALL_MAX_BOUND = 2
+#: The bandit's reward for new conflict pairs, per unit of cost: full up to
+#: this many switch points, in proportion beyond.
+REWARD_STEPS = 200
 _READS = frozenset({Op.LOAD, Op.ENTER, Op.EXIT, Op.YIELD, Op.WAIT})
 
 
@@ -82,6 +101,72 @@ def luby(i: int) -> int:
         if i == (1 << k) - 1:
             return 1 << (k - 1)
         i -= (1 << (k - 1)) - 1
+
+
+class FeatureBandit:
+    """Which swarm features the next fresh program gets, in proportion to
+    what they have yielded.
+
+    Each arm is one dimension of the program space (the scope, and each
+    model option not pinned) with its values and their prior shares (the
+    program space's own). A value's weight is its prior share times its
+    relative yield, kept within [1/2, 2]: the discounted rate at which
+    executions drawn with it added new conflict pairs, per unit of cost
+    (:data:`REWARD_STEPS`), shrunk toward the overall rate and divided by
+    it. So a value that stops paying falls back toward its prior share,
+    and none is ever starved. Deterministic: its own seeded generator, and rewards
+    that come from deterministic executions."""
+
+    #: Discount per update (about the last 50 draws count); pseudo-draws
+    #: at the overall rate.
+    DECAY = 0.98
+    PSEUDO = 8.0
+
+    def __init__(self, seed: int, arms: Mapping[str, tuple[Sequence[Any], Sequence[float]]]
+                 ) -> None:
+        self._rng = random.Random(f"bandit:{seed}")
+        self.arms = {k: (tuple(v), tuple(p)) for k, (v, p) in arms.items()}
+        self._stats = {k: [[0.0, 0.0] for _ in v] for k, (v, _) in self.arms.items()}
+        self.draws = {k: [0] * len(v) for k, (v, _) in self.arms.items()}
+
+    def weights(self, name: str) -> list[float]:
+        values, priors = self.arms[name]
+        stats = self._stats[name]
+        pulls = sum(n for _, n in stats)
+        overall = sum(r for r, _ in stats) / pulls if pulls else 0.0
+        if overall <= 0.0:
+            return list(priors)
+        # A value's share stays within [1/2, 2] times its prior share.
+        w = [p * min(2.0, max(0.5, (r + self.PSEUDO * overall) / (n + self.PSEUDO) / overall))
+             for p, (r, n) in zip(priors, stats, strict=True)]
+        total = sum(w)
+        return [x / total for x in w]
+
+    def choose(self) -> dict[str, Any]:
+        choice: dict[str, Any] = {}
+        for name, (values, _) in self.arms.items():
+            i = self._rng.choices(range(len(values)), self.weights(name))[0]
+            self.draws[name][i] += 1
+            choice[name] = values[i]
+        return choice
+
+    def reward(self, choice: Mapping[str, Any], value: float) -> None:
+        for name, picked in choice.items():
+            if name not in self.arms:
+                continue
+            stats = self._stats[name]
+            for entry in stats:
+                entry[0] *= self.DECAY
+                entry[1] *= self.DECAY
+            i = self.arms[name][0].index(picked)
+            stats[i][0] += value
+            stats[i][1] += 1.0
+
+    def shares(self) -> dict[str, dict[str, float]]:
+        """Each arm's current weights, by value."""
+        return {name: {str(v): round(w, 3) for v, w in zip(values, self.weights(name),
+                                                            strict=True)}
+                for name, (values, _) in self.arms.items()}
 
 
 class _Done(Exception):
@@ -139,6 +224,11 @@ class CoverageFuzzer:
                 self._new.add(pair)
         self._last[word] = (tid, site, write)
 
+    @property
+    def new_pairs(self) -> int:
+        """Conflict pairs the execution under way has added so far."""
+        return len(self._new)
+
     def executed(self, case: Case, result: ExecutionResult) -> None:
         if self._new:
             self.covered |= self._new
@@ -153,9 +243,28 @@ class Portfolio:
     program while it enumerates; the others draw a new one)."""
 
     def __init__(self, seed: int, cases: Callable[[int], Case], *, fixed: bool = False,
-                 members: Sequence[str] = MEMBERS, dfs_max_bound: int = DFS_MAX_BOUND) -> None:
+                 members: Sequence[str] = MEMBERS, dfs_max_bound: int = DFS_MAX_BOUND,
+                 tiny: Callable[[int], Case] | None = None,
+                 draw: Callable[[int, Mapping[str, Any]], Case] | None = None,
+                 arms: Mapping[str, tuple[Sequence[Any], Sequence[float]]] | None = None,
+                 small_phase: int = SMALL_PHASE) -> None:
         self.seed = seed
         self.cases = cases
+        #: The small scope's cases (0-based), run first; and the draw of a
+        #: fresh case with the bandit's features.
+        self.tiny = tiny
+        self.draw = draw
+        self.bandit = FeatureBandit(seed, arms) if draw is not None and arms else None
+        self.small_phase = small_phase if tiny is not None else 0
+        self.small_cases = 0
+        self.small_runs: list[int] = []  # per case: the executions it got
+        self.small_exhausted: list[int] = []  # per case: the largest bound exhausted
+        self._small: DfsScheduler | None = None
+        self._small_case: Case | None = None
+        self._small_bound = 0
+        self._choice: dict[str, Any] | None = None
+        self.small_runs_total = 0
+        self._rotation = 0  # executions of the rotation so far
         self.fixed = fixed
         self.members = tuple(members)
         self.dfs_max_bound = dfs_max_bound
@@ -163,6 +272,8 @@ class Portfolio:
         self.pct = PctScheduler(seed, depth=None)  # depths cycling 1-5
         self.coverage = CoverageFuzzer(seed)
         self.tried = dict.fromkeys(self.members, 0)
+        if self.small_phase:
+            self.tried["small"] = 0
         self.current = self.members[0]
         self.dfs_programs = 0
         self.dfs_bound = 0
@@ -179,7 +290,17 @@ class Portfolio:
     def new_execution(self) -> bool:
         self._n += 1
         n = self._n
-        turn = (n - 1) // SLICE
+        self._choice = None
+        if self.small_runs_total < self.small_phase and ((n - 1) // SLICE) % 2 == 0:
+            # The small scope's phase: every other slice, until it had its
+            # executions (the rotation's quick finds are not held back).
+            self.current = "small"
+            self.tried["small"] += 1
+            self.small_runs_total += 1
+            self._sched, self._case = self._next_small()
+            return True
+        turn = self._rotation // SLICE
+        self._rotation += 1
         members = [m for m in ROTATION
                    if m in self.members and not (m == "dfs" and self._dfs_done)]
         if not members:
@@ -189,10 +310,10 @@ class Portfolio:
         self.tried[name] += 1
         if name == "random":
             self.random.new_execution()
-            self._sched, self._case = self.random, self.cases(n)
+            self._sched, self._case = self.random, self._fresh(n)
         elif name == "pct":
             self.pct.new_execution()
-            self._sched, self._case = self.pct, self.cases(n)
+            self._sched, self._case = self.pct, self._fresh(n)
         elif name == "dfs":
             try:
                 self._sched, self._case = self._next_dfs()
@@ -201,8 +322,18 @@ class Portfolio:
                 return False
         else:
             self._sched = self.coverage
-            self._case = self.coverage.start(self.cases(n))
+            fresh = self._fresh(n)
+            self._case = self.coverage.start(fresh)
+            if self._case is not fresh:
+                self._choice = None  # a corpus entry: not the bandit's draw
         return True
+
+    def _fresh(self, n: int) -> Case:
+        """Execution n's case: with the bandit, drawn with its features."""
+        if self.bandit is None or self.draw is None:
+            return self.cases(n)
+        self._choice = self.bandit.choose()
+        return self.draw(n, self._choice)
 
     def next_thread(self, runnable: Sequence[int], current: int | None) -> int:
         choice: int = self._sched.next_thread(runnable, current)
@@ -217,9 +348,38 @@ class Portfolio:
 
     def executed(self, result: ExecutionResult) -> None:
         assert self._case is not None
+        if self.bandit is not None and self._choice is not None:
+            # Per unit of cost: a wide program shows new pairs more often,
+            # and costs more switch points for it.
+            steps = max(1, result.outcome.steps)
+            self.bandit.reward(self._choice, min(1.0, REWARD_STEPS / steps)
+                               if self.coverage.new_pairs else 0.0)
         self.coverage.executed(self._case, result)
         if self.current == "dfs":
             self.dfs_runs[-1] += 1
+        elif self.current == "small":
+            self.small_runs[-1] += 1
+
+    # -- small: the small scope's cases, iterative bounds 0-2 each ----------------
+    def _next_small(self) -> tuple[Scheduler, Case]:
+        assert self.tiny is not None
+        while True:
+            if self._small is None or self._small_case is None:
+                self._small_case = self.tiny(self.small_cases)
+                self.small_cases += 1
+                self._small_bound = 0
+                self._small = DfsScheduler(0)
+                self.small_runs.append(0)
+                self.small_exhausted.append(-1)
+            if self.small_runs[-1] < SMALL_BUDGET and self._small.new_execution():
+                return self._small, self._small_case
+            if self._small.exhausted:
+                self.small_exhausted[-1] = self._small_bound
+                if self._small_bound < SMALL_MAX_BOUND and self.small_runs[-1] < SMALL_BUDGET:
+                    self._small_bound += 1
+                    self._small = DfsScheduler(self._small_bound)
+                    continue
+            self._small = None
 
     # -- dfs: iterative bounds on one program at a time ---------------------------
     def _next_dfs(self) -> tuple[Scheduler, Case]:
@@ -262,7 +422,16 @@ class Portfolio:
 
     # -- what it did --------------------------------------------------------------
     def summary(self) -> dict[str, Any]:
-        return {"executions": dict(self.tried), "dfs_programs": self.dfs_programs,
+        extra: dict[str, Any] = {}
+        if self.small_phase:
+            extra["small_cases"] = self.small_cases
+            extra["small_bounds_exhausted"] = list(self.small_exhausted)
+        if self.bandit is not None:
+            extra["bandit_shares"] = self.bandit.shares()
+            extra["bandit_draws"] = {k: dict(zip(map(str, self.bandit.arms[k][0]), v,
+                                                 strict=True))
+                                     for k, v in self.bandit.draws.items()}
+        return extra | {"executions": dict(self.tried), "dfs_programs": self.dfs_programs,
                 "dfs_bounds_exhausted": list(self.dfs_exhausted),
                 "dfs_runs": list(self.dfs_runs),
                 "coverage_pairs": len(self.coverage.covered),
@@ -278,8 +447,17 @@ class Portfolio:
                else f"dfs {t['dfs']} on {self.dfs_programs} program(s)")
         bound = ("" if self.fixed else "; the programs varied, so no probabilistic bound is "
                  "claimed")
+        small = ""
+        if self.small_phase:
+            ex = [b for b in self.small_exhausted if b >= 0]
+            bounds = ", ".join(f"up to {b} preemption(s) on {ex.count(b)}"
+                               for b in sorted(set(ex)))
+            small = (f"small scope {t.get('small', 0)} on {self.small_cases} case(s) of "
+                     f"{tiny_cases()}" + (f", every schedule exhausted {bounds}" if ex else "")
+                     + "; ")
         if self.members == ("dfs",):
-            return f"iterative {dfs}{bound}"
-        return (f"auto portfolio tried: random {t['random']}, pct {t['pct']} (depths 1-5), "
+            return f"{small}iterative {dfs}{bound}"
+        return (f"auto portfolio tried: {small}random {t['random']}, pct {t['pct']} "
+                f"(depths 1-5), "
                 f"{dfs}, coverage {t['coverage']} ({len(self.coverage.covered)} conflict "
                 f"pairs, corpus {len(self.coverage.corpus)}){bound}")

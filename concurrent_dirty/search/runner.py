@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -82,7 +82,11 @@ class FuzzReport:
             if "nondeterministic" in self.extra:
                 text += f"\nwarning: {self.extra['nondeterministic']}"
             m = self.extra.get("minimized")
-            if m:
+            if m and m.get("by") == "search":
+                text += (f"\ncounterexample: {m['preemptions']} preemption(s), the fewest on "
+                         f"this program (found under iterative preemption bounding: every "
+                         f"smaller bound exhausted first)")
+            elif m:
                 fewest = ("the fewest on this program (every smaller bound exhausted)"
                           if m["fewest"] else "not proven the fewest (the budget ran out)")
                 text += (f"\ncounterexample: {m['preemptions']} preemption(s), {fewest}; the "
@@ -245,10 +249,23 @@ def explore(algorithm: str | type[DirtyLogAlgorithm], scenario: Scenario, *,
         # 0-3 on one program at a time, the portfolio's dfs member alone.
         from .portfolio import MEMBERS, Portfolio
 
+        tiny = draw = arms = None
+        if space is not None and fixed is None:
+            drawn = space
+
+            def draw(n: int, features: Mapping[str, Any]) -> Case:
+                return drawn.draw(scenario, first + stride * (n - 1), features)
+
+            arms = _arms(space) if scheduler == "auto" else None
+            if not space.shape_pinned:
+                # The small scope's cases: the shards take disjoint ones.
+                def tiny(i: int) -> Case:
+                    return drawn.tiny(scenario, first - 1 + stride * i)
+
         portfolio = Portfolio(seed, cases, fixed=fixed is not None,
                               members=MEMBERS if scheduler == "auto" else ("dfs",),
                               dfs_max_bound=3 if preemptions is None or scheduler == "auto"
-                              else preemptions)
+                              else preemptions, tiny=tiny, draw=draw, arms=arms)
         if scheduler == "dfs":
             portfolio.dfs_max_bound = 3 if preemptions is None else preemptions
         runner = Runner(portfolio, executions=executions, seconds=seconds,
@@ -258,7 +275,13 @@ def explore(algorithm: str | type[DirtyLogAlgorithm], scenario: Scenario, *,
         report.extra["portfolio"] = portfolio.summary()
         if report.failure is not None:
             report.extra["found_by"] = portfolio.current
-            if portfolio.current != "dfs":  # dfs's own are the fewest on their program
+            if portfolio.current in ("dfs", "small"):
+                # Found under iterative bounds, every smaller one exhausted
+                # first: the fewest on its program already.
+                p = report.failure.outcome.preemptions
+                report.extra["minimized"] = {"preemptions_found": p, "preemptions": p,
+                                             "fewest": True, "seconds": 0.0, "by": "search"}
+            else:
                 _minimize(report, seconds, max_steps, token_file)
         report.guarantee = portfolio.report()
         return report
@@ -284,6 +307,22 @@ def explore(algorithm: str | type[DirtyLogAlgorithm], scenario: Scenario, *,
                 # For merging jobs' bounds (search/scale.py): the bounds multiply.
                 report.extra["_pct_bound"] = inner.miss_bound()
     return report
+
+
+def _arms(space: ProgramSpace) -> dict[str, tuple[tuple[Any, ...], tuple[float, ...]]]:
+    """The bandit's arms for ``space``: the scope, and each model option
+    it does not pin, with the program space's own shares as priors."""
+    from ..harness.program import SCOPE_SHARES, SCOPES
+
+    arms: dict[str, tuple[tuple[Any, ...], tuple[float, ...]]] = {
+        "scope": (SCOPES, SCOPE_SHARES)}
+    if space.fast_page_fault is None:
+        arms["fast_page_fault"] = ((False, True), (0.75, 0.25))
+    if space.pml is None:
+        arms["pml"] = ((False, True), (0.75, 0.25))
+    if space.initially_set is None:
+        arms["initially_set"] = ((False, True), (0.8, 0.2))
+    return arms
 
 
 def fewest_preemptions(found: ExecutionResult, *, max_executions: int = 20_000,
