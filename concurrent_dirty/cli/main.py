@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from .._core.switch import NOISE_LEVELS
 from ..errors import UsageError
+from ..harness.interrupt import EXIT_INTERRUPTED, signals_interrupt
 from ..harness.interrupt import interrupted as _interrupted
-from ..harness.interrupt import signals_interrupt
 from ..harness.limits import (
     MAX_EXECUTIONS,
     MAX_PROCESS_WRITERS,
@@ -39,7 +39,7 @@ _COMMANDS = {
     "perf": (".perf", "time GET/CLEAR and vCPU waits over a dirty-fraction sweep"),
 }
 
-EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 _DEFAULT = Scenario()
 
 
@@ -248,7 +248,8 @@ def _write_json(path: str, results: list[CellResult], interrupted: bool,
                 extra: dict[str, Any] | None = None) -> None:
     _write_report(path, {
         "tool": "concurrent-dirty", "command": "stress", "interrupted": interrupted,
-        "verdict": "fail" if any(r.status != "ok" for r in results) else "pass",
+        "verdict": "interrupted" if interrupted else
+        "fail" if any(r.status != "ok" for r in results) else "pass",
         "results": [r.to_json() for r in results], **(extra or {})})
 
 
@@ -391,6 +392,13 @@ def _name(spec: str) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # during start-up, before the subcommand had anything
+        return _interrupted("stopped before anything was reported")
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     command = args[0] if args and args[0] in _COMMANDS else ""
     parser = build_parser(only=command)

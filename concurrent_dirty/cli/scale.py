@@ -370,7 +370,7 @@ def zoo_campaign(ns: argparse.Namespace, mutants: Any, engines: list[str],
     extra JSON (per-job split, replays) and whether a saved failure of a
     correct algorithm or a look-alike still fails (a false alarm)."""
     from ..search.pool import run_jobs
-    from ..search.scale import job_json, split_cells
+    from ..search.scale import HANG, job_json, split_cells
     from ..search.zoo import Cell, ZooReport, hang_of, run_zoo_cell, zoo_plan
 
     resolve_jobs(ns)
@@ -423,7 +423,11 @@ def zoo_campaign(ns: argparse.Namespace, mutants: Any, engines: list[str],
                         {"cells": [(i, plan[i]) for i in indices], "seeds": ns.seeds,
                          "budget": ns.budget, "watchdog": ns.watchdog})
                     for j, indices in enumerate(split) if indices]
-            outcomes = run_jobs(jobs, on_message=on_message)
+            def stop_on(job: int, kind: str, payload: Any) -> Any:
+                # The first hang ends the run in every job, as in one process.
+                return HANG if kind == "cell" and hang_of(payload[1]) else None
+
+            outcomes = run_jobs(jobs, on_message=on_message, stop_on=stop_on)
             for o in outcomes:
                 if o.interrupted:
                     raise KeyboardInterrupt
@@ -433,9 +437,13 @@ def zoo_campaign(ns: argparse.Namespace, mutants: Any, engines: list[str],
                       for j, indices in enumerate(split)}
             extra["job_split"] = job_json(outcomes, labels)
     finally:
-        report.cells = [cells[i] for i in sorted(cells)]
         if not report.ended_by:  # jobs: the first hang in table order (cells ran in parallel)
-            report.ended_by = next((h for h in map(hang_of, report.cells) if h), "")
+            report.ended_by = next((h for h in map(hang_of, cells.values()) if h), "")
+            if report.ended_by:  # the cells the hang kept from starting in the other jobs
+                for index in (i for indices in split for i in indices if i not in cells):
+                    name, _, role, breaks, _, engine = plan[index]
+                    cells[index] = Cell(name, role, breaks, engine, not_run=True)
+        report.cells = [cells[i] for i in sorted(cells)]
     if db is not None:
         from ..search.failstore import save_failure
 

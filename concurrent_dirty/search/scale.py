@@ -36,7 +36,7 @@ from ..engines.free import CellResult, run_cell
 from ..harness.scenario import Scenario
 from .pool import JobContext, JobOutcome, Shard, pick, share, stream_seed
 from .runner import FuzzReport, explore
-from .zoo import Cell, ZooCell, run_zoo_cell
+from .zoo import Cell, ZooCell, hang_of, run_zoo_cell
 
 __all__ = ["FuzzStream", "fuzz_job", "run_streams", "fuzz_streams", "merge_fuzz", "cells_job",
            "zoo_job", "split_cells"]
@@ -44,6 +44,8 @@ __all__ = ["FuzzStream", "fuzz_job", "run_streams", "fuzz_streams", "merge_fuzz"
 STOPPED = "another job's failure"
 #: The key that tells stress jobs an error in the code under test ended the run.
 ERROR = "error"
+#: The key that tells mutants jobs a hang ended the run.
+HANG = "hang"
 
 
 @dataclass(frozen=True)
@@ -249,6 +251,8 @@ def cells_job(ctx: JobContext, *,
         ctx.emit("cell", (index, result))
         if result.interrupted:
             raise KeyboardInterrupt
+        if result.error:  # ends the run here; the parent stops the other jobs
+            break
     return out
 
 
@@ -257,10 +261,14 @@ def zoo_job(ctx: JobContext, *, cells: list[tuple[int, ZooCell]], seeds: int,
     """A mutants job: its cells of the table."""
     out = []
     for index, plan in cells:
+        if ctx.stopped(HANG):  # another job's hang ended the run
+            break
         resolve_algorithm(plan[1])
         cell = run_zoo_cell(plan, seeds=seeds, budget=budget, watchdog=watchdog)
         out.append((index, cell))
         ctx.emit("cell", (index, cell))
+        if hang_of(cell):  # ends the run here; the parent stops the other jobs
+            break
     return out
 
 
