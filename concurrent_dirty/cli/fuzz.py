@@ -28,7 +28,13 @@ def add_parsers(sub: Any, number: Any, choice: Any) -> None:
                        description="Run small executions of each algorithm under a controlled "
                                    "scheduler (one thread at a time, every switch point "
                                    "decided); stop at the first failure and print its "
-                                   "interleaving and replay token.")
+                                   "interleaving and replay token.",
+                       epilog="Conflicting options are usage errors (exit 2, whatever --jobs "
+                              "is): --depth without --scheduler pct; --preemptions without "
+                              "--scheduler dfs; --X with --no-X; --no-pml or "
+                              "--no-fast-page-fault with an algorithm whose model turns it "
+                              "on; --pml with ring; ring options with no ring algorithm; "
+                              "--scheduler hypothesis with --jobs above 1.")
     f.add_argument("--algorithm", action="append", metavar="NAME|module:Class",
                    help="repeatable; default: all built-ins")
     f.add_argument("--scheduler", type=choice("a scheduler", SCHEDULERS), default="auto",
@@ -40,10 +46,11 @@ def add_parsers(sub: Any, number: Any, choice: Any) -> None:
     f.add_argument("--seconds", type=number("a number of seconds", 0, low_open=True),
                    default=10.0, help="budget per algorithm (default %(default)s)")
     f.add_argument("--depth", type=number("a bug depth", 1, 10, integer=True), default=None,
-                   help="pct bug depth d (default: cycle 1-5, one execution each; give one "
-                        "for pct's stated bound on a pinned program)")
+                   help="pct bug depth d, with --scheduler pct only (default: cycle 1-5, one "
+                        "execution each; give one for pct's stated bound on a pinned program)")
     f.add_argument("--preemptions", type=number("a preemption bound", 0, 50, integer=True),
-                   default=None, help="dfs preemption bound (default: iterative bounds 0, 1, "
+                   default=None, help="dfs preemption bound, with --scheduler dfs only (default: "
+                                      "iterative bounds 0, 1, "
                                       "2, 3, so the first counterexample has the fewest)")
     g = f.add_argument_group(
         "the program space", "Every execution draws its shape and writes from one "
