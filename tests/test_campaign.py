@@ -228,3 +228,21 @@ def test_json_verdict_is_interrupted_in_stress(tmp_path):
     _assert_interrupted(code, out, err)
     data = json.loads(path.read_text())
     assert data["interrupted"] is True and data["verdict"] == "interrupted"
+
+
+# -- the watchdog: a call into the algorithm that never returns is a hang --------------
+
+@pytest.mark.parametrize("engine", ["threads", "processes"])
+def test_watchdog_ends_a_get_dirty_log_spinning_on_cpu_relax(engine):
+    # A subprocess with a timeout: before the fix this ran forever.
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "concurrent_dirty", "stress", "--algorithm",
+             "tests.broken_algorithms:SpinsInGet", "--engine", engine, "--watchdog", "0.5",
+             "--seconds", "30", "--quiet"], cwd=ROOT, capture_output=True, text=True,
+            timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    except subprocess.TimeoutExpired:
+        pytest.fail("the watchdog did not end a get_dirty_log spinning on cpu_relax()")
+    assert proc.returncode == 1, (proc.stdout, proc.stderr)
+    assert "HangError: the harvester (the driver thread) made no progress" in proc.stdout
+    assert "in get_dirty_log" in proc.stdout and "Traceback" not in proc.stderr
