@@ -124,9 +124,12 @@ def run_streams(ctx: JobContext, streams: list[FuzzStream],
 
 def fuzz_job(ctx: JobContext, *, streams: list[FuzzStream], scenarios: dict[str, Scenario],
              options: dict[str, Any]) -> list[tuple[FuzzStream, FuzzReport]]:
-    """A job: ``explore`` on each of its streams."""
+    """A job: ``explore`` on each of its streams; a failure is told to the
+    parent as soon as it is found, before it is minimised, so that the other
+    jobs stop that algorithm at once and only the finder minimises."""
     return run_streams(ctx, streams, lambda stream, stop: run_stream(
-        stream, scenarios[stream.algorithm], stop=stop, **options))
+        stream, scenarios[stream.algorithm], stop=stop,
+        found=lambda: ctx.emit("failure", stream.algorithm), **options))
 
 
 def _stream_json(stream: FuzzStream, report: FuzzReport) -> dict[str, Any]:
