@@ -246,3 +246,57 @@ def test_watchdog_ends_a_get_dirty_log_spinning_on_cpu_relax(engine):
     assert proc.returncode == 1, (proc.stdout, proc.stderr)
     assert "HangError: the harvester (the driver thread) made no progress" in proc.stdout
     assert "in get_dirty_log" in proc.stdout and "Traceback" not in proc.stderr
+
+
+# -- parity: one job whole, one job over all its shards, two jobs ----------------------
+
+def _three_ways(capsys, tmp_path, command, *argv, token=False):
+    """(exit code, JSON keys, results' keys, token file text) per way; the
+    sharded way gives one tuple per shard."""
+    out = {}
+    ways = {"whole": [["--jobs", "1"]], "sharded": [["--jobs", "1", "--shard", "1/2"],
+                                                    ["--jobs", "1", "--shard", "2/2"]],
+            "two jobs": [["--jobs", "2"]]}
+    for way, runs in ways.items():
+        got = []
+        for n, extra in enumerate(runs):
+            path = tmp_path / f"{command}-{way}-{n}.json"
+            tok = tmp_path / f"{command}-{way}-{n}.token"
+            code, _, err = run(capsys, command, *argv, *extra, "--quiet", "--json", str(path),
+                               *(["--token-file", str(tok)] if token else []))
+            data = json.loads(path.read_text())
+            rows = data.get("results", data.get("cells", []))
+            got.append((code, sorted(data), sorted({k for r in rows for k in r}),
+                        tok.read_text().strip()[:3] if token and tok.exists() else None))
+        out[way] = got
+    return out
+
+
+def test_fuzz_parity_three_ways(capsys, tmp_path):
+    ways = _three_ways(capsys, tmp_path, "fuzz", "--algorithm", BROKEN, "--scheduler", "random",
+                       "--executions", "20000", "--seconds", "60", token=True)
+    whole = ways["whole"][0]
+    assert whole[0] == 1 and whole[3] == "cd2"
+    assert ways["two jobs"][0] == whole
+    for shard in ways["sharded"]:
+        assert shard == whole
+
+
+def test_stress_parity_three_ways(capsys, tmp_path, shm_guard):
+    ways = _three_ways(capsys, tmp_path, "stress", "--algorithm", "xchg", "--algorithm", "srcu",
+                       "--engine", "threads", "--seconds", "0.2")
+    whole = ways["whole"][0]
+    assert whole[0] == 0
+    assert ways["two jobs"][0] == whole
+    for shard in ways["sharded"]:
+        assert shard == whole
+
+
+def test_mutants_parity_three_ways(capsys, tmp_path, shm_guard):
+    ways = _three_ways(capsys, tmp_path, "mutants", "--mutant", "xchg-no-zero-skip",
+                       "--engine", "pct", "--engine", "threads", "--no-correct", "--seeds",
+                       "1", "--budget", "2")
+    whole = ways["whole"][0]
+    assert ways["two jobs"][0] == whole
+    for shard in ways["sharded"]:
+        assert shard[0] == whole[0] and shard[1] == whole[1]

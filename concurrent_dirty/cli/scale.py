@@ -6,7 +6,9 @@ merging the jobs' reports into the usual table, summary and JSON."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -404,6 +406,10 @@ def zoo_campaign(ns: argparse.Namespace, mutants: Any, engines: list[str],
     report = ZooReport(engines=list(engines))
     try:
         if ns.jobs == 1:
+            start = time.monotonic()
+            extra["job_split"] = [{"job": 1, "pid": os.getpid(), "seconds": 0.0,
+                                   "cells": [f"{plan[i][0]}/{plan[i][5]}" for i in split[0]],
+                                   "error": None, "interrupted": False}]
             for index in split[0]:
                 if report.ended_by:  # a hang ended the run: the rest is not run
                     name, _, role, breaks, _, engine = plan[index]
@@ -413,6 +419,7 @@ def zoo_campaign(ns: argparse.Namespace, mutants: Any, engines: list[str],
                                             watchdog=ns.watchdog)
                 report.ended_by = hang_of(cells[index])
                 progress(cells[index])
+            extra["job_split"][0]["seconds"] = round(time.monotonic() - start, 3)
         else:
             def on_message(job: int, kind: str, payload: Any) -> None:
                 if kind == "cell":

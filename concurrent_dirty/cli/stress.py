@@ -4,7 +4,9 @@ writers, in this process (one job) or in jobs (``cli/scale.py``)."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import time
 from typing import TYPE_CHECKING, Any
 
 from .._core.switch import NOISE_LEVELS
@@ -185,6 +187,7 @@ def run_stress(ns: argparse.Namespace, write_json: Any) -> int:
     interrupted = False
     from .scale import resolve_jobs
 
+    start = time.monotonic()
     extra: dict[str, Any] = {"jobs": resolve_jobs(ns), "shard": str(ns.shard)}
     if not ns.shard.whole:  # --shard K/N: this part's cells (cli/scale.py)
         from .scale import shard_cells
@@ -233,6 +236,11 @@ def run_stress(ns: argparse.Namespace, write_json: Any) -> int:
     except KeyboardInterrupt:
         interrupted = True
         _interrupted("writers stopped, shared memory unlinked")
+    if "job_split" not in extra:  # one job, this process: the same JSON keys as with jobs
+        extra["job_split"] = [{"job": 1, "pid": os.getpid(),
+                               "seconds": round(time.monotonic() - start, 3),
+                               "cells": [f"{c.algorithm}/{c.engine}" for c in cells],
+                               "error": None, "interrupted": interrupted}]
     return _stress_report(ns, write_json, results, interrupted, extra)
 
 
