@@ -115,6 +115,20 @@ class HangsInGet(XchgDirtyLog):
             spins += 1
 
 
+class SpinsInGet(XchgDirtyLog):
+    """GET spins forever on ``cpu_relax()`` (harness code, called in a
+    loop): the watchdog must see that the call never returns."""
+
+    breaks = "xchg"
+    name = "spins-in-get"
+
+    def get_dirty_log(self, slot_id: int) -> list[int]:
+        from concurrent_dirty import cpu_relax
+
+        while True:  # BUG: spins for nothing
+            cpu_relax()
+
+
 class HangsForGoodInGet(XchgDirtyLog):
     """GET loops forever and swallows every exception, the watchdog's
     asynchronous HangError too: the run must be abandoned, cleanly."""

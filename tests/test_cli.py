@@ -9,7 +9,8 @@ import time
 import pytest
 
 from concurrent_dirty import Scenario
-from concurrent_dirty.cli.main import main, rerun_command
+from concurrent_dirty.cli.main import main
+from concurrent_dirty.cli.stress import rerun_command
 
 BROKEN = "tests.broken_algorithms:NonatomicClearXchg"
 

@@ -12,7 +12,8 @@ from concurrent_dirty import (
     run_cell,
     run_controlled,
 )
-from concurrent_dirty.cli.main import main, rerun_command
+from concurrent_dirty.cli.main import main
+from concurrent_dirty.cli.stress import rerun_command
 from concurrent_dirty.dirtylog import MarkContext, resolve_algorithm
 from concurrent_dirty.dirtylog._context import accepts_context
 from concurrent_dirty.harness.execution import Vm

@@ -163,7 +163,7 @@ def test_pinned_counts_the_model_options():
     (["--fast-page-fault", "--no-pml"], dict(fast_page_fault=True, pml=False, pml_entries=None)),
 ])
 def test_fuzz_options_pin_the_model_options(argv, pins):
-    from concurrent_dirty.cli.fuzz import search_options
+    from concurrent_dirty.cli.campaign import search_options
 
     ns = build_parser().parse_args(["fuzz", *argv])
     space = search_options(ns)["space"]

@@ -25,10 +25,19 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 START_TIMEOUT = 120  # a loaded 2-core machine may take a while to start Python
 
 
-def _start(*argv):
+def _sigint(handler):
+    def set_it():
+        signal.signal(signal.SIGINT, handler)
+    return set_it
+
+
+def _start(*argv, sigint=signal.SIG_DFL):
+    """The CLI in a child whose SIGINT is ``sigint`` (default: SIG_DFL),
+    whatever this test run's own disposition (a test run started as a
+    background job inherits SIGINT ignored, and so would its children)."""
     return subprocess.Popen([sys.executable, "-m", "concurrent_dirty", *argv], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=_sigint(sigint))
 
 
 def _wait_for_line(proc, needle):
@@ -156,3 +165,14 @@ def test_deferred_interrupts_hold_a_signal_until_the_block_ends():
                 steps.append(1)
             steps.append("done")
     assert steps[-1] == "done"
+
+
+def test_an_inherited_ignored_sigint_is_honoured():
+    # As a shell shields a background job (``cmd &``): Ctrl-C is not for it.
+    # The run goes on to its end (exit 0, not 130); SIGTERM would still work.
+    proc = _start("fuzz", "--algorithm", "xchg", "--scheduler", "random", "--seconds", "3",
+                  "--executions", "1000000000", "--jobs", "1", sigint=signal.SIG_IGN)
+    _wait_for_line(proc, "[xchg/random]")
+    code, out, err = _finish(proc, signal.SIGINT)
+    assert code == 0, (out, err)
+    assert "interrupted" not in err and "verdict: PASS" in out

@@ -6,20 +6,15 @@ import argparse
 import math
 import sys
 import time
-from collections.abc import Callable
 from typing import Any
 
-from ..dirtylog import BUILTIN_ALGORITHMS, resolve_algorithm
-from ..harness.interrupt import EXIT_INTERRUPTED
+from ..dirtylog import resolve_algorithm
 from ..harness.interrupt import interrupted as _interrupted
 from ..harness.limits import MAX_EXECUTIONS, SEED_RANGE
-from ..harness.program import ProgramSpace, make_program
-from ..harness.scenario import Scenario
 from ..harness.token import decode
 from ..schedulers import SCHEDULERS as _REGISTRY
-from ..search.hypothesis import hypothesis_search
-from ..search.runner import FuzzReport, explore, regression_test, replay
-from .paths import add_path_options, path_args, path_pins, ring_pins
+from ..search.runner import FuzzReport, regression_test, replay
+from .paths import OnceBoolean, add_path_options
 from .scale import add_options as add_scale_options
 
 #: The controlled schedulers, and Hypothesis (which drives its own search).
@@ -33,7 +28,13 @@ def add_parsers(sub: Any, number: Any, choice: Any) -> None:
                        description="Run small executions of each algorithm under a controlled "
                                    "scheduler (one thread at a time, every switch point "
                                    "decided); stop at the first failure and print its "
-                                   "interleaving and replay token.")
+                                   "interleaving and replay token.",
+                       epilog="Conflicting options are usage errors (exit 2, whatever --jobs "
+                              "is): --depth without --scheduler pct; --preemptions without "
+                              "--scheduler dfs; --X with --no-X; --no-pml or "
+                              "--no-fast-page-fault with an algorithm whose model turns it "
+                              "on; --pml with ring; ring options with no ring algorithm; "
+                              "--scheduler hypothesis with --jobs above 1.")
     f.add_argument("--algorithm", action="append", metavar="NAME|module:Class",
                    help="repeatable; default: all built-ins")
     f.add_argument("--scheduler", type=choice("a scheduler", SCHEDULERS), default="auto",
@@ -45,10 +46,11 @@ def add_parsers(sub: Any, number: Any, choice: Any) -> None:
     f.add_argument("--seconds", type=number("a number of seconds", 0, low_open=True),
                    default=10.0, help="budget per algorithm (default %(default)s)")
     f.add_argument("--depth", type=number("a bug depth", 1, 10, integer=True), default=None,
-                   help="pct bug depth d (default: cycle 1-5, one execution each; give one "
-                        "for pct's stated bound on a pinned program)")
+                   help="pct bug depth d, with --scheduler pct only (default: cycle 1-5, one "
+                        "execution each; give one for pct's stated bound on a pinned program)")
     f.add_argument("--preemptions", type=number("a preemption bound", 0, 50, integer=True),
-                   default=None, help="dfs preemption bound (default: iterative bounds 0, 1, "
+                   default=None, help="dfs preemption bound, with --scheduler dfs only (default: "
+                                      "iterative bounds 0, 1, "
                                       "2, 3, so the first counterexample has the fewest)")
     g = f.add_argument_group(
         "the program space", "Every execution draws its shape and writes from one "
@@ -78,7 +80,7 @@ def add_parsers(sub: Any, number: Any, choice: Any) -> None:
                         "prints")
     f.add_argument("--workload", type=choice("a workload", ("uniform", "hot", "sequential")),
                    default="uniform", help="how writers pick pages (default %(default)s)")
-    g.add_argument("--initially-set", action=argparse.BooleanOptionalAction, default=None,
+    g.add_argument("--initially-set", action=OnceBoolean, default=None,
                    help="KVM_DIRTY_LOG_INITIALLY_SET on or off (default: drawn)")
     f.add_argument("--no-tlb", dest="tlb", action="store_false",
                    help="no per-vCPU TLB model")
@@ -142,100 +144,16 @@ class _Progress:
             self._width = 0
 
 
-def _pins(ns: argparse.Namespace) -> dict[str, Any]:
-    return dict(writers=ns.writers, slots=ns.slots, pages=ns.pages, writes=ns.writes,
-                rounds=ns.rounds, initially_set=ns.initially_set, **path_pins(ns))
-
-
-def _space(ns: argparse.Namespace) -> ProgramSpace:
-    return ProgramSpace(**_pins(ns), **ring_pins(ns))
-
-
-def search_options(ns: argparse.Namespace) -> dict[str, Any]:
-    """``explore``'s options for this command line (also what each job gets)."""
-    space = _space(ns)
-    return dict(scheduler=ns.scheduler, seconds=ns.seconds, depth=ns.depth,
-                preemptions=ns.preemptions, max_steps=ns.max_steps, watchdog=ns.watchdog,
-                rounds=ns.rounds if ns.rounds is not None else 2,
-                space=None if space.pinned else space)
-
-
-def hypothesis_pins(ns: argparse.Namespace) -> dict[str, Any]:
-    """The ``interleavings`` arguments this command line pins."""
-    pins = {**_pins(ns), **ring_pins(ns), "on_behalf": _flag(ns.on_behalf)}
-    base = Scenario(tlb=ns.tlb, clear_words=ns.clear_words, stuck_rounds=ns.stuck_rounds,
-                    watchdog=ns.watchdog)
-    return {**{k: v for k, v in pins.items() if v is not None}, "base": base}
-
-
 def run_fuzz(ns: argparse.Namespace, write_json: Any) -> int:
-    from .scale import resolve_jobs
+    """The campaign the command line describes, checked whole before anything
+    runs (``cli/campaign.py``), run in one job or many (``cli/scale.py``)."""
+    from .campaign import fuzz_campaign_of
+    from .scale import fuzz_campaign, resolve_jobs
 
-    algorithms = ns.algorithm or list(BUILTIN_ALGORITHMS)
-    for spec in algorithms:
-        resolve_algorithm(spec)
-    pins = _pins(ns)
-    base = dict(on_behalf=ns.on_behalf, seed=ns.seed, tlb=ns.tlb, workload=ns.workload,
-                **path_args(ns))
-    pinned = ", ".join(f"{k}={v}" for k, v in pins.items() if v is not None)
-    ns.header = (f"seed {ns.seed}; program space: "
-                 f"{'pinned ' + pinned if pinned else 'every dimension drawn'}"
-                 f"{'' if ns.on_behalf is None else f', on-behalf share {ns.on_behalf:g}'}"
-                 f"{f'; the writes of execution {ns.execution}' if ns.execution else ''}")
-
-    def scenario_of(spec: str) -> Scenario:
-        return Scenario(algorithm=spec, **{**_fill(pins), **base})
-
-    def search_one(spec: str, scenario: Scenario,
-                   progress: Callable[[FuzzReport], None] | None = None) -> FuzzReport:
-        if ns.scheduler == "hypothesis":
-            return hypothesis_search(spec, seed=ns.seed, seconds=ns.seconds,
-                                     executions=ns.executions, max_steps=ns.max_steps,
-                                     pins=hypothesis_pins(ns), progress=progress,
-                                     token_file=ns.token_file, watchdog=ns.watchdog)
-        options = search_options(ns)
-        program = make_program(scenario, options["rounds"], execution=ns.execution) \
-            if ns.execution else None
-        return explore(spec, scenario, executions=ns.executions, seed=ns.seed,
-                       token_file=ns.token_file, program=program, progress=progress,
-                       **options)
-
-    if resolve_jobs(ns) > 1 or not ns.shard.whole or ns.db:
-        from .scale import fuzz_campaign
-
-        return fuzz_campaign(ns, write_json, search_one,
-                             lambda report: _print_report(report, ns.header), scenario_of)
-    reports = []
-    stopped = False
-    progress = _Progress(ns)
-    try:
-        for spec in algorithms:
-            progress.latest = None
-            report = search_one(spec, scenario_of(spec), progress)
-            progress.finish()
-            reports.append(report)
-            _print_report(report, ns.header)
-    except KeyboardInterrupt:
-        stopped = True
-        progress.finish()
-        partial = progress.latest
-        if partial is not None:
-            reports.append(partial)
-            print(f"== {partial.algorithm} under {partial.scheduler} (interrupted)")
-            print(f"verdict: INTERRUPTED (no failure reported in {partial.executions} executions, "
-                  f"{partial.steps} switch points, {partial.seconds:.2f}s before the interrupt; "
-                  f"the figures are partial)")
-        _interrupted(f"fuzzing stopped after {len(reports)} of {len(algorithms)} "
-                     f"algorithm(s) (the last one partial)" if partial is not None else
-                     f"fuzzing stopped after {len(reports)} of {len(algorithms)} algorithm(s)")
-    if ns.json:
-        write_json(ns.json, {"tool": "concurrent-dirty", "command": "fuzz",
-                             "interrupted": stopped,
-                             "verdict": "fail" if any(r.failure for r in reports) else "pass",
-                             "results": [r.to_json() for r in reports]})
-    if stopped:
-        return EXIT_INTERRUPTED
-    return EXIT_FAIL if any(r.failure for r in reports) else EXIT_OK
+    campaign = fuzz_campaign_of(ns, resolve_jobs(ns))
+    ns.header = campaign.header
+    return fuzz_campaign(ns, campaign, write_json,
+                         lambda report: _print_report(report, campaign.header), _Progress(ns))
 
 
 def _print_report(report: FuzzReport, header: str = "") -> None:
@@ -304,14 +222,3 @@ def _divergence(result: Any, recorded: int, what: str) -> str:
                 f"{result.diverged_at + 1} (recorded {name(chosen)}, runnable "
                 f"[{', '.join(name(t) for t in runnable)}]); {ran}: {what}")
     return ""
-
-
-def _fill(pins: dict[str, Any]) -> dict[str, Any]:
-    """Scenario values for the pinned dimensions; the unpinned ones get any
-    valid value (the program space replaces them every execution)."""
-    return {k: v for k, v in pins.items() if v is not None and k != "rounds"}
-
-
-def _flag(share: float | None) -> bool | None:
-    """Hypothesis draws on-behalf flags per write; a share of 0 or 1 pins them."""
-    return None if share is None or 0 < share < 1 else bool(share)

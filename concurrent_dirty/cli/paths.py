@@ -9,9 +9,25 @@ from typing import Any
 
 from ..harness.scenario import Scenario
 
-__all__ = ["add_path_options", "path_args", "path_pins", "path_words", "ring_pins"]
+__all__ = ["OnceBoolean", "add_path_options", "path_args", "path_pins", "path_words", "ring_pins"]
 
 _DEFAULT = Scenario()
+
+
+class OnceBoolean(argparse.BooleanOptionalAction):
+    """``--X``/``--no-X``, but giving both (with different values) is a usage
+    error instead of the last one silently winning."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        if option_string is None or option_string not in self.option_strings:
+            return
+        value = not option_string.startswith("--no-")
+        previous = getattr(namespace, self.dest, None)
+        if previous is not None and previous != self.default and previous != value:
+            positive = self.option_strings[0]
+            parser.error(f"expected one of {positive} and --no-{positive[2:]}, got both")
+        setattr(namespace, self.dest, value)
 
 
 def add_path_options(group: Any, number: Any, *, drawn: bool = False) -> None:
@@ -54,14 +70,14 @@ def _power_of_two(number: Any) -> Any:
 
 def _add_drawn_path_options(group: Any, number: Any) -> None:
     _add_clear_words(group, number)
-    group.add_argument("--fast-page-fault", action=argparse.BooleanOptionalAction,
+    group.add_argument("--fast-page-fault", action=OnceBoolean,
                        default=None,
                        help="the fast page fault (KVM c7ba5b48cc8d): write faults on "
                             "MMU-writable SPTEs are fixed by a cmpxchg without mmu_lock, then "
                             "marked dirty (default: drawn per execution, on one time in four, "
                             "for algorithms that support it; an algorithm's model may turn it "
                             "on)")
-    group.add_argument("--pml", action=argparse.BooleanOptionalAction, default=None,
+    group.add_argument("--pml", action=OnceBoolean, default=None,
                        help="hardware Dirty bits and PML: SPTEs stay writable, the CPU sets "
                             "Dirty on its first write through a translation and logs the gfn "
                             "in its vCPU's PML buffer, drained into the bitmap at VM exits; a "

@@ -6,11 +6,15 @@ merging the jobs' reports into the usual table, summary and JSON."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..errors import UsageError
+from ..harness.interrupt import EXIT_INTERRUPTED
+from ..harness.interrupt import interrupted as _interrupted
 from ..search.pool import Job, JobContext, LocalContext, Shard, default_jobs, parse_shard
 
 if TYPE_CHECKING:
@@ -22,8 +26,8 @@ if TYPE_CHECKING:
     from ..search.runner import FuzzReport
     from ..search.scale import FuzzStream
     from ..search.zoo import ZooReport
+    from .campaign import FuzzCampaign
 
-EXIT_INTERRUPTED = 130
 
 
 def add_options(parser: Any, number: Any, *, db: bool) -> None:
@@ -57,7 +61,8 @@ def resolve_jobs(ns: argparse.Namespace) -> int:
         # stress runs its cells one after another unless told otherwise: the
         # free-running engines measure timing-sensitive races, and two cells
         # sharing the cores disturb each other's interleavings and figures.
-        one = getattr(ns, "token_file", None) or ns.command == "stress"
+        one = getattr(ns, "token_file", None) or ns.command == "stress" \
+            or getattr(ns, "scheduler", None) == "hypothesis"
         ns.jobs = 1 if one else default_jobs()
     return int(ns.jobs)
 
@@ -85,23 +90,15 @@ def _report_replays(replayed: Sequence[Replayed]) -> None:
 # fuzz
 
 
-def fuzz_campaign(ns: argparse.Namespace, write_json: Any,
-                  search_one: Callable[[str, Scenario], FuzzReport],
-                  print_report: Callable[[FuzzReport], None],
-                  scenario_of: Callable[[str], Scenario]) -> int:
+def fuzz_campaign(ns: argparse.Namespace, campaign: FuzzCampaign, write_json: Any,
+                  print_report: Callable[[FuzzReport], None], progress: Any) -> int:
     """``concurrent-dirty fuzz``: saved failures first (``--db``), then the
-    search, in this process (``--jobs 1``) or in jobs; one report per
-    algorithm, in the usual shapes."""
-    from ..dirtylog import BUILTIN_ALGORITHMS, algorithm_name, algorithm_ref, resolve_algorithm
+    search: one job in this process or N job processes, the same code; one
+    report per algorithm, printed as it completes, in the usual shapes."""
+    from ..dirtylog import algorithm_name, algorithm_ref, resolve_algorithm
     from ..search.runner import FuzzReport
 
-    resolve_jobs(ns)
-    if ns.scheduler == "hypothesis" and ns.jobs > 1:
-        # Not yet: Hypothesis in several job processes reports FlakyFailure
-        # while shrinking (under investigation); one process, shards still split.
-        _note("--scheduler hypothesis runs in one process for now (--jobs 1)")
-        ns.jobs = 1
-    algorithms = ns.algorithm or list(BUILTIN_ALGORITHMS)
+    algorithms = list(campaign.algorithms)
     classes = {spec: resolve_algorithm(spec) for spec in algorithms}
     db = _open_db(ns)
     reports: dict[str, FuzzReport] = {}
@@ -122,25 +119,27 @@ def fuzz_campaign(ns: argparse.Namespace, write_json: Any,
                 reports[spec] = report
                 print_report(report)
     searched = [spec for spec in algorithms if spec not in reports]
-    interrupted = False
     try:
-        if ns.jobs == 1 and ns.shard.whole:
-            for spec in searched:
-                reports[spec] = search_one(spec, scenario_of(spec))
-                print_report(reports[spec])
-        else:
-            found_reports = _fuzz_split(ns, searched, scenario_of)
-            for spec in searched:
-                if spec in found_reports:
-                    reports[spec] = found_reports[spec]
-                    print_report(reports[spec])
-    except KeyboardInterrupt:
-        interrupted = True
-        _note("\ninterrupted: jobs stopped, shared memory unlinked")
+        found_reports, interrupted = _fuzz_split(ns, campaign, searched, print_report,
+                                                 progress)
     except JobFailed as exc:
         return job_failed(exc)
+    reports.update(found_reports)
     ordered = [reports[spec] for spec in algorithms if spec in reports]
-    if not ordered and not interrupted:
+    if interrupted:
+        partial = progress.latest if campaign.in_process else None
+        if partial is not None and all(r is not partial for r in ordered):
+            ordered.append(partial)
+            print(f"== {partial.algorithm} under {partial.scheduler} (interrupted)")
+            print(f"verdict: INTERRUPTED (no failure reported in {partial.executions} "
+                  f"executions, {partial.steps} switch points, {partial.seconds:.2f}s before "
+                  f"the interrupt; the figures are partial)")
+        sys.stdout.flush()
+        done = len(found_reports) + len(algorithms) - len(searched) + (partial is not None)
+        _interrupted(f"fuzzing stopped after {done} of {len(algorithms)} algorithm(s)"
+                     + (" (the last one partial)" if partial is not None else "")
+                     + ("" if campaign.in_process else "; jobs stopped, shared memory unlinked"))
+    elif not ordered:
         print(f"shard {ns.shard}: nothing to run here (dfs splits by algorithm)")
     if db is not None:
         from ..search.failstore import save_failure
@@ -150,12 +149,11 @@ def fuzz_campaign(ns: argparse.Namespace, write_json: Any,
                 save_failure(db, algorithm_ref(classes[spec]), report.failure.token)
     if ns.json:
         data: dict[str, Any] = {
-            "tool": "concurrent-dirty", "command": "fuzz",
-            "verdict": "fail" if any(r.failure for r in ordered) else "pass",
+            "tool": "concurrent-dirty", "command": "fuzz", "interrupted": interrupted,
+            "verdict": "interrupted" if interrupted else
+            "fail" if any(r.failure for r in ordered) else "pass",
             "results": [r.to_json() for r in ordered],
-            "jobs": ns.jobs, "shard": str(ns.shard)}
-        if interrupted:
-            data["interrupted"] = True
+            "jobs": campaign.jobs, "shard": str(campaign.shard)}
         if db is not None:
             data["saved_failures"] = [r.to_json() for r in replayed]
         write_json(ns.json, data)
@@ -164,73 +162,95 @@ def fuzz_campaign(ns: argparse.Namespace, write_json: Any,
     return 1 if any(r.failure for r in ordered) else 0
 
 
-def _fuzz_split(ns: argparse.Namespace, algorithms: list[str],
-                scenario_of: Callable[[str], Scenario]) -> dict[str, FuzzReport]:
+def _fuzz_split(ns: argparse.Namespace, campaign: FuzzCampaign, algorithms: list[str],
+                print_report: Callable[[FuzzReport], None], progress: Any,
+                ) -> tuple[dict[str, FuzzReport], bool]:
+    """The campaign's search over ``algorithms``, in this process (one job)
+    or in job processes: each algorithm's merged report, printed as soon as
+    every stream of it has ended (in algorithm order), and whether Ctrl-C or
+    SIGTERM ended the run (the reports of the finished algorithms are kept)."""
     from ..harness.output import write_text
     from ..harness.program import make_program
     from ..search.pool import run_jobs
     from ..search.scale import fuzz_streams, merge_fuzz
 
-    plan = fuzz_streams(algorithms, scheduler=ns.scheduler, executions=ns.executions,
-                        seed=ns.seed, shard=ns.shard, jobs=ns.jobs)
-    scenarios = {spec: scenario_of(spec) for spec in algorithms}
-    from .fuzz import search_options
-
-    options: dict[str, Any] = search_options(ns)
-    hypothesis = ns.scheduler == "hypothesis"
+    jobs = campaign.jobs
+    plan = fuzz_streams(algorithms, scheduler=campaign.scheduler,
+                        executions=campaign.executions, seed=campaign.seed,
+                        shard=campaign.shard, jobs=jobs)
+    scenarios = {spec: campaign.scenarios[spec] for spec in algorithms}
+    options: dict[str, Any] = dict(campaign.options)
+    expected = {spec: sum(s.algorithm == spec for streams in plan for s in streams)
+                for spec in algorithms}
     parts: dict[str, list[tuple[FuzzStream, FuzzReport]]] = {}
     first_failure: dict[str, int] = {}
+    merged: dict[str, FuzzReport] = {}
+    printed = [0]
 
-    def kwargs(streams: list[FuzzStream]) -> dict[str, Any]:
-        if hypothesis:
-            return dict(streams=streams, ns=vars(ns))
-        return dict(streams=streams, scenarios=scenarios, options=options)
+    def complete(spec: str) -> None:
+        streams = sorted(parts[spec], key=lambda p: p[0].job)
+        merged[spec] = merge_fuzz(spec, campaign.scheduler, streams, first_failure.get(spec))
+        while printed[0] < len(algorithms) and algorithms[printed[0]] in merged:
+            progress.finish()
+            print_report(merged[algorithms[printed[0]]])
+            sys.stdout.flush()
+            printed[0] += 1
 
-    func = ("concurrent_dirty.cli.scale:hypothesis_job" if hypothesis
-            else "concurrent_dirty.search.scale:fuzz_job")
-    if ns.execution:
+    if campaign.scheduler == "hypothesis":
+        func = "concurrent_dirty.cli.scale:hypothesis_job"
+        kwargs: dict[str, Any] = dict(
+            pins=dict(campaign.hypothesis), seconds=campaign.seconds,
+            max_steps=campaign.max_steps, watchdog=campaign.watchdog,
+            token_file=campaign.token_file if campaign.in_process else None)
+    else:
+        func = "concurrent_dirty.search.scale:fuzz_job"
+        kwargs = dict(scenarios=scenarios, options=options)
+    if campaign.execution:
         # One fixed program per algorithm: fuzz_job takes it from the options.
         func = "concurrent_dirty.cli.scale:execution_job"
         options["programs"] = {spec: make_program(scenarios[spec], options["rounds"],
-                                                  execution=ns.execution)
+                                                  execution=campaign.execution)
                                for spec in algorithms}
 
     def on_message(job: int, kind: str, payload: Any) -> None:
         if kind == "failure":
             first_failure.setdefault(payload, job)
-        elif kind == "done" and not ns.quiet:
-            spec, executions, token = payload
-            _note(f"[job {job + 1}/{ns.jobs}] {spec}: {executions} executions, "
-                  f"{'FAIL' if token else 'ok'}")
+        elif kind == "done":
+            stream, report = payload
+            parts.setdefault(stream.algorithm, []).append((stream, report))
+            if not ns.quiet and not campaign.in_process:
+                _note(f"[job {job + 1}/{jobs}] {stream.algorithm}: {report.executions} "
+                      f"executions, {'FAIL' if report.failure else 'ok'}")
+            if len(parts[stream.algorithm]) == expected[stream.algorithm]:
+                complete(stream.algorithm)
 
     def stop_on(job: int, kind: str, payload: Any) -> Any:
         return payload if kind == "failure" else None
 
-    if ns.jobs == 1:
-        ctx = LocalContext(on_message)
-        results = [_call(func, ctx, **kwargs(plan[0]))]
-    else:
-        jobs = [Job(j, func, kwargs(streams)) for j, streams in enumerate(plan) if streams]
-        outcomes = run_jobs(jobs, on_message=on_message, stop_on=stop_on)
-        results = []
-        for o in outcomes:
-            if o.interrupted:
-                raise KeyboardInterrupt
-            if o.error is not None:
-                raise JobFailed(o.error)
-            results.append(o.result)
-    for result in results:
-        for stream, report in result:
-            parts.setdefault(stream.algorithm, []).append((stream, report))
-    merged: dict[str, FuzzReport] = {}
-    for spec in algorithms:
-        if spec in parts:
-            streams = sorted(parts[spec], key=lambda p: p[0].job)
-            merged[spec] = merge_fuzz(spec, ns.scheduler, streams, first_failure.get(spec))
+    interrupted = False
+    try:
+        if campaign.in_process:
+            if campaign.scheduler == "hypothesis":
+                kwargs["progress"] = progress
+            else:
+                options["progress"] = progress
+            _call(func, LocalContext(on_message), streams=plan[0], **kwargs)
+        else:
+            outcomes = run_jobs([Job(j, func, dict(streams=streams, **kwargs))
+                                 for j, streams in enumerate(plan) if streams],
+                                on_message=on_message, stop_on=stop_on)
+            for o in outcomes:
+                if o.error is not None:
+                    raise JobFailed(o.error)
+                interrupted = interrupted or o.interrupted
+    except KeyboardInterrupt:
+        interrupted = True
+    if interrupted:
+        progress.finish()
     failures = [r.failure for r in merged.values() if r.failure is not None]
-    if ns.token_file and failures and ns.jobs > 1:
-        write_text(ns.token_file, failures[0].token + "\n")
-    return merged
+    if campaign.token_file and failures and not campaign.in_process:
+        write_text(campaign.token_file, failures[0].token + "\n")
+    return merged, interrupted
 
 
 class JobFailed(Exception):
@@ -261,18 +281,19 @@ def execution_job(ctx: JobContext, *, streams: list[FuzzStream],
         **options))
 
 
-def hypothesis_job(ctx: JobContext, *, streams: list[FuzzStream],
-                   ns: dict[str, Any]) -> list[tuple[FuzzStream, FuzzReport]]:
+def hypothesis_job(ctx: JobContext, *, streams: list[FuzzStream], pins: dict[str, Any],
+                   seconds: float, max_steps: int, watchdog: float,
+                   token_file: str | None, progress: Any = None,
+                   ) -> list[tuple[FuzzStream, FuzzReport]]:
     """``fuzz --scheduler hypothesis`` in a job: Hypothesis seeded with the
     stream's seed, for the stream's share of examples."""
     from ..search.hypothesis import hypothesis_search
     from ..search.scale import run_streams
-    from .fuzz import hypothesis_pins
 
-    args = argparse.Namespace(**ns)
     return run_streams(ctx, streams, lambda stream, stop: hypothesis_search(
-        stream.algorithm, seed=stream.seed, seconds=args.seconds, executions=stream.executions,
-        max_steps=args.max_steps, pins=hypothesis_pins(args), stop=stop))
+        stream.algorithm, seed=stream.seed, seconds=seconds, executions=stream.executions,
+        max_steps=max_steps, pins=pins, stop=stop, watchdog=watchdog, token_file=token_file,
+        progress=progress))
 
 
 # ---------------------------------------------------------------------------
@@ -351,7 +372,7 @@ def zoo_campaign(ns: argparse.Namespace, mutants: Any, engines: list[str],
     extra JSON (per-job split, replays) and whether a saved failure of a
     correct algorithm or a look-alike still fails (a false alarm)."""
     from ..search.pool import run_jobs
-    from ..search.scale import job_json, split_cells
+    from ..search.scale import HANG, job_json, split_cells
     from ..search.zoo import Cell, ZooReport, hang_of, run_zoo_cell, zoo_plan
 
     resolve_jobs(ns)
@@ -385,6 +406,10 @@ def zoo_campaign(ns: argparse.Namespace, mutants: Any, engines: list[str],
     report = ZooReport(engines=list(engines))
     try:
         if ns.jobs == 1:
+            start = time.monotonic()
+            extra["job_split"] = [{"job": 1, "pid": os.getpid(), "seconds": 0.0,
+                                   "cells": [f"{plan[i][0]}/{plan[i][5]}" for i in split[0]],
+                                   "error": None, "interrupted": False}]
             for index in split[0]:
                 if report.ended_by:  # a hang ended the run: the rest is not run
                     name, _, role, breaks, _, engine = plan[index]
@@ -394,6 +419,7 @@ def zoo_campaign(ns: argparse.Namespace, mutants: Any, engines: list[str],
                                             watchdog=ns.watchdog)
                 report.ended_by = hang_of(cells[index])
                 progress(cells[index])
+            extra["job_split"][0]["seconds"] = round(time.monotonic() - start, 3)
         else:
             def on_message(job: int, kind: str, payload: Any) -> None:
                 if kind == "cell":
@@ -404,7 +430,11 @@ def zoo_campaign(ns: argparse.Namespace, mutants: Any, engines: list[str],
                         {"cells": [(i, plan[i]) for i in indices], "seeds": ns.seeds,
                          "budget": ns.budget, "watchdog": ns.watchdog})
                     for j, indices in enumerate(split) if indices]
-            outcomes = run_jobs(jobs, on_message=on_message)
+            def stop_on(job: int, kind: str, payload: Any) -> Any:
+                # The first hang ends the run in every job, as in one process.
+                return HANG if kind == "cell" and hang_of(payload[1]) else None
+
+            outcomes = run_jobs(jobs, on_message=on_message, stop_on=stop_on)
             for o in outcomes:
                 if o.interrupted:
                     raise KeyboardInterrupt
@@ -414,9 +444,13 @@ def zoo_campaign(ns: argparse.Namespace, mutants: Any, engines: list[str],
                       for j, indices in enumerate(split)}
             extra["job_split"] = job_json(outcomes, labels)
     finally:
-        report.cells = [cells[i] for i in sorted(cells)]
         if not report.ended_by:  # jobs: the first hang in table order (cells ran in parallel)
-            report.ended_by = next((h for h in map(hang_of, report.cells) if h), "")
+            report.ended_by = next((h for h in map(hang_of, cells.values()) if h), "")
+            if report.ended_by:  # the cells the hang kept from starting in the other jobs
+                for index in (i for indices in split for i in indices if i not in cells):
+                    name, _, role, breaks, _, engine = plan[index]
+                    cells[index] = Cell(name, role, breaks, engine, not_run=True)
+        report.cells = [cells[i] for i in sorted(cells)]
     if db is not None:
         from ..search.failstore import save_failure
 

@@ -97,5 +97,5 @@ def run_mutants(ns: argparse.Namespace, write_json: Any) -> int:
     if ns.json:
         write_json(ns.json, {"tool": "concurrent-dirty", "command": "mutants",
                              "budget": ns.budget, "seeds": ns.seeds, "hints": ns.hints,
-                             **report.to_json(), **extra})
+                             "interrupted": False, **report.to_json(), **extra})
     return 0 if report.ok and not alarm else 1

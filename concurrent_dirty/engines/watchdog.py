@@ -153,8 +153,13 @@ class _Unwound(HangError):
 
 
 def _in_harness(frame: object) -> bool:
+    """Whether a thread sampled at ``frame`` is busy in the harness (shared
+    state: progress). ``cpu_relax`` is not: it is the code under test's own
+    spin, and a loop that only spins on it waits for nothing the watchdog
+    can see."""
     code = getattr(frame, "f_code", None)
-    return code is not None and harness_frame(code.co_filename)
+    return code is not None and code.co_name != "cpu_relax" \
+        and harness_frame(code.co_filename)
 
 
 def _raise_in(ident: int, exc: type[BaseException]) -> None:

@@ -206,6 +206,8 @@ class PerfReport:
                 "python": platform.python_version(),
                 "machine": f"{platform.system()} {platform.machine()}",
                 "interrupted": self.interrupted, "error": self.error,
+                "verdict": "interrupted" if self.interrupted else
+                "error" if self.error else "pass",
                 "seconds": round(self.seconds, 3), "config": self.config.to_json(),
                 "points": [p.to_json() for p in self.points],
                 "crossovers": self.crossovers()}

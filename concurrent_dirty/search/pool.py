@@ -283,7 +283,11 @@ def _start(job: Job, env: dict[str, str]) -> _Running:
         proc = subprocess.Popen(
             [sys.executable, "-c",
              "from concurrent_dirty.search.pool import child_main; child_main()"],
-            stdin=subprocess.PIPE, pass_fds=(write_end,), env=env)
+            stdin=subprocess.PIPE, pass_fds=(write_end,), env=env,
+            # Its own process group: a terminal's Ctrl-C reaches the parent
+            # alone, which stops the jobs (SIGTERM) and reports; a job never
+            # prints a traceback of its own, even during its start-up.
+            process_group=0)
     except BaseException:
         os.close(read_end)
         raise

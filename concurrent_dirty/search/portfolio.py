@@ -435,29 +435,37 @@ class Portfolio:
                 "dfs_bounds_exhausted": list(self.dfs_exhausted),
                 "dfs_runs": list(self.dfs_runs),
                 "coverage_pairs": len(self.coverage.covered),
-                "corpus": len(self.coverage.corpus), "last_member": self.current}
+                "corpus": len(self.coverage.corpus), "last_member": self.current,
+                "members": list(self.members), "fixed": self.fixed}
 
     def report(self) -> str:
-        t = dict.fromkeys(MEMBERS, 0) | self.tried
-        proved = [b for b in self.dfs_exhausted if b >= 0]
-        by_bound = ", ".join(f"up to {b} preemption(s) on {proved.count(b)}"
-                             for b in sorted(set(proved)))
-        dfs = (f"dfs {t['dfs']} on {self.dfs_programs} program(s), every schedule exhausted "
-               f"{by_bound} of them" if proved
-               else f"dfs {t['dfs']} on {self.dfs_programs} program(s)")
-        bound = ("" if self.fixed else "; the programs varied, so no probabilistic bound is "
-                 "claimed")
-        small = ""
-        if self.small_phase:
-            ex = [b for b in self.small_exhausted if b >= 0]
-            bounds = ", ".join(f"up to {b} preemption(s) on {ex.count(b)}"
-                               for b in sorted(set(ex)))
-            small = (f"small scope {t.get('small', 0)} on {self.small_cases} case(s) of "
-                     f"{tiny_cases()}" + (f", every schedule exhausted {bounds}" if ex else "")
-                     + "; ")
-        if self.members == ("dfs",):
-            return f"{small}iterative {dfs}{bound}"
-        return (f"auto portfolio tried: {small}random {t['random']}, pct {t['pct']} "
-                f"(depths 1-5), "
-                f"{dfs}, coverage {t['coverage']} ({len(self.coverage.covered)} conflict "
-                f"pairs, corpus {len(self.coverage.corpus)}){bound}")
+        return describe(self.summary(), members=self.members, fixed=self.fixed)
+
+
+def describe(summary: dict[str, Any], *, members: tuple[str, ...], fixed: bool) -> str:
+    """What a portfolio tried, from its :meth:`Portfolio.summary` (or the
+    sum of several jobs' summaries: ``search/scale.py``)."""
+    t = dict.fromkeys(MEMBERS, 0) | summary["executions"]
+    proved = [b for b in summary["dfs_bounds_exhausted"] if b >= 0]
+    programs = summary["dfs_programs"]
+    by_bound = ", ".join(f"up to {b} preemption(s) on {proved.count(b)}"
+                         for b in sorted(set(proved)))
+    dfs = (f"dfs {t['dfs']} on {programs} program(s), every schedule exhausted "
+           f"{by_bound} of them" if proved
+           else f"dfs {t['dfs']} on {programs} program(s)")
+    bound = ("" if fixed else "; the programs varied, so no probabilistic bound is "
+             "claimed")
+    small = ""
+    if "small_cases" in summary:
+        ex = [b for b in summary["small_bounds_exhausted"] if b >= 0]
+        bounds = ", ".join(f"up to {b} preemption(s) on {ex.count(b)}"
+                           for b in sorted(set(ex)))
+        small = (f"small scope {t.get('small', 0)} on {summary['small_cases']} case(s) of "
+                 f"{tiny_cases()}" + (f", every schedule exhausted {bounds}" if ex else "")
+                 + "; ")
+    if members == ("dfs",):
+        return f"{small}iterative {dfs}{bound}"
+    return (f"auto portfolio tried: {small}random {t['random']}, pct {t['pct']} "
+            f"(depths 1-5), "
+            f"{dfs}, coverage {t['coverage']} ({summary['coverage_pairs']} conflict "
+            f"pairs, corpus {summary['corpus']}){bound}")

@@ -208,7 +208,8 @@ def explore(algorithm: str | type[DirtyLogAlgorithm], scenario: Scenario, *,
             program: Program | None = None, vary_program: bool | None = None,
             space: ProgramSpace | None = None, first: int = 1, stride: int = 1,
             stop: Callable[[], bool] | None = None, stop_reason: str = "stopped",
-            progress: Callable[[FuzzReport], None] | None = None) -> FuzzReport:
+            progress: Callable[[FuzzReport], None] | None = None,
+            found: Callable[[], None] | None = None) -> FuzzReport:
     """Fuzz ``algorithm`` with a registered ``scheduler`` (or ``"auto"``,
     the portfolio) within ``executions`` and ``seconds``; stops at the first
     failure.
@@ -222,7 +223,19 @@ def explore(algorithm: str | type[DirtyLogAlgorithm], scenario: Scenario, *,
 
     ``first`` and ``stride`` select a stream of the campaign (execution n
     runs case ``first + stride * (n - 1)``; jobs and shards take disjoint
-    streams); ``stop()``, asked before each execution, ends it early."""
+    streams); ``stop()``, asked before each execution, ends it early.
+    ``found()`` is called at a failure, before it is minimised (a job tells
+    the others to stop at once); a failure found once ``stop()`` holds
+    (another job's came first) is not minimised."""
+
+    def minimize(report: FuzzReport) -> None:
+        if report.failure is None:
+            return
+        if found is not None:
+            found()
+        if stop is None or not stop():
+            _minimize(report, seconds, max_steps, token_file)
+
     if program is not None:
         space = None
     if space is not None:
@@ -281,8 +294,10 @@ def explore(algorithm: str | type[DirtyLogAlgorithm], scenario: Scenario, *,
                 p = report.failure.outcome.preemptions
                 report.extra["minimized"] = {"preemptions_found": p, "preemptions": p,
                                              "fewest": True, "seconds": 0.0, "by": "search"}
+                if found is not None:
+                    found()
             else:
-                _minimize(report, seconds, max_steps, token_file)
+                minimize(report)
         report.guarantee = portfolio.report()
         return report
     inner = make_scheduler(scheduler, SchedulerOptions(seed=seed, depth=depth,
@@ -292,7 +307,7 @@ def explore(algorithm: str | type[DirtyLogAlgorithm], scenario: Scenario, *,
                     watchdog=watchdog)
     report = runner.run(algorithm, cases, progress)
     if isinstance(inner, (RandomScheduler, PctScheduler)):
-        _minimize(report, seconds, max_steps, token_file)
+        minimize(report)
     if isinstance(inner, DfsScheduler):
         report.exhausted = inner.exhausted
         report.extra["preemption_bound"] = preemptions

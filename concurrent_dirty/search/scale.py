@@ -36,7 +36,7 @@ from ..engines.free import CellResult, run_cell
 from ..harness.scenario import Scenario
 from .pool import JobContext, JobOutcome, Shard, pick, share, stream_seed
 from .runner import FuzzReport, explore
-from .zoo import Cell, ZooCell, run_zoo_cell
+from .zoo import Cell, ZooCell, hang_of, run_zoo_cell
 
 __all__ = ["FuzzStream", "fuzz_job", "run_streams", "fuzz_streams", "merge_fuzz", "cells_job",
            "zoo_job", "split_cells"]
@@ -44,6 +44,8 @@ __all__ = ["FuzzStream", "fuzz_job", "run_streams", "fuzz_streams", "merge_fuzz"
 STOPPED = "another job's failure"
 #: The key that tells stress jobs an error in the code under test ended the run.
 ERROR = "error"
+#: The key that tells mutants jobs a hang ended the run.
+HANG = "hang"
 
 
 @dataclass(frozen=True)
@@ -103,26 +105,31 @@ def run_streams(ctx: JobContext, streams: list[FuzzStream],
     the other jobs (``search`` gets that ``stop()``)."""
     out = []
     for stream in streams:
-        if ctx.stopped(stream.algorithm):
-            continue
+        if ctx.stopped(stream.algorithm):  # another job found its failure first
+            from ..dirtylog import algorithm_name
 
-        def stop(a: str = stream.algorithm) -> bool:
-            return bool(ctx.stopped(a))
+            report = FuzzReport(algorithm=algorithm_name(resolve_algorithm(stream.algorithm)),
+                                scheduler="", stopped_by=STOPPED)
+        else:
+            def stop(a: str = stream.algorithm) -> bool:
+                return bool(ctx.stopped(a))
 
-        report = search(stream, stop)
+            report = search(stream, stop)
         out.append((stream, report))
-        ctx.emit("done", (stream.algorithm, report.executions,
-                          None if report.failure is None else report.failure.token))
         if report.failure is not None:
             ctx.emit("failure", stream.algorithm)
+        ctx.emit("done", (stream, report))
     return out
 
 
 def fuzz_job(ctx: JobContext, *, streams: list[FuzzStream], scenarios: dict[str, Scenario],
              options: dict[str, Any]) -> list[tuple[FuzzStream, FuzzReport]]:
-    """A job: ``explore`` on each of its streams."""
+    """A job: ``explore`` on each of its streams; a failure is told to the
+    parent as soon as it is found, before it is minimised, so that the other
+    jobs stop that algorithm at once and only the finder minimises."""
     return run_streams(ctx, streams, lambda stream, stop: run_stream(
-        stream, scenarios[stream.algorithm], stop=stop, **options))
+        stream, scenarios[stream.algorithm], stop=stop,
+        found=lambda: ctx.emit("failure", stream.algorithm), **options))
 
 
 def _stream_json(stream: FuzzStream, report: FuzzReport) -> dict[str, Any]:
@@ -140,11 +147,14 @@ def _stream_json(stream: FuzzStream, report: FuzzReport) -> dict[str, Any]:
 def merge_fuzz(algorithm: str, scheduler: str,
                parts: Sequence[tuple[FuzzStream, FuzzReport]],
                first_failure: int | None = None) -> FuzzReport:
-    """One report from the streams of one algorithm: counts add up, the
-    time is the longest job's, the failure is the first one reported
-    (``first_failure``: its job), and ``extra["job_split"]`` keeps the split."""
+    """One report from the streams of one algorithm: counts add up (the
+    portfolio's tries per member too), the time is the longest job's unless
+    one failed: then the failure, its time and its execution number are the
+    finder's (``first_failure``: its job; ``first_failure_job`` says which),
+    and ``extra["job_split"]`` keeps the split."""
     merged = FuzzReport(algorithm=algorithm, scheduler=scheduler)
     bounds = []
+    summaries = []
     for _stream, report in parts:
         merged.algorithm = report.algorithm
         merged.executions += report.executions
@@ -158,23 +168,57 @@ def merge_fuzz(algorithm: str, scheduler: str,
         bound = report.extra.pop("_pct_bound", None)
         if bound is not None:
             bounds.append(bound)
+        if "portfolio" in report.extra:
+            summaries.append(report.extra["portfolio"])
         for key, value in report.extra.items():
             merged.extra.setdefault(key, value)
+    if summaries:
+        merged.extra["portfolio"] = _sum_portfolios(summaries)
+    searched = [p for p in parts if p[1].scheduler]  # not skipped after another's failure
     failing = [(s, r) for s, r in parts if r.failure is not None]
     if failing:
         chosen = next((p for p in failing if p[0].job == first_failure), failing[0])
         merged.failure = chosen[1].failure
-        merged.extra.update({k: v for k, v in chosen[1].extra.items() if k != "job_split"})
+        merged.seconds = chosen[1].seconds
+        merged.extra.update({k: v for k, v in chosen[1].extra.items()
+                             if k not in ("job_split", "portfolio")})
+        merged.extra["first_failure_job"] = chosen[0].job + 1
     else:
-        stops = {r.stopped_by for _, r in parts}
+        stops = {r.stopped_by for _, r in searched}
         merged.stopped_by = stops.pop() if len(stops) == 1 else ", ".join(
             sorted(str(s) for s in stops))
-        if bounds and len(bounds) == len(parts):
-            merged.guarantee = _pct_guarantee(bounds, len(parts))
-        elif parts:
-            merged.guarantee = parts[0][1].guarantee
+        if bounds and len(bounds) == len(searched):
+            merged.guarantee = _pct_guarantee(bounds, len(searched))
+        elif summaries and len(summaries) > 1:
+            from .portfolio import describe
+
+            total = merged.extra["portfolio"]
+            merged.guarantee = describe(total, members=tuple(total["members"]),
+                                        fixed=bool(total["fixed"]))
+        elif searched:
+            merged.guarantee = searched[0][1].guarantee
     merged.extra["job_split"] = [_stream_json(s, r) for s, r in parts]
     return merged
+
+
+def _sum_portfolios(summaries: list[dict[str, Any]]) -> dict[str, Any]:
+    """The portfolio summaries of several jobs as one: tries and programs
+    add up, dfs's runs and bounds are listed together."""
+    total = dict(summaries[0])
+    tries: dict[str, int] = {}
+    for s in summaries:
+        for member, n in s["executions"].items():
+            tries[member] = tries.get(member, 0) + n
+    total["executions"] = tries
+    for key in ("dfs_programs", "coverage_pairs", "corpus"):
+        total[key] = sum(s[key] for s in summaries)
+    for key in ("dfs_bounds_exhausted", "dfs_runs"):
+        total[key] = [x for s in summaries for x in s[key]]
+    if all("small_cases" in s for s in summaries):  # the small scope's phase, per job
+        total["small_cases"] = sum(s["small_cases"] for s in summaries)
+        total["small_bounds_exhausted"] = [x for s in summaries
+                                           for x in s["small_bounds_exhausted"]]
+    return total
 
 
 def _pct_guarantee(bounds: list[tuple[int, int, int, float, float]], jobs: int) -> str:
@@ -214,6 +258,8 @@ def cells_job(ctx: JobContext, *,
         ctx.emit("cell", (index, result))
         if result.interrupted:
             raise KeyboardInterrupt
+        if result.error:  # ends the run here; the parent stops the other jobs
+            break
     return out
 
 
@@ -222,11 +268,15 @@ def zoo_job(ctx: JobContext, *, cells: list[tuple[int, ZooCell]], seeds: int,
     """A mutants job: its cells of the table."""
     out = []
     for index, plan in cells:
+        if ctx.stopped(HANG):  # another job's hang ended the run
+            break
         if plan[5] != "kvm":  # a kernel protocol is no model algorithm
             resolve_algorithm(plan[1])
         cell = run_zoo_cell(plan, seeds=seeds, budget=budget, watchdog=watchdog)
         out.append((index, cell))
         ctx.emit("cell", (index, cell))
+        if hang_of(cell):  # ends the run here; the parent stops the other jobs
+            break
     return out
 
 

@@ -1,0 +1,157 @@
+"""A fuzz campaign as one value: :func:`fuzz_campaign_of` reads the command
+line once, before any process starts, checks every option and every
+conflict between options (a usage error: one line, exit 2, whatever
+``--jobs`` is), and returns a frozen :class:`FuzzCampaign` that the
+in-process run and every job process read alike (``cli/scale.py``).
+
+Conflicting options, and what each does:
+
+- ``--depth`` without ``--scheduler pct``: an error (only pct has a bug depth;
+  auto cycles its own).
+- ``--preemptions`` without ``--scheduler dfs``: an error (only dfs takes a
+  bound; auto runs iterative bounds 0-3).
+- ``--X`` and ``--no-X`` together (``--initially-set``, ``--pml``,
+  ``--fast-page-fault``): an error (argparse would keep the last one).
+- ``--no-pml`` (or ``--no-fast-page-fault``) with an algorithm whose model
+  turns it on (``xchg-pml``, ``xchg-fast-pf``): an error.
+- ``--pml`` with ``ring``: an error (the model drains PML into the bitmap
+  only), found here rather than in the first execution of a job.
+- ``--ring-entries``/``--ring-soft-limit``/``--ring-batch`` with no ring
+  algorithm selected: an error (they would change nothing).
+- ``--scheduler hypothesis`` with ``--jobs`` above 1: an error (Hypothesis
+  runs in one process; without ``--jobs`` it gets one job).
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..dirtylog import BUILTIN_ALGORITHMS, resolve_algorithm
+from ..errors import UsageError
+from ..harness.program import ProgramSpace
+from ..harness.scenario import Scenario
+from ..search.pool import Shard
+from .paths import path_args, path_pins, ring_pins
+
+__all__ = ["FuzzCampaign", "fuzz_campaign_of", "hypothesis_pins",
+           "search_options"]
+
+
+def _pins(ns: argparse.Namespace) -> dict[str, Any]:
+    return dict(writers=ns.writers, slots=ns.slots, pages=ns.pages, writes=ns.writes,
+                rounds=ns.rounds, initially_set=ns.initially_set, **path_pins(ns))
+
+
+def search_options(ns: argparse.Namespace) -> dict[str, Any]:
+    """``explore``'s options for this command line (also what each job gets)."""
+    space = ProgramSpace(**_pins(ns), **ring_pins(ns))
+    return dict(scheduler=ns.scheduler, seconds=ns.seconds, depth=ns.depth,
+                preemptions=ns.preemptions, max_steps=ns.max_steps, watchdog=ns.watchdog,
+                rounds=ns.rounds if ns.rounds is not None else 2,
+                space=None if space.pinned else space)
+
+
+def hypothesis_pins(ns: argparse.Namespace) -> dict[str, Any]:
+    """The ``interleavings`` arguments this command line pins."""
+    pins = {**_pins(ns), **ring_pins(ns), "on_behalf": _flag(ns.on_behalf)}
+    base = Scenario(tlb=ns.tlb, clear_words=ns.clear_words, stuck_rounds=ns.stuck_rounds,
+                    watchdog=ns.watchdog)
+    return {**{k: v for k, v in pins.items() if v is not None}, "base": base}
+
+
+def _flag(share: float | None) -> bool | None:
+    """Hypothesis draws on-behalf flags per write; a share of 0 or 1 pins them."""
+    return None if share is None or 0 < share < 1 else bool(share)
+
+
+@dataclass(frozen=True)
+class FuzzCampaign:
+    """Everything a fuzz run needs, checked: the same value for one job in
+    this process and for N job processes."""
+
+    algorithms: tuple[str, ...]
+    scheduler: str
+    executions: int
+    seconds: float
+    seed: int
+    max_steps: int
+    watchdog: float
+    jobs: int
+    shard: Shard
+    #: The Scenario each algorithm starts from (its model applied and checked).
+    scenarios: Mapping[str, Scenario]
+    #: ``explore``'s keyword options (scheduler, budgets, program space).
+    options: Mapping[str, Any]
+    #: ``hypothesis_search``'s pins (``--scheduler hypothesis``).
+    hypothesis: Mapping[str, Any]
+    execution: int | None = None
+    token_file: str | None = None
+    header: str = ""
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def in_process(self) -> bool:
+        """One job: run in this process (the same job code, a local context)."""
+        return self.jobs == 1
+
+
+def fuzz_campaign_of(ns: argparse.Namespace, jobs: int) -> FuzzCampaign:
+    """The campaign ``ns`` describes, with ``jobs`` job processes; a
+    :class:`UsageError` for any bad option or conflict."""
+    from ..harness.execution import apply_model
+
+    algorithms = tuple(ns.algorithm or BUILTIN_ALGORITHMS)
+    classes = {spec: resolve_algorithm(spec) for spec in algorithms}
+    if ns.depth is not None and ns.scheduler != "pct":
+        raise UsageError(f"expected --depth with --scheduler pct only (the bug depth is "
+                         f"pct's), got --scheduler {ns.scheduler} --depth {ns.depth}")
+    if ns.preemptions is not None and ns.scheduler != "dfs":
+        raise UsageError(f"expected --preemptions with --scheduler dfs only (the preemption "
+                         f"bound is dfs's), got --scheduler {ns.scheduler} --preemptions "
+                         f"{ns.preemptions}")
+    if ns.scheduler == "hypothesis" and jobs > 1:
+        raise UsageError(f"expected --jobs 1 with --scheduler hypothesis (Hypothesis runs in "
+                         f"one process), got --jobs {jobs}")
+    pins = _pins(ns)
+    base = dict(on_behalf=ns.on_behalf, seed=ns.seed, tlb=ns.tlb, workload=ns.workload,
+                **path_args(ns))
+    scenarios: dict[str, Scenario] = {}
+    rings = []
+    for spec, cls in classes.items():
+        model = getattr(cls, "model", None) or {}
+        for option in ("pml", "fast_page_fault"):
+            if model.get(option) is True and getattr(ns, option) is False:
+                raise UsageError(f"expected no --no-{option.replace('_', '-')} with "
+                                 f"--algorithm {spec} (its model turns it on), got both")
+        if model.get("dirty_ring"):
+            rings.append(spec)
+        scenario = Scenario(algorithm=spec, **{**_fill(pins), **base})
+        apply_model(cls, scenario)  # a conflict with the model: a usage error now
+        scenarios[spec] = scenario
+    given = [f"--{k.replace('_', '-')}" for k, v in ring_pins(ns).items() if v is not None]
+    if given and not rings:
+        raise UsageError(f"expected a ring algorithm (--algorithm ring) with "
+                         f"{', '.join(given)}, got {', '.join(algorithms)}")
+    options = search_options(ns)
+    if ns.token_file and jobs == 1:
+        options["token_file"] = ns.token_file
+    pinned = ", ".join(f"{k}={v}" for k, v in pins.items() if v is not None)
+    header = (f"seed {ns.seed}; program space: "
+              f"{'pinned ' + pinned if pinned else 'every dimension drawn'}"
+              f"{'' if ns.on_behalf is None else f', on-behalf share {ns.on_behalf:g}'}"
+              f"{f'; the writes of execution {ns.execution}' if ns.execution else ''}")
+    return FuzzCampaign(
+        algorithms=algorithms, scheduler=ns.scheduler, executions=ns.executions,
+        seconds=ns.seconds, seed=ns.seed, max_steps=ns.max_steps, watchdog=ns.watchdog,
+        jobs=jobs, shard=ns.shard, scenarios=scenarios, options=options,
+        hypothesis=hypothesis_pins(ns), execution=ns.execution, token_file=ns.token_file,
+        header=header)
+
+
+def _fill(pins: dict[str, Any]) -> dict[str, Any]:
+    """Scenario values for the pinned dimensions; the unpinned ones get any
+    valid value (the program space replaces them every execution)."""
+    return {k: v for k, v in pins.items() if v is not None and k != "rounds"}
