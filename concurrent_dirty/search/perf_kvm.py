@@ -213,19 +213,22 @@ def plot_kvm(report: dict[str, Any], directory: str) -> list[str]:
               title="model against kernel, normalised")
         b.legend(fontsize="x-small")
     cross = report["crossover"]
-    for i, row in enumerate(cross["by_slot"]):
-        xs: list[float] = []
-        ys: list[float] = []
-        for s, v in sorted(row["by_sync_us"].items(), key=lambda kv: float(kv[0])):
-            xs.append(float(s))
-            f = v["xchg_slower_from_fraction"]
-            ys.append(1.0 if f is None else max(f, 1e-5))
-        c.plot(xs, ys, "o-", color=f"C{i}", label=f"{row['pages']} pages")
-    c.axvline(cross["sync_us_default"], color="grey", lw=0.8)
-    c.set(xscale="log", yscale="log", xlabel="synchronize_srcu_expedited, us (a parameter)",
-          ylabel="dirty fraction from which xchg GET is slower (1: never)",
-          title="predicted 2012 crossover, srcu against xchg")
-    c.legend(fontsize="x-small")
+    fits = {f["pages"]: f for f in report["fits"].values() if f["protocol"] == "get"}
+    if cross["by_slot"] and fits:
+        row = max(cross["by_slot"], key=lambda r: r["pages"])
+        fit = fits[row["pages"]]
+        pages = row["pages"]
+        grid = [pages * 10 ** (k / 10) for k in range(-round(10 * math.log10(pages)), 1)]
+        c.plot(grid, [fit["intercept_us"] + fit["ns_per_dirty_page"] / 1e3 * g for g in grid],
+               "k-", lw=2, label=f"xchg GET, measured line ({pages} pages)")
+        for i, (sync, v) in enumerate(sorted(row["by_sync_us"].items(),
+                                             key=lambda kv: float(kv[0]))):
+            c.axhline(v["srcu_get_us"], color=f"C{i}", ls="--",
+                      label=f"srcu GET predicted, sync {sync} us")
+        c.set(xscale="log", yscale="log", xlabel="dirty pages",
+              ylabel="GET, us",
+              title="predicted 2012 crossover: srcu (flat) against xchg")
+        c.legend(fontsize="xx-small")
     run = report["running"]
     labels = [f"{r['protocol']}\n{r['pages']}p {r['vcpus']}v" for r in run]
     xs = list(range(len(run)))
