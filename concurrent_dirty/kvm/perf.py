@@ -561,10 +561,11 @@ def _running(kind: str, pages: int, vcpus: int, config: KvmPerfConfig, delay: in
             if woke:
                 continue  # a ring-full wake: no timeline read (the guest is waiting)
             # let every vCPU write a few more pages, then read the timeline
-            deadline = time.perf_counter() + 0.02
-            while time.perf_counter() < deadline and any(
-                    v.progress < e + 3 for v, e in zip(rig.vcpus, ends, strict=True)):
-                time.sleep(0.0002)
+            # (few wake-ups: each one of this thread's may take a vCPU's core)
+            for nap in (0.002, 0.008):
+                if all(v.progress >= e + 3 for v, e in zip(rig.vcpus, ends, strict=True)):
+                    break
+                time.sleep(nap)
             ends = [v.progress for v in rig.vcpus]
             o, b, lo = _gaps(rig, _Window(tsc0, tsc1, starts, ends), hz)
             gaps += o
@@ -807,18 +808,28 @@ def claims(report: dict[str, Any]) -> list[dict[str, Any]]:
         "harvest_p50_us": r["harvest_us"]["p50"],
         "gap_without_logging_p50_us": base.get((r["pages"], r["vcpus"]), {}).get(
             "gap_us", {}).get("p50")} for r in rows}
-    under = [r for r in rows if r["gap_us"]["count"] and r["gap_us"]["p50"] < THRESHOLD_US]
-    passes = sorted({r["pages"] for r in rows if r["gap_us"]["p50"] >= THRESHOLD_US})
+    decided = [r for r in rows
+               if (base.get((r["pages"], r["vcpus"]), {}).get("gap_us", {}).get("p50", 0)
+                   < THRESHOLD_US)]
+    under = [r for r in decided if r["gap_us"]["count"] and r["gap_us"]["p50"] < THRESHOLD_US]
+    over = sorted({r["pages"] for r in decided if r["gap_us"]["p50"] >= THRESHOLD_US})
+    noisy = sorted({f"{r['pages']}p/{r['vcpus']}v" for r in rows if r not in decided})
+    if not rows:
+        verdict = _verdict(None)
+    elif not decided:
+        verdict = ("not decidable on this host at this load: with logging off the same "
+                   "measurement already gives a gap over 200 us (p50) in every configuration "
+                   "(the vCPU thread descheduled: a software hypervisor sharing 2 busy cores)")
+    else:
+        verdict = (("holds (gap p50) for " + ", ".join(f"{r['pages']}p/{r['vcpus']}v"
+                                                      for r in under)) if under
+                   else "does not hold") + (f"; passes 200 us from {over[0]} pages"
+                                            if over else "")
+        if noisy:
+            verdict += f"; not decidable for {', '.join(noisy)} (baseline over 200 us)"
     out.append({"id": "ii", "claim": "60c34612: a guest's latency during live migration "
                 "falls under 200 us with the xchg GET",
-                "verdict": _verdict(None) if not rows else
-                ("holds (gap p50) for " + ", ".join(sorted({f"{r['pages']} pages"
-                                                            for r in under}))
-                 if under else "does not hold")
-                + (f"; passes 200 us from {passes[0]} pages" if passes else
-                   "; never passes 200 us in the sweep")
-                + "; compare the gap with logging off at the same ticks (the host's "
-                  "scheduling: a software hypervisor sharing 2 cores)",
+                "verdict": verdict,
                 "numbers": ii,
                 "summary": "; ".join(f"{k}: gap p50 {v['gap_p50_us']} us, p99 "
                                      f"{v['gap_p99_us']} us (no logging p50 "
@@ -838,7 +849,10 @@ def claims(report: dict[str, Any]) -> list[dict[str, Any]]:
               and v["clear-slot"]["gap_p99_us"] <= v["get"]["gap_p99_us"]]
     out.append({"id": "iii", "claim": "2a31b9db: manual protect (GET then CLEAR) keeps the "
                 "guest out of its timeline less than plain GET",
-                "verdict": (f"holds in {len(better)} of {len(iii)} configurations (gap p99)"
+                "verdict": (f"holds in {len(better)} of {len(iii)} configurations (gap p99); "
+                            f"as (ii), the host's scheduling dominates the gaps here, while "
+                            f"with the vCPU stopped GET under manual protect stays flat "
+                            f"and CLEAR carries the per-page cost"
                             if iii else "not measured"),
                 "numbers": {"gap": iii, "stopped_clear": clear_curve},
                 "summary": "; ".join(f"{k}: GET gap p99 {v.get('get', {}).get('gap_p99_us')} "
