@@ -96,6 +96,7 @@ def test_fits_crossover_and_claims_have_their_shape():
     report = _synthetic()
     fit = report["fits"]["get/65536"]
     assert fit["ns_per_dirty_page"] == pytest.approx(35.0, rel=1e-3)
+    assert fit["intercept_us"] > 0
     cross = report["crossover"]
     assert cross["sync_us_default"] == 1000.0 and "60c34612" in cross["sync_us_source"]
     assert "assumptions" in cross

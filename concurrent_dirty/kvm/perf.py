@@ -678,9 +678,11 @@ def _median(point: dict[str, Any], key: str) -> float:
 
 
 def get_fits(report: dict[str, Any]) -> dict[str, Any]:
-    """Per slot size, a least-squares line through the GET medians against
-    dirty pages: intercept (us), ns per dirty page; and the intercept per
-    bitmap word (the scan's cost, from the one-page point)."""
+    """Per protocol and slot size, the line through the one-dirty-page and
+    the all-dirty medians: intercept (us: the fixed cost, the scan of the
+    bitmap's words), ns per further dirty page; and the intercept per
+    bitmap word. (Two points, not least squares: the largest point would
+    dominate a least-squares line and could make its intercept negative.)"""
     fits: dict[str, Any] = {}
     for protocol in ("get", "clear-slot"):
         for pages in sorted({s["pages"] for s in report["stopped"]}):
@@ -689,16 +691,13 @@ def get_fits(report: dict[str, Any]) -> dict[str, Any]:
             if len(pts) < 2:
                 continue
             key = "get_us" if protocol == "get" else "harvest_us"
-            xs = [float(s["dirty_pages"]) for s in pts]
-            ys = [_median(s, key) for s in pts]
-            mx, my = statistics.mean(xs), statistics.mean(ys)
-            sxx = sum((x - mx) ** 2 for x in xs)
-            slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sxx \
-                if sxx else 0.0
             one = min(pts, key=lambda s: s["dirty_pages"])
+            top = max(pts, key=lambda s: s["dirty_pages"])
+            span = top["dirty_pages"] - one["dirty_pages"]
+            slope = (_median(top, key) - _median(one, key)) / span if span else 0.0
             fits[f"{protocol}/{pages}"] = {
                 "protocol": protocol, "pages": pages,
-                "intercept_us": round(my - slope * mx, 2),
+                "intercept_us": round(_median(one, key) - slope * one["dirty_pages"], 2),
                 "ns_per_dirty_page": round(slope * 1e3, 2),
                 "one_page_us": _median(one, key),
                 "ns_per_bitmap_word": round(_median(one, key) * 1e3 / (pages // 64), 2)}

@@ -221,6 +221,10 @@ def plot_kvm(report: dict[str, Any], directory: str) -> list[str]:
         grid = [pages * 10 ** (k / 10) for k in range(-round(10 * math.log10(pages)), 1)]
         c.plot(grid, [fit["intercept_us"] + fit["ns_per_dirty_page"] / 1e3 * g for g in grid],
                "k-", lw=2, label=f"xchg GET, measured line ({pages} pages)")
+        pts = sorted((x for x in report["stopped"] if x["protocol"] == "get"
+                      and x["pages"] == pages), key=lambda x: x["dirty_pages"])
+        c.plot([x["dirty_pages"] for x in pts], [x["get_us"]["p50"] for x in pts], "ko",
+               label="xchg GET, measured p50")
         for i, (sync, v) in enumerate(sorted(row["by_sync_us"].items(),
                                              key=lambda kv: float(kv[0]))):
             c.axhline(v["srcu_get_us"], color=f"C{i}", ls="--",
