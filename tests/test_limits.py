@@ -72,6 +72,11 @@ LIMITS = [
      ["0", "16777216"]),
     ("stress", "--toggles", "a number of toggles from 0 to 64", "65", ["0", "64"]),
     ("mutants", "--jobs", JOBS, "2.5", ["1", "1024"]),
+    ("perf", "--run-seconds", SECONDS, "0", ["1e-9", "10000000"]),
+    ("perf", "--harvest-ms", "a number of milliseconds > 0 and <= 10000000", "0",
+     ["1e-3", "10000000"]),
+    ("perf", "--sync-us", "a number of microseconds > 0 and <= 10000000", "-1",
+     ["1e-3", "10000000"]),
 ]
 
 

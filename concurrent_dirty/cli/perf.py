@@ -91,9 +91,72 @@ def add_parser(sub: Any, number: Any, choice: Any) -> None:
     p.add_argument("--plot", metavar="DIR",
                    help="write dirty_log_perf.png and .svg into DIR (needs the [plot] extra)")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    k = p.add_argument_group("the real kernel (--engine kvm)")
+    k.add_argument("--engine", choices=("model", "kvm"), default="model",
+                   help="model: the Python model (default); kvm: this machine's /dev/kvm, "
+                        "the kernel's dirty_log_perf_test with the seed's claims as checks "
+                        "and the model beside it")
+    k.add_argument("--slot-pages", action="append", metavar="N[,N...]",
+                   type=_list_of("a number of pages", _int_in("a number of pages", 64,
+                                                              1 << 20)),
+                   help="kvm: slot sizes of the stopped sweep (default 4096,65536,262144)")
+    k.add_argument("--run-seconds", type=number("a number of seconds", 0, low_open=True),
+                   default=1.0, help="kvm: seconds per running point (default %(default)s)")
+    k.add_argument("--harvest-ms", type=number("a number of milliseconds", 0, low_open=True),
+                   default=10.0, help="kvm: the running harvester's period "
+                                      "(default %(default)s)")
+    k.add_argument("--sync-us", type=number("a number of microseconds", 0, low_open=True),
+                   default=1000.0,
+                   help="kvm: the 2012 synchronize_srcu_expedited cost for the crossover "
+                        "prediction (default %(default)s: 60c34612's 'ms order')")
+
+
+def run_kvm(ns: argparse.Namespace, write_json: Any) -> int:
+    """``perf --engine kvm``: one line and exit 2 where /dev/kvm is unusable."""
+    from ..kvm.perf import KvmPerfConfig, run_kvm_perf
+    from ..kvm.vm import probe
+    from ..search.perf import require_matplotlib
+    from ..search.perf_kvm import compare, format_report, plot_kvm, recompute_crossover
+
+    found = probe()
+    found.require()
+    found.require("manual")
+    if ns.plot:
+        require_matplotlib()
+    d = KvmPerfConfig()
+    config = KvmPerfConfig(
+        pages=sorted({n for g in ns.slot_pages for n in g}) if ns.slot_pages else d.pages,
+        fractions=sorted({f for g in ns.fraction for f in g}) if ns.fraction else None,
+        vcpus=[v for g in ns.vcpus for v in g] if ns.vcpus else d.vcpus,
+        rounds=ns.rounds, run_seconds=ns.run_seconds, harvest_ms=ns.harvest_ms,
+        seed=ns.seed)
+    config.running_pages = sorted({min(config.pages), max(config.pages)})
+
+    def progress(line: str) -> None:
+        if not ns.quiet:
+            sys.stderr.write(f"perf --engine kvm: {line}\n")
+            sys.stderr.flush()
+
+    report = run_kvm_perf(config, progress)
+    if ns.sync_us != 1000.0:
+        recompute_crossover(report, ns.sync_us)
+        from ..kvm.perf import claims
+
+        report["claims"] = claims(report)
+    progress("the model at the same dirty counts")
+    report["comparison"] = compare(report, ns.seed)
+    print(format_report(report))
+    if ns.json:
+        write_json(ns.json, report)
+    if ns.plot:
+        for path in plot_kvm(report, ns.plot):
+            print(f"plot: {path}")
+    return 0
 
 
 def run_perf(ns: argparse.Namespace, write_json: Any) -> int:
+    if ns.engine == "kvm":
+        return run_kvm(ns, write_json)
     from ..search.perf import PerfConfig, describe_progress, format_table, plot, require_matplotlib
     from ..search.perf import run_perf as sweep
 

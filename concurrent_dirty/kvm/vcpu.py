@@ -143,6 +143,11 @@ class KvmVcpu:
         struct.pack_into("<Q", sregs, _abi.SREGS_CR4, 0x20)  # PAE
         struct.pack_into("<Q", sregs, _abi.SREGS_EFER, 0x500)  # LME LMA
         ioctl(self.fd, _abi.KVM_SET_SREGS, sregs, what=f"vcpu {self.id}: {self.mode}")
+        self._set_entry()
+
+    def _set_entry(self) -> None:
+        """Point the guest at its first instruction, stack and control block."""
+        layout = self.layout
         regs = dict.fromkeys(_abi.REG_NAMES, 0)
         regs.update(rip=layout.CODE, rsp=layout.stack_top(self.id), rdi=self.cb, rflags=0x2)
         buf = ctypes.create_string_buffer(_abi.REGS.pack(*regs.values()))
@@ -171,6 +176,23 @@ class KvmVcpu:
     def start(self) -> None:
         self.thread = threading.Thread(target=self._loop, name=f"vcpu {self.id}", daemon=True)
         self.thread.start()
+
+    def restart(self) -> None:
+        """Run the guest again from its first instruction (after it ended
+        with ``out 0xe2``): its registers are reset with KVM_SET_REGS,
+        which is only possible while no thread is in KVM_RUN, then a new
+        thread enters. The control block (list, passes...) is the host's
+        to set before."""
+        if self.thread is not None and self.thread.is_alive():
+            raise HangError(f"vcpu {self.id}: restart while its thread is still in KVM_RUN")
+        if self.error is not None:
+            raise self.error
+        self._set_entry()
+        self.done.clear()
+        self.kicked = False
+        if self.run_map is not None:
+            self.run_map[_abi.RUN_IMMEDIATE_EXIT] = 0
+        self.start()
 
     def _loop(self) -> None:
         assert self.run_map is not None
