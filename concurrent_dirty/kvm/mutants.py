@@ -46,17 +46,10 @@ class ClearCopyFirst(ClearProtocol):
     name = "kvm-clear-copy-first"
     description = "copies a range before it CLEARs it (a write in between is lost)"
 
-    def harvest(self) -> None:
-        for slot in self._logging_slots():
-            bitmap = self._get(slot)
-            self.migration.collected(slot, bitmap)
-            step = self.program.clear_words or slot.nwords
-            for first in range(0, slot.nwords, step):
-                masks = bitmap[first:first + step]
-                if any(masks):
-                    for k, mask in enumerate(masks):
-                        self._copy_word(slot, first + k, mask)
-                    self._clear(slot, first, masks)
+    def _sync_range(self, slot: Memslot, first_word: int, masks: list[int]) -> None:
+        for k, mask in enumerate(masks):
+            self._copy_word(slot, first_word + k, mask)
+        self._clear(slot, first_word, masks)
 
 
 class ClearAllOnes(ClearProtocol):
@@ -108,10 +101,7 @@ class RingCopyBeforeReset(RingProtocol):
     description = "copies the reaped pages, then resets the rings"
 
     def harvest(self) -> None:
-        pages: dict[int, set[int]] = {}
-        for vcpu in self.vcpus:
-            for slot_id, offset in self._reap(vcpu):
-                pages.setdefault(slot_id, set()).add(offset)
+        pages = self._reap_all()
         self._copy_collected(pages)
         self._reset()
 

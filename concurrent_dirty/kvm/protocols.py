@@ -2,7 +2,8 @@
 against the real kernel.
 
 Three protocols, one per kernel interface, each a class whose steps are
-seams (``_get``, ``_clear``, ``_copy``, ``_reap``, ``_reset``) so a user's
+seams (``_get``, ``_clear``, ``_sync_range``, ``_copy``, ``_reap``,
+``_reap_all``, ``_reset``) so a user's
 variant or a mutant overrides one step instead of copying a loop:
 
 * ``kvm-get`` (:class:`GetProtocol`): ``KVM_GET_DIRTY_LOG`` per slot, the
@@ -138,12 +139,17 @@ class ClearProtocol(KernelProtocol):
             step = self.program.clear_words or slot.nwords
             for first in range(0, slot.nwords, step):
                 masks = bitmap[first:first + step]
-                if not any(masks):
-                    continue
-                self._clear(slot, first, masks)
-                for k, mask in enumerate(masks):
-                    if mask:
-                        self._copy_word(slot, first + k, mask)
+                if any(masks):
+                    self._sync_range(slot, first, masks)
+
+    def _sync_range(self, slot: Memslot, first_word: int, masks: list[int]) -> None:
+        """One range of a round: CLEAR exactly its bits, then copy them
+        (clearing first makes a write after the copy fault and set the bit
+        again)."""
+        self._clear(slot, first_word, masks)
+        for k, mask in enumerate(masks):
+            if mask:
+                self._copy_word(slot, first_word + k, mask)
 
     def _clear(self, slot: Memslot, first_word: int, masks: list[int]) -> None:
         """KVM_CLEAR_DIRTY_LOG of ``masks`` from word ``first_word``:
@@ -168,12 +174,17 @@ class RingProtocol(KernelProtocol):
         self.vm.enable_ring(self.program.ring_entries)
 
     def harvest(self) -> None:
+        pages = self._reap_all()
+        self._reset()
+        self._copy_collected(pages)
+
+    def _reap_all(self) -> dict[int, set[int]]:
+        """Every vCPU's published entries, as offsets by slot id."""
         pages: dict[int, set[int]] = {}
         for vcpu in self.vcpus:
             for slot_id, offset in self._reap(vcpu):
                 pages.setdefault(slot_id, set()).add(offset)
-        self._reset()
-        self._copy_collected(pages)
+        return pages
 
     def _copy_collected(self, pages: dict[int, set[int]]) -> None:
         by_id = {s.id: s for s in self.vm.slots}
