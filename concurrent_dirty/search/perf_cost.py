@@ -692,23 +692,38 @@ def format_cost(report: CostReport) -> str:
 
 
 def crossover_lines(cross: dict[str, Any]) -> list[str]:
-    lines = [f"2012 crossover from the cost mode (xchg harvest slower than srcu's from this "
-             f"many dirty pages; sync = synchronize_srcu_expedited, default "
-             f"{cross['sync_us_default']:g} us: {cross['sync_us_source']}):"]
-    for row in cross["by_slot"]:
-        cells = []
-        for s, v in row["by_sync_us"].items():
+    """The crossover as a table: a row per slot size, a column per sync
+    cost; a cell is the dirty count from which xchg's GET is the slower,
+    or ``never`` with the whole-slot write-protect cost per page below
+    which there would be one (``never*``: not even with a free one)."""
+    lines = [f"2012 crossover from the cost mode: the dirty pages from which xchg's GET is "
+             f"slower than srcu's, by synchronize_srcu_expedited cost (default "
+             f"{cross['sync_us_default']:g} us: {cross['sync_us_source']}); srcu "
+             f"write-protects the "
+             + (f"whole slot at {cross['slot_write_protect_ns_per_page']:g} ns/page; 'never "
+                f"<X' = a crossover needs the slot write-protect below X ns/page"
+                if cross["srcu_protect"] == "slot" else "harvested pages only") + ":"]
+    rows = cross["by_slot"]
+    if not rows:
+        return [*lines, "  no slot with both srcu and xchg points"]
+    syncs = list(rows[0]["by_sync_us"])
+    head = ["pages", *[f"sync {s} us" for s in syncs]]
+    table = []
+    for row in rows:
+        cells = [str(row["pages"])]
+        for s in syncs:
+            v = row["by_sync_us"][s]
             if v["xchg_slower_from_dirty_pages"] is not None:
-                cells.append(f"sync {s} us: from {v['xchg_slower_from_dirty_pages']}")
-            else:
-                need = v.get("crossover_needs_slot_write_protect_below_ns_per_page")
-                cells.append(f"sync {s} us: never" + (
-                    "" if need is None else " (even with a free slot protect)" if need <= 0
-                    else f" (needs slot protect < {need:g} ns/page)"))
-    if cross["by_slot"] and cross["srcu_protect"] == "slot":
-        lines.append(f"  (whole-slot write-protect charged "
-                     f"{cross['slot_write_protect_ns_per_page']:g} ns/page)")
-        lines.append(f"  {row['pages']} pages: " + "; ".join(cells))
+                cells.append(f"from {v['xchg_slower_from_dirty_pages']}")
+                continue
+            need = v.get("crossover_needs_slot_write_protect_below_ns_per_page")
+            cells.append("never" if need is None else "never*" if need <= 0
+                         else f"never <{need:g}")
+        table.append(cells)
+    widths = [max(len(h), *(len(r[i]) for r in table)) for i, h in enumerate(head)]
+    lines.append("  " + "  ".join(h.rjust(w) for h, w in zip(head, widths, strict=True)))
+    lines += ["  " + "  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True))
+              for r in table]
     lines.append(f"  assumptions: {cross['assumptions']}")
     return lines
 
