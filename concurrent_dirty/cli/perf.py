@@ -11,7 +11,7 @@ from typing import Any
 from ..errors import UsageError
 from ..harness.limits import SEED_RANGE
 
-_DEFAULT_ALGORITHMS = ("srcu", "xchg", "manual")
+_DEFAULT_ALGORITHMS = ("srcu", "xchg", "manual", "ring")
 
 
 def _list_of(kind: str, parse_one: Any) -> Any:
@@ -61,8 +61,13 @@ def add_parser(sub: Any, number: Any, choice: Any) -> None:
                     "GET (and CLEAR), pages harvested per second and how long vCPUs waited "
                     "(faults for mmu_lock, exits for the userspace lock held across the "
                     "ioctl). A Python model: compare shapes, not kernel numbers.")
-    p.add_argument("--algorithm", action="append", metavar="NAME|module:Class",
-                   help=f"repeatable; default: {', '.join(_DEFAULT_ALGORITHMS)}")
+    p.add_argument("--algorithm", action="append", metavar="NAME|ring-N|module:Class",
+                   help=f"repeatable; 'ring' is the dirty ring at every --ring-size, 'ring-N' "
+                        f"at N entries a vCPU; default: {', '.join(_DEFAULT_ALGORITHMS)}")
+    p.add_argument("--ring-size", action="append", metavar="N[,N...]",
+                   type=_list_of("a ring size", _int_in("a ring size", 16, 65536)),
+                   help=f"entries a vCPU of the dirty ring that 'ring' stands for; repeatable "
+                        f"or a list (default {','.join(map(str, d.ring_sizes))})")
     p.add_argument("--vcpus", action="append", metavar="N[,N...]",
                    type=_list_of("a number of vCPUs", _int_in("a number of vCPUs", 1,
                                                                   MAX_VCPUS)),
@@ -175,6 +180,15 @@ def _check_plot_dir(path: str) -> None:
                          f"got {path!r}")
 
 
+def _expand_rings(algorithms: list[str], sizes: list[list[int]] | None) -> list[str]:
+    """``ring`` -> ``ring-N`` for each ring size (default 256 and 8192)."""
+    flat = sorted({n for g in sizes for n in g}) if sizes else [256, 8192]
+    out: list[str] = []
+    for a in algorithms:
+        out += [f"ring-{n}" for n in flat] if a == "ring" else [a]
+    return list(dict.fromkeys(out))
+
+
 def run_cost(ns: argparse.Namespace, write_json: Any) -> int:
     """``perf --cost-mode kernel``: the model on the virtual clock."""
     import json
@@ -208,7 +222,9 @@ def run_cost(ns: argparse.Namespace, write_json: Any) -> int:
     pages = [ns.pages] if ns.pages else d.pages
     fractions = sorted({f for g in ns.fraction for f in g}) if ns.fraction else None
     config = CostConfig(
-        algorithms=list(ns.algorithm) if ns.algorithm else d.algorithms, pages=pages,
+        algorithms=_expand_rings(list(ns.algorithm), ns.ring_size) if ns.algorithm
+        else _expand_rings(["srcu", "xchg", "manual", "ring"], ns.ring_size or [[256, 8192]]),
+        pages=pages,
         dirty=sorted({max(1, math.ceil(f * p - 1e-9)) for f in fractions for p in pages})
         if fractions else None,
         vcpus=ns.vcpus[0][0] if ns.vcpus else 1, seed=ns.seed, sync_us=ns.srcu_sync_us,
@@ -251,6 +267,8 @@ def run_perf(ns: argparse.Namespace, write_json: Any) -> int:
     config = PerfConfig(
         algorithms=list(ns.algorithm or _DEFAULT_ALGORITHMS),
         vcpus=[v for group in ns.vcpus for v in group] if ns.vcpus else PerfConfig().vcpus,
+        ring_sizes=sorted({n for g in ns.ring_size for n in g}) if ns.ring_size
+        else PerfConfig().ring_sizes,
         pages=ns.pages or DEFAULT_PAGES,
         fractions=sorted({f for group in ns.fraction for f in group}) if ns.fraction else None,
         rounds=ns.rounds, seconds=ns.seconds, think_us=ns.think_us, exit_rate=ns.exit_rate,

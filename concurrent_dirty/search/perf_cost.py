@@ -64,7 +64,7 @@ from ..schedulers.random import RandomScheduler
 
 __all__ = ["COST_ALGORITHMS", "Costs", "CostConfig", "CostPoint", "DEFAULT_COSTS",
            "DEFAULT_SYNC_US", "Event", "Recorder", "SYNC_RANGE_US", "SYNC_SWEEP_US",
-           "SYNC_SOURCE", "costs_from_kernel", "crossover", "crossover_lines", "format_cost",
+           "SYNC_SOURCE", "costs_from_kernel", "parse_spec", "crossover", "crossover_lines", "format_cost",
            "plot_cost", "price", "run_cost_sweep", "simulate"]
 
 #: The 2012 ``synchronize_srcu_expedited``: 60c34612's message says the
@@ -198,11 +198,11 @@ DEFAULT_COSTS = Costs(ioctl_ns=22830.0, word_ns=1.86, protect_ns=28.68,
 COST_ALGORITHMS = ("srcu", "xchg", "manual", "ring")
 
 
-def _parse(spec: str) -> tuple[type[DirtyLogAlgorithm], int]:
+def parse_spec(spec: str) -> tuple[type[DirtyLogAlgorithm], int]:
     """``ring-N`` -> (the ring, N entries); anything else: (class, 0)."""
     name, _, size = spec.partition("-")
-    if name == "ring" and size:
-        if not size.isdigit() or not 16 <= int(size) <= 65536:
+    if name == "ring" and size and size.lstrip("+-").isdigit():
+        if not 16 <= int(size) <= 65536:
             raise UsageError(f"expected a ring size from 16 to 65536 entries (ring-N), "
                              f"got {spec!r}")
         return resolve_algorithm("ring"), int(size)
@@ -319,7 +319,7 @@ def simulate(spec: str, pages: int, dirty: int, *, vcpus: int = 1, writes: int =
     """One point as one controlled execution (see the module docstring).
     ``record=False`` runs the same execution with no observer (the test that
     the cost mode changes no schedule)."""
-    cls, ring_entries = _parse(spec)
+    cls, ring_entries = parse_spec(spec)
     rig = _Rig(cls, pages, vcpus, ring_entries)
     try:
         algorithm = rig.fresh()
@@ -506,7 +506,7 @@ class CostConfig:
             raise UsageError(f"expected --srcu-protect slot or harvested, got "
                              f"{self.srcu_protect!r}")
         for spec in self.algorithms:
-            _parse(spec)
+            parse_spec(spec)
         for p in self.pages:
             if not 64 <= p <= 1 << 18:
                 raise UsageError(f"expected cost-mode pages from 64 to {1 << 18}, got {p!r}")
