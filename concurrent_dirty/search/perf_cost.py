@@ -64,8 +64,8 @@ from ..schedulers.random import RandomScheduler
 
 __all__ = ["COST_ALGORITHMS", "Costs", "CostConfig", "CostPoint", "DEFAULT_COSTS",
            "DEFAULT_SYNC_US", "Event", "Recorder", "SYNC_RANGE_US", "SYNC_SWEEP_US",
-           "SYNC_SOURCE", "costs_from_kernel", "parse_spec", "crossover", "crossover_lines", "format_cost",
-           "plot_cost", "price", "run_cost_sweep", "simulate"]
+           "SYNC_SOURCE", "costs_from_kernel", "crossover", "crossover_lines", "format_cost",
+           "parse_spec", "plot_cost", "price", "run_cost_sweep", "simulate"]
 
 #: The 2012 ``synchronize_srcu_expedited``: 60c34612's message says the
 #: srcu GET "sometimes gives us ms order of latency" (with VGA, the
@@ -184,10 +184,10 @@ def costs_from_kernel(report: dict[str, Any], sync_us: float = DEFAULT_SYNC_US,
 #: ``costs_from_kernel`` of ``docs/perf/dirty_log_perf_kvm.json`` (Linux
 #: 6.18.44, kvm_pvm, 2 cores; regenerate with the README's command), so that
 #: the model's ``perf --cost-mode kernel`` needs no /dev/kvm.
-DEFAULT_COSTS = Costs(ioctl_ns=22830.0, word_ns=1.86, protect_ns=28.68,
-                      slot_protect_ns=37.34, sync_ns=DEFAULT_SYNC_US * 1e3, lock_ns=LOCK_NS,
-                      write_ns=1259.0, fault_ns=3529.0, push_ns=505.0, reap_ns=560.7,
-                      flush_ns=0.0, copy_ns=1819.8, srcu_protect="slot",
+DEFAULT_COSTS = Costs(ioctl_ns=16620.0, word_ns=1.36, protect_ns=55.16,
+                      slot_protect_ns=100.88, sync_ns=DEFAULT_SYNC_US * 1e3, lock_ns=LOCK_NS,
+                      write_ns=4120.02, fault_ns=6984.79, push_ns=1416.78, reap_ns=341.8,
+                      flush_ns=0.0, copy_ns=5772.97, srcu_protect="slot",
                       source="docs/perf/dirty_log_perf_kvm.json (Linux 6.18.44-fc-v1147, "
                              "kvm_pvm, 2 cores)")
 
