@@ -766,8 +766,8 @@ def plot_cost(report: CostReport, directory: str) -> list[str]:
                 right.plot(xs, list(v["xchg_harvest_us"].values()), "k-", lw=2, label="xchg")
         right.set(xscale="log", yscale="log", xlabel=f"dirty pages of {row['pages']}",
                   ylabel="GET, virtual us",
-                  title=f"2012 crossover as a function of synchronize_srcu_expedited "
-                        f"(srcu protects the {report.costs.srcu_protect})")
+                  title=f"2012 crossover against the srcu sync cost (srcu protects: "
+                        f"{report.costs.srcu_protect})")
         right.legend(fontsize="x-small")
     fig.suptitle(f"concurrent-dirty perf --cost-mode kernel: costs from {report.costs.source}",
                  fontsize="medium")
