@@ -644,7 +644,16 @@ class CostReport:
     sims: dict[tuple[str, int, int], Simulated] = field(repr=False, default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        return {"mode": "kernel", "config": self.config.to_json(),
+        import os
+        import platform
+
+        return {"tool": "concurrent-dirty", "command": "perf --cost-mode kernel",
+                "host": {"python": platform.python_version(),
+                         "machine": f"{platform.system()} {platform.machine()}",
+                         "cores": os.cpu_count(),
+                         "note": "virtual time: the numbers do not depend on this host; "
+                                 "the costs' host is in costs.source"},
+                "mode": "kernel", "config": self.config.to_json(),
                 "costs": self.costs.to_json(),
                 "points": [p.to_json() for p in self.points], "crossover": self.crossover}
 
