@@ -54,7 +54,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Protocol
+from typing import NoReturn, Protocol
 
 from ..errors import (
     AlgorithmMisuse,
@@ -373,18 +373,16 @@ class Runtime:
         self._close_step(me)
         out.steps += 1
         if out.steps > self.max_steps:
-            self._fail(Verdict.STEP_BOUND, self._step_bound_report(me, op, target, index), me)
-            raise _Abort
+            self._fail_at(Verdict.STEP_BOUND, self._step_bound_report(me, op, target, index),
+                          me, op, target, index)
         ready = self._runnable(me)
         if not ready:
-            self._fail(Verdict.DEADLOCK, self._deadlock_report(), me)
-            raise _Abort
+            self._fail_at(Verdict.DEADLOCK, self._deadlock_report(), me, op, target, index)
         if me.yielded and ready == [me.tid]:
             # Spinning while nobody else can run: nothing will ever change.
             spun = f"{target}[{index}] (spinning; no other thread can run)"
             me.reason = lambda: spun
-            self._fail(Verdict.DEADLOCK, self._deadlock_report(), me)
-            raise _Abort
+            self._fail_at(Verdict.DEADLOCK, self._deadlock_report(), me, op, target, index)
         current = me.tid if me.tid in ready and not me.yielded and not me.spinning else None
         choice = self._decide(ready, current)
         if choice != me.tid:
@@ -404,6 +402,15 @@ class Runtime:
             self.observe(me.tid, op, target, index)
         if self.tracing:
             self._record(me, op, target, index)
+
+    def _fail_at(self, kind: Verdict, message: str, me: _Thread, op: Op, target: str,
+                 index: int) -> NoReturn:
+        """Fail at this switch point, which counts as a step: traced, its
+        row is the trace's last, so a failure at step N has N rows."""
+        if self.tracing and not self._aborted:
+            self._record(me, op, target, index)
+        self._fail(kind, message, me)
+        raise _Abort
 
     def _step_bound_report(self, me: _Thread, op: Op, target: str, index: int) -> str:
         text = (f"the execution exceeded {self.max_steps} steps (max_steps) at {me.name}'s "
