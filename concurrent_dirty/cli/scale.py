@@ -110,12 +110,9 @@ def fuzz_campaign(ns: argparse.Namespace, campaign: FuzzCampaign, write_json: An
             found = replay_saved(db, [algorithm_ref(classes[spec])])
             replayed += found
             _report_replays(found)
-            failing = [r for r in found if r.status == "fails"]
+            failing = [r.result for r in found if r.status == "fails" and r.result]
             if failing:  # reported at once, before any search
-                report = FuzzReport(algorithm=algorithm_name(classes[spec]),
-                                    scheduler="saved failure (--db)", failure=failing[0].result,
-                                    executions=1)
-                report.extra["from_database"] = True
+                report = FuzzReport.saved(algorithm_name(classes[spec]), failing[0])
                 reports[spec] = report
                 print_report(report)
     searched = [spec for spec in algorithms if spec not in reports]

@@ -157,13 +157,17 @@ def explore_command(scenario: Scenario, execution: int) -> str:
         words += ["--on-behalf", f"{scenario.on_behalf:g}"]
     if scenario.workload != "uniform":
         words += ["--workload", scenario.workload]
-    if scenario.initially_set:
-        words.append("--initially-set")
     if not scenario.tlb:
         words.append("--no-tlb")
-    from .paths import path_words
+    from ..dirtylog import resolve_algorithm
+    from ..search.model import pin_words
 
-    words += path_words(scenario)
+    # Every model option the stress execution ran under, pinned (fuzz would
+    # draw those left out): the fast page fault, PML and its buffer, the
+    # ring's geometry, INITIALLY_SET and the CLEAR granularity.
+    words += pin_words(resolve_algorithm(scenario.algorithm), scenario)
+    if scenario.stuck_rounds != _DEFAULT.stuck_rounds:
+        words += ["--stuck-rounds", str(scenario.stuck_rounds)]
     return shlex.join(words)
 
 

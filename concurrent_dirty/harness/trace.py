@@ -74,7 +74,8 @@ def trace_header(result: Traced) -> str:
 
 def format_trace(result: Traced) -> str:
     """The counterexample: :func:`trace_header`, one row per step (the
-    preemptions marked; a failure at step N has N rows), and
+    preemptions marked; a failure at step N has N rows, the last ones the
+    switch points the threads had reached when it ended), and
     :func:`verdict_line` (an error's or a hang's whole message)."""
     out = result.outcome
     names = result.names
@@ -88,7 +89,10 @@ def format_trace(result: Traced) -> str:
             word = s.target if s.target != "srcu" else f"srcu reader {s.word}"
         elif s.target == "mmu_lock":
             word = s.target
-        mark = f"   <== preempts {names[s.preempted]}" if s.preempted is not None else ""
+        if s.pending:
+            change = "(reached, not run: the execution ended here)"
+        took = [*s.also_preempted, *([] if s.preempted is None else [s.preempted])]
+        mark = "".join(f"   <== preempts {names[t]}" for t in took)
         lines.append(f"{s.index:>5}  {names[s.thread]:<10} {s.op:<20} {word:<22} {change}{mark}")
     lines.append(verdict_line(out, whole=out.kind in ("error", "hang", "misuse")))
     return "\n".join(lines)

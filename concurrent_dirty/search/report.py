@@ -85,6 +85,17 @@ class FuzzReport:
     def executions_per_second(self) -> float:
         return self.executions / self.seconds if self.seconds else 0.0
 
+    @classmethod
+    def saved(cls, algorithm: str, result: ExecutionResult) -> FuzzReport:
+        """The report of a saved failure replayed (``--db``): one execution,
+        its own switch points and preemptions."""
+        out = result.outcome
+        report = cls(algorithm=algorithm, scheduler="saved failure (--db)", failure=result,
+                     executions=1, steps=out.steps, preemptions=out.preemptions,
+                     switches=out.switches)
+        report.extra["from_database"] = True
+        return report
+
     def found(self) -> Found | None:
         """The failure as the report states it (None if there is none)."""
         failure = self.failure
@@ -105,10 +116,12 @@ class FuzzReport:
 
     def totals(self) -> str:
         """What the campaign tried, all executions together."""
-        return (f"{_plural(self.executions, 'execution')}, {self.steps} switch points, "
-                f"{self.preemptions} preemptions in all, in {self.seconds:.2f}s "
-                f"({self.executions_per_second:.0f} executions/s, "
-                f"{self.steps_per_second:.0f} switch points/s)")
+        text = (f"{_plural(self.executions, 'execution')}, {self.steps} switch points, "
+                f"{self.preemptions} preemptions in all")
+        if not self.seconds:
+            return text  # a saved failure replayed: no search, no rate
+        return (text + f", in {self.seconds:.2f}s ({self.executions_per_second:.0f} "
+                f"executions/s, {self.steps_per_second:.0f} switch points/s)")
 
     def summary(self) -> str:
         tried = self.totals()
