@@ -27,7 +27,8 @@ with ``python3 -m concurrent_dirty`` for ``concurrent-dirty``) and either
 
 Marker options, in brackets after ``sample``: ``long`` (run only with
 ``--long``: a full mutants table, installs, Redis, the kernel), ``counts``
-(its numbers depend on the time budget), ``timed`` (``--write`` adds the
+(its numbers depend on the time budget), ``prefix`` (the build may print
+more lines after the sample's: a second violation), ``timed`` (``--write`` adds the
 machine it ran on, the line after the block), ``exit=N`` (the status it
 must exit with). A line ``...`` in a block stands for any number of lines.
 """
@@ -100,6 +101,8 @@ def run_command(command: str) -> tuple[int, str]:
     words = shlex.split(command)
     if words[0] == "concurrent-dirty":
         words = [sys.executable, "-m", "concurrent_dirty", *words[1:]]
+    elif words[0] == "python3":
+        words = [sys.executable, *words[1:]]
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
                COLUMNS="80")
     try:
@@ -115,14 +118,26 @@ TOKEN = re.compile(r"cd2\.[A-Za-z0-9_-]+(?:\.\.\.)?")
 
 
 def elide(lines: list[str]) -> list[str]:
-    """A block as the README shows it: a trace of more than 10 rows kept to
-    its first 4 and last 4, tokens shortened."""
+    """A block as the README shows it: a trace of more than 12 rows kept to
+    its first 3, the 3 around each preemption and its last 4 (a ``...``
+    row for each gap), tokens shortened."""
     out: list[str] = []
     rows: list[str] = []
 
     def flush() -> None:
-        if len(rows) > 10:
-            out.extend(rows[:4] + ["   ..."] + rows[-4:])
+        if len(rows) > 12:
+            keep = set(range(3)) | set(range(len(rows) - 4, len(rows)))
+            for n, row in enumerate(rows):
+                if "<== preempts" in row:
+                    keep |= set(range(max(0, n - 3), min(len(rows), n + 4)))
+            gap = False
+            for n, row in enumerate(rows):
+                if n in keep:
+                    out.append(row)
+                    gap = False
+                elif not gap:
+                    out.append("   ...")
+                    gap = True
         else:
             out.extend(rows)
         rows.clear()
@@ -140,7 +155,7 @@ def elide(lines: list[str]) -> list[str]:
 def normalise(line: str, counts: bool) -> str:
     line = TOKEN.sub("cd2.TOKEN", line.rstrip())
     line = re.sub(r"\d+\.\d+", "F", line)  # times, rates, shares
-    line = re.sub(r"\d+(?=/s\b)", "R", line)
+    line = re.sub(r"\d+(?=(?: [a-z]+)*/s\b)", "R", line)  # rates: 60 executions/s
     line = re.sub(r"\b\d+ here\b", "N here", line)  # this machine's cores
     if counts:
         line = re.sub(r"\d+", "N", line)
@@ -148,13 +163,15 @@ def normalise(line: str, counts: bool) -> str:
     return line
 
 
-def matches(expected: list[str], got: list[str], counts: bool) -> str | None:
-    """None if ``got`` fits ``expected`` (a ``...`` line matches any lines),
-    else the first expected line the build did not print, in order."""
+def matches(expected: list[str], got: list[str], counts: bool,
+            prefix: bool = False) -> str | None:
+    """None if ``got`` fits ``expected`` (a ``...`` line matches any lines;
+    with ``prefix``, any lines may follow), else the first expected line
+    the build did not print, in order."""
     exp = [normalise(x, counts) for x in expected]
     have = [normalise(x, counts) for x in got]
     pattern = "".join(r"(?:.*\n)*?" if e.strip() == "..." else re.escape(e) + r"\n"
-                      for e in exp)
+                      for e in exp) + (r"(?:.*\n)*" if prefix else "")
     if re.fullmatch(pattern, "".join(h + "\n" for h in have)):
         return None
     j = 0
@@ -182,17 +199,33 @@ def machine() -> str:
 
 
 def _default(action: argparse.Action) -> str:
-    text = action.help or ""
-    m = re.search(r"\(default:? ([^;)]*)", text % {"default": action.default}
-                  if "%(default)" in text else text)
+    """The default as ``--help`` states it: a flag's off (on for a
+    ``--no-X``), the parser's value, else what the help text says."""
     if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
         return "on" if isinstance(action, argparse._StoreFalseAction) else "off"
-    if action.default not in (None, False, argparse.SUPPRESS):
-        return f"{action.default:g}" if isinstance(action.default, float) else \
-            str(action.default)
-    if m:
-        return m.group(1).strip()
-    return "none"
+    text = _help(action)
+    said = re.search(r"\(?default:? ([^;):]*)", text)
+    value = action.default
+    if value is not None and value is not False and value is not argparse.SUPPRESS \
+            and type(action).__name__ != "OnceBoolean":
+        return f"{value:g}" if isinstance(value, float) else str(value)
+    return said.group(1).strip() if said else "none"
+
+
+def _values(action: argparse.Action) -> str:
+    """The values the option takes: a number's range (its parser's), the
+    choices, or "" (a flag, a name, a path)."""
+    doc = getattr(action.type, "__doc__", None) or ""
+    if doc.startswith(("from ", "> ")):
+        return doc
+    if action.choices:
+        return ", ".join(str(c) for c in action.choices)
+    return ""
+
+
+def _help(action: argparse.Action) -> str:
+    text = (action.help or "") % {"default": action.default} if action.help else ""
+    return re.sub(r"\b\d+ here\b", "N here", re.sub(r"\s+", " ", text))
 
 
 def _option(action: argparse.Action) -> str:
@@ -207,7 +240,7 @@ def _option(action: argparse.Action) -> str:
             or type(action).__name__ == "OnceBoolean":
         return f"`{name}`"
     metavar = action.metavar or action.dest.upper()
-    return f"`{name} {metavar}`".replace("|", "\\|")
+    return f"`{name} {metavar}`"
 
 
 def cli_table(command: str) -> list[str]:
@@ -218,15 +251,14 @@ def cli_table(command: str) -> list[str]:
     parser = build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     p = sub.choices[command]
-    rows = ["| option | default | meaning (its `--help`) |", "|---|---|---|"]
+    rows = ["| option | default | values | meaning (its `--help`) |", "|---|---|---|---|"]
     for action in p._actions:
         option = _option(action)
         if not option or action.dest == "help":
             continue
-        text = (action.help or "") % {"default": action.default} if action.help else ""
-        text = re.sub(r"\s+", " ", text).replace("|", "\\|")
-        text = re.sub(r"\b\d+ here\b", "N here", text)
-        rows.append(f"| {option} | {_default(action)} | {text} |")
+        rows.append(f"| {option} | {_default(action)} | {_values(action)} | "
+                    f"{_help(action)} |".replace(
+            "|", "\\|").replace("\\| ", "| ").replace(" \\|", " |"))
     return rows
 
 
@@ -296,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
                     lines[tail:tail] = [machine()]
             lines[s.start + 1:s.end] = fresh
         else:
-            why = matches(s.body, fresh, "counts" in s.options)
+            why = matches(s.body, fresh, "counts" in s.options, "prefix" in s.options)
             if why:
                 problems.append(f"{s.name} is stale: {why}")
         print(f"{'wrote' if ns.write else 'checked'} {s.name}", file=sys.stderr)

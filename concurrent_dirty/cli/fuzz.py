@@ -87,7 +87,8 @@ def add_parsers(sub: Any, number: Any, choice: Any) -> None:
                    help="no per-vCPU TLB model")
     add_path_options(f, number, drawn=True)
     f.add_argument("--seed", type=number("an integer seed", *SEED_RANGE, True),
-                   default=0)
+                   default=0, help="seed of the program space and the schedulers, a signed "
+                                   "64-bit integer (default %(default)s)")
     f.add_argument("--max-steps", type=number("a step bound", 10, 10_000_000, integer=True),
                    default=20_000, help="switch points per execution before giving up")
     f.add_argument("--watchdog", type=number("a number of seconds", 0, low_open=True),
@@ -98,7 +99,7 @@ def add_parsers(sub: Any, number: Any, choice: Any) -> None:
                    help="before each execution, write what is running; at a failure, its "
                         "replay token (survives a crash or a hang)")
     f.add_argument("--json", metavar="PATH", help="write the report as JSON")
-    f.add_argument("--quiet", action="store_true")
+    f.add_argument("--quiet", action="store_true", help="no progress line")
     add_scale_options(f, number, db=True)
 
     r = sub.add_parser("replay", help="rerun a failure from its replay token",

@@ -40,10 +40,11 @@ def add_options(parser: Any, number: Any, *, db: bool) -> None:
     g = parser.add_argument_group("scale")
     g.add_argument("--jobs", type=number("a number of jobs", 1, 1024, integer=True),
                    default=None,
-                   help=f"worker processes on this machine (default: the number of cores, "
-                        f"{default_jobs()} here{'; fuzz --token-file: 1' if db else ''}; "
-                        f"stress: 1, its cells one after another); "
-                        f"1 runs in this process")
+                   help=(f"worker processes on this machine (default: the number of cores, "
+                         f"{default_jobs()} here; fuzz --token-file: 1); 1 runs in this "
+                         f"process") if db else
+                   ("worker processes on this machine (default 1: the cells one after "
+                    "another, in this process)"))
     g.add_argument("--shard", type=shard, default=Shard(), metavar="K/N",
                    help="run part K of N of the campaign (a CI matrix of N jobs covers it "
                         "without overlap)")

@@ -63,7 +63,8 @@ def add_parser(sub: Any, _number: Any, _choice: Any) -> None:
                                                    "(default %(default)s)")
     g.add_argument("--on-behalf", type=_number("a probability", 0, 1),
                    default=_DEFAULT.on_behalf,
-                   help="share of writes KVM makes for the guest (default %(default)s)")
+                   help="share of writes KVM makes for the guest, 0 to 1 (default: drawn per "
+                        "execution: none, some or all)")
     g.add_argument("--initially-set", action="store_true",
                    help="start logging with every bit set (KVM_DIRTY_LOG_INITIALLY_SET)")
     g.add_argument("--no-tlb", dest="tlb", action="store_false",

@@ -83,6 +83,10 @@ def pin_words(cls: type[DirtyLogAlgorithm], scenario: Scenario) -> list[str]:
     return words
 
 
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
 def _option_text(sc: Scenario) -> str:
     parts = [f"fast page fault {'on' if sc.fast_page_fault else 'off'}"]
     if sc.dirty_ring:
@@ -148,48 +152,58 @@ def model_lines(facts: dict[str, Any] | None, result: ExecutionResult) -> Sequen
     else:
         lines.append(f"nothing drawn: the model is pinned ({' '.join(facts['pin'])})")
     only = facts.get("only_under")
-    if only and only["clean_executions_without"]:
+    if only:
         names = " and ".join(_NAMES[d] for d in only["options"])
         flags = " ".join("--no-" + d.replace("_", "-") for d in only["options"])
-        line = (f"only under drawn options: with {names} off the same program passed "
-                f"{only['clean_executions_without']} random schedules")
+        line = (f"only under drawn options: with {names} off, every schedule of the same "
+                f"program with at most {_plural(only['bound'], 'preemption')} passes "
+                f"({only['executions']} executions)")
         if "lacks" in facts:
             line += f"; {result.algorithm}'s {facts['lacks']}"
         lines.append(line + f" (written for the model without {names}? pin {flags})")
     elif "lacks" in facts:
-        lines.append(f"PML was drawn: {result.algorithm}'s {facts['lacks']}")
+        lines.append(f"PML was drawn: {result.algorithm}'s {facts['lacks']} (written for "
+                     f"the model without PML? pin --no-pml)")
     return lines
 
 
-#: The search for the same program with the drawn options off: executions
-#: and seconds (a report's header, not a campaign).
-ONLY_UNDER_EXECUTIONS = 200
-ONLY_UNDER_SECONDS = 0.5
+#: The search for the same program with the drawn options off: the
+#: preemption bound at most, its executions and seconds (a report's
+#: header, not a campaign).
+ONLY_UNDER_BOUND = 2
+ONLY_UNDER_EXECUTIONS = 2000
+ONLY_UNDER_SECONDS = 1.0
 
 
 def only_under(result: ExecutionResult, options: Sequence[str], *, max_steps: int,
-               seconds: float = ONLY_UNDER_SECONDS) -> int:
-    """Executions of the failing program, with ``options`` turned off,
-    under a seeded random walk, that found no failure (0 if one failed:
-    the failure does not need them; the count tried otherwise)."""
+               seconds: float = ONLY_UNDER_SECONDS) -> dict[str, Any] | None:
+    """Whether the failure needs ``options``: every schedule of the failing
+    program with them off, up to the counterexample's preemptions (at most
+    :data:`ONLY_UNDER_BOUND`), explored within the budget. The bound and
+    the executions if that space was exhausted with no failure; None if a
+    schedule failed (it does not need them) or the budget ran out first
+    (nothing is claimed)."""
     import time
     from dataclasses import replace
 
     from ..engines.controlled import run_controlled
-    from ..schedulers import RandomScheduler
+    from ..schedulers import Budget, DfsScheduler
 
     off: dict[str, Any] = {o: False for o in options}
     scenario = replace(result.scenario, **off)
-    scheduler = RandomScheduler(0)
+    bound = min(result.outcome.preemptions, ONLY_UNDER_BOUND)
+    dfs = DfsScheduler(bound)
+    budget = Budget(dfs, executions=ONLY_UNDER_EXECUTIONS)
     deadline = time.monotonic() + seconds
     tried = 0
-    while tried < ONLY_UNDER_EXECUTIONS and time.monotonic() < deadline:
-        scheduler.new_execution()
+    while time.monotonic() < deadline and budget.new_execution():
         tried += 1
-        if run_controlled(result.algorithm_ref, scenario, result.program, scheduler,
+        if run_controlled(result.algorithm_ref, scenario, result.program, budget,
                           max_steps=max_steps).failed:
-            return 0
-    return tried
+            return None
+    if not dfs.exhausted:
+        return None
+    return {"options": list(options), "bound": bound, "executions": tried}
 
 
 def explain(report: Any, drawn: Iterable[str], *, max_steps: int) -> None:
@@ -205,6 +219,7 @@ def explain(report: Any, drawn: Iterable[str], *, max_steps: int) -> None:
     on = [d for d in facts["drawn"] if d in ("fast_page_fault", "pml", "initially_set")
           and facts["options"].get(d) and d not in model]
     if on:
-        tried = only_under(failure, on, max_steps=max_steps)
-        facts["only_under"] = {"options": on, "clean_executions_without": tried}
+        only = only_under(failure, on, max_steps=max_steps)
+        if only is not None:
+            facts["only_under"] = only
     report.extra["model"] = facts

@@ -239,8 +239,8 @@ def explore(algorithm: str | type[DirtyLogAlgorithm], scenario: Scenario, *,
     if report.failure is None:
         if fixed is None and isinstance(inner, PctScheduler) and not inner.cycling:
             report.guarantee = ("pct guarantee: none; the program varied between executions "
-                                "and pct's bound holds per program (pin one with --execution "
-                                "or a full set of shape options)")
+                                "and pct's bound holds per program (pin one with --execution: "
+                                "shape options alone still vary the writes)")
         elif not isinstance(inner, DfsScheduler):
             report.guarantee = report_of(inner)
             if isinstance(inner, PctScheduler):
