@@ -68,7 +68,7 @@ def test_free_running_reports_name_the_seed_and_execution_they_ran(engine):
     from concurrent_dirty.cli.stress import explore_command, rerun_command
 
     found = 0
-    for name, mutant in MUTANTS.items():
+    for mutant in MUTANTS.values():
         scenario = Scenario(algorithm=mutant.ref, engine=engine, seconds=BUDGET, seed=SEED,
                             mode="short", writers=2, slots=1, pages=8, writes=16)
         r = run_cell(scenario)

@@ -92,8 +92,9 @@ def test_the_oracle_line_names_no_execution_the_verdict_does(capsys, tmp_path):
     assert "controlled seed" not in result["message"]
 
 
+@pytest.mark.slow  # Hypothesis shrinks for its whole budget
 def test_hypothesis_prints_the_seed_it_used_and_no_other():
-    r = hypothesis_search("nonatomic-clear", seed=7, seconds=4)
+    r = hypothesis_search("nonatomic-clear", seed=7, seconds=30)
     assert r.failure is not None
     text = check_report(r, seed=7)
     assert "seed 0" not in text and "controlled seed" not in text
@@ -208,7 +209,7 @@ def test_a_failure_only_under_a_drawn_option_says_so():
 
 
 def test_a_pinned_model_is_said_to_be_pinned():
-    r = explore(BROKEN, SMALL, scheduler="random", executions=None, seconds=3,
+    r = explore(BROKEN, SMALL, scheduler="random", executions=None, seconds=60,
                 space=ProgramSpace(fast_page_fault=False, pml=False, initially_set=False))
     assert r.failure is not None and r.extra["model"]["drawn"] == []
     assert "nothing drawn: the model is pinned (--no-fast-page-fault --no-pml " \

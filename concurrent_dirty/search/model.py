@@ -172,7 +172,7 @@ def model_lines(facts: dict[str, Any] | None, result: ExecutionResult) -> Sequen
 #: header, not a campaign).
 ONLY_UNDER_BOUND = 2
 ONLY_UNDER_EXECUTIONS = 2000
-ONLY_UNDER_SECONDS = 1.0
+ONLY_UNDER_SECONDS = 0.5
 
 
 def only_under(result: ExecutionResult, options: Sequence[str], *, max_steps: int,
