@@ -159,7 +159,8 @@ def normalise(line: str, counts: bool) -> str:
     line = re.sub(r"\b\d+ here\b", "N here", line)  # this machine's cores
     if counts:
         line = re.sub(r"\d+", "N", line)
-    line = re.sub(r" {2,}", " ", line)  # table columns widen with their numbers
+    line = re.sub(r"-{2,}", "--", line)  # table columns widen with their numbers
+    line = re.sub(r" {2,}", " ", line)
     return line
 
 
@@ -181,7 +182,7 @@ def matches(expected: list[str], got: list[str], counts: bool,
         k = next((k for k in range(j, len(have)) if have[k] == e), None)
         if k is None:
             near = next((got[n] for n in range(j, len(have))
-                         if have[n].split(" ")[:2] == e.split(" ")[:2]), None)
+                         if have[n].split(" ")[:1] == e.split(" ")[:1]), None)
             return (f"sample line {i + 1} {expected[i]!r} is not in the build's output"
                     + (f"; the build printed {near!r}" if near else ""))
         j = k + 1
@@ -287,7 +288,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--long", action="store_true",
                     help="also the samples marked long (full tables, the kernel, Redis)")
     ap.add_argument("--only", metavar="TEXT", help="only the samples whose command has TEXT")
-    ap.add_argument("--readme", default=str(README), help=argparse.SUPPRESS)
+    ap.add_argument("--readme", default=str(README), metavar="PATH",
+                    help="the README to check or rewrite (default: this checkout's)")
     ns = ap.parse_args(argv)
     readme = Path(ns.readme)
     lines = readme.read_text().splitlines()
@@ -309,9 +311,11 @@ def main(argv: list[str] | None = None) -> int:
                 f"row {diff + 1}: README {old[diff] if diff < len(old) else '(none)'!r}, "
                 f"--help {table[diff] if diff < len(table) else '(none)'!r}")
     samples = find_samples(lines)
+    ran = 0
     for s in reversed(samples):
         if ("long" in s.options and not ns.long) or (ns.only and ns.only not in s.command):
             continue
+        ran += 1
         code, out = run_command(s.command)
         expect = int(s.options["exit"]) if s.options.get("exit") else None
         if (expect is not None and code != expect) or (expect is None and code not in (0, 1)):
@@ -340,8 +344,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"readme_samples: {len(problems)} stale sample(s) or table(s): rerun "
               f"`python3 tools/readme_samples.py --write` and read the diff")
         return 1
-    print(f"readme_samples: {len(samples)} sample(s) and {len(find_tables(lines))} CLI "
-          f"table(s) match the build" if ns.check else "readme_samples: README.md regenerated")
+    left = len(samples) - ran
+    print(f"readme_samples: {ran} sample(s) and {len(find_tables(lines))} CLI table(s) match "
+          f"the build" + (f" ({left} left out: long, or not --only)" if left else "")
+          if ns.check else "readme_samples: README.md regenerated")
     return 0
 
 
