@@ -240,7 +240,7 @@ def test_a_search_failure_is_minimized_to_the_fewest_preemptions(scheduler):
     # One preemption suffices for the broken clear (the dfs tests above),
     # and a program this small has its bound 0 exhausted at once.
     assert (m["preemptions"], m["fewest"]) == (1, True)
-    assert "counterexample: 1 preemption(s), the fewest on this program" in r.summary()
+    assert "counterexample: 1 preemption, the fewest on this program" in r.summary()
     assert r.extra["first_failure_execution"] == r.executions
     # The minimized counterexample's token replays the same failure.
     again = replay(r.failure.token)

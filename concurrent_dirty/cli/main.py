@@ -67,6 +67,7 @@ def _number(kind: str, low: float, high: float = MAX_SECONDS, integer: bool = Fa
         if not ok:
             raise argparse.ArgumentTypeError(f"expected {kind} {rng}, got {text!r}")
         return value
+    parse.__doc__ = rng  # the range, for the README's CLI tables (tools/readme_samples.py)
     return parse
 
 

@@ -114,13 +114,11 @@ def _minimize(report: FuzzReport, seconds: float, max_steps: int,
     irrelevant; one with one or two is read at a glance. On a small program
     the bounds below it are soon exhausted; on a wide one the budget may run
     out first, and the report says the count is not proven the fewest. The
-    first failure's time and execution stay in ``extra``."""
+    first failure's time and execution stay in ``extra`` (the Runner's)."""
     found = report.failure
     if found is None or found.outcome.kind == Verdict.HANG \
             or "nondeterministic" in report.extra or not found.outcome.preemptions:
         return
-    report.extra["first_failure_seconds"] = round(report.seconds, 4)
-    report.extra["first_failure_execution"] = report.executions
     left = min(seconds - report.seconds, MINIMIZE_SECONDS)
     if left <= 0:
         report.extra["minimized"] = {"preemptions_found": found.outcome.preemptions,
