@@ -41,7 +41,12 @@ def add_parser(sub: Any, _number: Any, _choice: Any) -> None:
     s = sub.add_parser("stress", help="race dirty-log algorithms with free-running writers",
                        description="Race each algorithm on each engine for a budget and print "
                                    "a verdict table. With no options: every built-in algorithm "
-                                   "on both engines.")
+                                   "on both engines.",
+                       epilog="Conflicting options are usage errors (exit 2, whatever --jobs "
+                              "is), found before any process starts: --ring-entries, "
+                              "--ring-soft-limit or --ring-batch with no ring algorithm; an "
+                              "algorithm's model against an option (ring with --pml). The "
+                              "first job runs in this process, the others start beside it.")
     g = s.add_argument_group("what to attack")
     g.add_argument("--algorithm", action="append", metavar="NAME|module:Class",
                    help=f"built-in {sorted(BUILTIN_ALGORITHMS)} or your own class "
@@ -88,8 +93,10 @@ def add_parser(sub: Any, _number: Any, _choice: Any) -> None:
                    help="report a deadlock after waiting this long (default %(default)s)")
     g.add_argument("--watchdog", type=_number("a number of seconds", 0, low_open=True),
                    default=_DEFAULT.watchdog,
-                   help="end the run when code under test makes no progress for this "
-                        "long, with its stack (default %(default)s)")
+                   help="a call into the code under test that has not returned within "
+                        "this long is a hang, whatever it calls meanwhile (a modelled wait "
+                        "on a lock, a grace period or a full ring does not count); it ends "
+                        "the run with its stack (default %(default)s)")
     g = s.add_argument_group("perturbation and output")
     g.add_argument("--seed", type=_number("an integer seed", *SEED_RANGE, True),
                    default=_DEFAULT.seed, help="seed for workloads and noise")

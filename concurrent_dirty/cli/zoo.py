@@ -39,8 +39,10 @@ def add_parser(sub: Any, number: Any, choice: Any) -> None:
     m.add_argument("--no-correct", dest="correct", action="store_false",
                    help="leave out the correct algorithms' baseline rows")
     m.add_argument("--watchdog", type=number("a number of seconds", 0, low_open=True),
-                   default=10.0, help="a cell whose code under test makes no progress for "
-                                      "this long ends the run (default %(default)s)")
+                   default=10.0, help="a call into the code under test that has not "
+                                      "returned within this long (a modelled wait excluded) "
+                                      "is a hang: it ends the run in every job (default "
+                                      "%(default)s)")
     m.add_argument("--json", metavar="PATH", help="write the table as JSON")
     m.add_argument("--quiet", action="store_true", help="no progress lines")
     add_scale_options(m, number, db=True)
