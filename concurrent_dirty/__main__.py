@@ -2,9 +2,8 @@ import sys
 
 if __name__ == "__main__":
     try:  # a Ctrl-C while the command line's modules load or main starts: no traceback
-        from . import _end_startup
-
-        _end_startup()  # the start-up guard (see __init__) hands over to this block
+        # The start-up guard (the package's __init__) hands over to this block.
+        sys.modules[__package__ or "concurrent_dirty"]._end_startup()
         from .cli.main import main
 
         code = main()

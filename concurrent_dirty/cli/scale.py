@@ -266,7 +266,7 @@ def _fuzz_split(ns: argparse.Namespace, campaign: FuzzCampaign, algorithms: list
 
 def _stopped_report(stream: FuzzStream) -> FuzzReport:
     from ..dirtylog import algorithm_name, resolve_algorithm
-    from ..search.runner import FuzzReport
+    from ..search.report import FuzzReport
     from ..search.scale import STOPPED
 
     return FuzzReport(algorithm=algorithm_name(resolve_algorithm(stream.algorithm)),
