@@ -17,8 +17,14 @@ import time
 
 import pytest
 
-from concurrent_dirty.cli.main import campaign_of, main
+from concurrent_dirty.cli.main import main
 from concurrent_dirty.errors import UsageError
+
+
+def campaign_of(*args, **kwargs):
+    from concurrent_dirty.cli.main import campaign_of
+
+    return campaign_of(*args, **kwargs)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 START_TIMEOUT = 120
