@@ -78,33 +78,45 @@ class Dirty:
         self.engine = engine
 
     def scenario(self, algorithm: str, **kw: Any) -> Any:
-        from concurrent_dirty import Scenario
-
+        """The stress cell ``concurrent-dirty stress`` would run for these
+        options (checked as the command line checks them)."""
         engine = kw.pop("engine", self.engine)
-        return Scenario(algorithm=algorithm, seconds=kw.pop("seconds", self.budget),
-                        engine="threads" if engine == "controlled" else engine, **kw)
+        campaign = self._campaign("stress", algorithm, engine=[
+            "threads" if engine == "controlled" else engine], **kw)
+        return campaign.cells[0]
+
+    def _campaign(self, command: str, algorithm: str, **kw: Any) -> Any:
+        """The campaign value the command line builds (``cli/main.py``'s
+        ``campaign_of``): the same checks, the same one-line errors."""
+        from concurrent_dirty.cli.main import campaign_of
+        from concurrent_dirty.errors import UsageError
+
+        kw.setdefault("seconds", self.budget)
+        try:
+            return campaign_of(command, algorithm=[algorithm], jobs=1, **kw)
+        except UsageError as exc:
+            pytest.fail(f"concurrent-dirty: error: {exc}", pytrace=False)
 
     def run(self, algorithm: str, **kw: Any) -> Any:
-        """A CellResult (threads, processes) or a FuzzReport (controlled)."""
-        from concurrent_dirty import explore, run_cell
-        from concurrent_dirty.mutants import algorithm_spec
-
-        algorithm = algorithm_spec(algorithm)  # a mutant's name, as the CLI takes
-        engine = kw.get("engine", self.engine)
-        scheduler = kw.pop("scheduler", "auto")
+        """A CellResult (threads, processes) or a FuzzReport (controlled):
+        the campaign ``concurrent-dirty stress`` or ``fuzz`` builds for the
+        same options (a mutant's name as the CLI takes it), run in this
+        process."""
+        engine = kw.pop("engine", self.engine)
         if engine == "controlled":
-            # fuzz's defaults: every execution's shape and writes drawn from
-            # the program space; a shape argument pins its dimension.
-            from concurrent_dirty.harness.program import ProgramSpace
+            from concurrent_dirty.search.scale import fuzz_streams, run_stream
 
-            shape = {k: kw[k] for k in ("writers", "slots", "pages", "writes", "initially_set",
-                                        "fast_page_fault", "pml", "pml_entries")
-                     if k in kw}
-            space = ProgramSpace(**shape, rounds=kw.pop("rounds", None))
-            scenario = self.scenario(algorithm, **kw)
-            return explore(algorithm, scenario, scheduler=scheduler, executions=None,
-                           seconds=scenario.seconds, space=None if space.pinned else space)
-        return run_cell(self.scenario(algorithm, **kw))
+            campaign = self._campaign("fuzz", algorithm, **kw)
+            (spec,) = campaign.algorithms
+            (stream,) = fuzz_streams([spec], scheduler=campaign.scheduler,
+                                     executions=campaign.executions, seed=campaign.seed,
+                                     shard=campaign.shard, jobs=1)[0]
+            return run_stream(stream, campaign.scenarios[spec], **campaign.options)
+        from concurrent_dirty import run_cell
+
+        campaign = self._campaign("stress", algorithm, engine=[engine], **kw)
+        (cell,) = campaign.cells
+        return run_cell(cell, rerun=campaign.reruns[0])
 
     def check(self, algorithm: str, **kw: Any) -> Any:
         """Run, and fail the test with the full report on any violation."""

@@ -9,9 +9,43 @@ almost nothing, and each name imports its module on first use, so the CLI's
 ``--help`` and ``replay`` load only what they need.
 """
 
-import importlib as _importlib
-from typing import TYPE_CHECKING as _TYPE_CHECKING
-from typing import Any as _Any
+import signal as _signal
+import sys as _sys
+
+
+def _startup_interrupt(signum: int, frame: object) -> None:
+    """Ctrl-C or SIGTERM while ``python -m concurrent_dirty`` starts (before
+    its ``__main__`` runs): the interrupt line and exit 130, no traceback."""
+    _sys.stderr.write("\ninterrupted: stopped before anything was reported\n")
+    _sys.stderr.flush()
+    import os
+
+    os._exit(130)
+
+
+def _end_startup() -> None:
+    """``__main__`` runs: Ctrl-C and SIGTERM raise KeyboardInterrupt again."""
+    def _raise(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    for sig, handler in ((_signal.SIGINT, _signal.default_int_handler),
+                         (_signal.SIGTERM, _raise)):
+        if _signal.getsignal(sig) is _startup_interrupt:
+            _signal.signal(sig, handler)
+
+
+_argv = getattr(_sys, "orig_argv", [])
+if "-m" in _argv[:-1] and _argv[_argv.index("-m") + 1] == "concurrent_dirty":
+    # The command line starts: guard the moments before __main__ (a signal
+    # ignored from the start stays ignored: a background job's Ctrl-C).
+    for _sig, _expected in ((_signal.SIGINT, _signal.default_int_handler),
+                            (_signal.SIGTERM, _signal.SIG_DFL)):
+        if _signal.getsignal(_sig) is _expected:
+            _signal.signal(_sig, _startup_interrupt)
+
+import importlib as _importlib  # noqa: E402
+from typing import TYPE_CHECKING as _TYPE_CHECKING  # noqa: E402
+from typing import Any as _Any  # noqa: E402
 
 __version__ = "0.1.0"
 

@@ -155,3 +155,73 @@ class HangsInMark(XchgDirtyLog):
         spins = 0
         while True:  # BUG
             spins += 1
+
+
+class SpinsOnWordsInGet(XchgDirtyLog):
+    """GET spins forever on a shared word that never changes, with a switch
+    point at every load (harness code, called in a loop): a call into the
+    algorithm that never returns is a hang, whatever it calls meanwhile."""
+
+    breaks = "xchg"
+    name = "spins-on-words-in-get"
+
+    def get_dirty_log(self, slot_id: int) -> list[int]:
+        bitmap = self.kvm.dirty_bitmap(slot_id)
+        while bitmap.load(0) != -1:  # BUG: waits for a value no word ever holds
+            pass
+        return []
+
+
+class SleepsInGet(XchgDirtyLog):
+    """GET sleeps in a loop forever (a real sleep, not a modelled wait)."""
+
+    breaks = "xchg"
+    name = "sleeps-in-get"
+
+    def get_dirty_log(self, slot_id: int) -> list[int]:
+        import time
+
+        while True:  # BUG
+            time.sleep(0.01)
+
+
+class SpinsOnCpuRelaxInMark(XchgDirtyLog):
+    """A writer's mark_page_dirty spins forever on ``cpu_relax()``."""
+
+    breaks = "xchg"
+    name = "spins-on-cpu-relax-in-mark"
+
+    def mark_page_dirty(self, gfn: int, vcpu_id: int, *, context: object = None) -> None:
+        from concurrent_dirty import cpu_relax
+
+        while True:  # BUG
+            cpu_relax()
+
+
+class SlowHarvestUnderLock(XchgDirtyLog):
+    """Correct, but slow: its first GET holds mmu_lock while it waits (a
+    modelled wait, as for a slow partner) ``HOLD`` seconds before
+    harvesting, so the writers' faults wait that long on the lock. Neither
+    is a hang: time in a modelled wait does not count towards the watchdog."""
+
+    name = "slow-harvest-under-lock"
+    HOLD = 2.5
+
+    def get_dirty_log(self, slot_id: int) -> list[int]:
+        import time
+
+        from concurrent_dirty._core.switch import Op, wait_until
+
+        kvm = self.kvm
+        if _SLOW_HELD.get(id(kvm.arena)):  # once per cell (the harvester's arena)
+            return super().get_dirty_log(slot_id)
+        _SLOW_HELD[id(kvm.arena)] = True
+        until = time.monotonic() + self.HOLD
+        with kvm.mmu_lock.held(HARVESTER):
+            wait_until(lambda: time.monotonic() >= until, lambda: "the slow partner", Op.WAIT,
+                       "slow", timeout=kvm.lock_timeout, on_wait=kvm._watch,
+                       waiter="the harvester")
+        return super().get_dirty_log(slot_id)
+
+
+_SLOW_HELD: dict[int, bool] = {}

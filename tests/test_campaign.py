@@ -212,10 +212,12 @@ def test_two_jobs_interrupted_after_an_algorithm_keep_its_report(tmp_path, sig):
     out = before + out
     _assert_interrupted(code, out, err)
     assert "verdict: FAIL" in out and "replay token: cd2" in out
-    assert "fuzzing stopped after 1 of 2 algorithm(s)" in err
+    # The second algorithm's partial report is job 1's (this process), if it had begun.
+    assert ("fuzzing stopped after 1 of 2 algorithm(s);" in err
+            or "fuzzing stopped after 2 of 2 algorithm(s) (the last one partial)" in err), err
     data = json.loads(path.read_text())
     assert data["interrupted"] is True and data["verdict"] == "interrupted"
-    assert [r["status"] for r in data["results"]] == ["FAIL"]
+    assert data["results"][0]["status"] == "FAIL" and len(data["results"]) <= 2
     assert "Fatal Python error" not in err
 
 

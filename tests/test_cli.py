@@ -173,7 +173,7 @@ def test_sigint_stops_children_and_unlinks_shared_memory(shm_guard):
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 130
-    assert "interrupted: writers stopped, shared memory unlinked" in err
+    assert "interrupted: every job's writers stopped, shared memory unlinked" in err
     assert "xchg" in out  # the partial table still prints
     # The resource tracker notices its parent's exit a moment later.
     deadline = time.monotonic() + 10

@@ -266,7 +266,7 @@ def test_interrupt_ends_every_job_with_130(how):
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 130, err
-    assert "interrupted: jobs stopped, shared memory unlinked" in err
+    assert "interrupted: every job's writers stopped, shared memory unlinked" in err
     deadline = time.monotonic() + 10
     while [c for c in children if _alive(c)] and time.monotonic() < deadline:
         time.sleep(0.05)

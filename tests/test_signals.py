@@ -128,7 +128,7 @@ def test_stress_ends_on_sigterm_like_ctrl_c():
     _wait_for_line(proc, "[xchg/processes]")
     code, out, err = _finish(proc, signal.SIGTERM)
     _assert_interrupted(code, out, err)
-    assert "interrupted: writers stopped, shared memory unlinked" in err
+    assert "interrupted: every job's writers stopped, shared memory unlinked" in err
     assert "verdict: INTERRUPTED" in out or "interrupted" in out
 
 

@@ -36,8 +36,8 @@ from ..harness.scenario import Scenario
 from ..search.pool import Shard
 from .paths import path_args, path_pins, ring_pins
 
-__all__ = ["FuzzCampaign", "fuzz_campaign_of", "hypothesis_pins",
-           "search_options"]
+__all__ = ["FuzzCampaign", "StressCampaign", "ZooCampaign", "fuzz_campaign_of",
+           "hypothesis_pins", "search_options"]
 
 
 def _pins(ns: argparse.Namespace) -> dict[str, Any]:
@@ -91,11 +91,6 @@ class FuzzCampaign:
     token_file: str | None = None
     header: str = ""
     notes: tuple[str, ...] = field(default=())
-
-    @property
-    def in_process(self) -> bool:
-        """One job: run in this process (the same job code, a local context)."""
-        return self.jobs == 1
 
 
 def fuzz_campaign_of(ns: argparse.Namespace, jobs: int) -> FuzzCampaign:
@@ -164,3 +159,45 @@ def _fill(pins: dict[str, Any]) -> dict[str, Any]:
     """Scenario values for the pinned dimensions; the unpinned ones get any
     valid value (the program space replaces them every execution)."""
     return {k: v for k, v in pins.items() if v is not None and k != "rounds"}
+
+
+@dataclass(frozen=True)
+class StressCampaign:
+    """A stress run, checked (``cli/stress.py``'s ``stress_campaign_of``):
+    this shard's cells, each an algorithm on an engine with its whole
+    Scenario and the command that reruns it, and the jobs that run them.
+    One job and N jobs run it alike (``cli/scale.py``'s ``stress_cells``)."""
+
+    cells: tuple[Scenario, ...]
+    reruns: tuple[str, ...]
+    jobs: int
+    shard: Shard
+    json: str | None = None
+    quiet: bool = False
+
+
+@dataclass(frozen=True)
+class ZooCampaign:
+    """A mutants run, checked (``cli/zoo.py``'s ``zoo_campaign_of``): the
+    whole table's cells in order (``search/zoo.py``'s ``zoo_plan``), the
+    ones each job of this shard runs, and every option of a cell."""
+
+    plan: tuple[tuple[Any, ...], ...]
+    engines: tuple[str, ...]
+    #: Cell indices per job (this shard's cells, dealt round-robin).
+    split: tuple[tuple[int, ...], ...]
+    jobs: int
+    shard: Shard
+    seeds: int
+    budget: float
+    watchdog: float
+    hints: bool = False
+    correct: bool = True
+    db: Any = None
+    json: str | None = None
+    quiet: bool = False
+
+    @property
+    def total(self) -> int:
+        """Cells of this shard."""
+        return sum(len(s) for s in self.split)

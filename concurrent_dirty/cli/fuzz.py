@@ -163,14 +163,18 @@ def _print_report(report: FuzzReport, header: str = "") -> None:
 
 
 def run_replay(ns: argparse.Namespace) -> int:
-    case = decode(ns.token)
-    if ns.algorithm:
-        resolve_algorithm(ns.algorithm)
+    """``concurrent-dirty replay``: Ctrl-C or SIGTERM from its first
+    instruction on says so (exit 130), never a traceback."""
+    case = None
     try:
+        case = decode(ns.token)
+        if ns.algorithm:
+            resolve_algorithm(ns.algorithm)
         result = replay(ns.token, algorithm=ns.algorithm)
     except KeyboardInterrupt:
-        print(f"verdict: INTERRUPTED (the replay against {ns.algorithm or case.algorithm} "
-              f"did not finish; nothing to report)")
+        against = ns.algorithm or (case.algorithm if case is not None else "its algorithm")
+        print(f"verdict: INTERRUPTED (the replay against {against} did not finish; nothing "
+              f"to report)")
         return _interrupted("replay stopped")
     text, failed = render_replay(result, ns.algorithm or case.algorithm,
                                  recorded=len(case.schedule), expect_kind=case.expect_kind,

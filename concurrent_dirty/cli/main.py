@@ -84,12 +84,21 @@ def _choice(kind: str, choices: Sequence[str]) -> Any:
     return parse
 
 
-def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+class _RaisingParser(_Parser):
+    """The same parser for a caller that is not the command line (the pytest
+    plugin): a usage error is a :class:`UsageError` with the same text."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
+def build_parser(only: str | None = None, *,
+                 parser_class: type[_Parser] = _Parser) -> argparse.ArgumentParser:
     """The parser. ``only``: give full options to that subcommand alone
     (the others are listed with their help line), so that parsing imports
     just the module it runs; None: every subcommand in full."""
-    parser = _Parser(prog="concurrent-dirty", description=__doc__.split("\n\n")[0])
-    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
+    parser = parser_class(prog="concurrent-dirty", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", parser_class=parser_class)
     selected = None if only is None else _COMMANDS.get(only, (None,))[0]
     for name, (module, help_line) in _COMMANDS.items():
         if name in sub.choices:
@@ -163,6 +172,53 @@ def _given(parser: argparse.ArgumentParser, args: list[str]) -> set[str]:
             matches = [n for n in names if n.startswith(name)]
             given.update([name] if name in names else matches if len(matches) == 1 else [])
     return given
+
+
+#: Keyword names of :func:`campaign_of` that are spelt otherwise on the command line.
+_ALIASES = {"max_executions": "executions"}
+
+
+def campaign_words(options: dict[str, Any]) -> list[str]:
+    """Keyword options as command-line words: ``writers=2`` is ``--writers
+    2``, ``tlb=False`` is ``--no-tlb``, a list repeats its option."""
+    words: list[str] = []
+    for key, value in options.items():
+        name = _ALIASES.get(key, key).replace("_", "-")
+        if value is None or (key == "tlb" and value is True):
+            continue
+        for item in value if isinstance(value, list | tuple) else [value]:
+            if isinstance(item, bool):
+                words.append(f"--{name}" if item else f"--no-{name}")
+            else:
+                words += [f"--{name}", str(item)]
+    return words
+
+
+def campaign_of(command: str, **options: Any) -> Any:
+    """The campaign value the command line builds for ``concurrent-dirty
+    COMMAND --option value ...`` (``fuzz``: a FuzzCampaign with one job;
+    ``stress``: a StressCampaign; ``mutants``: a ZooCampaign), checked the
+    same way: a bad option or a conflict raises :class:`UsageError` with
+    the command line's own one-line message. For the pytest plugin."""
+    if command not in ("fuzz", "stress", "mutants"):
+        raise UsageError(f"expected a campaign of fuzz, stress or mutants, got {command!r}")
+    args = [command, *campaign_words(options)]
+    parser = build_parser(only=command, parser_class=_RaisingParser)
+    ns = parser.parse_args(args)
+    ns.given = _given(parser, args)
+    _mutant_names(ns)
+    if command == "fuzz":
+        from .campaign import fuzz_campaign_of
+        from .scale import resolve_jobs
+
+        return fuzz_campaign_of(ns, resolve_jobs(ns))
+    if command == "stress":
+        from .stress import stress_campaign_of
+
+        return stress_campaign_of(ns)
+    from .zoo import zoo_campaign_of
+
+    return zoo_campaign_of(ns)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

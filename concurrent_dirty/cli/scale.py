@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import UsageError
 from ..harness.interrupt import EXIT_INTERRUPTED
 from ..harness.interrupt import interrupted as _interrupted
-from ..search.pool import Job, JobContext, LocalContext, Shard, default_jobs, parse_shard
+from ..search.pool import Job, JobContext, Shard, default_jobs, parse_shard
 
 if TYPE_CHECKING:
     from hypothesis.database import ExampleDatabase
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from ..search.report import FuzzReport
     from ..search.scale import FuzzStream
     from ..search.zoo import ZooReport
-    from .campaign import FuzzCampaign
+    from .campaign import FuzzCampaign, StressCampaign, ZooCampaign
 
 
 
@@ -73,7 +73,7 @@ def _note(text: str) -> None:
     sys.stderr.flush()
 
 
-def _open_db(ns: argparse.Namespace) -> ExampleDatabase | None:
+def open_db(ns: argparse.Namespace) -> ExampleDatabase | None:
     if not getattr(ns, "db", None):
         return None
     from ..search.failstore import open_store
@@ -101,7 +101,7 @@ def fuzz_campaign(ns: argparse.Namespace, campaign: FuzzCampaign, write_json: An
 
     algorithms = list(campaign.algorithms)
     classes = {spec: resolve_algorithm(spec) for spec in algorithms}
-    db = _open_db(ns)
+    db = open_db(ns)
     reports: dict[str, FuzzReport] = {}
     replayed: list[Replayed] = []
     if db is not None:
@@ -125,8 +125,10 @@ def fuzz_campaign(ns: argparse.Namespace, campaign: FuzzCampaign, write_json: An
     reports.update(found_reports)
     ordered = [reports[spec] for spec in algorithms if spec in reports]
     if interrupted:
-        partial = progress.latest if campaign.in_process else None
-        if partial is not None and all(r is not partial for r in ordered):
+        partial = progress.latest
+        if partial is not None and any(r.algorithm == partial.algorithm for r in ordered):
+            partial = None  # its algorithm finished: reported whole above
+        if partial is not None and all(r.algorithm != partial.algorithm for r in ordered):
             ordered.append(partial)
             print(f"== {partial.algorithm} under {partial.scheduler} (interrupted)")
             print(f"verdict: INTERRUPTED (no failure reported in {partial.executions} "
@@ -136,7 +138,7 @@ def fuzz_campaign(ns: argparse.Namespace, campaign: FuzzCampaign, write_json: An
         done = len(found_reports) + len(algorithms) - len(searched) + (partial is not None)
         _interrupted(f"fuzzing stopped after {done} of {len(algorithms)} algorithm(s)"
                      + (" (the last one partial)" if partial is not None else "")
-                     + ("" if campaign.in_process else "; jobs stopped, shared memory unlinked"))
+                     + "; every job stopped, shared memory unlinked")
     elif not ordered:
         print(f"shard {ns.shard}: nothing to run here (dfs splits by algorithm)")
     if db is not None:
@@ -199,7 +201,7 @@ def _fuzz_split(ns: argparse.Namespace, campaign: FuzzCampaign, algorithms: list
         kwargs: dict[str, Any] = dict(
             pins=dict(campaign.hypothesis), seconds=campaign.seconds,
             max_steps=campaign.max_steps, watchdog=campaign.watchdog,
-            token_file=campaign.token_file if campaign.in_process else None)
+            token_file=campaign.token_file if campaign.jobs == 1 else None)
     else:
         func = "concurrent_dirty.search.scale:fuzz_job"
         kwargs = dict(scenarios=scenarios, options=options)
@@ -216,39 +218,57 @@ def _fuzz_split(ns: argparse.Namespace, campaign: FuzzCampaign, algorithms: list
         elif kind == "done":
             stream, report = payload
             parts.setdefault(stream.algorithm, []).append((stream, report))
-            if not ns.quiet and not campaign.in_process:
+            if not ns.quiet and jobs > 1:
                 _note(f"[job {job + 1}/{jobs}] {stream.algorithm}: {report.executions} "
                       f"executions, {'FAIL' if report.failure else 'ok'}")
             if len(parts[stream.algorithm]) == expected[stream.algorithm]:
                 complete(stream.algorithm)
 
-    def stop_on(job: int, kind: str, payload: Any) -> Any:
-        return payload if kind == "failure" else None
+    stopped: set[str] = set()
 
+    def stop_on(job: int, kind: str, payload: Any) -> Any:
+        if kind == "failure":
+            stopped.add(payload)
+            return payload
+        return None
+
+    def unneeded(job: int) -> bool:  # every algorithm of a job still starting was found
+        return all(s.algorithm in stopped for s in plan[job])
+
+    local = dict(progress=progress) if campaign.scheduler == "hypothesis" else dict(
+        options={**options, "progress": progress})
+    jobs_run = [Job(j, func, {**kwargs, "streams": streams}) for j, streams in enumerate(plan)
+                if streams]
+    if jobs_run:  # the first runs in this process, at once, with the progress line
+        jobs_run[0] = Job(jobs_run[0].index, func, {**jobs_run[0].kwargs, **local})
     interrupted = False
     try:
-        if campaign.in_process:
-            if campaign.scheduler == "hypothesis":
-                kwargs["progress"] = progress
-            else:
-                options["progress"] = progress
-            _call(func, LocalContext(on_message), streams=plan[0], **kwargs)
-        else:
-            outcomes = run_jobs([Job(j, func, dict(streams=streams, **kwargs))
-                                 for j, streams in enumerate(plan) if streams],
-                                on_message=on_message, stop_on=stop_on)
-            for o in outcomes:
-                if o.error is not None:
-                    raise JobFailed(o.error)
-                interrupted = interrupted or o.interrupted
+        outcomes = run_jobs(jobs_run, on_message=on_message, stop_on=stop_on,
+                            unneeded=unneeded, local=True)
+        for o in outcomes:
+            if o.error is not None:
+                raise JobFailed(o.error)
+            interrupted = interrupted or o.interrupted
+            if o.dropped:  # it had not started when its algorithms were found: 0 executions
+                for stream in plan[o.index]:
+                    on_message(o.index, "done", (stream, _stopped_report(stream)))
     except KeyboardInterrupt:
         interrupted = True
     if interrupted:
         progress.finish()
     failures = [r.failure for r in merged.values() if r.failure is not None]
-    if campaign.token_file and failures and not campaign.in_process:
+    if campaign.token_file and failures and campaign.jobs > 1:
         write_text(campaign.token_file, failures[0].token + "\n")
     return merged, interrupted
+
+
+def _stopped_report(stream: FuzzStream) -> FuzzReport:
+    from ..dirtylog import algorithm_name, resolve_algorithm
+    from ..search.report import FuzzReport
+    from ..search.scale import STOPPED
+
+    return FuzzReport(algorithm=algorithm_name(resolve_algorithm(stream.algorithm)),
+                      scheduler="", stopped_by=STOPPED)
 
 
 class JobFailed(Exception):
@@ -259,12 +279,6 @@ class JobFailed(Exception):
 def job_failed(exc: JobFailed) -> int:
     _note(f"concurrent-dirty: error: a job failed: {exc}")
     return 1
-
-
-def _call(func: str, ctx: JobContext, **kwargs: Any) -> Any:
-    from ..search.pool import _resolve
-
-    return _resolve(func)(ctx, **kwargs)
 
 
 def execution_job(ctx: JobContext, *, streams: list[FuzzStream],
@@ -298,39 +312,67 @@ def hypothesis_job(ctx: JobContext, *, streams: list[FuzzStream], pins: dict[str
 # stress
 
 
-def stress_cells(ns: argparse.Namespace, cells: list[Scenario],
-                 rerun: Callable[[Scenario], str],
+def stress_cells(campaign: StressCampaign, printer: Callable[[int], Any],
+                 on_abandon: Callable[[list[CellResult]], None],
                  ) -> tuple[list[CellResult], bool, dict[str, Any]]:
-    """The shard's cells in jobs (``--jobs`` > 1): results in cell order,
-    whether Ctrl-C ended the run, and the per-job split for the JSON."""
+    """The campaign's cells, in its jobs (the first in this process, with
+    the live progress line, while the others start): results in cell
+    order, whether Ctrl-C or SIGTERM ended the run, and the per-job split
+    for the JSON. An error in the code under test ends the run in every
+    job; the cells it kept from starting are reported as not run."""
     from ..search.pool import run_jobs
     from ..search.scale import ERROR, job_json, split_cells
 
-    split = split_cells(len(cells), Shard(), ns.jobs)  # cells: this shard's already
+    cells, jobs_n = campaign.cells, campaign.jobs
+    split = split_cells(len(cells), Shard(), jobs_n)  # cells: this shard's already
     done: dict[int, CellResult] = {}
-    total = sum(len(s) for s in split)
+    total = len(cells)
+    ended = [False]
 
     def on_message(job: int, kind: str, payload: Any) -> None:
         if kind == "cell":
             index, result = payload
             done[index] = result
-            if not ns.quiet:
+            if not campaign.quiet and jobs_n > 1:
                 _note(f"[{len(done)}/{total} job {job + 1}] {result.algorithm}/{result.engine}"
                       f": {result.status}, {result.executions} executions in "
                       f"{result.seconds:.1f}s")
 
-    jobs = [Job(j, "concurrent_dirty.search.scale:cells_job",
-                {"cells": [(i, cells[i], rerun(cells[i])) for i in indices]})
-            for j, indices in enumerate(split) if indices]
-    interrupted = False
-    outcomes = []
+    def not_run(skip: set[int]) -> list[CellResult]:
+        from ..dirtylog import algorithm_name, resolve_algorithm
+        from ..engines.free import CellResult
+        from ..kvm.registry import is_kernel_protocol
+
+        def name(spec: str) -> str:
+            return spec if is_kernel_protocol(spec) else algorithm_name(resolve_algorithm(spec))
+
+        return [CellResult(algorithm=name(c.algorithm), engine=c.engine, scenario=c.to_dict(),
+                           rerun=campaign.reruns[i], not_run=True)
+                for i, c in enumerate(cells) if i not in skip]
+
+    def abandon(index: int, stuck: CellResult) -> None:
+        finished = {**done, index: stuck}
+        on_abandon([finished[i] for i in sorted(finished)] + not_run(set(finished)))
 
     def stop_on(job: int, kind: str, payload: Any) -> Any:
-        # An error in the code under test ends the whole run, as in one process.
-        return ERROR if kind == "cell" and payload[1].error else None
+        # An error in the code under test ends the whole run.
+        if kind == "cell" and payload[1].error:
+            ended[0] = True
+            return ERROR
+        return None
 
+    jobs = [Job(j, "concurrent_dirty.search.scale:cells_job",
+                {"cells": [(i, cells[i], campaign.reruns[i]) for i in indices]})
+            for j, indices in enumerate(split) if indices]
+    if jobs:
+        jobs[0] = Job(jobs[0].index, jobs[0].func,
+                      {**jobs[0].kwargs, "progress": printer, "on_abandon": abandon})
+    interrupted = False
+    outcomes: list[Any] = []
+    start = time.monotonic()
     try:
-        outcomes = run_jobs(jobs, on_message=on_message, stop_on=stop_on)
+        outcomes = run_jobs(jobs, on_message=on_message, stop_on=stop_on,
+                            unneeded=lambda job: ended[0], local=True)
     except KeyboardInterrupt:
         interrupted = True
     for o in outcomes:
@@ -339,16 +381,17 @@ def stress_cells(ns: argparse.Namespace, cells: list[Scenario],
             raise JobFailed(o.error)
     labels = {j: [f"{cells[i].algorithm}/{cells[i].engine}" for i in indices]
               for j, indices in enumerate(split)}
-    extra = {"jobs": ns.jobs, "shard": str(ns.shard), "job_split": job_json(outcomes, labels)}
+    if not outcomes:  # interrupted: every job was stopped
+        from ..search.pool import JobOutcome
+
+        outcomes = [JobOutcome(job.index, interrupted=True, pid=os.getpid() if n == 0 else 0,
+                               seconds=time.monotonic() - start)
+                    for n, job in enumerate(jobs)]
+    extra = {"jobs": jobs_n, "shard": str(campaign.shard),
+             "job_split": job_json(outcomes, labels)}
     results = [done[i] for i in sorted(done)]
     if any(r.error for r in results):  # the cells an error kept from starting
-        from ..dirtylog import algorithm_name, resolve_algorithm
-        from ..engines.free import CellResult
-
-        results += [CellResult(algorithm=algorithm_name(resolve_algorithm(c.algorithm)),
-                               engine=c.engine, scenario=c.to_dict(), rerun=rerun(c),
-                               not_run=True)
-                    for i, c in enumerate(cells) if i not in done]
+        results += not_run(set(done))
     return results, interrupted, extra
 
 
@@ -363,20 +406,21 @@ def shard_cells(ns: argparse.Namespace, count: int) -> list[int]:
 # mutants
 
 
-def zoo_campaign(ns: argparse.Namespace, mutants: Any, engines: list[str],
-                 progress: Callable[[Any], None]) -> tuple[ZooReport, dict[str, Any], bool]:
-    """The detection-power table for this shard, in this process or in
-    jobs, after the saved failures (``--db``). Returns the report, the
-    extra JSON (per-job split, replays) and whether a saved failure of a
-    correct algorithm or a look-alike still fails (a false alarm)."""
+def zoo_campaign(campaign: ZooCampaign, progress: Callable[[Any], None],
+                 ) -> tuple[ZooReport, dict[str, Any], bool]:
+    """The detection-power table for this shard, in its jobs (the first in
+    this process, at once, while the others start), after the saved
+    failures (``--db``). Returns the report, the extra JSON (per-job split,
+    replays) and whether a saved failure of a correct algorithm or a
+    look-alike still fails (a false alarm). The first hang ends the run in
+    every job; the cells it kept from starting are listed as not run."""
     from ..search.pool import run_jobs
-    from ..search.scale import HANG, job_json, split_cells
-    from ..search.zoo import Cell, ZooReport, hang_of, run_zoo_cell, zoo_plan
+    from ..search.scale import HANG, job_json
+    from ..search.zoo import Cell, ZooReport, hang_of
 
-    resolve_jobs(ns)
-    plan = zoo_plan(mutants, engines, correct=ns.correct, hints=ns.hints)
-    extra: dict[str, Any] = {"jobs": ns.jobs, "shard": str(ns.shard)}
-    db = _open_db(ns)
+    plan, split = campaign.plan, campaign.split
+    extra: dict[str, Any] = {"jobs": campaign.jobs, "shard": str(campaign.shard)}
+    db = campaign.db
     alarm = False
     if db is not None:
         from ..search.failstore import replay_saved
@@ -397,57 +441,45 @@ def zoo_campaign(ns: argparse.Namespace, mutants: Any, engines: list[str],
                       f"{r.result.outcome.step if r.result else '?'}\n  replay token: {r.token}")
         sys.stdout.flush()
         extra["saved_failures"] = [r.to_json() for r in replayed]
-    ns.jobs = min(ns.jobs, max(1, len(split_cells(len(plan), ns.shard, 1)[0])))
-    extra["jobs"] = ns.jobs
-    split = split_cells(len(plan), ns.shard, ns.jobs)
     cells: dict[int, Any] = {}
-    report = ZooReport(engines=list(engines))
+    report = ZooReport(engines=list(campaign.engines))
+    hung = [False]
+
+    def on_message(job: int, kind: str, payload: Any) -> None:
+        if kind == "cell":
+            cells[payload[0]] = payload[1]
+            progress(payload[1])
+
+    def stop_on(job: int, kind: str, payload: Any) -> Any:
+        # The first hang ends the run in every job.
+        if kind == "cell" and hang_of(payload[1]):
+            hung[0] = True
+            return HANG
+        return None
+
+    jobs = [Job(j, "concurrent_dirty.search.scale:zoo_job",
+                {"cells": [(i, plan[i]) for i in indices], "seeds": campaign.seeds,
+                 "budget": campaign.budget, "watchdog": campaign.watchdog})
+            for j, indices in enumerate(split) if indices]
     try:
-        if ns.jobs == 1:
-            start = time.monotonic()
-            extra["job_split"] = [{"job": 1, "pid": os.getpid(), "seconds": 0.0,
-                                   "cells": [f"{plan[i][0]}/{plan[i][5]}" for i in split[0]],
-                                   "error": None, "interrupted": False}]
-            for index in split[0]:
-                if report.ended_by:  # a hang ended the run: the rest is not run
-                    name, _, role, breaks, _, engine = plan[index]
-                    cells[index] = Cell(name, role, breaks, engine, not_run=True)
-                    continue
-                cells[index] = run_zoo_cell(plan[index], seeds=ns.seeds, budget=ns.budget,
-                                            watchdog=ns.watchdog)
-                report.ended_by = hang_of(cells[index])
-                progress(cells[index])
-            extra["job_split"][0]["seconds"] = round(time.monotonic() - start, 3)
-        else:
-            def on_message(job: int, kind: str, payload: Any) -> None:
-                if kind == "cell":
-                    cells[payload[0]] = payload[1]
-                    progress(payload[1])
-
-            jobs = [Job(j, "concurrent_dirty.search.scale:zoo_job",
-                        {"cells": [(i, plan[i]) for i in indices], "seeds": ns.seeds,
-                         "budget": ns.budget, "watchdog": ns.watchdog})
-                    for j, indices in enumerate(split) if indices]
-            def stop_on(job: int, kind: str, payload: Any) -> Any:
-                # The first hang ends the run in every job, as in one process.
-                return HANG if kind == "cell" and hang_of(payload[1]) else None
-
-            outcomes = run_jobs(jobs, on_message=on_message, stop_on=stop_on)
-            for o in outcomes:
-                if o.interrupted:
-                    raise KeyboardInterrupt
-                if o.error is not None:
-                    raise JobFailed(o.error)
-            labels = {j: [f"{plan[i][0]}/{plan[i][5]}" for i in indices]
-                      for j, indices in enumerate(split)}
-            extra["job_split"] = job_json(outcomes, labels)
+        outcomes = run_jobs(jobs, on_message=on_message, stop_on=stop_on,
+                            unneeded=lambda job: hung[0], local=True)
+        for o in outcomes:
+            if o.interrupted:
+                raise KeyboardInterrupt
+            if o.error is not None:
+                raise JobFailed(o.error)
+        labels = {j: [f"{plan[i][0]}/{plan[i][5]}" for i in indices]
+                  for j, indices in enumerate(split)}
+        extra["job_split"] = job_json(outcomes, labels)
     finally:
-        if not report.ended_by:  # jobs: the first hang in table order (cells ran in parallel)
-            report.ended_by = next((h for h in map(hang_of, cells.values()) if h), "")
-            if report.ended_by:  # the cells the hang kept from starting in the other jobs
-                for index in (i for indices in split for i in indices if i not in cells):
-                    name, _, role, breaks, _, engine = plan[index]
-                    cells[index] = Cell(name, role, breaks, engine, not_run=True)
+        # The first hang in table order (cells ran in parallel).
+        report.ended_by = next((h for h in map(hang_of, (cells[i] for i in sorted(cells)))
+                                if h), "")
+        if report.ended_by:  # the cells the hang kept from starting
+            for index in (i for indices in split for i in indices if i not in cells):
+                name, _, role, breaks, _, engine = plan[index]
+                cells[index] = Cell(name, role, breaks, engine, not_run=True)
         report.cells = [cells[i] for i in sorted(cells)]
     if db is not None:
         from ..search.failstore import save_failure

@@ -4,9 +4,7 @@ writers, in this process (one job) or in jobs (``cli/scale.py``)."""
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import time
 from typing import TYPE_CHECKING, Any
 
 from .._core.switch import NOISE_LEVELS
@@ -27,8 +25,10 @@ MODEL_ENGINES = ("threads", "processes")
 
 if TYPE_CHECKING:
     from ..engines.free import CellResult
+    from .campaign import StressCampaign
 
-__all__ = ["add_parser", "explore_command", "rerun_command", "run_stress"]
+__all__ = ["add_parser", "explore_command", "rerun_command", "run_stress",
+           "stress_campaign_of"]
 
 EXIT_OK, EXIT_FAIL = 0, 1
 _DEFAULT = Scenario()
@@ -41,7 +41,12 @@ def add_parser(sub: Any, _number: Any, _choice: Any) -> None:
     s = sub.add_parser("stress", help="race dirty-log algorithms with free-running writers",
                        description="Race each algorithm on each engine for a budget and print "
                                    "a verdict table. With no options: every built-in algorithm "
-                                   "on both engines.")
+                                   "on both engines.",
+                       epilog="Conflicting options are usage errors (exit 2, whatever --jobs "
+                              "is), found before any process starts: --ring-entries, "
+                              "--ring-soft-limit or --ring-batch with no ring algorithm; an "
+                              "algorithm's model against an option (ring with --pml). The "
+                              "first job runs in this process, the others start beside it.")
     g = s.add_argument_group("what to attack")
     g.add_argument("--algorithm", action="append", metavar="NAME|module:Class",
                    help=f"built-in {sorted(BUILTIN_ALGORITHMS)} or your own class "
@@ -89,8 +94,10 @@ def add_parser(sub: Any, _number: Any, _choice: Any) -> None:
                    help="report a deadlock after waiting this long (default %(default)s)")
     g.add_argument("--watchdog", type=_number("a number of seconds", 0, low_open=True),
                    default=_DEFAULT.watchdog,
-                   help="end the run when code under test makes no progress for this "
-                        "long, with its stack (default %(default)s)")
+                   help="a call into the code under test that has not returned within "
+                        "this long is a hang, whatever it calls meanwhile (a modelled wait "
+                        "on a lock, a grace period or a full ring does not count); it ends "
+                        "the run with its stack (default %(default)s)")
     g = s.add_argument_group("perturbation and output")
     g.add_argument("--seed", type=_number("an integer seed", *SEED_RANGE, True),
                    default=_DEFAULT.seed, help="seed for workloads and noise")
@@ -181,17 +188,22 @@ def _write_json(write_json: Any, path: str, results: list[CellResult], interrupt
         "results": [r.to_json() for r in results], **(extra or {})})
 
 
-def run_stress(ns: argparse.Namespace, write_json: Any) -> int:
+def stress_campaign_of(ns: argparse.Namespace) -> StressCampaign:
+    """The stress campaign ``ns`` describes, every option and every cell
+    checked before any process starts (a :class:`UsageError`: one line,
+    exit 2, whatever ``--jobs`` is). Conflicts: ``--ring-entries``,
+    ``--ring-soft-limit`` or ``--ring-batch`` with no ring algorithm is an
+    error (they would change nothing); an algorithm's model against an
+    option (``ring`` with ``--pml``) is an error."""
     from ..dirtylog import BUILTIN_ALGORITHMS, resolve_algorithm
-    from ..engines.free import CellResult, run_cell
+    from ..harness.execution import apply_model
+    from .campaign import StressCampaign
     from .kernel import stress_pairs
-    from .report import ProgressPrinter
+    from .paths import ring_pins
+    from .scale import resolve_jobs, shard_cells
 
     engines = ns.engine or list(MODEL_ENGINES)
     pairs = stress_pairs(ns, engines, list(BUILTIN_ALGORITHMS))
-    for spec, engine in pairs:
-        if engine != "kvm":
-            resolve_algorithm(spec)  # every usage error before anything runs
     if ns.slots * ns.pages > MAX_TOTAL_PAGES:
         raise UsageError(f"expected --slots x --pages at most {MAX_TOTAL_PAGES} guest pages in "
                          f"all, got {ns.slots} x {ns.pages} = {ns.slots * ns.pages}")
@@ -200,65 +212,57 @@ def run_stress(ns: argparse.Namespace, write_json: Any) -> int:
                          f"engine (each writer is a Python interpreter), got {ns.writers}; "
                          f"--engine threads takes up to {MAX_WRITERS}")
     cells = [Scenario(algorithm=a, engine=e, **_scenario_args(ns, e)) for a, e in pairs]
-    results: list[CellResult] = []
-    interrupted = False
-    from .scale import resolve_jobs
-
-    start = time.monotonic()
-    extra: dict[str, Any] = {"jobs": resolve_jobs(ns), "shard": str(ns.shard)}
+    rings = []
+    for cell in cells:
+        if cell.engine == "kvm":
+            continue
+        cls = resolve_algorithm(cell.algorithm)  # every usage error before anything runs
+        if (getattr(cls, "model", None) or {}).get("dirty_ring"):
+            rings.append(cell.algorithm)
+        apply_model(cls, cell)  # a conflict with the model: a usage error now
+    given = [f"--{k.replace('_', '-')}" for k, v in ring_pins(ns).items() if v is not None]
+    model_cells = [c for c in cells if c.engine != "kvm"]
+    if given and model_cells and not rings and not any(c.engine == "kvm" for c in cells):
+        raise UsageError(f"expected a ring algorithm (--algorithm ring) with "
+                         f"{', '.join(given)}, got "
+                         f"{', '.join(dict.fromkeys(c.algorithm for c in model_cells))}")
+    jobs = resolve_jobs(ns)
     if not ns.shard.whole:  # --shard K/N: this part's cells (cli/scale.py)
-        from .scale import shard_cells
-
         cells = [cells[i] for i in shard_cells(ns, len(cells))]
-    ns.jobs = min(ns.jobs, len(cells))  # one cell: in this process, with live progress
-    if ns.jobs > 1:  # --jobs: cli/scale.py
-        from .scale import JobFailed, job_failed, stress_cells
+    return StressCampaign(cells=tuple(cells), reruns=tuple(map(rerun_command, cells)),
+                          jobs=max(1, min(jobs, len(cells))), shard=ns.shard, json=ns.json,
+                          quiet=ns.quiet)
 
-        try:
-            results, interrupted, extra = stress_cells(ns, cells, rerun_command)
-        except JobFailed as exc:
-            return job_failed(exc)
-        if interrupted:
-            sys.stderr.write("\ninterrupted: jobs stopped, shared memory unlinked\n")
-        cells = []
+
+def run_stress(ns: argparse.Namespace, write_json: Any) -> int:
+    """The campaign, built and checked whole first, then its cells in one
+    job or many: the same code (``cli/scale.py``)."""
+    from .report import ProgressPrinter
+    from .scale import JobFailed, job_failed, stress_cells
+
+    campaign = stress_campaign_of(ns)
+    count = len(campaign.cells)
+
+    def printer(index: int) -> ProgressPrinter | None:
+        return None if ns.quiet else ProgressPrinter(sys.stderr, cell=f"{index + 1}/{count} ")
+
+    def abandon(results: list[CellResult]) -> None:
+        # The watchdog could not unwind a hung harvester: report from its
+        # thread; the process exits right after.
+        _stress_report(ns, write_json, results, False, {
+            "jobs": campaign.jobs, "shard": str(campaign.shard), "job_split": []})
+
     try:
-        for n, scenario in enumerate(cells, 1):
-            printer = ProgressPrinter(sys.stderr, cell=f"{n}/{len(cells)} ")
-            def not_run(n: int = n) -> list[CellResult]:
-                return [CellResult(algorithm=_name(c.algorithm), engine=c.engine,
-                                   scenario=c.to_dict(), rerun=rerun_command(c), not_run=True)
-                        for c in cells[n:]]
-
-            def abandon(stuck: CellResult, not_run: Any = not_run,
-                        printer: ProgressPrinter = printer,
-                        done: list[CellResult] = results) -> None:
-                # The watchdog could not unwind a hung harvester: report
-                # from its thread; the process exits right after.
-                printer.finish()
-                _stress_report(ns, write_json, [*done, stuck, *not_run()], False, extra)
-
-            result = run_cell(scenario, progress=None if ns.quiet else printer,
-                              rerun=rerun_command(scenario), on_abandon=abandon)
-            printer.finish()
-            results.append(result)
-            if result.interrupted:
-                raise KeyboardInterrupt
-            if result.error:
-                # An error in the code under test (a deadlock, a dying writer,
-                # a hang, a method that raised) ends the run: what comes after
-                # it would run on a broken premise. A lost bit does not: the
-                # other cells still say which algorithms hold.
-                results += not_run()
-                break
-    except KeyboardInterrupt:
-        interrupted = True
-        _interrupted("writers stopped, shared memory unlinked")
-    if "job_split" not in extra:  # one job, this process: the same JSON keys as with jobs
-        extra["job_split"] = [{"job": 1, "pid": os.getpid(),
-                               "seconds": round(time.monotonic() - start, 3),
-                               "cells": [f"{c.algorithm}/{c.engine}" for c in cells],
-                               "error": None, "interrupted": interrupted}]
+        results, interrupted, extra = stress_cells(campaign, printer, abandon)
+    except JobFailed as exc:
+        return job_failed(exc)
+    if interrupted:
+        _interrupted(STRESS_INTERRUPTED)
     return _stress_report(ns, write_json, results, interrupted, extra)
+
+
+#: What an interrupted stress run says, whatever --jobs is.
+STRESS_INTERRUPTED = "every job's writers stopped, shared memory unlinked"
 
 
 def _stress_report(ns: argparse.Namespace, write_json: Any, results: list[CellResult],

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..dirtylog import BUILTIN_ALGORITHMS
 from ..errors import UsageError
 from ..harness.interrupt import interrupted
 from ..mutants import MUTANTS, resolve_mutant
 from ..search.zoo import ALL_ENGINES, ENGINES, KERNEL_ENGINE, Cell, ZooReport, format_table
 from .scale import JobFailed, job_failed, zoo_campaign
 from .scale import add_options as add_scale_options
+
+if TYPE_CHECKING:
+    from .campaign import ZooCampaign
 
 
 def add_parser(sub: Any, number: Any, choice: Any) -> None:
@@ -37,15 +39,24 @@ def add_parser(sub: Any, number: Any, choice: Any) -> None:
     m.add_argument("--no-correct", dest="correct", action="store_false",
                    help="leave out the correct algorithms' baseline rows")
     m.add_argument("--watchdog", type=number("a number of seconds", 0, low_open=True),
-                   default=10.0, help="a cell whose code under test makes no progress for "
-                                      "this long ends the run (default %(default)s)")
+                   default=10.0, help="a call into the code under test that has not "
+                                      "returned within this long (a modelled wait excluded) "
+                                      "is a hang: it ends the run in every job (default "
+                                      "%(default)s)")
     m.add_argument("--json", metavar="PATH", help="write the table as JSON")
     m.add_argument("--quiet", action="store_true", help="no progress lines")
     add_scale_options(m, number, db=True)
 
 
-def run_mutants(ns: argparse.Namespace, write_json: Any) -> int:
+def zoo_campaign_of(ns: argparse.Namespace) -> ZooCampaign:
+    """The mutants campaign ``ns`` describes, every option checked before
+    any process starts (a :class:`UsageError`: one line, exit 2, whatever
+    ``--jobs`` is): the whole table's cells, this shard's, and each job's."""
     from ..kvm.registry import is_kernel_protocol
+    from ..search.scale import split_cells
+    from ..search.zoo import zoo_plan
+    from .campaign import ZooCampaign
+    from .scale import open_db, resolve_jobs
 
     engines = ns.engine or list(ENGINES)
     mutants: list[Any] | None = None
@@ -67,6 +78,19 @@ def run_mutants(ns: argparse.Namespace, write_json: Any) -> int:
         found = probe()
         for name in [m for m in (mutants or []) if isinstance(m, str)] or list(KERNEL_NAMES):
             found.require(resolve_protocol(name).interface)
+    plan = zoo_plan(mutants, engines, correct=ns.correct, hints=ns.hints)
+    jobs = max(1, min(resolve_jobs(ns), len(split_cells(len(plan), ns.shard, 1)[0])))
+    split = split_cells(len(plan), ns.shard, jobs)
+    return ZooCampaign(plan=tuple(plan), engines=tuple(engines),
+                       split=tuple(tuple(s) for s in split), jobs=jobs, shard=ns.shard,
+                       seeds=ns.seeds, budget=ns.budget, watchdog=ns.watchdog, hints=ns.hints,
+                       correct=ns.correct, db=open_db(ns), json=ns.json, quiet=ns.quiet)
+
+
+def run_mutants(ns: argparse.Namespace, write_json: Any) -> int:
+    """The campaign, built and checked whole first, then its cells in one
+    job or many: the same code (``cli/scale.py``)."""
+    campaign = zoo_campaign_of(ns)
     done: list[Cell] = []
 
     def progress(cell: Cell) -> None:
@@ -77,22 +101,23 @@ def run_mutants(ns: argparse.Namespace, write_json: Any) -> int:
             sys.stderr.flush()
 
     try:
-        report, extra, alarm = zoo_campaign(ns, mutants, engines, progress)
+        report, extra, alarm = zoo_campaign(campaign, progress)
     except JobFailed as exc:
         return job_failed(exc)
     except KeyboardInterrupt:
-        total = (len(mutants if mutants is not None else MUTANTS)
-                 + (len(BUILTIN_ALGORITHMS) if ns.correct else 0)) * len(engines)
-        partial = ZooReport(engines=list(engines), cells=done)
+        total = campaign.total
+        partial = ZooReport(engines=list(campaign.engines), cells=done)
         print("\n".join(format_table(partial).splitlines()[:-1]))  # all but its verdict
         print(f"verdict: INTERRUPTED ({len(done)} of {total} cells done; the table above is "
               f"partial)")
         if ns.json:
             write_json(ns.json, {"tool": "concurrent-dirty", "command": "mutants",
-                                 "budget": ns.budget, "seeds": ns.seeds, "interrupted": True,
-                                 **partial.to_json(), "verdict": "interrupted"})
-        return interrupted(f"the zoo stopped after {len(done)} of {total} cells; writers "
-                           f"stopped, shared memory unlinked")
+                                 "budget": ns.budget, "seeds": ns.seeds, "hints": ns.hints,
+                                 "interrupted": True, **partial.to_json(),
+                                 "jobs": campaign.jobs, "shard": str(campaign.shard),
+                                 "verdict": "interrupted"})
+        return interrupted(f"the zoo stopped after {len(done)} of {total} cells; every job's "
+                           f"writers stopped, shared memory unlinked")
     print(format_table(report))
     if ns.json:
         write_json(ns.json, {"tool": "concurrent-dirty", "command": "mutants",

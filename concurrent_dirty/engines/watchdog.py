@@ -1,12 +1,24 @@
-"""The free-running engines' watchdog: code under test that makes no
-progress for ``seconds`` ends the run with its thread's or process's stack.
+"""The free-running engines' watchdog: a call into the code under test
+that has not returned within ``seconds`` is a hang, whatever it calls
+meanwhile (``cpu_relax``, switch points, atomic words, sleeps); it ends the
+run with its thread's or process's stack.
 
-A separate thread samples, a few times a second, each watched party's
-heartbeat (a counter it bumps at every write, round and wait). A thread of
-this process also counts as progressing when a sample finds it inside the
-harness (an atomic word, a lock, the oracle): a long ``get_dirty_log`` over
-a huge slot is busy with shared state, an endless loop that touches none
-never is. When one has made no progress for ``seconds``:
+**The rule.** A separate thread samples, a few times a second, each watched
+party's heartbeat: a counter the harness bumps when a call into the
+algorithm returns (each write of a writer, each harvest round of the
+harvester, each execution) and, now and then, inside a *modelled* wait (a
+lock acquire, an SRCU grace period, a full dirty ring: see
+``_core/switch.wait_until``). So time in a modelled wait does not count,
+and ``--lock-timeout`` still reports a deadlock as a deadlock. A thread of
+this process that a sample finds in the harness's own code between two
+calls (no frame of the code under test on its stack: resetting state,
+the oracle, waiting for writers) is not in a call and is not timed. What
+is timed is the rest: a stack that holds a frame of the code under test
+(the built-in algorithms, the mutants, a user's class), whatever it calls
+below that frame. A writer process is not sampled: its heartbeat alone is
+the rule (it beats at each write and in modelled waits only). The
+controlled engine has no watchdog: its step bound ends an endless loop.
+When a party's call has not returned within ``seconds``:
 
 * a thread: its stack from ``sys._current_frames()``, then an asynchronous
   :class:`~concurrent_dirty.errors.HangError` raised in it
@@ -27,11 +39,13 @@ import ctypes
 import os
 import signal
 import sys
+import sysconfig
 import threading
 import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from ..errors import HangError
 from ..harness.usercode import harness_frame
@@ -108,7 +122,7 @@ class Watchdog:
                 except Exception:  # the arena is going away: the run is ending
                     return
                 frame = frames.get(w.ident) if w.ident is not None else None
-                if value != w.last or (frame is not None and _in_harness(frame)):
+                if value != w.last or (frame is not None and not in_call(frame)):
                     w.last, w.since = value, now
                     continue
                 if w.ident is not None and frame is None:
@@ -119,9 +133,11 @@ class Watchdog:
                     return
 
     def _fire(self, w: _Watched, frame: object) -> None:
-        head = (f"{w.name} made no progress for {self.seconds:g}s (no write, round, wait or "
-                f"shared-state access: an endless loop, a real OS lock or a sleep in the code "
-                f"under test); its stack:\n")
+        call = _call_name(frame) if frame is not None else "a write or a harvest round"
+        head = (f"{w.name} made no progress for {self.seconds:g}s: its call into the code under "
+                f"test ({call}) has not returned (an endless loop, a spin on cpu_relax or "
+                f"shared words, a real OS lock or a sleep; a modelled wait does not count); "
+                f"its stack:\n")
         self._firing.set()
         try:
             if w.dump is not None:
@@ -152,14 +168,50 @@ class _Unwound(HangError):
         super().__init__("unwound by the watchdog")
 
 
-def _in_harness(frame: object) -> bool:
-    """Whether a thread sampled at ``frame`` is busy in the harness (shared
-    state: progress). ``cpu_relax`` is not: it is the code under test's own
-    spin, and a loop that only spins on it waits for nothing the watchdog
-    can see."""
-    code = getattr(frame, "f_code", None)
-    return code is not None and code.co_name != "cpu_relax" \
-        and harness_frame(code.co_filename)
+def _under_test(code: Any) -> bool:
+    """A frame of the code under test: not the harness's, not the standard
+    library's (which the harness calls too), not a frozen module's."""
+    filename = code.co_filename
+    if harness_frame(filename) or filename.startswith("<"):
+        return False
+    path = os.path.abspath(filename)
+    return path.startswith(_INSTALLED) or not path.startswith(_STDLIB)
+
+
+def _stack(frame: Any) -> list[Any]:
+    """The frames from the outermost (the thread's start) to ``frame``."""
+    out = []
+    while frame is not None:
+        out.append(frame)
+        frame = frame.f_back
+    return out[::-1]
+
+
+def _calls(frame: Any) -> list[Any]:
+    """The frames of the code under test that the harness called into: on
+    the stack after its first harness frame (what runs before it, a test
+    runner or a thread's start, is not a call the harness made)."""
+    stack = _stack(frame)
+    first = next((i for i, f in enumerate(stack) if harness_frame(f.f_code.co_filename)),
+                 len(stack))
+    return [f for f in stack[first:] if _under_test(f.f_code)]
+
+
+def in_call(frame: Any) -> bool:
+    """Whether a thread sampled at ``frame`` is inside a call into the code
+    under test (whatever that call is running at the moment)."""
+    return bool(_calls(frame))
+
+
+def _call_name(frame: Any) -> str:
+    calls = _calls(frame)
+    return calls[0].f_code.co_name if calls else "no call"
+
+
+_PATHS = sysconfig.get_paths()
+_STDLIB = tuple(os.path.abspath(_PATHS[k]) + os.sep for k in ("stdlib", "platstdlib"))
+#: Installed packages (a user's algorithm may live there), inside the stdlib's folder.
+_INSTALLED = tuple(os.path.abspath(_PATHS[k]) + os.sep for k in ("purelib", "platlib"))
 
 
 def _raise_in(ident: int, exc: type[BaseException]) -> None:

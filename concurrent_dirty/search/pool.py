@@ -45,7 +45,7 @@ from typing import Any, TypeVar
 
 from ..errors import UsageError
 
-__all__ = ["Job", "JobContext", "JobOutcome", "LocalContext", "Shard", "default_jobs",
+__all__ = ["Job", "JobContext", "JobOutcome", "Shard", "default_jobs",
            "parse_jobs", "parse_shard", "pick", "run_jobs", "share", "stream_seed"]
 
 T = TypeVar("T")
@@ -140,6 +140,8 @@ class JobOutcome:
     interrupted: bool = False
     seconds: float = 0.0
     pid: int = 0
+    #: Not needed before it started its task (``unneeded``): stopped unstarted.
+    dropped: bool = False
 
 
 class JobContext:
@@ -162,17 +164,6 @@ class JobContext:
         if key is None:
             self._all = True
         self._stopped.add(key)
-
-
-class LocalContext(JobContext):
-    """The context of a task run in this process (``--jobs 1``)."""
-
-    def __init__(self, on_message: Callable[[int, str, Any], None] | None = None) -> None:
-        def send(message: Any) -> None:
-            if on_message is not None:
-                on_message(0, message[1], message[2])
-
-        super().__init__(0, send)
 
 
 def _resolve(ref: str) -> Callable[..., Any]:
@@ -208,7 +199,9 @@ def _interrupt(signum: int, frame: object) -> None:
 def child_main() -> None:
     """A job process's entry point."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C: the parent decides
-    signal.signal(signal.SIGTERM, _interrupt)
+    # Until its task starts, SIGTERM ends a job silently (it holds nothing
+    # to clean up yet, and prints nothing); then it unwinds the task.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     _die_with_parent()
     stdin = sys.stdin.buffer
     job, parent_pid, result_fd = pickle.load(stdin)
@@ -241,7 +234,10 @@ def child_main() -> None:
     threading.Thread(target=control, name="job-control", daemon=True).start()
     code = 0
     try:
-        result = _resolve(job.func)(ctx, **job.kwargs)
+        func = _resolve(job.func)
+        signal.signal(signal.SIGTERM, _interrupt)
+        send(("started", None))
+        result = func(ctx, **job.kwargs)
         done.set()
         send(("result", result))
     except KeyboardInterrupt:
@@ -275,6 +271,7 @@ class _Running:
     buffer: bytearray = field(default_factory=bytearray)
     outcome: JobOutcome | None = None
     eof: bool = False
+    started: bool = False
 
 
 def _start(job: Job, env: dict[str, str]) -> _Running:
@@ -323,38 +320,75 @@ def _close_stdin(running: _Running) -> None:
 def run_jobs(jobs: Sequence[Job], *,
              on_message: Callable[[int, str, Any], None] | None = None,
              stop_on: Callable[[int, str, Any], Any] | None = None,
-             grace: float = 15.0) -> list[JobOutcome]:
-    """Run every job in its own process and wait for all of them.
+             unneeded: Callable[[int], bool] | None = None,
+             local: bool = False, grace: float = 15.0) -> list[JobOutcome]:
+    """Run every job and wait for all of them.
 
-    ``on_message(job, kind, payload)`` sees every message a job emits.
-    ``stop_on(job, kind, payload)`` may return a key (not None) to tell
-    every *other* job to stop that key (what ``ctx.stopped(key)`` reads):
-    the first failure stops the rest promptly. Ctrl-C or SIGTERM (a
-    ``KeyboardInterrupt`` here) stops every job, waits up to ``grace``
-    seconds for their clean-up, kills what is left, and re-raises.
-    Outcomes come back in job order."""
+    With ``local``, the first job runs in this thread (its kwargs are not
+    pickled) while the others start in their own processes: the search
+    begins at once, and one job is the same code as many, with no process
+    at all. Otherwise every job gets a process.
+
+    ``on_message(job, kind, payload)`` sees every message a job emits (one
+    at a time, whichever job sent it). ``stop_on(job, kind, payload)`` may
+    return a key (not None) to tell every *other* job to stop that key (what
+    ``ctx.stopped(key)`` reads): the first failure stops the rest promptly.
+    ``unneeded(job)``, asked while a job process has not started its task
+    yet (its interpreter still starting), may say it has nothing left to do
+    (everything it would run was stopped): it is then ended at once, with a
+    ``dropped`` outcome, instead of being waited for. An exception of the
+    local job, Ctrl-C or SIGTERM (a ``KeyboardInterrupt`` here) stops every
+    job, waits up to ``grace`` seconds for their clean-up, kills what is
+    left, and re-raises. Outcomes come back in job order."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p or os.getcwd() for p in sys.path)
+    here = jobs[0] if local and jobs else None
     running: list[_Running] = []
+    lock = threading.RLock()
+    contexts: list[JobContext] = []
+
+    def dispatch(index: int, what: str, payload: Any) -> None:
+        with lock:
+            if on_message is not None:
+                on_message(index, what, payload)
+            key = stop_on(index, what, payload) if stop_on is not None else None
+            if key is None:
+                return
+            for other in running:
+                if other.job.index != index and other.outcome is None:
+                    _tell(other, ("stop", key))
+            for ctx in contexts:
+                if ctx.index != index:
+                    ctx._stop(key)
+
+    halt = threading.Event()
+    pump: threading.Thread | None = None
+    outcomes: list[JobOutcome] = []
     try:
         for job in jobs:
-            running.append(_start(job, env))
-        while any(r.outcome is None for r in running):
-            fds = [r.fd for r in running if not r.eof]
-            ready = select.select(fds, [], [], 0.1)[0] if fds else []
-            for r in running:
-                if r.fd in ready:
-                    _read(r, running, on_message, stop_on)
-                if r.outcome is None and r.eof:
-                    code = r.proc.wait()
-                    how = f"signal {-code}" if code < 0 else f"exit code {code}"
-                    r.outcome = JobOutcome(r.job.index, error=f"job {r.job.index + 1} "
-                                           f"(process {r.proc.pid}) died with {how}",
-                                           seconds=time.monotonic() - r.start, pid=r.proc.pid)
+            if job is not here:
+                running.append(_start(job, env))
+        if here is None:
+            _pump(running, dispatch, unneeded, halt, lock)
+        else:
+            pump = threading.Thread(target=_pump, name="cd-jobs",
+                                    args=(running, dispatch, unneeded, halt, lock), daemon=True)
+            pump.start()
+            ctx = JobContext(here.index, lambda m: dispatch(here.index, m[1], m[2]))
+            contexts.append(ctx)
+            start = time.monotonic()
+            result = _resolve(here.func)(ctx, **here.kwargs)
+            outcomes.append(JobOutcome(here.index, result=result, pid=os.getpid(),
+                                       seconds=time.monotonic() - start))
+            while pump.is_alive():
+                pump.join(0.1)
         for r in running:
             _close_stdin(r)
             r.proc.wait()
-    except KeyboardInterrupt:
+    except BaseException:
+        halt.set()
+        if pump is not None:
+            pump.join()
         _stop_all(running, grace)
         raise
     finally:
@@ -367,12 +401,51 @@ def run_jobs(jobs: Sequence[Job], *,
                 os.close(r.fd)
             except OSError:
                 pass
-    return [r.outcome for r in running if r.outcome is not None]
+    outcomes += [r.outcome for r in running if r.outcome is not None]
+    return sorted(outcomes, key=lambda o: o.index)
 
 
-def _read(r: _Running, everyone: list[_Running],
-          on_message: Callable[[int, str, Any], None] | None,
-          stop_on: Callable[[int, str, Any], Any] | None) -> None:
+def _pump(running: list[_Running], dispatch: Callable[[int, str, Any], None],
+          unneeded: Callable[[int], bool] | None, halt: threading.Event,
+          lock: threading.RLock) -> None:
+    """Read every job process's messages until each has its outcome."""
+    while any(r.outcome is None for r in running) and not halt.is_set():
+        fds = [r.fd for r in running if not r.eof]
+        ready = select.select(fds, [], [], 0.05)[0] if fds else []
+        for r in running:
+            if r.fd in ready:
+                _read(r, dispatch)
+            if r.outcome is None and r.eof:
+                code = r.proc.wait()
+                how = f"signal {-code}" if code < 0 else f"exit code {code}"
+                r.outcome = JobOutcome(r.job.index, error=f"job {r.job.index + 1} "
+                                       f"(process {r.proc.pid}) died with {how}",
+                                       seconds=time.monotonic() - r.start, pid=r.proc.pid)
+            if r.outcome is None and not r.started and unneeded is not None:
+                with lock:
+                    drop = unneeded(r.job.index)
+                if drop and not select.select([r.fd], [], [], 0)[0]:
+                    _drop(r)
+
+
+def _drop(r: _Running) -> None:
+    """End a job process that has not started its task: nothing of it is lost."""
+    try:
+        r.proc.send_signal(signal.SIGTERM)
+    except OSError:
+        pass
+    _close_stdin(r)
+    try:
+        r.proc.wait(5)
+    except subprocess.TimeoutExpired:
+        r.proc.kill()
+        r.proc.wait()
+    r.eof = True
+    r.outcome = JobOutcome(r.job.index, dropped=True, seconds=time.monotonic() - r.start,
+                           pid=r.proc.pid)
+
+
+def _read(r: _Running, dispatch: Callable[[int, str, Any], None]) -> None:
     data = os.read(r.fd, 1 << 16)
     if not data:
         r.eof = True
@@ -386,15 +459,11 @@ def _read(r: _Running, everyone: list[_Running],
         del r.buffer[:8 + size]
         kind = message[0]
         elapsed = time.monotonic() - r.start
-        if kind == "msg":
+        if kind == "started":
+            r.started = True
+        elif kind == "msg":
             _, what, payload = message
-            if on_message is not None:
-                on_message(r.job.index, what, payload)
-            key = stop_on(r.job.index, what, payload) if stop_on is not None else None
-            if key is not None:
-                for other in everyone:
-                    if other is not r and other.outcome is None:
-                        _tell(other, ("stop", key))
+            dispatch(r.job.index, what, payload)
         elif kind == "result":
             r.outcome = JobOutcome(r.job.index, result=message[1], seconds=elapsed,
                                    pid=r.proc.pid)

@@ -245,16 +245,28 @@ def split_cells(count: int, shard: Shard, jobs: int) -> list[list[int]]:
     return [pick(mine, jobs, j) for j in range(jobs)]
 
 
-def cells_job(ctx: JobContext, *,
-              cells: list[tuple[int, Scenario, str]]) -> list[tuple[int, CellResult]]:
+def cells_job(ctx: JobContext, *, cells: list[tuple[int, Scenario, str]],
+              progress: Callable[[int], Any] | None = None,
+              on_abandon: Callable[[int, CellResult], None] | None = None,
+              ) -> list[tuple[int, CellResult]]:
     """A stress job: its cells in order; each result is sent as it ends.
     An error in the code under test in any job ends the run: the cells not
-    started yet are left out (the parent reports them as not run)."""
+    started yet are left out (the parent reports them as not run). In the
+    parent's own job, ``progress(index)`` gives a cell's progress line and
+    ``on_abandon(index, result)`` reports a hung harvester that could not be
+    unwound (the process exits right after)."""
     out = []
     for index, scenario, rerun in cells:
         if ctx.stopped(ERROR):
             break
-        result = run_cell(scenario, rerun=rerun)
+        printer = progress(index) if progress is not None else None
+        abandon = None if on_abandon is None else (
+            lambda result, index=index: on_abandon(index, result))
+        try:
+            result = run_cell(scenario, rerun=rerun, progress=printer, on_abandon=abandon)
+        finally:
+            if printer is not None:
+                printer.finish()
         out.append((index, result))
         ctx.emit("cell", (index, result))
         if result.interrupted:
@@ -286,4 +298,4 @@ def job_json(outcomes: Sequence[JobOutcome], labels: dict[int, list[str]]) -> li
     """The per-job split for a JSON report."""
     return [{"job": o.index + 1, "pid": o.pid, "seconds": round(o.seconds, 3),
              "cells": labels.get(o.index, []), "error": o.error,
-             "interrupted": o.interrupted} for o in outcomes]
+             "interrupted": o.interrupted, "dropped": o.dropped} for o in outcomes]
