@@ -136,7 +136,8 @@ class Watchdog:
         call = _call_name(frame) if frame is not None else "a write or a harvest round"
         head = (f"{w.name} made no progress for {self.seconds:g}s: its call into the code under "
                 f"test ({call}) has not returned (an endless loop, a spin on cpu_relax or "
-                f"shared words, a real OS lock or a sleep; a modelled wait does not count); "
+                f"shared words, a real OS lock or a sleep; a modelled wait does not count; a "
+                f"call that may legitimately take longer needs a larger --watchdog); "
                 f"its stack:\n")
         self._firing.set()
         try:
