@@ -86,6 +86,9 @@ def run_controlled(algorithm: str | type[DirtyLogAlgorithm], scenario: Scenario,
         outcome = runtime.run()
     finally:
         _switch.install(previous)
+    account = getattr(scheduler, "account", None)
+    if account is not None:
+        account(outcome)  # the Metrics wrapper counts once per execution
     return ExecutionResult(algorithm=algorithm_name(cls), algorithm_ref=algorithm_ref(cls),
                            scenario=scenario, program=program, outcome=outcome,
                            names=[t.name for t in runtime.threads],
