@@ -262,3 +262,42 @@ def test_fewest_preemptions_keeps_the_failure_and_never_adds_preemptions():
     assert not proven or found.outcome.preemptions == 0
     assert (same.outcome.kind, same.outcome.schedule) == (found.outcome.kind,
                                                           found.outcome.schedule)
+
+
+class _NextThreadOnly:
+    """A scheduler with its ``keep`` hidden: every decision through
+    ``next_thread`` with the list of runnable threads."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def new_execution(self):
+        return self.inner.new_execution()
+
+    def next_thread(self, runnable, current):
+        return self.inner.next_thread(runnable, current)
+
+
+@pytest.mark.parametrize("make", [lambda: RandomScheduler(3), lambda: RandomScheduler(4, stay=0.9),
+                                  lambda: PctScheduler(5, depth=3),
+                                  lambda: PctScheduler(6, depth=None)],
+                         ids=["random", "random-stay", "pct-3", "pct-cycling"])
+@pytest.mark.parametrize("algorithm", ["xchg", "srcu", BROKEN])
+def test_the_fast_step_keeps_every_schedule_and_count(make, algorithm):
+    # keep() decides the running thread's steps without a list of runnable
+    # threads; the schedules, verdicts and counts must be what next_thread
+    # alone makes.
+    scenario = Scenario(algorithm=algorithm, writers=2, slots=1, pages=4, writes=4,
+                        on_behalf=0.5)
+    runs = []
+    for wrap in (lambda s: s, _NextThreadOnly):
+        metrics = Metrics(wrap(make()))
+        seen = []
+        for n in range(1, 13):
+            assert metrics.new_execution()
+            r = run_controlled(algorithm, scenario, make_program(scenario, 2, n), metrics)
+            seen.append((r.outcome.kind, r.outcome.schedule, r.outcome.preemptions,
+                         r.outcome.switches))
+        runs.append((seen, metrics.decisions, metrics.preemptions, metrics.switches))
+    assert runs[0] == runs[1]
+    assert runs[0][1] > 0
