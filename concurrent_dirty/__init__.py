@@ -91,15 +91,15 @@ _LAZY: dict[str, str] = {
     "make_scheduler": ".schedulers",
     "Interleaving": ".search.hypothesis",
     "interleavings": ".search.hypothesis",
-    "minimize_preemptions": ".search.runner",
-    "FuzzReport": ".search.runner",
+    "minimize_preemptions": ".search.minimize",
+    "FuzzReport": ".search.report",
     "Runner": ".search.runner",
     "check_dfs": ".search.runner",
     "check_pct": ".search.runner",
     "check_random": ".search.runner",
     "explore": ".search.runner",
-    "regression_test": ".search.runner",
-    "replay": ".search.runner",
+    "regression_test": ".search.replay",
+    "replay": ".search.replay",
     "ZooReport": ".search.zoo",
     "run_zoo": ".search.zoo",
 }
@@ -276,15 +276,14 @@ if _TYPE_CHECKING:  # what type checkers and IDEs see: the eager imports
         make_scheduler,
     )
     from .search.hypothesis import Interleaving, interleavings
+    from .search.minimize import minimize_preemptions
+    from .search.replay import regression_test, replay
+    from .search.report import FuzzReport
     from .search.runner import (
-        FuzzReport,
         Runner,
         check_dfs,
         check_pct,
         check_random,
         explore,
-        minimize_preemptions,
-        regression_test,
-        replay,
     )
     from .search.zoo import ZooReport, run_zoo

@@ -21,7 +21,8 @@ from concurrent_dirty.schedulers import (
     RandomScheduler,
     ReplayScheduler,
 )
-from concurrent_dirty.search.runner import explore, replay
+from concurrent_dirty.search.replay import replay
+from concurrent_dirty.search.runner import explore
 
 BROKEN = "tests.broken_algorithms:NonatomicClearXchg"
 SMALL = Scenario(writers=2, slots=1, pages=4, writes=2, on_behalf=0.5)
@@ -229,7 +230,7 @@ def test_bad_scheduler_arguments_are_clear_errors():
 
 @pytest.mark.parametrize("scheduler", ["random", "pct", "auto"])
 def test_a_search_failure_is_minimized_to_the_fewest_preemptions(scheduler):
-    from concurrent_dirty.search.runner import MINIMIZE_SECONDS
+    from concurrent_dirty.search.minimize import MINIMIZE_SECONDS
 
     r = explore(BROKEN, SMALL, scheduler=scheduler, executions=None, seconds=120)
     assert r.failure is not None
@@ -248,7 +249,7 @@ def test_a_search_failure_is_minimized_to_the_fewest_preemptions(scheduler):
 
 
 def test_fewest_preemptions_keeps_the_failure_and_never_adds_preemptions():
-    from concurrent_dirty.search.runner import fewest_preemptions
+    from concurrent_dirty.search.minimize import fewest_preemptions
 
     r = explore(BROKEN, SMALL, scheduler="random", executions=None, seconds=120, seed=3)
     found = r.failure

@@ -208,7 +208,7 @@ def test_an_unknown_model_option_is_refused():
 
 def _pending(algorithm, **fields):
     from concurrent_dirty.harness.program import make_program
-    from concurrent_dirty.search.runner import pending_token
+    from concurrent_dirty.search.replay import pending_token
 
     sc = Scenario(algorithm=algorithm, slots=1, pages=130, fast_page_fault=True, **fields)
     return pending_token(resolve_algorithm(algorithm), sc, make_program(sc))

@@ -306,7 +306,7 @@ def _seed_fixed_and_old_tokens(database):
     from concurrent_dirty.dirtylog import resolve_algorithm
     from concurrent_dirty.harness.program import make_program
     from concurrent_dirty.search.failstore import key_for
-    from concurrent_dirty.search.runner import pending_token
+    from concurrent_dirty.search.replay import pending_token
 
     scenario = Scenario(algorithm="xchg", slots=1, pages=4, writes=2, on_behalf=0.5)
     fixed = pending_token(resolve_algorithm("xchg"), scenario, make_program(scenario))

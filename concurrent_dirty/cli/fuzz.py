@@ -13,7 +13,8 @@ from ..harness.interrupt import interrupted as _interrupted
 from ..harness.limits import MAX_EXECUTIONS, SEED_RANGE
 from ..harness.token import decode
 from ..schedulers import SCHEDULERS as _REGISTRY
-from ..search.runner import FuzzReport, regression_test, replay
+from ..search.replay import regression_test, replay
+from ..search.report import FuzzReport
 from .paths import OnceBoolean, add_path_options
 from .scale import add_options as add_scale_options
 

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from ..engines.free import CellResult
     from ..harness.scenario import Scenario
     from ..search.failstore import Replayed
-    from ..search.runner import FuzzReport
+    from ..search.report import FuzzReport
     from ..search.scale import FuzzStream
     from ..search.zoo import ZooReport
     from .campaign import FuzzCampaign
@@ -96,7 +96,7 @@ def fuzz_campaign(ns: argparse.Namespace, campaign: FuzzCampaign, write_json: An
     search: one job in this process or N job processes, the same code; one
     report per algorithm, printed as it completes, in the usual shapes."""
     from ..dirtylog import algorithm_name, algorithm_ref, resolve_algorithm
-    from ..search.runner import FuzzReport
+    from ..search.report import FuzzReport
 
     algorithms = list(campaign.algorithms)
     classes = {spec: resolve_algorithm(spec) for spec in algorithms}

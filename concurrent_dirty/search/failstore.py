@@ -124,7 +124,7 @@ class Replayed:
 def replay_saved(db: ExampleDatabase, refs: Iterable[str]) -> list[Replayed]:
     """Replay every token saved for ``refs`` (see the module docstring for
     what happens to each)."""
-    from .runner import replay
+    from .replay import replay
 
     out: list[Replayed] = []
     for ref in refs:

@@ -33,14 +33,9 @@ from ..harness.program import (
 )
 from ..harness.scenario import Scenario
 from ..schedulers import DfsScheduler, PreemptionPoints, ReplayScheduler
-from .runner import (
-    FuzzReport,
-    _fresh,
-    _write_pending,
-    fewest_preemptions,
-    minimize_preemptions,
-    pending_token,
-)
+from .minimize import fewest_preemptions, minimize_preemptions
+from .replay import _fresh, _write_pending, pending_token
+from .report import FuzzReport
 
 __all__ = ["Interleaving", "hypothesis_search", "interleavings", "minimize_preemptions"]
 

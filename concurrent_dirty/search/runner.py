@@ -1,126 +1,43 @@
-"""Fuzzing interleavings: many controlled executions under a scheduler, the
-Hypothesis strategy that draws them, and replay.
+"""Fuzzing interleavings: many controlled executions under a scheduler.
 
 ``explore`` runs executions until the scheduler is done, the budget is
 spent, or one fails; a failure is re-run under its recorded schedule with
 the trace on, so the report shows the interleaving step by step, and comes
 with a replay token. Before each execution the pending token can be written
 to a file, so that a crash or a hang still leaves something to replay.
+The report is :mod:`.report`'s, the minimisation :mod:`.minimize`'s and the
+replay :mod:`.replay`'s.
 """
 
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 from .._core.runtime import DEFAULT_WATCHDOG, Scheduler, Verdict
 from ..dirtylog import DirtyLogAlgorithm, algorithm_name, algorithm_ref, resolve_algorithm
 from ..engines.controlled import DEFAULT_MAX_STEPS, run_controlled
 from ..harness.execution import ExecutionResult
-from ..harness.output import write_text
 from ..harness.program import Program, ProgramSpace, make_program
 from ..harness.scenario import Scenario
-from ..harness.token import decode, encode
 from ..schedulers import (
     Budget,
     DfsScheduler,
     Metrics,
     PctScheduler,
-    PreemptionPoints,
     RandomScheduler,
     ReplayScheduler,
     SchedulerOptions,
     make_scheduler,
     report_of,
 )
+from .minimize import _minimize
+from .portfolio import Case
+from .replay import _fresh, _write_pending, pending_token
+from .report import FuzzReport
 
-#: What one execution runs: the VM's shape and the writers' program.
-Case = tuple[Scenario, Program]
-
-__all__ = ["Case", "FuzzReport", "Runner", "check_dfs", "check_pct", "check_random", "explore",
-           "fewest_preemptions", "minimize_preemptions", "pending_token", "regression_test",
-           "replay"]
-
-
-@dataclass
-class FuzzReport:
-    algorithm: str
-    scheduler: str
-    executions: int = 0
-    steps: int = 0
-    preemptions: int = 0
-    switches: int = 0
-    seconds: float = 0.0
-    exhausted: bool | None = None
-    failure: ExecutionResult | None = None
-    guarantee: str = ""
-    #: What ended a clean campaign: "executions", "seconds", or None (the
-    #: scheduler had nothing left to try).
-    stopped_by: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def steps_per_second(self) -> float:
-        return self.steps / self.seconds if self.seconds else 0.0
-
-    @property
-    def executions_per_second(self) -> float:
-        return self.executions / self.seconds if self.seconds else 0.0
-
-    def summary(self) -> str:
-        tried = (f"{self.executions} executions, {self.steps} switch points, "
-                 f"{self.preemptions} preemptions in {self.seconds:.2f}s "
-                 f"({self.executions_per_second:.0f} executions/s, "
-                 f"{self.steps_per_second:.0f} switch points/s)")
-        if self.failure is not None:
-            out = self.failure.outcome
-            text = (f"verdict: FAIL ({out.kind} at step {out.step} of execution "
-                    f"{self.executions}; {tried})")
-            if "nondeterministic" in self.extra:
-                text += f"\nwarning: {self.extra['nondeterministic']}"
-            m = self.extra.get("minimized")
-            if m and m.get("by") == "search":
-                text += (f"\ncounterexample: {m['preemptions']} preemption(s), the fewest on "
-                         f"this program (found under iterative preemption bounding: every "
-                         f"smaller bound exhausted first)")
-            elif m:
-                fewest = ("the fewest on this program (every smaller bound exhausted)"
-                          if m["fewest"] else "not proven the fewest (the budget ran out)")
-                text += (f"\ncounterexample: {m['preemptions']} preemption(s), {fewest}; the "
-                         f"search's first had {m['preemptions_found']} (minimized in "
-                         f"{m['seconds']:.2f}s: preemption points sampled, then iterative "
-                         f"preemption bounding)")
-            return text
-        text = f"verdict: PASS (no failure; {tried})"
-        if self.exhausted is not None:
-            text += "; the space was exhausted" if self.exhausted \
-                else "; the space was NOT exhausted (budget ran out)"
-        if self.guarantee:
-            text += f"\n{self.guarantee}"
-        return text
-
-    def to_json(self) -> dict[str, Any]:
-        data: dict[str, Any] = {
-            "algorithm": self.algorithm, "scheduler": self.scheduler,
-            "status": "FAIL" if self.failure else "ok", "executions": self.executions,
-            "steps": self.steps, "preemptions": self.preemptions, "switches": self.switches,
-            "seconds": round(self.seconds, 3), "exhausted": self.exhausted,
-            "guarantee": self.guarantee, "violations": 1 if self.failure else 0,
-        }
-        if self.failure is not None:
-            data.update(failure_kind=self.failure.outcome.kind,
-                        failure_step=self.failure.outcome.step,
-                        message=self.failure.outcome.message, token=self.failure.token,
-                        counterexample=self.failure.counterexample())
-        data.update(self.extra)
-        return data
-
-
-def _write_pending(path: str, text: str) -> None:
-    write_text(path, text + "\n")  # atomic for a file, plain for a device or FIFO
+__all__ = ["Runner", "check_dfs", "check_pct", "check_random", "explore"]
 
 
 class Runner:
@@ -174,9 +91,9 @@ class Runner:
             now = time.monotonic()
             if progress is not None and now - last_tick > 0.2:
                 last_tick = now
-                _fill(report, metrics, start)
+                _take_metrics(report, metrics, start)
                 progress(report)
-        _fill(report, metrics, start)
+        _take_metrics(report, metrics, start)
         report.stopped_by = self.budget.stopped_by
         return report
 
@@ -340,126 +257,6 @@ def _arms(space: ProgramSpace) -> dict[str, tuple[tuple[Any, ...], tuple[float, 
     return arms
 
 
-def fewest_preemptions(found: ExecutionResult, *, max_executions: int = 20_000,
-                       seconds: float = 30.0,
-                       max_steps: int = DEFAULT_MAX_STEPS) -> tuple[ExecutionResult, bool]:
-    """The same program's failing schedule with the fewest preemptions, in
-    two phases within the budget:
-
-    1. sampling: schedules with k preemption points (k = 1, 2, ... below the
-       best so far; the running thread keeps the CPU elsewhere, see
-       :class:`~concurrent_dirty.schedulers.PreemptionPoints`), every single
-       point in a shuffled order for k = 1, random ones above, for up to half
-       the time: a random walk's counterexample with thirty preemptions
-       usually needs one or two, and this finds them in a few hundred runs;
-    2. proof: exhaustive search with bound 0, 1, ... below the best
-       (Musuvathi and Qadeer's iterative context bounding).
-
-    Returns the traced result and whether its count is proven the fewest
-    (every smaller bound exhausted); ``found`` itself (traced) if nothing
-    smaller fails within the budget."""
-    start = time.monotonic()
-    deadline = start + seconds
-    best = found
-    runs = 0
-
-    def run(scheduler: Any) -> ExecutionResult:
-        nonlocal runs
-        runs += 1
-        return run_controlled(found.algorithm_ref, found.scenario, found.program, scheduler,
-                              max_steps=max_steps)
-
-    # 1. sampling, for up to half the budget
-    sampling = start + seconds / 2
-    decisions = max(1, len(found.outcome.schedule))
-    rng = random.Random(f"fewest:{decisions}:{found.outcome.step}")
-    k = 1
-    while k < best.outcome.preemptions and time.monotonic() < sampling \
-            and runs < max_executions // 2:
-        if k == 1:
-            singles = [(i, v) for i in range(decisions) for v in (1, 2)]
-            rng.shuffle(singles)
-            tries: Any = ([p] for p in singles)
-        else:
-            tries = ([(rng.randrange(decisions), rng.randrange(1, 3)) for _ in range(k)]
-                     for _ in range(4 * decisions))
-        for points in tries:
-            if time.monotonic() >= sampling or runs >= max_executions // 2:
-                break
-            result = run(_fresh(PreemptionPoints(points)))
-            if result.outcome.kind == found.outcome.kind \
-                    and result.outcome.preemptions < best.outcome.preemptions:
-                best = result
-                break
-        k += 1
-    # 2. proof: every bound below the best, exhausted
-    for bound in range(best.outcome.preemptions):
-        dfs = DfsScheduler(bound)
-        budget = Budget(dfs, executions=max(1, max_executions - runs))
-        while time.monotonic() < deadline and budget.new_execution():
-            result = run(budget)
-            if result.outcome.kind == found.outcome.kind:
-                return _retrace(result, max_steps), True
-        if not dfs.exhausted:
-            return _retrace(best, max_steps), False  # out of budget: not proven
-    return _retrace(best, max_steps), True
-
-
-def _retrace(found: ExecutionResult, max_steps: int) -> ExecutionResult:
-    """``found`` again under its own schedule, with the trace on (``found``
-    itself if it already has its trace: not run twice)."""
-    if found.outcome.trace:
-        return found
-    return run_controlled(found.algorithm_ref, found.scenario, found.program,
-                          _fresh(ReplayScheduler(found.outcome.schedule)), trace=True,
-                          max_steps=max_steps)
-
-
-def minimize_preemptions(found: ExecutionResult, *, max_executions: int = 20_000,
-                         seconds: float = 30.0,
-                         max_steps: int = DEFAULT_MAX_STEPS) -> ExecutionResult:
-    """:func:`fewest_preemptions`'s result alone."""
-    return fewest_preemptions(found, max_executions=max_executions, seconds=seconds,
-                              max_steps=max_steps)[0]
-
-
-#: The most a search spends minimizing its failure's preemptions (and never
-#: more than what is left of its seconds).
-MINIMIZE_SECONDS = 2.0
-
-
-def _minimize(report: FuzzReport, seconds: float, max_steps: int,
-              token_file: str | None) -> None:
-    """Give a search's failure the fewest preemptions on its program, in
-    what is left of ``seconds`` (at most :data:`MINIMIZE_SECONDS`): a random
-    walk's counterexample has dozens of preemptions, most of them
-    irrelevant; one with one or two is read at a glance. On a small program
-    the bounds below it are soon exhausted; on a wide one the budget may run
-    out first, and the report says the count is not proven the fewest. The
-    first failure's time and execution stay in ``extra``."""
-    found = report.failure
-    if found is None or found.outcome.kind == Verdict.HANG \
-            or "nondeterministic" in report.extra or not found.outcome.preemptions:
-        return
-    report.extra["first_failure_seconds"] = round(report.seconds, 4)
-    report.extra["first_failure_execution"] = report.executions
-    left = min(seconds - report.seconds, MINIMIZE_SECONDS)
-    if left <= 0:
-        report.extra["minimized"] = {"preemptions_found": found.outcome.preemptions,
-                                     "preemptions": found.outcome.preemptions,
-                                     "fewest": False, "seconds": 0.0}
-        return
-    start = time.monotonic()
-    result, fewest = fewest_preemptions(found, seconds=left, max_steps=max_steps)
-    report.failure = result
-    report.extra["minimized"] = {"preemptions_found": found.outcome.preemptions,
-                                 "preemptions": result.outcome.preemptions,
-                                 "fewest": fewest,
-                                 "seconds": round(time.monotonic() - start, 4)}
-    if token_file:
-        _write_pending(token_file, result.token)
-
-
 def check_random(algorithm: str | type[DirtyLogAlgorithm], scenario: Scenario | None = None,
                  **options: Any) -> None:
     """Fuzz with the random scheduler; raise the failure if one is found."""
@@ -488,43 +285,10 @@ def _check(scheduler: str, algorithm: str | type[DirtyLogAlgorithm],
         report.failure.check()
 
 
-def pending_token(cls: type[DirtyLogAlgorithm], scenario: Scenario, program: Program) -> str:
-    """A token for an execution that has not ended yet: its program with an
-    empty schedule (replay then runs it under a deterministic default)."""
-    from .._core.runtime import Outcome
-
-    pending = ExecutionResult(algorithm=algorithm_name(cls), algorithm_ref=algorithm_ref(cls),
-                              scenario=scenario, program=program, outcome=Outcome())
-    return encode(pending)
-
-
-def _fresh(scheduler: Any) -> Any:
-    scheduler.new_execution()
-    return scheduler
-
-
-def _fill(report: FuzzReport, metrics: Metrics, start: float) -> None:
+def _take_metrics(report: FuzzReport, metrics: Metrics, start: float) -> None:
     report.executions = metrics.executions
     report.preemptions = metrics.preemptions
     report.switches = metrics.switches
     report.seconds = time.monotonic() - start
-
-
-def replay(token: str, *, algorithm: str | None = None, trace: bool = True,
-           max_steps: int = DEFAULT_MAX_STEPS,
-           watchdog: float = DEFAULT_WATCHDOG) -> ExecutionResult:
-    """Rerun a token's execution (against ``algorithm`` instead of the
-    token's own, to check a fix). ``result.check()`` raises while it fails."""
-    case = decode(token)
-    scheduler = _fresh(ReplayScheduler(case.schedule))
-    return run_controlled(algorithm or case.algorithm, case.scenario, case.program,
-                          scheduler, max_steps=max_steps, trace=trace, watchdog=watchdog)
-
-
-def regression_test(token: str) -> str:
-    """A pytest function that turns ``token`` into a regression test."""
-    return (f"def test_replay_regression():\n"
-            f"    from concurrent_dirty import replay\n"
-            f"    replay({token!r}).check()  # raises while the bug is there\n")
 
 

@@ -35,7 +35,8 @@ from ..dirtylog import resolve_algorithm
 from ..engines.free import CellResult, run_cell
 from ..harness.scenario import Scenario
 from .pool import JobContext, JobOutcome, Shard, pick, share, stream_seed
-from .runner import FuzzReport, explore
+from .report import FuzzReport
+from .runner import explore
 from .zoo import Cell, ZooCell, hang_of, run_zoo_cell
 
 __all__ = ["FuzzStream", "fuzz_job", "run_streams", "fuzz_streams", "merge_fuzz", "cells_job",

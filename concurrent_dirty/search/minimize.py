@@ -1,0 +1,138 @@
+"""Minimisation: the same program's failing schedule with the fewest
+preemptions (sampled preemption points, then iterative preemption
+bounding), and a search's failure given that schedule."""
+
+from __future__ import annotations
+
+import random
+import time
+from typing import Any
+
+from .._core.runtime import Verdict
+from ..engines.controlled import DEFAULT_MAX_STEPS, run_controlled
+from ..harness.execution import ExecutionResult
+from ..schedulers import Budget, DfsScheduler, PreemptionPoints, ReplayScheduler
+from .replay import _fresh, _write_pending
+from .report import FuzzReport
+
+__all__ = ["MINIMIZE_SECONDS", "fewest_preemptions", "minimize_preemptions"]
+
+
+def fewest_preemptions(found: ExecutionResult, *, max_executions: int = 20_000,
+                       seconds: float = 30.0,
+                       max_steps: int = DEFAULT_MAX_STEPS) -> tuple[ExecutionResult, bool]:
+    """The same program's failing schedule with the fewest preemptions, in
+    two phases within the budget:
+
+    1. sampling: schedules with k preemption points (k = 1, 2, ... below the
+       best so far; the running thread keeps the CPU elsewhere, see
+       :class:`~concurrent_dirty.schedulers.PreemptionPoints`), every single
+       point in a shuffled order for k = 1, random ones above, for up to half
+       the time: a random walk's counterexample with thirty preemptions
+       usually needs one or two, and this finds them in a few hundred runs;
+    2. proof: exhaustive search with bound 0, 1, ... below the best
+       (Musuvathi and Qadeer's iterative context bounding).
+
+    Returns the traced result and whether its count is proven the fewest
+    (every smaller bound exhausted); ``found`` itself (traced) if nothing
+    smaller fails within the budget."""
+    start = time.monotonic()
+    deadline = start + seconds
+    best = found
+    runs = 0
+
+    def run(scheduler: Any) -> ExecutionResult:
+        nonlocal runs
+        runs += 1
+        return run_controlled(found.algorithm_ref, found.scenario, found.program, scheduler,
+                              max_steps=max_steps)
+
+    # 1. sampling, for up to half the budget
+    sampling = start + seconds / 2
+    decisions = max(1, len(found.outcome.schedule))
+    rng = random.Random(f"fewest:{decisions}:{found.outcome.step}")
+    k = 1
+    while k < best.outcome.preemptions and time.monotonic() < sampling \
+            and runs < max_executions // 2:
+        if k == 1:
+            singles = [(i, v) for i in range(decisions) for v in (1, 2)]
+            rng.shuffle(singles)
+            tries: Any = ([p] for p in singles)
+        else:
+            tries = ([(rng.randrange(decisions), rng.randrange(1, 3)) for _ in range(k)]
+                     for _ in range(4 * decisions))
+        for points in tries:
+            if time.monotonic() >= sampling or runs >= max_executions // 2:
+                break
+            result = run(_fresh(PreemptionPoints(points)))
+            if result.outcome.kind == found.outcome.kind \
+                    and result.outcome.preemptions < best.outcome.preemptions:
+                best = result
+                break
+        k += 1
+    # 2. proof: every bound below the best, exhausted
+    for bound in range(best.outcome.preemptions):
+        dfs = DfsScheduler(bound)
+        budget = Budget(dfs, executions=max(1, max_executions - runs))
+        while time.monotonic() < deadline and budget.new_execution():
+            result = run(budget)
+            if result.outcome.kind == found.outcome.kind:
+                return _retrace(result, max_steps), True
+        if not dfs.exhausted:
+            return _retrace(best, max_steps), False  # out of budget: not proven
+    return _retrace(best, max_steps), True
+
+
+def _retrace(found: ExecutionResult, max_steps: int) -> ExecutionResult:
+    """``found`` again under its own schedule, with the trace on (``found``
+    itself if it already has its trace: not run twice)."""
+    if found.outcome.trace:
+        return found
+    return run_controlled(found.algorithm_ref, found.scenario, found.program,
+                          _fresh(ReplayScheduler(found.outcome.schedule)), trace=True,
+                          max_steps=max_steps)
+
+
+def minimize_preemptions(found: ExecutionResult, *, max_executions: int = 20_000,
+                         seconds: float = 30.0,
+                         max_steps: int = DEFAULT_MAX_STEPS) -> ExecutionResult:
+    """:func:`fewest_preemptions`'s result alone."""
+    return fewest_preemptions(found, max_executions=max_executions, seconds=seconds,
+                              max_steps=max_steps)[0]
+
+
+#: The most a search spends minimizing its failure's preemptions (and never
+#: more than what is left of its seconds).
+MINIMIZE_SECONDS = 2.0
+
+
+def _minimize(report: FuzzReport, seconds: float, max_steps: int,
+              token_file: str | None) -> None:
+    """Give a search's failure the fewest preemptions on its program, in
+    what is left of ``seconds`` (at most :data:`MINIMIZE_SECONDS`): a random
+    walk's counterexample has dozens of preemptions, most of them
+    irrelevant; one with one or two is read at a glance. On a small program
+    the bounds below it are soon exhausted; on a wide one the budget may run
+    out first, and the report says the count is not proven the fewest. The
+    first failure's time and execution stay in ``extra``."""
+    found = report.failure
+    if found is None or found.outcome.kind == Verdict.HANG \
+            or "nondeterministic" in report.extra or not found.outcome.preemptions:
+        return
+    report.extra["first_failure_seconds"] = round(report.seconds, 4)
+    report.extra["first_failure_execution"] = report.executions
+    left = min(seconds - report.seconds, MINIMIZE_SECONDS)
+    if left <= 0:
+        report.extra["minimized"] = {"preemptions_found": found.outcome.preemptions,
+                                     "preemptions": found.outcome.preemptions,
+                                     "fewest": False, "seconds": 0.0}
+        return
+    start = time.monotonic()
+    result, fewest = fewest_preemptions(found, seconds=left, max_steps=max_steps)
+    report.failure = result
+    report.extra["minimized"] = {"preemptions_found": found.outcome.preemptions,
+                                 "preemptions": result.outcome.preemptions,
+                                 "fewest": fewest,
+                                 "seconds": round(time.monotonic() - start, 4)}
+    if token_file:
+        _write_pending(token_file, result.token)
