@@ -52,13 +52,27 @@ class FuzzReport:
                 text += (f"\ncounterexample: {m['preemptions']} preemption(s), the fewest on "
                          f"this program (found under iterative preemption bounding: every "
                          f"smaller bound exhausted first)")
+            elif m and m.get("by") == "none needed":
+                text += ("\ncounterexample: 0 preemptions, the fewest possible (the threads "
+                         "ran until they blocked or finished)")
+            elif m and "skipped" in m:
+                text += (f"\ncounterexample: {m['preemptions']} preemption(s), not proven the "
+                         f"fewest (not minimized: {m['skipped']})")
             elif m:
+                budget = ("the time left cut it short, so this count depends on the "
+                          "machine's speed" if m.get("timed_out")
+                          else "the budget of executions ran out")
                 fewest = ("the fewest on this program (every smaller bound exhausted)"
-                          if m["fewest"] else "not proven the fewest (the budget ran out)")
+                          if m["fewest"] else f"not proven the fewest ({budget})")
+                runs = m.get("executions")
+                spent = (f"{runs} executions" if runs is not None
+                         else f"{m['seconds']:.2f}s")
                 text += (f"\ncounterexample: {m['preemptions']} preemption(s), {fewest}; the "
                          f"search's first had {m['preemptions_found']} (minimized in "
-                         f"{m['seconds']:.2f}s: preemption points sampled, then iterative "
+                         f"{spent}: preemption points sampled, then iterative "
                          f"preemption bounding)")
+            else:
+                text += "\ncounterexample: not minimized (the search stopped at its failure)"
             return text
         text = f"verdict: PASS (no failure; {tried})"
         if self.exhausted is not None:
