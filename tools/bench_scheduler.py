@@ -10,6 +10,10 @@ the guest's behalf), 2 harvest rounds. Also shows the cost of a hand-off
 between two real threads: ``random`` with ``stay=0`` switches threads at
 almost every decision, ``random`` with ``stay=0.99`` almost never.
 
+``--clock cpu`` counts per second of the process's CPU time (all its
+threads) instead of wall time: on a machine shared with other work, wall
+rates follow the load, CPU rates much less.
+
 ``--tree PATH`` (repeatable) measures another checkout of the project
 beside this one (``git worktree add /tmp/old fcb6b33``): each round runs
 every tree once in a child process (``PYTHONPATH`` set to that tree), in
@@ -28,7 +32,7 @@ import subprocess
 import sys
 import time
 
-Row = tuple[str, int, int, int, float]
+Row = tuple[str, int, int, int, float, float]
 
 
 def measure(seconds: float, writes: int) -> list[Row]:
@@ -48,25 +52,28 @@ def measure(seconds: float, writes: int) -> list[Row]:
         metrics = Metrics(scheduler)  # type: ignore[arg-type]
         steps = 0
         deadline = time.monotonic() + seconds
-        start = time.monotonic()
+        start, cpu = time.monotonic(), time.process_time()
         while time.monotonic() < deadline and metrics.new_execution():
             r = run_controlled("xchg", scenario, make_program(scenario, 2, metrics.executions),
                                metrics)
             steps += r.outcome.steps
-        return "", metrics.executions, steps, metrics.switches, time.monotonic() - start
+        return ("", metrics.executions, steps, metrics.switches, time.monotonic() - start,
+                time.process_time() - cpu)
 
     scenario = Scenario(writers=2, slots=1, pages=4, writes=writes, on_behalf=0.5)
     rows: list[Row] = []
     for name in ("random", "pct", "dfs"):
+        cpu = time.process_time()
         r = explore("xchg", scenario, scheduler=name, executions=None, seconds=seconds,
                     preemptions=2)
-        rows.append((name, r.executions, r.steps, r.switches, r.seconds))
+        rows.append((name, r.executions, r.steps, r.switches, r.seconds,
+                     time.process_time() - cpu))
     for stay in (0.0, 0.99):
-        _, e, s, sw, t = by_scheduler(RandomScheduler(1, stay=stay), scenario)
-        rows.append((f"random stay={stay}", e, s, sw, t))
+        _, e, s, sw, t, c = by_scheduler(RandomScheduler(1, stay=stay), scenario)
+        rows.append((f"random stay={stay}", e, s, sw, t, c))
 
     count = {"executions": 0, "steps": 0}
-    start = time.monotonic()
+    start, cpu = time.monotonic(), time.process_time()
     deadline = start + seconds
 
     @settings(max_examples=100, deadline=None, database=None,
@@ -82,7 +89,7 @@ def measure(seconds: float, writes: int) -> list[Row]:
     while time.monotonic() < deadline:  # batches of fresh examples until the budget ends
         hyp()
     rows.append(("hypothesis", count["executions"], count["steps"], -1,
-                 time.monotonic() - start))
+                 time.monotonic() - start, time.process_time() - cpu))
     return rows
 
 
@@ -93,6 +100,9 @@ def main() -> None:
     ap.add_argument("--tree", action="append", default=[],
                     help="another checkout to measure beside this one (repeatable)")
     ap.add_argument("--rounds", type=int, default=3, help="rounds with --tree")
+    ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                    help="with --tree: rates per wall second, or per second of the process's "
+                         "CPU time (all its threads: steadier on a loaded machine)")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -102,7 +112,7 @@ def main() -> None:
         rows = measure(args.seconds, args.writes)
         print(f"{'scheduler':<18} {'executions/s':>13} {'switch points/s':>16} "
               f"{'hand-offs/s':>12}")
-        for name, e, s, sw, t in rows:
+        for name, e, s, sw, t, _cpu in rows:
             hand = f"{sw / t:>12.0f}" if sw >= 0 else f"{'-':>12}"
             print(f"{name:<18} {e / t:>13.0f} {s / t:>16.0f} {hand}")
         return
@@ -120,11 +130,12 @@ def main() -> None:
             out = subprocess.run([sys.executable, os.path.abspath(__file__), "--child",
                                   "--seconds", str(args.seconds), "--writes", str(args.writes)],
                                  env=env, capture_output=True, text=True, check=True, cwd=t)
-            for name, e, _s, _sw, secs in json.loads(out.stdout):
-                rates[t].setdefault(name, []).append(e / secs)
+            for name, e, _s, _sw, secs, cpu in json.loads(out.stdout):
+                rates[t].setdefault(name, []).append(e / (cpu if args.clock == "cpu" else secs))
         print(f"round {r + 1}/{args.rounds} done", file=sys.stderr, flush=True)
     names = list(rates[here])
-    head = f"{'executions/s':<18}" + "".join(f" {os.path.basename(t) or t:>14}" for t in trees)
+    unit = "executions/" + ("cpu s" if args.clock == "cpu" else "s")
+    head = f"{unit:<18}" + "".join(f" {os.path.basename(t) or t:>14}" for t in trees)
     print(head + "".join(f" {'ratio':>9}" for _ in trees[1:]))
     for name in names:
         med = [statistics.median(rates[t][name]) for t in trees]
