@@ -126,7 +126,7 @@ def minimize_preemptions(found: ExecutionResult, *, max_executions: int = 20_000
 #: (half of them at most sampling preemption points, the rest proving).
 #: Counted in executions, not seconds, so that the printed counterexample
 #: is the same on any machine for the same seed (with one job).
-MINIMIZE_EXECUTIONS = 400
+MINIMIZE_EXECUTIONS = 800
 
 
 def _minimize(report: FuzzReport, seconds: float, max_steps: int,
