@@ -75,8 +75,8 @@ LIMITS = [
     ("perf", "--run-seconds", SECONDS, "0", ["1e-9", "10000000"]),
     ("perf", "--harvest-ms", "a number of milliseconds > 0 and <= 10000000", "0",
      ["1e-3", "10000000"]),
-    ("perf", "--sync-us", "a number of microseconds > 0 and <= 10000000", "-1",
-     ["1e-3", "10000000"]),
+    ("perf", "--srcu-sync-us", "a number of microseconds > 0 and <= 1000000", "-1",
+     ["1e-3", "1000000"]),
 ]
 
 

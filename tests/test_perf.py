@@ -16,7 +16,8 @@ TINY = ["perf", "--pages", "130", "--rounds", "1", "--fraction", "0.05,1", "--vc
 
 POINT_FIELDS = {"algorithm", "vcpus", "pages", "fraction", "dirty_pages", "rounds", "get_ms",
                 "clear_ms", "get_ms_rounds", "clear_ms_rounds", "harvested_pages",
-                "pages_per_second", "vcpu_wait_us", "fault_wait_us", "exit_wait_us", "writes",
+                "pages_per_second", "vcpu_wait_us", "fault_wait_us", "exit_wait_us",
+                "ring_full_wait_us", "writes",
                 "dirtying_seconds"}
 
 
@@ -31,7 +32,8 @@ def test_tiny_sweep_prints_a_table_and_writes_json(tmp_path, capsys):
     assert report["config"]["fractions"] == [0.05, 1.0]
     points = report["points"]
     assert [(p["algorithm"], p["fraction"]) for p in points] == [
-        (a, f) for a in ("srcu", "xchg", "manual") for f in (0.05, 1.0)]
+        (a, f) for a in ("srcu", "xchg", "manual", "ring-256", "ring-4096")
+        for f in (0.05, 1.0)]
     for p in points:
         assert set(p) == POINT_FIELDS
         assert p["rounds"] == 1 and p["vcpus"] == 1 and p["pages"] == 130
@@ -96,3 +98,22 @@ def test_plot_writes_png_and_svg(tmp_path, capsys):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "<svg" in svg.read_text()
     assert f"plot: {png}" in capsys.readouterr().out
+
+
+def test_the_ring_runs_at_each_ring_size():
+    report = run_perf(PerfConfig(algorithms=["ring", "ring-32"], ring_sizes=[16, 32], pages=256,
+                                 fractions=[0.25, 1.0], vcpus=[1], rounds=1))
+    assert [(p.algorithm, p.dirty_pages) for p in report.points] == [
+        ("ring-16", 64), ("ring-16", 256), ("ring-32", 64), ("ring-32", 256)]
+    # every page dirtied before the harvest is reported: by the harvest's reap, or
+    # collected at the ring-full exits of the dirtying phase and taken by the harvest
+    assert all(h >= p.dirty_pages for p in report.points for h in p.harvested)
+    assert report.to_json()["config"]["algorithms"] == ["ring-16", "ring-32"]
+
+
+def test_a_bad_ring_size_is_one_line_exit_2(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["perf", "--ring-size", "8"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "a ring size between 16 and 65536" in err

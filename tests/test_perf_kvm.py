@@ -130,6 +130,19 @@ def test_a_tiny_kernel_sweep_prints_verdicts_and_writes_json_and_plot(tmp_path):
     assert {r["protocol"] for r in report["running"]} >= {"none", "get", "clear-slot"}
     for r in report["running"]:
         assert set(r["gap_us"]) == {"count", "p50", "p99", "max"}
+        # faults from KVM_GET_STATS_FD (pf_taken), or n/a with the reason
+        if r["faults_per_s"] is None:
+            assert r["stats_error"]
+        else:
+            assert r["faults_source"].startswith("KVM_GET_STATS_FD")
+            assert r["kvm_stats"]["pf_taken"] >= 0
+    # the model side and the 2012 crossover come from the cost mode; the
+    # analytic formula stays as a labelled cross-check
+    assert report["crossover"]["method"] == "cost mode (virtual clock)"
+    assert "cross-check" in report["crossover_analytic"]["label"]
+    assert report["comparison"]["costs"]["sync_ns"] == 1e6
+    assert any(n.startswith("model ring-") for n in report["comparison"]["curves"])
+    assert "2012 crossover from the cost mode" in out.stdout
     assert report["host"]["kernel"] and report["host"]["load_average"]
     assert set(report["comparison"]["curves"]) >= {"model xchg", "kernel get"}
     assert len(report["comparison"]["sentences"]) == 4

@@ -54,7 +54,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Protocol
+from typing import NoReturn, Protocol
 
 from ..errors import (
     AlgorithmMisuse,
@@ -149,6 +149,13 @@ class Step:
     after: int | None = None
     #: The thread this step's thread took the CPU from, if that was a preemption.
     preempted: int | None = None
+    #: Reached but not performed: the thread was at this switch point when
+    #: the execution ended (every switch point reached counts as a step).
+    pending: bool = False
+    #: Earlier preemptions by this step's thread that no step of its own
+    #: followed (it took the CPU, then lost it at its first switch point
+    #: before performing it), oldest first.
+    also_preempted: tuple[int, ...] = ()
 
 
 @dataclass
@@ -242,7 +249,8 @@ _OWNER: dict[int, Runtime] = {}
 
 class _Thread:
     __slots__ = ("tid", "name", "fn", "sem", "done", "blocker", "reason", "yielded",
-                 "last", "pending_preempt", "os_thread", "loads", "spinning")
+                 "last", "pending_preempt", "os_thread", "loads", "spinning", "at",
+                 "earlier_preempts")
 
     def __init__(self, tid: int, name: str, fn: Callable[[], None]) -> None:
         self.tid = tid
@@ -255,6 +263,10 @@ class _Thread:
         self.yielded = False
         self.last: Step | None = None
         self.pending_preempt: int | None = None
+        self.earlier_preempts: list[int] = []
+        #: The switch point it has reached and not yet performed (traced
+        #: executions): its step number, op, words and index.
+        self.at: tuple[int, Op, str, int] | None = None
         self.os_thread: threading.Thread | None = None
         #: The loads since this thread's last other operation: (words,
         #: index, value read), the latest last, at most _SPIN_KEPT.
@@ -410,9 +422,11 @@ class Runtime:
         if me.last is not None:
             self._close_step(me)
         out.steps += 1
+        if self.tracing:
+            me.at = (out.steps, op, target, index)
         if out.steps > self.max_steps:
-            self._fail(Verdict.STEP_BOUND, self._step_bound_report(me, op, target, index), me)
-            raise _Abort
+            self._fail_at(Verdict.STEP_BOUND, self._step_bound_report(me, op, target, index),
+                          me, op, target, index)
         keep = self._keep
         if keep is not None and me.blocker is None and not me.yielded and not me.spinning:
             # The running thread can go on: ask the scheduler first whether
@@ -433,6 +447,8 @@ class Runtime:
             if choice != me.tid:
                 nxt = self.threads[choice]
                 out.preemptions += 1
+                if nxt.pending_preempt is not None:
+                    nxt.earlier_preempts.append(nxt.pending_preempt)
                 nxt.pending_preempt = me.tid
                 out.switches += 1
                 nxt.sem.post()
@@ -448,20 +464,20 @@ class Runtime:
             return
         ready = self._runnable(me)
         if not ready:
-            self._fail(Verdict.DEADLOCK, self._deadlock_report(), me)
-            raise _Abort
+            self._fail_at(Verdict.DEADLOCK, self._deadlock_report(), me, op, target, index)
         if me.yielded and ready == [me.tid]:
             # Spinning while nobody else can run: nothing will ever change.
             spun = f"{target}[{index}] (spinning; no other thread can run)"
             me.reason = lambda: spun
-            self._fail(Verdict.DEADLOCK, self._deadlock_report(), me)
-            raise _Abort
+            self._fail_at(Verdict.DEADLOCK, self._deadlock_report(), me, op, target, index)
         current = me.tid if me.tid in ready and not me.yielded and not me.spinning else None
         choice = self._decide(ready, current)
         if choice != me.tid:
             nxt = self.threads[choice]
             if current is not None:
                 out.preemptions += 1
+                if nxt.pending_preempt is not None:
+                    nxt.earlier_preempts.append(nxt.pending_preempt)
                 nxt.pending_preempt = me.tid
             out.switches += 1
             nxt.sem.post()
@@ -475,6 +491,12 @@ class Runtime:
             self.observe(me.tid, op, target, index)
         if self.tracing:
             self._record(me, op, target, index)
+
+    def _fail_at(self, kind: Verdict, message: str, me: _Thread, op: Op, target: str,
+                 index: int) -> NoReturn:
+        """Fail at this switch point (a step: see :meth:`_pending_rows`)."""
+        self._fail(kind, message, me)
+        raise _Abort
 
     def _step_bound_report(self, me: _Thread, op: Op, target: str, index: int) -> str:
         text = (f"the execution exceeded {self.max_steps} steps (max_steps) at {me.name}'s "
@@ -506,10 +528,29 @@ class Runtime:
             return None
         return words.peek(index)
 
+    def _pending_rows(self) -> None:
+        """The switch points reached and not performed when the execution
+        ends (the failing thread's, where it failed at one; the others'
+        where they wait), as the trace's last rows: every switch point
+        reached is a step, so a failure at step N has N rows."""
+        waiting = [(t.at, t) for t in self.threads if t.at is not None]
+        for (_, op, target, index), t in sorted(waiting, key=lambda w: w[0][0]):
+            self.outcome.trace.append(Step(
+                index=len(self.outcome.trace) + 1, thread=t.tid, op=op, target=target,
+                word=index, before=self._peek(target, index), preempted=t.pending_preempt,
+                pending=True, also_preempted=tuple(t.earlier_preempts)))
+            t.pending_preempt = None
+            t.earlier_preempts = []
+            t.at = None
+
     def _record(self, me: _Thread, op: Op, target: str, index: int) -> None:
+        me.at = None
         step = Step(index=len(self.outcome.trace) + 1, thread=me.tid, op=op, target=target,
-                    word=index, before=self._peek(target, index), preempted=me.pending_preempt)
+                    word=index, before=self._peek(target, index), preempted=me.pending_preempt,
+                    also_preempted=tuple(me.earlier_preempts) if me.earlier_preempts else ())
         me.pending_preempt = None
+        if me.earlier_preempts:
+            me.earlier_preempts = []
         me.last = step
         self.outcome.trace.append(step)
 
@@ -578,6 +619,8 @@ class Runtime:
         out.kind, out.message, out.step, out.thread, out.exception = (
             kind, message, out.steps, t.name if t is not None else None, exc)
         self._aborted = True
+        if self.tracing:
+            self._pending_rows()
         for other in self.threads:
             if other is not t and not other.done:
                 other.sem.post()

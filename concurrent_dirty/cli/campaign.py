@@ -141,8 +141,17 @@ def fuzz_campaign_of(ns: argparse.Namespace, jobs: int) -> FuzzCampaign:
     pinned = ", ".join(f"{k}={v}" for k, v in pins.items() if v is not None)
     header = (f"seed {ns.seed}; program space: "
               f"{'pinned ' + pinned if pinned else 'every dimension drawn'}"
-              f"{'' if ns.on_behalf is None else f', on-behalf share {ns.on_behalf:g}'}"
-              f"{f'; the writes of execution {ns.execution}' if ns.execution else ''}")
+              f"{'' if ns.on_behalf is None else f', on-behalf share {ns.on_behalf:g}'}")
+    if ns.execution:
+        # One program, nothing drawn: the header says which (the shape the
+        # stress execution ran, with its writes).
+        sc = next(iter(scenarios.values()))
+        rounds = ns.rounds if ns.rounds is not None else 2
+        header = (f"seed {ns.seed}; one program, nothing drawn: the writes of execution "
+                  f"{ns.execution} of the free-running engines, {sc.writers} writer(s) x "
+                  f"{sc.writes} writes on {sc.slots} slot(s) of {sc.pages} page(s), "
+                  f"{rounds} round(s)"
+                  f"{'' if ns.on_behalf is None else f', on-behalf share {ns.on_behalf:g}'}")
     return FuzzCampaign(
         algorithms=algorithms, scheduler=ns.scheduler, executions=ns.executions,
         seconds=ns.seconds, seed=ns.seed, max_steps=ns.max_steps, watchdog=ns.watchdog,

@@ -13,8 +13,8 @@ from ..harness.interrupt import interrupted as _interrupted
 from ..harness.limits import MAX_EXECUTIONS, SEED_RANGE
 from ..harness.token import decode
 from ..schedulers import SCHEDULERS as _REGISTRY
-from ..search.replay import regression_test, replay
-from ..search.report import FuzzReport
+from ..search.replay import replay
+from ..search.report import FuzzReport, render, render_replay
 from .paths import OnceBoolean, add_path_options
 from .scale import add_options as add_scale_options
 
@@ -87,7 +87,8 @@ def add_parsers(sub: Any, number: Any, choice: Any) -> None:
                    help="no per-vCPU TLB model")
     add_path_options(f, number, drawn=True)
     f.add_argument("--seed", type=number("an integer seed", *SEED_RANGE, True),
-                   default=0)
+                   default=0, help="seed of the program space and the schedulers, a signed "
+                                   "64-bit integer (default %(default)s)")
     f.add_argument("--max-steps", type=number("a step bound", 10, 10_000_000, integer=True),
                    default=20_000, help="switch points per execution before giving up")
     f.add_argument("--watchdog", type=number("a number of seconds", 0, low_open=True),
@@ -98,7 +99,7 @@ def add_parsers(sub: Any, number: Any, choice: Any) -> None:
                    help="before each execution, write what is running; at a failure, its "
                         "replay token (survives a crash or a hang)")
     f.add_argument("--json", metavar="PATH", help="write the report as JSON")
-    f.add_argument("--quiet", action="store_true")
+    f.add_argument("--quiet", action="store_true", help="no progress line")
     add_scale_options(f, number, db=True)
 
     r = sub.add_parser("replay", help="rerun a failure from its replay token",
@@ -158,19 +159,7 @@ def run_fuzz(ns: argparse.Namespace, write_json: Any) -> int:
 
 
 def _print_report(report: FuzzReport, header: str = "") -> None:
-    found_by = report.extra.get("found_by")
-    print(f"== {report.algorithm} under {report.scheduler}"
-          + (f" (found by {found_by})" if found_by else ""))
-    if header:
-        print(header)
-    if report.failure is not None:
-        failure = report.failure
-        print(failure.counterexample())
-        print(f"\nreplay token: {failure.token}")
-        print(f"  rerun:  concurrent-dirty replay {failure.token}")
-        print("  as a regression test:")
-        print("    " + regression_test(failure.token).replace("\n", "\n    ").rstrip())
-    print(report.summary())
+    print(render(report, header))
 
 
 def run_replay(ns: argparse.Namespace) -> int:
@@ -183,43 +172,8 @@ def run_replay(ns: argparse.Namespace) -> int:
         print(f"verdict: INTERRUPTED (the replay against {ns.algorithm or case.algorithm} "
               f"did not finish; nothing to report)")
         return _interrupted("replay stopped")
-    out = result.outcome
-    print(result.counterexample())
-    against = ns.algorithm or case.algorithm
-    if out.failed:
-        same = out.kind == case.expect_kind and out.step == case.expect_step
-        note = "the same failure, at the same step" if same else (
-            f"a different failure than recorded ({case.expect_kind} at step "
-            f"{case.expect_step})")
-        print(f"verdict: FAIL against {against}: {out.kind} at step {out.step}: {note}"
-              + _divergence(result, len(case.schedule),
-                          "this failure happened on a different interleaving from there"))
-        return EXIT_FAIL
-    left = _divergence(result, len(case.schedule),
-                       "the fix was exercised on a different interleaving from there")
-    decisions = len(out.schedule)
-    past = (f"; the {len(case.schedule)} recorded decisions followed, then the default schedule"
-            f" for {decisions - len(case.schedule)} more" if decisions > len(case.schedule) else "")
-    print(f"verdict: PASS against {against}" + (left or f": the replayed interleaving loses no "
-                                                        f"dirty bit ({out.steps} switch points"
-                                                        f"{past})"))
-    return EXIT_OK
-
-
-def _divergence(result: Any, recorded: int, what: str) -> str:
-    """Where a replay left its recorded schedule, and what differed: ""
-    if it followed it to the end."""
-    names = result.names
-
-    def name(tid: int) -> str:
-        return names[tid] if 0 <= tid < len(names) else f"thread {tid}"
-
-    decisions = len(result.outcome.schedule)
-    ran = (f"it made {decisions} scheduling decisions ({result.outcome.steps} switch points) "
-           f"where {recorded} were recorded")
-    if result.diverged_at is not None and result.divergence is not None:
-        chosen, runnable = result.divergence
-        return (f", but the replay left the recorded schedule at decision "
-                f"{result.diverged_at + 1} (recorded {name(chosen)}, runnable "
-                f"[{', '.join(name(t) for t in runnable)}]); {ran}: {what}")
-    return ""
+    text, failed = render_replay(result, ns.algorithm or case.algorithm,
+                                 recorded=len(case.schedule), expect_kind=case.expect_kind,
+                                 expect_step=case.expect_step)
+    print(text)
+    return EXIT_FAIL if failed else EXIT_OK

@@ -67,6 +67,7 @@ def _number(kind: str, low: float, high: float = MAX_SECONDS, integer: bool = Fa
         if not ok:
             raise argparse.ArgumentTypeError(f"expected {kind} {rng}, got {text!r}")
         return value
+    parse.__doc__ = rng  # the range, for the README's CLI tables (tools/readme_samples.py)
     return parse
 
 
@@ -120,14 +121,17 @@ def _mutant_names(ns: argparse.Namespace) -> None:
     specs = value if isinstance(value, list) else [value]
     from ..dirtylog import ALGORITHMS
 
-    if all(":" in s or s in ALGORITHMS for s in specs):
+    def sized_ring(s: str) -> bool:  # perf's ring-N: the ring at N entries a vCPU
+        return s.startswith("ring-") and s[5:].isdigit()
+
+    if all(":" in s or s in ALGORITHMS or sized_ring(s) for s in specs):
         return  # no need to load the zoo
     from ..kvm.registry import KERNEL_NAMES
     from ..mutants import MUTANTS
 
     refs = []
     for spec in specs:
-        if ":" in spec or spec in ALGORITHMS or spec in KERNEL_NAMES:
+        if ":" in spec or spec in ALGORITHMS or spec in KERNEL_NAMES or sized_ring(spec):
             refs.append(spec)
         elif spec in MUTANTS:
             refs.append(MUTANTS[spec].ref)

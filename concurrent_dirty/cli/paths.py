@@ -52,7 +52,7 @@ def add_path_options(group: Any, number: Any, *, drawn: bool = False) -> None:
                        default=_DEFAULT.pml_entries, metavar="N",
                        help="entries of each vCPU's PML buffer (default %(default)s, the "
                             "hardware's; fewer reach the PML-full exit in small executions)")
-    _add_ring_options(group, number)
+    _add_ring_options(group, number, drawn=False)
     _add_stuck_rounds(group, number)
 
 
@@ -88,7 +88,7 @@ def _add_drawn_path_options(group: Any, number: Any) -> None:
                        default=None, metavar="N",
                        help="entries of each vCPU's PML buffer (default: drawn with PML, 512 "
                             "or 1, 2, 4, so that small executions reach the PML-full exit)")
-    _add_ring_options(group, number)
+    _add_ring_options(group, number, drawn=True)
     _add_stuck_rounds(group, number)
 
 
@@ -109,20 +109,21 @@ def _add_stuck_rounds(group: Any, number: Any) -> None:
                             "(default %(default)s; 0: off)")
 
 
-def _add_ring_options(group: Any, number: Any) -> None:
+def _add_ring_options(group: Any, number: Any, *, drawn: bool) -> None:
     group.add_argument("--ring-entries", type=_power_of_two(number), default=None, metavar="N",
                        help="ring algorithms: entries of each vCPU's dirty ring, a power of two "
-                            f"from 4 to 65536 (default: drawn from 4, 8, 16 by fuzz; "
-                            f"{_DEFAULT.ring_entries} for stress)")
+                            "from 4 to 65536 (default: "
+                            + ("drawn from 4, 8, 16)" if drawn else f"{_DEFAULT.ring_entries})"))
     group.add_argument("--ring-soft-limit", type=number("a soft limit", 2, 65535, integer=True),
                        default=None, metavar="N",
                        help="ring algorithms: used entries at which a vCPU exits "
                             "(KVM_EXIT_DIRTY_RING_FULL) and waits for the reaper; below the "
-                            "ring's size (default: drawn by fuzz; size - 1 for stress)")
+                            "ring's size (default: " + ("drawn)" if drawn else "size - 1)"))
     group.add_argument("--ring-batch", type=number("a batch", 0, 65536, integer=True),
                        default=None, metavar="N",
                        help="ring algorithms: entries the reaper collects per ring between two "
-                            "resets, 0 for all it finds (default: drawn by fuzz; 0 for stress)")
+                            "resets, 0 for all it finds (default: "
+                            + ("drawn)" if drawn else "0)"))
 
 
 def path_args(ns: argparse.Namespace) -> dict[str, Any]:

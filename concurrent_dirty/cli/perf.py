@@ -11,7 +11,7 @@ from typing import Any
 from ..errors import UsageError
 from ..harness.limits import SEED_RANGE
 
-_DEFAULT_ALGORITHMS = ("srcu", "xchg", "manual")
+_DEFAULT_ALGORITHMS = ("srcu", "xchg", "manual", "ring")
 
 
 def _list_of(kind: str, parse_one: Any) -> Any:
@@ -61,15 +61,21 @@ def add_parser(sub: Any, number: Any, choice: Any) -> None:
                     "GET (and CLEAR), pages harvested per second and how long vCPUs waited "
                     "(faults for mmu_lock, exits for the userspace lock held across the "
                     "ioctl). A Python model: compare shapes, not kernel numbers.")
-    p.add_argument("--algorithm", action="append", metavar="NAME|module:Class",
-                   help=f"repeatable; default: {', '.join(_DEFAULT_ALGORITHMS)}")
+    p.add_argument("--algorithm", action="append", metavar="NAME|ring-N|module:Class",
+                   help=f"repeatable; 'ring' is the dirty ring at every --ring-size, 'ring-N' "
+                        f"at N entries a vCPU; default: {', '.join(_DEFAULT_ALGORITHMS)}")
+    p.add_argument("--ring-size", action="append", metavar="N[,N...]",
+                   type=_list_of("a ring size", _int_in("a ring size", 16, 65536)),
+                   help=f"entries a vCPU of the dirty ring that 'ring' stands for; repeatable "
+                        f"or a list (default {','.join(map(str, d.ring_sizes))})")
     p.add_argument("--vcpus", action="append", metavar="N[,N...]",
                    type=_list_of("a number of vCPUs", _int_in("a number of vCPUs", 1,
                                                                   MAX_VCPUS)),
                    help=f"vCPU writer threads; repeatable or a list (default {d.vcpus[0]})")
     p.add_argument("--pages", type=_int_in("a number of pages", 1, MAX_PAGES),
-                   default=DEFAULT_PAGES,
-                   help=f"pages in the slot, up to {MAX_PAGES} (default %(default)s)")
+                   default=None,
+                   help=f"pages in the slot, up to {MAX_PAGES} (default {DEFAULT_PAGES}; "
+                        f"cost mode: 4096 and 65536, each from 64 to 262144)")
     p.add_argument("--fraction", action="append", metavar="F[,F...]",
                    type=_list_of("a dirty fraction in (0, 1]", _fraction),
                    help="dirty fractions in (0, 1]; repeatable or a list (default: a handful "
@@ -105,10 +111,27 @@ def add_parser(sub: Any, number: Any, choice: Any) -> None:
     k.add_argument("--harvest-ms", type=number("a number of milliseconds", 0, low_open=True),
                    default=10.0, help="kvm: the running harvester's period "
                                       "(default %(default)s)")
-    k.add_argument("--sync-us", type=number("a number of microseconds", 0, low_open=True),
+    c = p.add_argument_group("the cost mode (the model on a virtual clock at the kernel's costs)")
+    c.add_argument("--cost-mode", choices=("off", "kernel"), default="off",
+                   help="model: 'kernel' runs each point once under the controlled engine and "
+                        "charges every operation the kernel's measured cost on a virtual "
+                        "clock (deterministic; same schedule as without costs) instead of "
+                        "timing real threads, and prints the 2012 srcu/xchg crossover; "
+                        "--engine kvm always uses it for the model side (default %(default)s)")
+    c.add_argument("--srcu-sync-us", type=number("a number of microseconds", 0, 1e6,
+                                                 low_open=True),
                    default=1000.0,
-                   help="kvm: the 2012 synchronize_srcu_expedited cost for the crossover "
-                        "prediction (default %(default)s: 60c34612's 'ms order')")
+                   help="the 2012 synchronize_srcu_expedited cost charged to srcu's GET "
+                        "(default %(default)s: 60c34612's 'ms order of latency'); the "
+                        "crossover is also shown at 10, 30, 100, 300, 1000 and 3000")
+    c.add_argument("--srcu-protect", choices=("slot", "harvested"), default="slot",
+                   help="what srcu's GET write-protects in the cost mode: the whole slot "
+                        "(b050b015, charged at the kernel's per-page cost of turning logging "
+                        "on) or only the harvested pages (the model's srcu.py) "
+                        "(default %(default)s)")
+    c.add_argument("--costs", metavar="JSON",
+                   help="take the costs from this perf --engine kvm report (default: the "
+                        "ones of docs/perf/dirty_log_perf_kvm.json, built in)")
 
 
 def run_kvm(ns: argparse.Namespace, write_json: Any) -> int:
@@ -116,7 +139,7 @@ def run_kvm(ns: argparse.Namespace, write_json: Any) -> int:
     from ..kvm.perf import KvmPerfConfig, run_kvm_perf
     from ..kvm.vm import probe
     from ..search.perf import require_matplotlib
-    from ..search.perf_kvm import compare, format_report, plot_kvm, recompute_crossover
+    from ..search.perf_kvm import compare, format_report, plot_kvm
 
     found = probe()
     found.require()
@@ -138,13 +161,9 @@ def run_kvm(ns: argparse.Namespace, write_json: Any) -> int:
             sys.stderr.flush()
 
     report = run_kvm_perf(config, progress)
-    if ns.sync_us != 1000.0:
-        recompute_crossover(report, ns.sync_us)
-        from ..kvm.perf import claims
-
-        report["claims"] = claims(report)
-    progress("the model at the same dirty counts")
-    report["comparison"] = compare(report, ns.seed)
+    progress("the model at the same dirty counts (the cost mode)")
+    report["comparison"] = compare(report, ns.seed, sync_us=ns.srcu_sync_us,
+                                   srcu_protect=ns.srcu_protect, progress=progress)
     print(format_report(report))
     if ns.json:
         write_json(ns.json, report)
@@ -154,23 +173,103 @@ def run_kvm(ns: argparse.Namespace, write_json: Any) -> int:
     return 0
 
 
+def _check_plot_dir(path: str) -> None:
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent) or (os.path.exists(path) and not os.path.isdir(path)):
+        raise UsageError(f"expected --plot to name a directory (its parent must exist), "
+                         f"got {path!r}")
+
+
+def _expand_rings(algorithms: list[str], sizes: list[list[int]] | None) -> list[str]:
+    """``ring`` -> ``ring-N`` for each ring size (default 256 and 8192)."""
+    flat = sorted({n for g in sizes for n in g}) if sizes else [256, 8192]
+    out: list[str] = []
+    for a in algorithms:
+        out += [f"ring-{n}" for n in flat] if a == "ring" else [a]
+    return list(dict.fromkeys(out))
+
+
+def run_cost(ns: argparse.Namespace, write_json: Any) -> int:
+    """``perf --cost-mode kernel``: the model on the virtual clock."""
+    import json
+
+    from ..search.perf import require_matplotlib
+    from ..search.perf_cost import (
+        DEFAULT_COSTS,
+        CostConfig,
+        costs_from_kernel,
+        format_cost,
+        plot_cost,
+        run_cost_sweep,
+    )
+
+    if ns.plot:
+        require_matplotlib()
+        _check_plot_dir(ns.plot)
+    costs = DEFAULT_COSTS
+    if ns.costs:
+        try:
+            with open(ns.costs) as f:
+                kernel = json.load(f)
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"expected --costs to name a perf --engine kvm JSON report, "
+                             f"got {ns.costs!r}: {exc}") from None
+        if not isinstance(kernel, dict):
+            raise UsageError(f"expected --costs to name a perf --engine kvm JSON report, "
+                             f"got {ns.costs!r}")
+        costs = costs_from_kernel(kernel)
+    d = CostConfig()
+    pages = [ns.pages] if ns.pages else d.pages
+    fractions = sorted({f for g in ns.fraction for f in g}) if ns.fraction else None
+    config = CostConfig(
+        algorithms=_expand_rings(list(ns.algorithm), ns.ring_size) if ns.algorithm
+        else _expand_rings(["srcu", "xchg", "manual", "ring"], ns.ring_size or [[256, 8192]]),
+        pages=pages,
+        dirty=sorted({max(1, math.ceil(f * p - 1e-9)) for f in fractions for p in pages})
+        if fractions else None,
+        vcpus=ns.vcpus[0][0] if ns.vcpus else 1, seed=ns.seed, sync_us=ns.srcu_sync_us,
+        srcu_protect=ns.srcu_protect)
+    config.validate()
+
+    def progress(line: str) -> None:
+        if not ns.quiet:
+            sys.stderr.write(f"perf: {line}\n")
+            sys.stderr.flush()
+
+    report = run_cost_sweep(config, costs, progress=progress)
+    print(format_cost(report))
+    if ns.json:
+        write_json(ns.json, report.to_json())
+    if ns.plot:
+        for path in plot_cost(report, ns.plot):
+            print(f"plot: {path}")
+    return 0
+
+
 def run_perf(ns: argparse.Namespace, write_json: Any) -> int:
     if ns.engine == "kvm":
         return run_kvm(ns, write_json)
-    from ..search.perf import PerfConfig, describe_progress, format_table, plot, require_matplotlib
+    if ns.cost_mode == "kernel":
+        return run_cost(ns, write_json)
+    from ..search.perf import (
+        DEFAULT_PAGES,
+        PerfConfig,
+        describe_progress,
+        format_table,
+        plot,
+        require_matplotlib,
+    )
     from ..search.perf import run_perf as sweep
 
     if ns.plot:
         require_matplotlib()
-        parent = os.path.dirname(os.path.abspath(ns.plot))
-        if not os.path.isdir(parent) or (os.path.exists(ns.plot)
-                                         and not os.path.isdir(ns.plot)):
-            raise UsageError(f"expected --plot to name a directory (its parent must exist), "
-                             f"got {ns.plot!r}")
+        _check_plot_dir(ns.plot)
     config = PerfConfig(
         algorithms=list(ns.algorithm or _DEFAULT_ALGORITHMS),
         vcpus=[v for group in ns.vcpus for v in group] if ns.vcpus else PerfConfig().vcpus,
-        pages=ns.pages,
+        ring_sizes=sorted({n for g in ns.ring_size for n in g}) if ns.ring_size
+        else PerfConfig().ring_sizes,
+        pages=ns.pages or DEFAULT_PAGES,
         fractions=sorted({f for group in ns.fraction for f in group}) if ns.fraction else None,
         rounds=ns.rounds, seconds=ns.seconds, think_us=ns.think_us, exit_rate=ns.exit_rate,
         seed=ns.seed)

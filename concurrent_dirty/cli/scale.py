@@ -40,10 +40,11 @@ def add_options(parser: Any, number: Any, *, db: bool) -> None:
     g = parser.add_argument_group("scale")
     g.add_argument("--jobs", type=number("a number of jobs", 1, 1024, integer=True),
                    default=None,
-                   help=f"worker processes on this machine (default: the number of cores, "
-                        f"{default_jobs()} here{'; fuzz --token-file: 1' if db else ''}; "
-                        f"stress: 1, its cells one after another); "
-                        f"1 runs in this process")
+                   help=(f"worker processes on this machine (default: the number of cores, "
+                         f"{default_jobs()} here; fuzz --token-file: 1); 1 runs in this "
+                         f"process") if db else
+                   ("worker processes on this machine (default 1: the cells one after "
+                    "another, in this process)"))
     g.add_argument("--shard", type=shard, default=Shard(), metavar="K/N",
                    help="run part K of N of the campaign (a CI matrix of N jobs covers it "
                         "without overlap)")
@@ -110,12 +111,9 @@ def fuzz_campaign(ns: argparse.Namespace, campaign: FuzzCampaign, write_json: An
             found = replay_saved(db, [algorithm_ref(classes[spec])])
             replayed += found
             _report_replays(found)
-            failing = [r for r in found if r.status == "fails"]
+            failing = [r.result for r in found if r.status == "fails" and r.result]
             if failing:  # reported at once, before any search
-                report = FuzzReport(algorithm=algorithm_name(classes[spec]),
-                                    scheduler="saved failure (--db)", failure=failing[0].result,
-                                    executions=1)
-                report.extra["from_database"] = True
+                report = FuzzReport.saved(algorithm_name(classes[spec]), failing[0])
                 reports[spec] = report
                 print_report(report)
     searched = [spec for spec in algorithms if spec not in reports]

@@ -63,7 +63,8 @@ def add_parser(sub: Any, _number: Any, _choice: Any) -> None:
                                                    "(default %(default)s)")
     g.add_argument("--on-behalf", type=_number("a probability", 0, 1),
                    default=_DEFAULT.on_behalf,
-                   help="share of writes KVM makes for the guest (default %(default)s)")
+                   help="share of writes KVM makes for the guest, 0 to 1 (default: drawn per "
+                        "execution: none, some or all)")
     g.add_argument("--initially-set", action="store_true",
                    help="start logging with every bit set (KVM_DIRTY_LOG_INITIALLY_SET)")
     g.add_argument("--no-tlb", dest="tlb", action="store_false",
@@ -157,13 +158,17 @@ def explore_command(scenario: Scenario, execution: int) -> str:
         words += ["--on-behalf", f"{scenario.on_behalf:g}"]
     if scenario.workload != "uniform":
         words += ["--workload", scenario.workload]
-    if scenario.initially_set:
-        words.append("--initially-set")
     if not scenario.tlb:
         words.append("--no-tlb")
-    from .paths import path_words
+    from ..dirtylog import resolve_algorithm
+    from ..search.model import pin_words
 
-    words += path_words(scenario)
+    # Every model option the stress execution ran under, pinned (fuzz would
+    # draw those left out): the fast page fault, PML and its buffer, the
+    # ring's geometry, INITIALLY_SET and the CLEAR granularity.
+    words += pin_words(resolve_algorithm(scenario.algorithm), scenario)
+    if scenario.stuck_rounds != _DEFAULT.stuck_rounds:
+        words += ["--stuck-rounds", str(scenario.stuck_rounds)]
     return shlex.join(words)
 
 

@@ -11,6 +11,7 @@ has a step number that replay reproduces.
 
 from __future__ import annotations
 
+import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -21,6 +22,7 @@ from ..errors import CodeUnderTestError
 from ..harness.execution import ExecutionResult, Vm, run_harvester, run_writes
 from ..harness.program import Program, Write
 from ..harness.scenario import Scenario
+from ..harness.usercode import harness_frame
 from ..harness.vcpu import Vcpu
 from ..model.atomic import AtomicWords
 
@@ -89,6 +91,15 @@ def run_controlled(algorithm: str | type[DirtyLogAlgorithm], scenario: Scenario,
     account = getattr(scheduler, "account", None)
     if account is not None:
         account(outcome)  # the Metrics wrapper counts once per execution
+    if outcome.kind is Verdict.MISUSE and outcome.exception is not None:
+        # Where the code under test misused the model, not the harness's
+        # own frames (which read like a crash of the harness).
+        frames = [f for f in traceback.extract_tb(outcome.exception.__traceback__)
+                  if not harness_frame(f.filename)]
+        where = "".join(traceback.format_list(frames)).rstrip()
+        outcome.message = str(outcome.exception) + (
+            f"\nwhere the code under test did it (most recent call last):\n{where}"
+            if where else "")
     return ExecutionResult(algorithm=algorithm_name(cls), algorithm_ref=algorithm_ref(cls),
                            scenario=scenario, program=program, outcome=outcome,
                            names=[t.name for t in runtime.threads],

@@ -329,7 +329,12 @@ class ProcessWorkers:
         except Exception:
             pass
         forced = []
-        deadline = time.monotonic() + 5
+        # As long as the threads' stop: a child that was hung is already
+        # killed by the watchdog; a healthy one on a loaded machine may need
+        # more than a moment to be scheduled, see STOP and exit.
+        hung = self.watchdog is not None and self.watchdog.fired is not None
+        deadline = time.monotonic() + (self.watchdog.grace if hung and self.watchdog
+                                       else self.spec.scenario.lock_timeout + 5)
         for wid, p in enumerate(self.procs):
             try:
                 p.wait(max(0.0, deadline - time.monotonic()))

@@ -61,11 +61,20 @@ class Violation:
     #: engine: the write's TSC and the harvest's).
     detail: str = ""
 
+    @property
+    def where(self) -> str:
+        """``algorithm/engine seed S execution N``: a free-running engine's
+        rerun needs them. A controlled execution is named by its replay
+        token, and its report's header gives the campaign's seed and
+        execution: the one number a reader sees for each."""
+        if self.engine == "controlled":
+            return f"{self.algorithm}/{self.engine}"
+        return f"{self.algorithm}/{self.engine} seed {self.seed} execution {self.execution}"
+
     def describe(self) -> str:
         who = f"vcpu {self.write_vcpu}" if self.write_vcpu >= 0 else "nobody"
         if self.kind == "stuck":
-            text = (f"STUCK DIRTY BIT [{self.algorithm}/{self.engine} seed {self.seed} "
-                    f"execution {self.execution}] slot {self.slot} page {self.page} (gfn "
+            text = (f"STUCK DIRTY BIT [{self.where}] slot {self.slot} page {self.page} (gfn "
                     f"{self.gfn}): reported by each of the {self.round} harvest rounds after "
                     f"the final one, with no writer left and its copy unchanged: its bit is "
                     f"never cleared (a liveness bug: the migration never converges)")
@@ -78,8 +87,8 @@ class Violation:
             what = (f"after the final round {self.round} the source holds write "
                     f"#{self.write_version} by {who} but the destination holds "
                     f"#{self.copied_version}: the migrated copy is stale")
-        text = (f"LOST DIRTY BIT [{self.algorithm}/{self.engine} seed {self.seed} execution "
-                f"{self.execution}] slot {self.slot} page {self.page} (gfn {self.gfn}): {what}")
+        text = (f"LOST DIRTY BIT [{self.where}] slot {self.slot} page {self.page} "
+                f"(gfn {self.gfn}): {what}")
         if self.detail:
             text += f"\n  {self.detail}"
         if self.rerun:

@@ -43,14 +43,44 @@ def _value(target: str, value: int | None) -> str:
     return hex(value)
 
 
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def verdict_line(out: Outcome, *, whole: bool | None = None) -> str:
+    """The outcome's last line, ``kind: message`` (the message's first line
+    unless ``whole``; an error's traceback and a hang's stack by default),
+    its kind said once even where the message starts with it."""
+    if whole is None:
+        whole = out.kind in ("error", "hang")
+    message = out.message if whole else (out.message.splitlines()[0] if out.message else "")
+    prefix = f"{out.kind}: "
+    if message.startswith(prefix):
+        message = message[len(prefix):]
+    return f"{prefix}{message}".rstrip()
+
+
+def trace_header(result: Traced) -> str:
+    """The counterexample's first line, from the outcome alone: its step
+    (the trace's last row, when there is a trace) and its preemptions."""
+    out = result.outcome
+    head = (f"counterexample: {result.algorithm}, threads {', '.join(result.names)}; "
+            f"{out.kind} at step {out.step} with {_plural(out.preemptions, 'preemption')}")
+    if not out.trace and out.step:
+        head += " (no trace: " + ("a hang is not run again; its stack is below)"
+                                  if out.kind == "hang" else "not traced)")
+    return head
+
+
 def format_trace(result: Traced) -> str:
+    """The counterexample: :func:`trace_header`, one row per step (the
+    preemptions marked; a failure at step N has N rows, the last ones the
+    switch points the threads had reached when it ended), and
+    :func:`verdict_line` (an error's or a hang's whole message)."""
     out = result.outcome
     names = result.names
-    preemptions = sum(1 for s in out.trace if s.preempted is not None)
-    head = (f"counterexample: {result.algorithm}, threads {', '.join(names)}; {out.kind} "
-            f"after {len(out.trace)} operations and {preemptions} preemption"
-            f"{'' if preemptions == 1 else 's'}")
-    lines = [head, f"{'step':>5}  {'thread':<10} {'operation':<20} {'word':<22} before -> after"]
+    lines = [trace_header(result),
+             f"{'step':>5}  {'thread':<10} {'operation':<20} {'word':<22} before -> after"]
     for s in out.trace:
         change = f"{_value(s.target, s.before)} -> {_value(s.target, s.after)}"
         word = f"{s.target}[{s.word}]"
@@ -59,10 +89,10 @@ def format_trace(result: Traced) -> str:
             word = s.target if s.target != "srcu" else f"srcu reader {s.word}"
         elif s.target == "mmu_lock":
             word = s.target
-        mark = f"   <== preempts {names[s.preempted]}" if s.preempted is not None else ""
+        if s.pending:
+            change = "(reached, not run: the execution ended here)"
+        took = [*s.also_preempted, *([] if s.preempted is None else [s.preempted])]
+        mark = "".join(f"   <== preempts {names[t]}" for t in took)
         lines.append(f"{s.index:>5}  {names[s.thread]:<10} {s.op:<20} {word:<22} {change}{mark}")
-    # An error or a hang carries a traceback or a stack: show all of it.
-    whole = out.kind in ("error", "hang")
-    first = out.message.splitlines()[0] if out.message else ""
-    lines.append(f"{out.kind}: {out.message if whole else first}")
+    lines.append(verdict_line(out, whole=out.kind in ("error", "hang", "misuse")))
     return "\n".join(lines)

@@ -21,7 +21,7 @@ import struct
 
 from ..errors import ExecutionFailed
 
-__all__ = ["KvmIoctlError", "ioctl"]
+__all__ = ["KvmIoctlError", "KvmStats", "ioctl", "open_stats", "parse_stats", "read_stats"]
 
 # -- ioctl numbers (x86-64) ----------------------------------------------------
 KVM_GET_API_VERSION = 0xAE00
@@ -41,6 +41,8 @@ KVM_SET_CPUID2 = 0x4008AE90
 KVM_ENABLE_CAP = 0x4068AEA3
 KVM_CLEAR_DIRTY_LOG = 0xC018AEC0
 KVM_RESET_DIRTY_RINGS = 0xAEC7
+#: _IO(KVMIO, 0xce), on a VM or a vCPU fd: a new fd of binary statistics.
+KVM_GET_STATS_FD = 0xAECE
 
 NAMES = {v: k for k, v in dict(globals()).items() if k.startswith("KVM_") and isinstance(v, int)}
 
@@ -165,3 +167,91 @@ def check_architecture() -> str | None:
         return (f"the kvm engine runs on x86-64 only (its dirty-ring accesses rely on x86's "
                 f"ordering), this machine is {machine}")
     return None
+
+
+# -- binary statistics (KVM_GET_STATS_FD, Documentation/virt/kvm/api.rst 4.134) ---------
+#: struct kvm_stats_header: flags, name_size, num_desc, id_offset, desc_offset,
+#: data_offset (u32 each).
+STATS_HEADER = struct.Struct("<6I")
+#: struct kvm_stats_desc without its name: flags (u32), exponent (s16), size
+#: (u16, in u64 values), offset (u32, from data_offset), bucket_size (u32);
+#: the name (name_size bytes, NUL-padded) follows.
+STATS_DESC = struct.Struct("<IhHII")
+#: The stat's type, in flags bits 0-3 (cumulative, instant, peak, ...).
+STATS_TYPE_NAMES = {0: "cumulative", 1: "instant", 2: "peak", 3: "linear-hist",
+                    4: "log-hist"}
+
+
+class KvmStats:
+    """The layout of one stats fd: its id and, per stat, (offset in bytes
+    from the start of the fd, number of u64 values, type name)."""
+
+    def __init__(self, ident: str, data_offset: int,
+                 descs: dict[str, tuple[int, int, str]]) -> None:
+        self.ident = ident
+        self.data_offset = data_offset
+        self.descs = descs
+
+    def values(self, data: bytes) -> dict[str, int]:
+        """Each stat's value from ``data`` (the fd's bytes from
+        ``data_offset``): one u64, or the sum of a histogram's buckets."""
+        out = {}
+        for name, (offset, size, _kind) in self.descs.items():
+            at = offset - self.data_offset
+            if at < 0 or at + 8 * size > len(data):
+                raise ExecutionFailed(f"KVM stats {name!r}: expected {8 * size} bytes at "
+                                      f"{offset}, got a {len(data)}-byte data block")
+            out[name] = sum(struct.unpack_from(f"<{size}Q", data, at))
+        return out
+
+    @property
+    def data_size(self) -> int:
+        return max((o + 8 * n for o, n, _ in self.descs.values()), default=self.data_offset) \
+            - self.data_offset
+
+
+def parse_stats(buf: bytes) -> KvmStats:
+    """Parse a stats fd's header, id and descriptors from ``buf`` (the fd's
+    first bytes, up to its data block at least to the end of the
+    descriptors); a malformed buffer raises a one-line error."""
+    if len(buf) < STATS_HEADER.size:
+        raise ExecutionFailed(f"KVM stats: expected a {STATS_HEADER.size}-byte header, got "
+                              f"{len(buf)} bytes")
+    _flags, name_size, num_desc, id_offset, desc_offset, data_offset = \
+        STATS_HEADER.unpack_from(buf, 0)
+    step = STATS_DESC.size + name_size
+    if not 0 < name_size <= 4096 or desc_offset + num_desc * step > len(buf) \
+            or id_offset + name_size > len(buf):
+        raise ExecutionFailed(f"KVM stats: a header that does not fit its buffer (name_size "
+                              f"{name_size}, {num_desc} descriptors at {desc_offset}, "
+                              f"{len(buf)} bytes)")
+    ident = buf[id_offset:id_offset + name_size].split(b"\0", 1)[0].decode(errors="replace")
+    descs: dict[str, tuple[int, int, str]] = {}
+    for k in range(num_desc):
+        at = desc_offset + k * step
+        flags, _exp, size, offset, _bucket = STATS_DESC.unpack_from(buf, at)
+        raw = buf[at + STATS_DESC.size:at + step].split(b"\0", 1)[0]
+        name = raw.decode(errors="replace")
+        descs[name] = (data_offset + offset, size, STATS_TYPE_NAMES.get(flags & 0xF, "other"))
+    return KvmStats(ident, data_offset, descs)
+
+
+def open_stats(fd: int, what: str) -> tuple[int, KvmStats]:
+    """``KVM_GET_STATS_FD`` on a VM or vCPU fd (open a vCPU's before it runs:
+    the ioctl waits for ``KVM_RUN``); the new fd and its layout. Close the
+    fd with ``os.close``."""
+    stats_fd = ioctl(fd, KVM_GET_STATS_FD, None, what=what)
+    try:
+        head = os.pread(stats_fd, STATS_HEADER.size, 0)
+        if len(head) < STATS_HEADER.size:
+            raise ExecutionFailed(f"KVM stats of {what}: a {len(head)}-byte header")
+        data_offset = STATS_HEADER.unpack(head)[5]
+        return stats_fd, parse_stats(os.pread(stats_fd, data_offset, 0))
+    except BaseException:
+        os.close(stats_fd)
+        raise
+
+
+def read_stats(stats_fd: int, layout: KvmStats) -> dict[str, int]:
+    """The current values of every stat of an open stats fd."""
+    return layout.values(os.pread(stats_fd, layout.data_size, layout.data_offset))

@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from .._core.runtime import DEFAULT_WATCHDOG, Verdict
-from ..dirtylog import algorithm_name, resolve_algorithm
+from ..dirtylog import DirtyLogAlgorithm, algorithm_name, resolve_algorithm
 from ..engines.controlled import DEFAULT_MAX_STEPS, run_controlled
 from ..errors import InvariantViolation
 from ..harness.execution import ExecutionResult
@@ -34,6 +34,7 @@ from ..harness.program import (
 from ..harness.scenario import Scenario
 from ..schedulers import DfsScheduler, PreemptionPoints, ReplayScheduler
 from .minimize import fewest_preemptions, fewest_within, minimize_preemptions
+from .model import DRAWN_OPTIONS, drawn_options, explain
 from .replay import _fresh, _write_pending, pending_token
 from .report import FuzzReport
 
@@ -408,8 +409,16 @@ def hypothesis_search(algorithm: str, *, seed: int = 0, seconds: float = 10.0,
                                          "seconds": round(time.monotonic() - began, 4)}
     if token_file and report.failure is not None:
         _write_pending(token_file, report.failure.token)
+    explain(report, _drawn(cls, pins or {}), max_steps=max_steps)
     report.seconds = time.monotonic() - start
     return report
+
+
+def _drawn(cls: type[DirtyLogAlgorithm], pins: dict[str, Any]) -> list[str]:
+    """The model options :func:`interleavings` draws for ``cls`` under ``pins``."""
+    space = ProgramSpace(**{k: v for k, v in pins.items()
+                            if k in DRAWN_OPTIONS and not hasattr(v, "example")})
+    return drawn_options(space.for_algorithm(cls, pins.get("base") or Scenario()), cls)
 
 
 def _size(result: ExecutionResult) -> int:

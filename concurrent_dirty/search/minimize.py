@@ -139,14 +139,13 @@ def _minimize(report: FuzzReport, seconds: float, max_steps: int,
     says the count is not proven the fewest. What is left of ``seconds`` is
     a safety net only (the report says when it cut the minimisation short:
     then, and only then, the result depends on the machine). The first
-    failure's time and execution stay in ``extra``; ``extra["minimized"]``
+    failure's time and execution stay in ``extra`` (the Runner's);
+    ``extra["minimized"]``
     always says whether the count is proven the fewest (a failure with no
     preemption is; a hang or a nondeterministic failure is not minimized)."""
     found = report.failure
     if found is None:
         return
-    report.extra["first_failure_seconds"] = round(report.seconds, 4)
-    report.extra["first_failure_execution"] = report.executions
     p = found.outcome.preemptions
     if found.outcome.kind == Verdict.HANG or "nondeterministic" in report.extra:
         why = "a hang" if found.outcome.kind == Verdict.HANG else "nondeterministic"

@@ -18,7 +18,12 @@ the harvest may hold waited for it:
 * **exit wait**: a share of vCPU operations (``exit_rate``) are exits to
   userspace, for I/O, say, that need the userspace lock the harvester holds
   across the ioctl (QEMU's global lock around the dirty-log sync). This is
-  the path behind the seed's "guest reading a file during migration" figure.
+  the path behind the seed's "guest reading a file during migration" figure;
+* **ring-full wait** (``ring-N``, the dirty ring with N entries a vCPU):
+  a vCPU whose ring reaches its soft limit exits (KVM_EXIT_DIRTY_RING_FULL)
+  and reaps on its own thread under the userspace lock, as QEMU does; the
+  time from the exit to re-entry is the wait. ``ring`` alone in the
+  algorithm list means every size of ``ring_sizes``.
 
 Writers are real threads (the atomic operations release the GIL), so the
 waits are real waits. Everything is Python: absolute numbers are orders of
@@ -39,11 +44,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..dirtylog import DirtyLogAlgorithm, algorithm_name, resolve_algorithm
+from ..dirtylog import DirtyLogAlgorithm, algorithm_name
 from ..errors import ConcurrentDirtyError, UsageError
 from ..model.arena import Arena
 from ..model.kvm import WRITABLE, Kvm
 from ..model.memslot import MemslotFlags, MemslotTable
+from .perf_cost import parse_spec
 
 __all__ = [
     "DEFAULT_PAGES",
@@ -69,7 +75,9 @@ def default_fractions(pages: int) -> list[float]:
 
 @dataclass
 class PerfConfig:
-    algorithms: list[str] = field(default_factory=lambda: ["srcu", "xchg", "manual"])
+    algorithms: list[str] = field(default_factory=lambda: ["srcu", "xchg", "manual", "ring"])
+    #: The sizes ``ring`` in ``algorithms`` stands for (entries a vCPU).
+    ring_sizes: list[int] = field(default_factory=lambda: [256, 4096])
     vcpus: list[int] = field(default_factory=lambda: [2])
     pages: int = DEFAULT_PAGES
     #: None: :func:`default_fractions`.
@@ -99,14 +107,21 @@ class PerfConfig:
             raise UsageError(f"expected --rounds >= 1, got {self.rounds!r}")
         if not 0 <= self.exit_rate <= 1:
             raise UsageError(f"expected --exit-rate in [0, 1], got {self.exit_rate!r}")
+        for spec in self.specs():
+            parse_spec(spec)  # AlgorithmError (a UsageError) names the problem
+
+    def specs(self) -> list[str]:
+        """The algorithms, ``ring`` expanded to ``ring-N`` for each ring size."""
+        out: list[str] = []
         for spec in self.algorithms:
-            resolve_algorithm(spec)  # AlgorithmError (a UsageError) names the problem
+            out += [f"ring-{n}" for n in self.ring_sizes] if spec == "ring" else [spec]
+        return list(dict.fromkeys(out))
 
     def fraction_list(self) -> list[float]:
         return list(self.fractions) if self.fractions else default_fractions(self.pages)
 
     def to_json(self) -> dict[str, Any]:
-        return {"algorithms": self.algorithms, "vcpus": self.vcpus, "pages": self.pages,
+        return {"algorithms": self.specs(), "vcpus": self.vcpus, "pages": self.pages,
                 "fractions": self.fraction_list(), "rounds": self.rounds,
                 "seconds": self.seconds, "think_us": self.think_us,
                 "exit_rate": self.exit_rate, "seed": self.seed}
@@ -136,6 +151,8 @@ class PerfPoint:
     harvested: list[int] = field(default_factory=list)
     fault_waits: list[float] = field(default_factory=list)
     exit_waits: list[float] = field(default_factory=list)
+    #: ``ring-N``: each ring-full exit, from the exit to re-entry (reaped).
+    ring_full_waits: list[float] = field(default_factory=list)
     writes: int = 0
     dirty_seconds: float = 0.0
 
@@ -155,7 +172,7 @@ class PerfPoint:
                 "max": round(max(which) * 1e3, 4)}
 
     def to_json(self) -> dict[str, Any]:
-        both = self.fault_waits + self.exit_waits
+        both = self.fault_waits + self.exit_waits + self.ring_full_waits
         return {
             "algorithm": self.algorithm, "vcpus": self.vcpus, "pages": self.pages,
             "fraction": self.fraction, "dirty_pages": self.dirty_pages, "rounds": self.rounds,
@@ -168,6 +185,7 @@ class PerfPoint:
             "vcpu_wait_us": _stats_us(both),
             "fault_wait_us": _stats_us(self.fault_waits),
             "exit_wait_us": _stats_us(self.exit_waits),
+            "ring_full_wait_us": _stats_us(self.ring_full_waits),
             "writes": self.writes,
             "dirtying_seconds": round(self.dirty_seconds, 3),
         }
@@ -217,15 +235,20 @@ class _Rig:
     """One VM (one slot) and an algorithm class, reused by every round of
     the points that share them."""
 
-    def __init__(self, cls: type[DirtyLogAlgorithm], vcpus: int, config: PerfConfig) -> None:
+    def __init__(self, cls: type[DirtyLogAlgorithm], vcpus: int, config: PerfConfig,
+                 ring_entries: int = 0) -> None:
         self.cls = cls
         self.vcpus = vcpus
         flags = MemslotFlags.LOG_DIRTY_PAGES | getattr(cls, "slot_flags", MemslotFlags.NONE)
         self.memslots = MemslotTable.contiguous(1, config.pages, flags)
         self.slot = next(iter(self.memslots))
-        layout = Kvm.layout(self.memslots, vcpus, cls.shared_words(self.memslots))
+        layout = Kvm.layout(self.memslots, vcpus, cls.shared_words(self.memslots),
+                            cls.shared_locks(self.memslots), ring_entries=ring_entries)
         self.arena = Arena(layout, shared=False)
-        self.kvm = Kvm(self.arena, self.memslots, vcpus, config.lock_timeout, tlb=True)
+        self.kvm = Kvm(self.arena, self.memslots, vcpus, config.lock_timeout, tlb=True,
+                       dirty_ring=bool(ring_entries), ring_entries=ring_entries or 8)
+        #: The dirty ring: a vCPU at its soft limit exits and reaps first.
+        self.ring = bool(ring_entries)
         self.manual = bool(getattr(cls, "manual_protect", False))
         base_enable = DirtyLogAlgorithm.enable_dirty_logging
         self.own_enable = getattr(cls, "enable_dirty_logging", None) is not base_enable
@@ -260,6 +283,7 @@ class _Writers:
         self.started = threading.Barrier(rig.vcpus + 1)
         self.fault_waits: list[list[float]] = [[] for _ in range(rig.vcpus)]
         self.exit_waits: list[list[float]] = [[] for _ in range(rig.vcpus)]
+        self.ring_waits: list[list[float]] = [[] for _ in range(rig.vcpus)]
         self.writes = [0] * rig.vcpus
         self.errors: list[BaseException] = []
         self.threads = [threading.Thread(target=self._run, args=(v, seed * 1009 + v),
@@ -293,7 +317,8 @@ class _Writers:
         kvm, algorithm = self.rig.kvm, self.algorithm
         pages, tlb, lock = kvm.pages, kvm.tlb, kvm.mmu_lock
         base, npages = self.rig.slot.base_gfn, self.rig.slot.npages
-        faults, exits = self.fault_waits[v], self.exit_waits[v]
+        faults, exits, fulls = self.fault_waits[v], self.exit_waits[v], self.ring_waits[v]
+        ring = self.rig.ring
         exit_rate, think = self.config.exit_rate, self.config.think_us / 1e6
         clock, sleep = time.perf_counter, time.sleep
         writes = 0
@@ -305,6 +330,11 @@ class _Writers:
             else:
                 gfn = base + rng.randrange(npages)
                 while True:
+                    if ring and algorithm.ring_soft_full(v):  # type: ignore[attr-defined]
+                        t0 = clock()  # KVM_EXIT_DIRTY_RING_FULL: reap under the BQL
+                        with self.userspace:
+                            algorithm.reap(v)  # type: ignore[attr-defined]
+                        fulls.append(clock() - t0)
                     if tlb is not None:
                         tlb.read_lock(v)  # guest mode: a TLB flush waits for us
                     try:
@@ -340,6 +370,8 @@ def _dirty(rig: _Rig, algorithm: DirtyLogAlgorithm, gfns: list[int]) -> None:
     vcpus = rig.vcpus
     for i, gfn in enumerate(gfns):
         v = i % vcpus
+        if rig.ring and algorithm.ring_soft_full(v):  # type: ignore[attr-defined]
+            algorithm.reap(v)  # type: ignore[attr-defined]  # a ring-full exit
         with algorithm.read_side(v):
             lock.acquire(v)
             try:
@@ -384,6 +416,8 @@ def _round(rig: _Rig, point: PerfPoint, config: PerfConfig, rng: random.Random,
         point.fault_waits.extend(waits)
     for waits in writers.exit_waits:
         point.exit_waits.extend(waits)
+    for waits in writers.ring_waits:
+        point.ring_full_waits.extend(waits)
     point.writes += sum(writers.writes)
 
 
@@ -395,7 +429,8 @@ def run_perf(config: PerfConfig, *,
     it with ``report.interrupted`` and the points finished so far."""
     config.validate()
     fractions = config.fraction_list()
-    classes = [resolve_algorithm(spec) for spec in config.algorithms]
+    specs = config.specs()
+    classes = [parse_spec(spec) for spec in specs]
     report = PerfReport(config)
     total = len(classes) * len(config.vcpus) * len(fractions)
     start = time.monotonic()
@@ -403,13 +438,14 @@ def run_perf(config: PerfConfig, *,
     rig: _Rig | None = None
     try:
         for vcpus in config.vcpus:
-            for cls in classes:
-                rig = _Rig(cls, vcpus, config)
+            for spec, (cls, ring_entries) in zip(specs, classes, strict=True):
+                rig = _Rig(cls, vcpus, config, ring_entries)
                 for fraction in fractions:
                     n += 1
                     dirty = min(config.pages,
                                 max(1, math.ceil(fraction * config.pages - 1e-9)))
-                    point = PerfPoint(algorithm=algorithm_name(cls), vcpus=vcpus,
+                    point = PerfPoint(algorithm=spec if ring_entries else algorithm_name(cls),
+                                      vcpus=vcpus,
                                       pages=config.pages, fraction=fraction, dirty_pages=dirty)
                     rng = random.Random(f"{config.seed}/{fraction}")
                     began = time.monotonic()
@@ -439,7 +475,7 @@ def run_perf(config: PerfConfig, *,
 
 _COLUMNS = ("algorithm", "vcpus", "fraction", "dirty", "rounds", "GET ms", "CLEAR ms",
             "harvested", "pages/s", "wait p50 us", "wait p99 us", "wait max us",
-            "fault p99", "exit p99")
+            "fault p99", "exit p99", "ring full p99")
 
 
 def format_table(report: PerfReport) -> str:
@@ -452,7 +488,8 @@ def format_table(report: PerfReport) -> str:
                      f"{j['clear_ms']['p50']:.3f}" if p.clear_seconds else "-",
                      f"{j['harvested_pages']:g}", f"{j['pages_per_second']:.0f}",
                      f"{wait['p50']:.0f}", f"{wait['p99']:.0f}", f"{wait['max']:.0f}",
-                     f"{j['fault_wait_us']['p99']:.0f}", f"{j['exit_wait_us']['p99']:.0f}"))
+                     f"{j['fault_wait_us']['p99']:.0f}", f"{j['exit_wait_us']['p99']:.0f}",
+                     f"{j['ring_full_wait_us']['p99']:.0f}" if p.ring_full_waits else "-"))
     widths = [max(len(c), *(len(r[i]) for r in rows)) if rows else len(c)
               for i, c in enumerate(_COLUMNS)]
     left = {0}

@@ -1,15 +1,19 @@
 """``concurrent-dirty perf --engine kvm``: the kernel sweep
 (:mod:`concurrent_dirty.kvm.perf`) and the model held against it.
 
-The model side runs the model's ``perf`` (:mod:`.perf`) on a slot of the
-kernel sweep's smallest size at the same dirty counts, one vCPU. Both
-sides are **normalised** (each curve divided by its own value at the
-largest dirty count), since the model is Python and the kernel is not:
-model ``xchg`` against kernel GET, ``manual`` against GET+CLEAR (the
-harvest: GET and CLEAR together), the kernel's ring (reap + RESET) alone
-(the model's ``perf`` has no ring rig) and the model's ``srcu`` alone (no
-srcu GET in today's kernel; its 2012 cost is predicted by
-:func:`concurrent_dirty.kvm.perf.srcu_crossover`).
+The model side is the **cost mode** (:mod:`.perf_cost`): the model's own
+algorithms run under the controlled engine at the kernel sweep's smallest
+slot and dirty counts, each operation charged the cost this kernel sweep
+measured (:func:`~.perf_cost.costs_from_kernel`) on a virtual clock. Both
+sides are also **normalised** (each curve divided by its own value at the
+largest dirty count): model ``xchg`` against kernel GET, ``manual``
+against GET+CLEAR, ``ring-N`` (N the kernel's ring size) against the
+kernel's ring (reap + RESET), and the model's ``srcu`` alone (no srcu GET
+in today's kernel). The 2012 crossover between ``srcu`` and ``xchg`` comes
+from the same cost mode at every slot size of the sweep, as a function of
+the ``synchronize_srcu_expedited`` cost; the analytic formula of
+:func:`concurrent_dirty.kvm.perf.srcu_crossover` stays beside it as a
+cross-check (``crossover_analytic``).
 """
 
 from __future__ import annotations
@@ -18,49 +22,73 @@ import math
 import os
 from typing import Any
 
-from ..kvm.perf import SYNC_SWEEP_US, THRESHOLD_US, srcu_crossover
-from .perf import PerfConfig, run_perf
+from ..kvm.perf import SYNC_SWEEP_US, THRESHOLD_US, claims, srcu_crossover
+from .perf_cost import (
+    DEFAULT_SYNC_US,
+    CostConfig,
+    costs_from_kernel,
+    crossover_lines,
+    run_cost_sweep,
+)
 
 __all__ = ["compare", "format_report", "plot_kvm"]
 
 PLOT_FILES = ("dirty_log_perf_kvm.png", "dirty_log_perf_kvm.svg")
 
-#: (model algorithm, kernel protocol, the kernel's value key)
-PAIRS = (("xchg", "get", "get_us"), ("manual", "clear-slot", "harvest_us"),
-         (None, "ring", "harvest_us"), ("srcu", None, None))
+
+def _ring_size(stopped: list[dict[str, Any]], pages: int) -> int:
+    sizes = [s["ring_entries"] for s in stopped if s["protocol"] == "ring"
+             and s["pages"] == pages and s.get("ring_entries")]
+    return max(sizes) if sizes else 8192
 
 
-def compare(report: dict[str, Any], seed: int = 0) -> dict[str, Any]:
-    """Run the model at the kernel's smallest slot and dirty counts; return
-    both sides' curves, normalised, and a sentence per curve."""
+def compare(report: dict[str, Any], seed: int = 0, *, sync_us: float = DEFAULT_SYNC_US,
+            srcu_protect: str = "slot", progress: Any = None) -> dict[str, Any]:
+    """Run the cost mode at the kernel's smallest slot and dirty counts (and
+    srcu against xchg at every slot size); put the 2012 crossover it
+    predicts in ``report["crossover"]`` (the analytic one moves to
+    ``crossover_analytic``) and re-derive the claims; return both sides'
+    curves, raw and normalised, with a sentence per curve."""
     stopped = report["stopped"]
+    costs = costs_from_kernel(report, sync_us, srcu_protect)
     pages = min(s["pages"] for s in stopped)
+    sizes = sorted({s["pages"] for s in stopped if s["protocol"] == "get"})
     dirty = sorted({s["dirty_pages"] for s in stopped if s["pages"] == pages})
-    config = PerfConfig(algorithms=["xchg", "manual", "srcu"], vcpus=[1], pages=pages,
-                        fractions=[d / pages for d in dirty], rounds=3, seconds=5.0,
-                        seed=seed)
-    model = run_perf(config)
+    ring = f"ring-{_ring_size(stopped, pages)}"
+    config = CostConfig(algorithms=["xchg", "manual", ring, "srcu"], pages=[pages],
+                        dirty=dirty, seed=seed, sync_us=sync_us, srcu_protect=srcu_protect)
+    model = run_cost_sweep(config, costs, progress=progress)
+    cross_config = CostConfig(algorithms=["srcu", "xchg"], pages=sizes, seed=seed,
+                              sync_us=sync_us, srcu_protect=srcu_protect,
+                              dirty=sorted({s["dirty_pages"] for s in stopped}))
+    cross = run_cost_sweep(cross_config, costs, progress=progress)
+    report["crossover_analytic"] = srcu_crossover(report, sync_us)
+    report["crossover_analytic"]["label"] = ("cross-check only: the analytic formula of "
+                                             "the previous build, not the cost mode")
+    report["crossover"] = cross.crossover
+    report["crossover"]["points"] = [p.to_json() for p in cross.points]
+    report["claims"] = claims(report)
+    pairs = (("xchg", "get", "harvest_us"), ("manual", "clear-slot", "harvest_us"),
+             (ring, "ring", "harvest_us"), ("srcu", None, None))
     curves: dict[str, dict[str, Any]] = {}
-    for algorithm, protocol, key in PAIRS:
-        if algorithm is not None:
-            pts = {p.dirty_pages: p.to_json() for p in model.points if p.algorithm == algorithm}
-            ms = {d: pts[d]["get_ms"]["p50"] + pts[d]["clear_ms"]["p50"] for d in dirty
-                  if d in pts}
-            curves[f"model {algorithm}"] = _normalised({d: v * 1e3 for d, v in ms.items()})
+    for algorithm, protocol, key in pairs:
+        pts = {p.dirty: p.harvest_us for p in model.points if p.algorithm == algorithm}
+        curves[f"model {algorithm}"] = _normalised({d: v for d, v in pts.items() if d in dirty})
         if protocol is not None:
             ks = {s["dirty_pages"]: float(s[key]["p50"]) for s in stopped
                   if s["protocol"] == protocol and s["pages"] == pages}
             if ks:
                 curves[f"kernel {protocol}"] = _normalised(ks)
-    sentences = []
-    for algorithm, protocol, _ in PAIRS:
-        m = curves.get(f"model {algorithm}") if algorithm else None
-        k = curves.get(f"kernel {protocol}") if protocol else None
-        sentences.append(_sentence(algorithm, protocol, m, k))
+    sentences = [_sentence(a, p, curves.get(f"model {a}"),
+                           curves.get(f"kernel {p}") if p else None) for a, p, _ in pairs]
     return {"pages": pages, "dirty_pages": dirty, "curves": curves, "sentences": sentences,
-            "model_error": model.error, "model_config": config.to_json(),
-            "normalisation": "each curve divided by its own median at the largest dirty "
-                             "count; raw medians in 'raw_us'"}
+            "model": "cost mode: the model's algorithms under the controlled engine, each "
+                     "operation charged this kernel's measured cost (virtual us)",
+            "model_config": config.to_json(), "costs": costs.to_json(),
+            "model_points": [p.to_json() for p in model.points],
+            "normalisation": "each curve divided by its own value at the largest dirty "
+                             "count; raw values (kernel: p50 us; model: virtual us) in "
+                             "'raw_us'"}
 
 
 def _normalised(values: dict[int, float]) -> dict[str, Any]:
@@ -75,19 +103,19 @@ def _sentence(algorithm: str | None, protocol: str | None, m: dict[str, Any] | N
     if m and k:
         gm, gk = m["growth"], k["growth"]
         agree = 1 / 3 <= gm / gk <= 3
+        top = max(m["raw_us"], key=int)
+        ratio = float(m["raw_us"][top]) / max(1e-9, float(k["raw_us"].get(top, math.nan)))
         return (f"model {algorithm} against kernel {protocol}: from one dirty page to all "
-                f"the kernel grows {gk:g}x, the model {gm:g}x: "
+                f"the kernel grows {gk:g}x, the model (cost mode) {gm:g}x; at all pages "
+                f"dirty the model's virtual time is {ratio:.2g}x the kernel's: "
                 + ("the shapes agree (within 3x)" if agree else
-                   "the shapes part: " + ("the model's fixed cost (Python per call) "
-                                          "hides the per-page growth" if gm < gk else
+                   "the shapes part: " + ("the model's fixed cost hides the per-page growth"
+                                          if gm < gk else
                                           "the model grows faster than the kernel")))
-    if k:
-        return (f"kernel {protocol}: grows {k['growth']:g}x from one dirty page to all "
-                f"(reap in Python, RESET in the kernel); the model's perf has no ring rig")
     if m:
-        return (f"model {algorithm}: grows {m['growth']:g}x; no srcu GET in today's kernel: "
-                f"its 2012 cost is the prediction (a fixed synchronize_srcu_expedited plus a "
-                f"whole-slot write-protect: flat in the dirty count)")
+        return (f"model {algorithm}: grows {m['growth']:g}x from one dirty page to all; no "
+                f"srcu GET in today's kernel: its 2012 cost is the cost mode's prediction "
+                f"(one synchronize_srcu_expedited plus the slot's write-protect)")
     return f"{algorithm or protocol}: no data"
 
 
@@ -126,7 +154,8 @@ def format_report(report: dict[str, Any]) -> str:
     rows = []
     for r in report["running"]:
         rows.append([r["protocol"], str(r["pages"]), str(r["vcpus"]), str(r["writes_per_s"]),
-                     str(r.get("faults_per_s", "-")), str(r["harvests"]),
+                     "n/a" if r.get("faults_per_s") is None else str(r["faults_per_s"]),
+                     str(r["harvests"]),
                      f"{r['harvest_us']['p50']:g}/{r['harvest_us']['p99']:g}",
                      f"{r['gap_us']['p50']:g}/{r['gap_us']['p99']:g}",
                      str(r.get("ring_full_exits_per_s", "-")),
@@ -138,26 +167,20 @@ def format_report(report: dict[str, Any]) -> str:
         f"{k}: {f['intercept_us']:g} us + {f['ns_per_dirty_page']:g} ns/page, "
         f"{f['ns_per_bitmap_word']:g} ns/word" for k, f in sorted(fits.items())))
     cross = report["crossover"]
-    out.append(f"\n2012 prediction (srcu GET vs xchg GET), sync = synchronize_srcu_expedited "
-               f"(default {cross['sync_us_default']:g} us: {cross['sync_us_source']}):")
-    rows = []
-    for row in cross["by_slot"]:
-        rows.append([str(row["pages"])] + [
-            "never" if v["xchg_slower_from_fraction"] is None
-            else f"{v['xchg_slower_from_fraction']:g}"
-            for _, v in sorted(row["by_sync_us"].items(), key=lambda kv: float(kv[0]))])
-    syncs = sorted(cross["by_slot"][0]["by_sync_us"], key=float) if cross["by_slot"] else []
-    out.append(_table(["pages"] + [f"sync {s} us" for s in syncs], rows))
-    if cross["by_slot"]:
-        row = cross["by_slot"][-1]
-        need = row["by_sync_us"][f"{cross['sync_us_default']:g}"][
-            "crossover_needs_slot_write_protect_below_ns_per_page"]
-        out.append(f"whole-slot write-protect measured: "
-                   f"{cross['slot_write_protect_ns_per_page']:g} ns/page; at "
-                   f"{row['pages']} pages and sync {cross['sync_us_default']:g} us a "
-                   f"crossover needs it below {need:g} ns/page")
-    out.append("(xchg slower than srcu from this dirty fraction on.) assumptions: "
-               + cross["assumptions"])
+    if "method" in cross:
+        out.append("")
+        out += crossover_lines(cross)
+    ana = report.get("crossover_analytic") or (None if "method" in cross else cross)
+    if ana is not None:
+        out.append(f"analytic cross-check (not the cost mode), sync "
+                   f"{ana['sync_us_default']:g} us: " + "; ".join(
+                       f"{row['pages']} pages: " + ("never" if v["xchg_slower_from_fraction"]
+                                                    is None else
+                                                    f"from fraction "
+                                                    f"{v['xchg_slower_from_fraction']:g}")
+                       for row in ana["by_slot"]
+                       for s, v in row["by_sync_us"].items()
+                       if s == f"{ana['sync_us_default']:g}"))
     if "comparison" in report:
         c = report["comparison"]
         out.append(f"\nmodel against kernel ({c['pages']} pages, normalised to the largest "
@@ -172,10 +195,6 @@ def format_report(report: dict[str, Any]) -> str:
         out.append(f"({cl['id']}) {cl['claim']}\n    verdict: {cl['verdict']}\n"
                    f"    numbers: {cl['summary']}")
     return "\n".join(out)
-
-
-def recompute_crossover(report: dict[str, Any], sync_us: float) -> None:
-    report["crossover"] = srcu_crossover(report, sync_us)
 
 
 # -- the plot ------------------------------------------------------------------------
@@ -213,25 +232,30 @@ def plot_kvm(report: dict[str, Any], directory: str) -> list[str]:
               title="model against kernel, normalised")
         b.legend(fontsize="x-small")
     cross = report["crossover"]
-    fits = {f["pages"]: f for f in report["fits"].values() if f["protocol"] == "get"}
-    if cross["by_slot"] and fits:
+    if cross["by_slot"]:
         row = max(cross["by_slot"], key=lambda r: r["pages"])
-        fit = fits[row["pages"]]
         pages = row["pages"]
-        grid = [pages * 10 ** (k / 10) for k in range(-round(10 * math.log10(pages)), 1)]
-        c.plot(grid, [fit["intercept_us"] + fit["ns_per_dirty_page"] / 1e3 * g for g in grid],
-               "k-", lw=2, label=f"xchg GET, measured line ({pages} pages)")
+        first = next(iter(row["by_sync_us"].values()))
+        if "xchg_harvest_us" in first:  # the cost mode
+            xs = [int(d) for d in first["xchg_harvest_us"]]
+            c.plot(xs, list(first["xchg_harvest_us"].values()), "k-", lw=2,
+                   label=f"xchg GET, cost mode ({pages} pages)")
         pts = sorted((x for x in report["stopped"] if x["protocol"] == "get"
                       and x["pages"] == pages), key=lambda x: x["dirty_pages"])
         c.plot([x["dirty_pages"] for x in pts], [x["get_us"]["p50"] for x in pts], "ko",
-               label="xchg GET, measured p50")
+               label="xchg GET, kernel measured p50")
         for i, (sync, v) in enumerate(sorted(row["by_sync_us"].items(),
                                              key=lambda kv: float(kv[0]))):
-            c.axhline(v["srcu_get_us"], color=f"C{i}", ls="--",
-                      label=f"srcu GET predicted, sync {sync} us")
-        c.set(xscale="log", yscale="log", xlabel="dirty pages",
-              ylabel="GET, us",
-              title="predicted 2012 crossover: srcu (flat) against xchg")
+            if "srcu_harvest_us" in v:
+                c.plot([int(d) for d in v["srcu_harvest_us"]],
+                       list(v["srcu_harvest_us"].values()), "--", color=f"C{i}",
+                       label=f"srcu GET, cost mode, sync {sync} us")
+            else:
+                c.axhline(v["srcu_get_us"], color=f"C{i}", ls="--",
+                          label=f"srcu GET predicted, sync {sync} us")
+        c.set(xscale="log", yscale="log", xlabel="dirty pages", ylabel="GET, us (virtual)",
+              title=f"2012 crossover from the cost mode ({cross.get('srcu_protect', 'slot')} "
+                    f"write-protect for srcu)")
         c.legend(fontsize="xx-small")
     run = report["running"]
     labels = [f"{r['protocol']}\n{r['pages']}p {r['vcpus']}v" for r in run]
@@ -257,4 +281,4 @@ def plot_kvm(report: dict[str, Any], directory: str) -> list[str]:
     return paths
 
 
-__all__ += ["SYNC_SWEEP_US", "recompute_crossover"]
+__all__ += ["SYNC_SWEEP_US"]

@@ -33,6 +33,7 @@ from ..schedulers import (
     report_of,
 )
 from .minimize import _minimize
+from .model import drawn_options, explain
 from .portfolio import Case
 from .replay import _fresh, _write_pending, pending_token
 from .report import FuzzReport
@@ -95,6 +96,10 @@ class Runner:
                 progress(report)
         _take_metrics(report, metrics, start)
         report.stopped_by = self.budget.stopped_by
+        if report.failure is not None:
+            # Where the search first found it (before any minimisation).
+            report.extra["first_failure_execution"] = report.executions
+            report.extra["first_failure_seconds"] = round(report.seconds, 4)
         return report
 
     def _traced(self, cls: type[DirtyLogAlgorithm], scenario: Scenario, program: Program,
@@ -165,12 +170,14 @@ def explore(algorithm: str | type[DirtyLogAlgorithm], scenario: Scenario, *,
     if program is not None:
         space = None
     on_a_path = False
+    drawn_model: list[str] = []
     if space is not None:
         # The model options this algorithm sets, or does not support, are
         # pinned; the others are drawn with the shape.
         cls = resolve_algorithm(algorithm) if isinstance(algorithm, str) else algorithm
         space = space.for_algorithm(cls, scenario)
         on_a_path = any((getattr(cls, "model", None) or {}).get(k) for k in PATH_OPTIONS)
+        drawn_model = drawn_options(space, cls)
     if vary_program is None:
         vary_program = scheduler != "dfs" and program is None
     fixed = None if (vary_program or space is not None) \
@@ -227,6 +234,7 @@ def explore(algorithm: str | type[DirtyLogAlgorithm], scenario: Scenario, *,
             else:
                 minimize(report)
         report.guarantee = portfolio.report()
+        explain(report, drawn_model, max_steps=max_steps)
         return report
     inner = make_scheduler(scheduler, SchedulerOptions(seed=seed, depth=depth,
                                                        preemptions=preemptions))
@@ -242,13 +250,14 @@ def explore(algorithm: str | type[DirtyLogAlgorithm], scenario: Scenario, *,
     if report.failure is None:
         if fixed is None and isinstance(inner, PctScheduler) and not inner.cycling:
             report.guarantee = ("pct guarantee: none; the program varied between executions "
-                                "and pct's bound holds per program (pin one with --execution "
-                                "or a full set of shape options)")
+                                "and pct's bound holds per program (pin one with --execution: "
+                                "shape options alone still vary the writes)")
         elif not isinstance(inner, DfsScheduler):
             report.guarantee = report_of(inner)
             if isinstance(inner, PctScheduler):
                 # For merging jobs' bounds (search/scale.py): the bounds multiply.
                 report.extra["_pct_bound"] = inner.miss_bound()
+    explain(report, drawn_model, max_steps=max_steps)
     return report
 
 
