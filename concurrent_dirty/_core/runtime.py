@@ -65,8 +65,8 @@ from ..errors import (
 )
 from .switch import Op
 
-__all__ = ["DEFAULT_WATCHDOG", "SPIN_PERIOD", "SPIN_REPEATS", "Observer", "Outcome", "Runtime",
-           "Scheduler", "Step", "Verdict"]
+__all__ = ["DEFAULT_WATCHDOG", "SPIN_PERIOD", "SPIN_REPEATS", "Keep", "Observer", "Outcome",
+           "Runtime", "Scheduler", "Step", "Verdict"]
 
 #: Seconds a controlled thread may run without reaching a switch point.
 DEFAULT_WATCHDOG = 10.0
@@ -115,6 +115,21 @@ class Scheduler(Protocol):
     def new_execution(self) -> bool: ...
 
     def next_thread(self, runnable: Sequence[int], current: int | None) -> int: ...
+
+
+#: ``keep(current, live, can_run)``, an optional scheduler method the
+#: runtime asks first at a switch point where the running thread
+#: ``current`` could go on (``live``: every unfinished thread's id;
+#: ``can_run(tid)``: whether that one could run now, which evaluates its
+#: wait's condition, so ask only about the threads that matter): True means the scheduler picks
+#: ``current`` at this decision whatever the others' state, its own state
+#: advanced exactly as ``next_thread`` would have advanced it; False means
+#: it needs the runnable threads, and the runtime then calls
+#: ``next_thread(runnable, current)`` for this same decision, which
+#: completes it. So the common step, the running thread going on, costs no
+#: list of runnable threads, no blocked thread's condition and no wrapper,
+#: and every schedule stays what ``next_thread`` alone would have made.
+Keep = Callable[[int, Sequence[int], Callable[[int], bool]], bool]
 
 
 class _Abort(BaseException):
@@ -285,11 +300,24 @@ class Runtime:
         self._by_ident: dict[int, _Thread] = {}
         self._aborted = False
         self._all_done = _Signal()
+        # Resolved once per execution: a wrapper (Metrics, Budget, the
+        # portfolio) hands out its inner scheduler's methods, so that a
+        # decision is one call, not one per wrapper.
+        self._next: Callable[[Sequence[int], int | None], int] = scheduler.next_thread
+        self._keep: Keep | None = getattr(scheduler, "keep", None)
+        #: The unfinished threads, and their ids (for ``keep``).
+        self._live: list[_Thread] = []
+        self._live_ids: tuple[int, ...] = ()
+        #: Each region's words, looked up once (spin detection peeks at
+        #: every load).
+        self._words: dict[str, AtomicWordsLike | None] = {}
 
     # -- building ---------------------------------------------------------------
     def spawn(self, name: str, fn: Callable[[], None]) -> int:
         t = _Thread(len(self.threads), name, fn)
         self.threads.append(t)
+        self._live.append(t)
+        self._live_ids = tuple(x.tid for x in self._live)
         return t.tid
 
     def name_of(self, tid: int) -> str:
@@ -308,9 +336,11 @@ class Runtime:
         return me
 
     def __call__(self, op: Op, target: str, index: int) -> None:
-        me = self._me()
-        if me is None:
-            return
+        me = self._by_ident.get(threading.get_ident())  # self._me(), inlined: every step
+        if me is None or self._aborted:
+            me = self._me()
+            if me is None:
+                return
         if op is not Op.LOAD:
             if op is Op.YIELD:
                 me.yielded = True
@@ -338,11 +368,15 @@ class Runtime:
         if value is None:  # words the runtime cannot read: no spin is claimed
             return
         loads = me.loads
-        loads.append((target, index, value))
+        load = (target, index, value)
+        # The cheap test first: a cycle of at most SPIN_PERIOD loads ends
+        # with a load seen within the SPIN_PERIOD before it.
+        recurs = load in loads[-SPIN_PERIOD:]
+        loads.append(load)
         if len(loads) >= SPIN_REPEATS:
             if len(loads) > _SPIN_KEPT:
                 del loads[0]
-            me.spinning = _period(loads)
+            me.spinning = _period(loads) if recurs else 0
 
     def _spins(self, me: _Thread) -> str:
         """What ``me`` spins on, for a report: ``words[i] (= value)``, ..."""
@@ -372,9 +406,12 @@ class Runtime:
         self.block_until(lambda: all(t.done for t in waited), lambda: f"{names} to finish",
                          Op.WAIT, "threads", 0)
 
+    def _can_run(self, tid: int) -> bool:
+        t = self.threads[tid]
+        return not t.done and (t.blocker is None or t.blocker())
+
     def _runnable(self, me: _Thread | None) -> list[int]:
-        ready = [t.tid for t in self.threads
-                 if not t.done and (t.blocker is None or t.blocker())]
+        ready = [t.tid for t in self._live if t.blocker is None or t.blocker()]
         if me is not None and (me.yielded or me.spinning) and len(ready) > 1 \
                 and me.tid in ready:
             ready.remove(me.tid)
@@ -382,13 +419,49 @@ class Runtime:
 
     def _switch(self, me: _Thread, op: Op, target: str, index: int) -> None:
         out = self.outcome
-        self._close_step(me)
+        if me.last is not None:
+            self._close_step(me)
         out.steps += 1
         if self.tracing:
             me.at = (out.steps, op, target, index)
         if out.steps > self.max_steps:
             self._fail_at(Verdict.STEP_BOUND, self._step_bound_report(me, op, target, index),
                           me, op, target, index)
+        keep = self._keep
+        if keep is not None and me.blocker is None and not me.yielded and not me.spinning:
+            # The running thread can go on: ask the scheduler first whether
+            # it does (the common step), before any list of runnable threads.
+            if keep(me.tid, self._live_ids, self._can_run):
+                out.schedule.append(me.tid)
+                if self.observe is not None:
+                    self.observe(me.tid, op, target, index)
+                if self.tracing:
+                    self._record(me, op, target, index)
+                return
+            ready = self._runnable(me)
+            choice = self._next(ready, me.tid)
+            if choice not in ready:
+                raise InternalError(f"expected the scheduler to pick one of the runnable "
+                                    f"threads {ready}, got {choice!r}")
+            out.schedule.append(choice)
+            if choice != me.tid:
+                nxt = self.threads[choice]
+                out.preemptions += 1
+                if nxt.pending_preempt is not None:
+                    nxt.earlier_preempts.append(nxt.pending_preempt)
+                nxt.pending_preempt = me.tid
+                out.switches += 1
+                nxt.sem.post()
+                me.sem.wait()
+                if self._aborted:
+                    raise _Abort
+            me.blocker = None
+            me.reason = None
+            if self.observe is not None:
+                self.observe(me.tid, op, target, index)
+            if self.tracing:
+                self._record(me, op, target, index)
+            return
         ready = self._runnable(me)
         if not ready:
             self._fail_at(Verdict.DEADLOCK, self._deadlock_report(), me, op, target, index)
@@ -437,7 +510,7 @@ class Runtime:
                 "with no store in between, and no other thread changes them")
 
     def _decide(self, ready: list[int], current: int | None) -> int:
-        choice = self.scheduler.next_thread(ready, current)
+        choice = self._next(ready, current)
         if choice not in ready:
             raise InternalError(f"expected the scheduler to pick one of the runnable threads "
                              f"{ready}, got {choice!r}")
@@ -446,7 +519,11 @@ class Runtime:
 
     # -- trace --------------------------------------------------------------------
     def _peek(self, target: str, index: int) -> int | None:
-        words = self.words(target) if self.words is not None else None
+        cache = self._words
+        if target in cache:
+            words = cache[target]
+        else:
+            words = cache[target] = self.words(target) if self.words is not None else None
         if words is None or not 0 <= index < words.nwords:
             return None
         return words.peek(index)
@@ -512,6 +589,9 @@ class Runtime:
         if self.tracing:
             self._close_step(t)
         t.done = True
+        if t in self._live:
+            self._live.remove(t)
+            self._live_ids = tuple(x.tid for x in self._live)
         if self._aborted:
             if all(x.done for x in self.threads):
                 self._all_done.post()

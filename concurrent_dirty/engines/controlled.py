@@ -88,6 +88,9 @@ def run_controlled(algorithm: str | type[DirtyLogAlgorithm], scenario: Scenario,
         outcome = runtime.run()
     finally:
         _switch.install(previous)
+    account = getattr(scheduler, "account", None)
+    if account is not None:
+        account(outcome)  # the Metrics wrapper counts once per execution
     if outcome.kind is Verdict.MISUSE and outcome.exception is not None:
         # Where the code under test misused the model, not the harness's
         # own frames (which read like a crash of the harness).

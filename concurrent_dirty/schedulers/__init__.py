@@ -10,11 +10,13 @@ May import: errors, ``_core``.
 
 from __future__ import annotations
 
+import operator
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from itertools import islice
 
-from .._core.runtime import Scheduler
+from .._core.runtime import Keep, Outcome, Scheduler
 from ..errors import UsageError
 from .dfs import DfsScheduler
 from .hypothesis import ChoiceScheduler, PreemptionPoints
@@ -29,7 +31,12 @@ __all__ = ["SCHEDULERS", "Budget", "ChoiceScheduler", "DfsScheduler", "Metrics",
 
 class Metrics:
     """Wraps a scheduler and counts executions, decisions, preemptions and
-    context switches (a wrapper, not a flag in each scheduler)."""
+    context switches (a wrapper, not a flag in each scheduler).
+
+    Counted once per execution, from its outcome (``account``, which
+    ``run_controlled`` calls), not at every decision: the runtime takes
+    the inner scheduler's ``next_thread`` and ``keep`` from this wrapper
+    once per execution and calls them directly."""
 
     def __init__(self, inner: Scheduler) -> None:
         self.inner = inner
@@ -37,24 +44,30 @@ class Metrics:
         self.decisions = 0
         self.preemptions = 0
         self.switches = 0
-        self._last: int | None = None
 
     def new_execution(self) -> bool:
         if not self.inner.new_execution():
             return False
         self.executions += 1
-        self._last = None
         return True
 
-    def next_thread(self, runnable: Sequence[int], current: int | None) -> int:
-        choice = self.inner.next_thread(runnable, current)
-        self.decisions += 1
-        if current is not None and choice != current:
-            self.preemptions += 1
-        if self._last is not None and choice != self._last:
-            self.switches += 1
-        self._last = choice
-        return choice
+    @property
+    def next_thread(self) -> Callable[[Sequence[int], int | None], int]:
+        return self.inner.next_thread
+
+    @property
+    def keep(self) -> Keep | None:
+        return getattr(self.inner, "keep", None)
+
+    def account(self, outcome: Outcome) -> None:
+        """Count an execution that ended: its decisions, its preemptions
+        (a decision that took the CPU from a thread that could go on) and
+        its switches (a decision that picked another thread than the one
+        before)."""
+        schedule = outcome.schedule
+        self.decisions += len(schedule)
+        self.preemptions += outcome.preemptions
+        self.switches += sum(map(operator.ne, schedule, islice(schedule, 1, None)))
 
 
 class Budget:
@@ -95,8 +108,13 @@ class Budget:
         self.started += 1
         return True
 
-    def next_thread(self, runnable: Sequence[int], current: int | None) -> int:
-        return self.inner.next_thread(runnable, current)
+    @property
+    def next_thread(self) -> Callable[[Sequence[int], int | None], int]:
+        return self.inner.next_thread  # a pass-through costs nothing per decision
+
+    @property
+    def keep(self) -> Keep | None:
+        return getattr(self.inner, "keep", None)
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from ..errors import UsageError
 
@@ -62,6 +62,7 @@ class PctScheduler:
         self._changes: dict[int, int] = {}
         self._step = 0
         self._running: int | None = None
+        self._pending = False
 
     def new_execution(self) -> bool:
         if self.execution:
@@ -80,6 +81,7 @@ class PctScheduler:
         self._changes = {step: self.depth - 1 - i for i, step in enumerate(sorted(points))}
         self._step = 0
         self._running = None
+        self._pending = False
         return True
 
     def _close(self) -> None:
@@ -105,11 +107,40 @@ class PctScheduler:
             self.max_threads = max(self.max_threads, len(self._priority))
         return p
 
-    def next_thread(self, runnable: Sequence[int], current: int | None) -> int:
+    def keep(self, current: int, live: Sequence[int], can_run: Callable[[int], bool]) -> bool:
+        """The runtime's fast step (``runtime.Keep``): the running thread
+        goes on when, after this step's change point (if any), no other
+        thread that can run has a higher priority (only those with a higher
+        one are asked about). Otherwise the ``next_thread`` that follows
+        completes this decision (the step and its change point already
+        taken)."""
+        if self._running != current:
+            return False  # (never: the running thread is the last one picked)
         self._step += 1
+        prio = self._priority
         low = self._changes.get(self._step)
-        if low is not None and self._running is not None and self._running in runnable:
-            self._priority[self._running] = low  # (a thread that finished needs no lowering)
+        if low is not None:
+            prio[current] = low
+        mine = prio.get(current)
+        if mine is not None:
+            for t in live:
+                if t != current:
+                    p = prio.get(t)
+                    if p is None or (p >= mine and can_run(t)):
+                        break
+            else:
+                return True
+        self._pending = True
+        return False
+
+    def next_thread(self, runnable: Sequence[int], current: int | None) -> int:
+        if self._pending:
+            self._pending = False  # keep() took this step already
+        else:
+            self._step += 1
+            low = self._changes.get(self._step)
+            if low is not None and self._running is not None and self._running in runnable:
+                self._priority[self._running] = low  # (a finished thread needs no lowering)
         choice = max(runnable, key=self._prio)
         self._running = choice
         return choice

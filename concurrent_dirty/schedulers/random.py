@@ -9,7 +9,7 @@ execution can be reproduced alone.
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from ..errors import UsageError
 
@@ -24,16 +24,31 @@ class RandomScheduler:
         self.stay = stay
         self.execution = 0
         self._rng = random.Random()
+        self._declined = False
 
     def new_execution(self) -> bool:
         self.execution += 1
         self._rng = random.Random(f"random:{self.seed}:{self.execution}")
+        self._declined = False
         return True
+
+    def keep(self, current: int, live: Sequence[int], can_run: Callable[[int], bool]) -> bool:
+        """The runtime's fast step (``runtime.Keep``): the stay coin alone
+        decides that the running thread goes on; if it says no, the
+        ``next_thread`` that follows picks among the runnable threads
+        without tossing it again (the same draws as ``next_thread``)."""
+        if self._rng.random() < self.stay:
+            return True
+        self._declined = True
+        return False
 
     def next_thread(self, runnable: Sequence[int], current: int | None) -> int:
         rng = self._rng
-        if current is not None and rng.random() < self.stay:
-            return current
+        if current is not None:
+            if self._declined:
+                self._declined = False
+            elif rng.random() < self.stay:
+                return current
         return runnable[rng.randrange(len(runnable))]
 
     def report(self) -> str:

@@ -33,7 +33,7 @@ from ..harness.program import (
 )
 from ..harness.scenario import Scenario
 from ..schedulers import DfsScheduler, PreemptionPoints, ReplayScheduler
-from .minimize import fewest_preemptions, minimize_preemptions
+from .minimize import fewest_preemptions, fewest_within, minimize_preemptions
 from .model import DRAWN_OPTIONS, drawn_options, explain
 from .replay import _fresh, _write_pending, pending_token
 from .report import FuzzReport
@@ -393,14 +393,19 @@ def hypothesis_search(algorithm: str, *, seed: int = 0, seconds: float = 10.0,
                 f"{again.outcome.kind} at step {again.outcome.step} under the same schedule: "
                 f"the code under test depends on something outside the switch points")
             report.failure = found
+            p = found.outcome.preemptions
+            report.extra["minimized"] = {"preemptions_found": p, "preemptions": p,
+                                         "fewest": False, "seconds": 0.0, "executions": 0,
+                                         "skipped": "nondeterministic"}
         else:
             left = max(0.0, deadline - time.monotonic())
             began = time.monotonic()
-            report.failure, fewest = fewest_preemptions(found, seconds=left, max_steps=max_steps,
-                                                        max_executions=MINIMIZE_EXECUTIONS)
+            report.failure, fewest, runs, timed_out = fewest_within(
+                found, seconds=left, max_steps=max_steps, max_executions=MINIMIZE_EXECUTIONS)
             report.extra["minimized"] = {"preemptions_found": found.outcome.preemptions,
                                          "preemptions": report.failure.outcome.preemptions,
-                                         "fewest": fewest,
+                                         "fewest": fewest, "executions": runs,
+                                         "timed_out": timed_out,
                                          "seconds": round(time.monotonic() - began, 4)}
     if token_file and report.failure is not None:
         _write_pending(token_file, report.failure.token)

@@ -15,31 +15,49 @@ from ..schedulers import Budget, DfsScheduler, PreemptionPoints, ReplayScheduler
 from .replay import _fresh, _write_pending
 from .report import FuzzReport
 
-__all__ = ["MINIMIZE_SECONDS", "fewest_preemptions", "minimize_preemptions"]
+__all__ = ["MINIMIZE_EXECUTIONS", "fewest_preemptions", "fewest_within",
+           "minimize_preemptions"]
 
 
 def fewest_preemptions(found: ExecutionResult, *, max_executions: int = 20_000,
                        seconds: float = 30.0,
                        max_steps: int = DEFAULT_MAX_STEPS) -> tuple[ExecutionResult, bool]:
     """The same program's failing schedule with the fewest preemptions, in
-    two phases within the budget:
+    two phases within ``max_executions`` executions:
 
     1. sampling: schedules with k preemption points (k = 1, 2, ... below the
        best so far; the running thread keeps the CPU elsewhere, see
        :class:`~concurrent_dirty.schedulers.PreemptionPoints`), every single
        point in a shuffled order for k = 1, random ones above, for up to half
-       the time: a random walk's counterexample with thirty preemptions
+       the executions: a random walk's counterexample with thirty preemptions
        usually needs one or two, and this finds them in a few hundred runs;
     2. proof: exhaustive search with bound 0, 1, ... below the best
        (Musuvathi and Qadeer's iterative context bounding).
 
-    Returns the traced result and whether its count is proven the fewest
-    (every smaller bound exhausted); ``found`` itself (traced) if nothing
-    smaller fails within the budget."""
-    start = time.monotonic()
-    deadline = start + seconds
+    The budget is counted in executions, so the result is the same on any
+    machine; ``seconds`` is only a safety net (when it cuts the search
+    short, the result depends on the machine's speed: see
+    :func:`fewest_within`). Returns the traced result and whether its count
+    is proven the fewest (every smaller bound exhausted); ``found`` itself
+    (traced) if nothing smaller fails within the budget."""
+    result, proven, _, _ = fewest_within(found, max_executions=max_executions,
+                                         seconds=seconds, max_steps=max_steps)
+    return result, proven
+
+
+#: The clock of minimisation's safety net (a test makes it run fast).
+_clock = time.monotonic
+
+
+def fewest_within(found: ExecutionResult, *, max_executions: int, seconds: float,
+                  max_steps: int = DEFAULT_MAX_STEPS
+                  ) -> tuple[ExecutionResult, bool, int, bool]:
+    """:func:`fewest_preemptions`, and the executions it ran and whether
+    ``seconds`` (the safety net) cut it short."""
+    deadline = _clock() + seconds
     best = found
     runs = 0
+    timed_out = False
 
     def run(scheduler: Any) -> ExecutionResult:
         nonlocal runs
@@ -47,13 +65,16 @@ def fewest_preemptions(found: ExecutionResult, *, max_executions: int = 20_000,
         return run_controlled(found.algorithm_ref, found.scenario, found.program, scheduler,
                               max_steps=max_steps)
 
-    # 1. sampling, for up to half the budget
-    sampling = start + seconds / 2
+    def out_of_time() -> bool:
+        nonlocal timed_out
+        timed_out = timed_out or _clock() >= deadline
+        return timed_out
+
+    # 1. sampling, for up to half the executions
     decisions = max(1, len(found.outcome.schedule))
     rng = random.Random(f"fewest:{decisions}:{found.outcome.step}")
     k = 1
-    while k < best.outcome.preemptions and time.monotonic() < sampling \
-            and runs < max_executions // 2:
+    while k < best.outcome.preemptions and runs < max_executions // 2 and not out_of_time():
         if k == 1:
             singles = [(i, v) for i in range(decisions) for v in (1, 2)]
             rng.shuffle(singles)
@@ -62,7 +83,7 @@ def fewest_preemptions(found: ExecutionResult, *, max_executions: int = 20_000,
             tries = ([(rng.randrange(decisions), rng.randrange(1, 3)) for _ in range(k)]
                      for _ in range(4 * decisions))
         for points in tries:
-            if time.monotonic() >= sampling or runs >= max_executions // 2:
+            if runs >= max_executions // 2 or out_of_time():
                 break
             result = run(_fresh(PreemptionPoints(points)))
             if result.outcome.kind == found.outcome.kind \
@@ -73,14 +94,14 @@ def fewest_preemptions(found: ExecutionResult, *, max_executions: int = 20_000,
     # 2. proof: every bound below the best, exhausted
     for bound in range(best.outcome.preemptions):
         dfs = DfsScheduler(bound)
-        budget = Budget(dfs, executions=max(1, max_executions - runs))
-        while time.monotonic() < deadline and budget.new_execution():
+        budget = Budget(dfs, executions=max(0, max_executions - runs))
+        while not out_of_time() and budget.new_execution():
             result = run(budget)
             if result.outcome.kind == found.outcome.kind:
-                return _retrace(result, max_steps), True
+                return _retrace(result, max_steps), True, runs, timed_out
         if not dfs.exhausted:
-            return _retrace(best, max_steps), False  # out of budget: not proven
-    return _retrace(best, max_steps), True
+            return _retrace(best, max_steps), False, runs, timed_out  # not proven
+    return _retrace(best, max_steps), True, runs, timed_out
 
 
 def _retrace(found: ExecutionResult, max_steps: int) -> ExecutionResult:
@@ -101,36 +122,56 @@ def minimize_preemptions(found: ExecutionResult, *, max_executions: int = 20_000
                               max_steps=max_steps)[0]
 
 
-#: The most a search spends minimizing its failure's preemptions (and never
-#: more than what is left of its seconds).
-MINIMIZE_SECONDS = 2.0
+#: The executions a search spends minimizing its failure's preemptions
+#: (half of them at most sampling preemption points, the rest proving).
+#: Counted in executions, not seconds, so that the printed counterexample
+#: is the same on any machine for the same seed (with one job).
+MINIMIZE_EXECUTIONS = 800
 
 
 def _minimize(report: FuzzReport, seconds: float, max_steps: int,
               token_file: str | None) -> None:
-    """Give a search's failure the fewest preemptions on its program, in
-    what is left of ``seconds`` (at most :data:`MINIMIZE_SECONDS`): a random
-    walk's counterexample has dozens of preemptions, most of them
-    irrelevant; one with one or two is read at a glance. On a small program
-    the bounds below it are soon exhausted; on a wide one the budget may run
-    out first, and the report says the count is not proven the fewest. The
-    first failure's time and execution stay in ``extra`` (the Runner's)."""
+    """Give a search's failure the fewest preemptions on its program, within
+    :data:`MINIMIZE_EXECUTIONS` executions: a random walk's counterexample
+    has dozens of preemptions, most of them irrelevant; one with one or two
+    is read at a glance. On a small program the bounds below it are soon
+    exhausted; on a wide one the budget may run out first, and the report
+    says the count is not proven the fewest. What is left of ``seconds`` is
+    a safety net only (the report says when it cut the minimisation short:
+    then, and only then, the result depends on the machine). The first
+    failure's time and execution stay in ``extra`` (the Runner's);
+    ``extra["minimized"]``
+    always says whether the count is proven the fewest (a failure with no
+    preemption is; a hang or a nondeterministic failure is not minimized)."""
     found = report.failure
-    if found is None or found.outcome.kind == Verdict.HANG \
-            or "nondeterministic" in report.extra or not found.outcome.preemptions:
+    if found is None:
         return
-    left = min(seconds - report.seconds, MINIMIZE_SECONDS)
+    p = found.outcome.preemptions
+    if found.outcome.kind == Verdict.HANG or "nondeterministic" in report.extra:
+        why = "a hang" if found.outcome.kind == Verdict.HANG else "nondeterministic"
+        report.extra["minimized"] = {"preemptions_found": p, "preemptions": p,
+                                     "fewest": False, "seconds": 0.0, "executions": 0,
+                                     "skipped": why}
+        return
+    if not p:
+        report.extra["minimized"] = {"preemptions_found": 0, "preemptions": 0,
+                                     "fewest": True, "seconds": 0.0, "executions": 0,
+                                     "by": "none needed"}
+        return
+    left = seconds - report.seconds
     if left <= 0:
-        report.extra["minimized"] = {"preemptions_found": found.outcome.preemptions,
-                                     "preemptions": found.outcome.preemptions,
-                                     "fewest": False, "seconds": 0.0}
+        report.extra["minimized"] = {"preemptions_found": p, "preemptions": p,
+                                     "fewest": False, "seconds": 0.0, "executions": 0,
+                                     "timed_out": True}
         return
     start = time.monotonic()
-    result, fewest = fewest_preemptions(found, seconds=left, max_steps=max_steps)
+    result, fewest, runs, timed_out = fewest_within(
+        found, max_executions=MINIMIZE_EXECUTIONS, seconds=left, max_steps=max_steps)
     report.failure = result
-    report.extra["minimized"] = {"preemptions_found": found.outcome.preemptions,
+    report.extra["minimized"] = {"preemptions_found": p,
                                  "preemptions": result.outcome.preemptions,
-                                 "fewest": fewest,
+                                 "fewest": fewest, "executions": runs,
+                                 "timed_out": timed_out,
                                  "seconds": round(time.monotonic() - start, 4)}
     if token_file:
         _write_pending(token_file, result.token)

@@ -52,7 +52,7 @@ import random
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from .._core.runtime import Scheduler
+from .._core.runtime import Keep, Scheduler
 from .._core.switch import Op
 from ..harness.execution import ExecutionResult
 from ..harness.program import Program, tiny_cases
@@ -335,16 +335,24 @@ class Portfolio:
         self._choice = self.bandit.choose()
         return self.draw(n, self._choice)
 
-    def next_thread(self, runnable: Sequence[int], current: int | None) -> int:
-        choice: int = self._sched.next_thread(runnable, current)
-        return choice
+    @property
+    def next_thread(self) -> Callable[[Sequence[int], int | None], int]:
+        """The member's own (the runtime takes it once per execution)."""
+        return self._sched.next_thread  # type: ignore[no-any-return]
+
+    @property
+    def keep(self) -> Keep | None:
+        return getattr(self._sched, "keep", None)
 
     def case(self, n: int) -> Case:
         assert self._case is not None
         return self._case
 
-    def observe(self, tid: int, op: Op, target: str, index: int) -> None:
-        self.coverage.observe(tid, op, target, index)
+    @property
+    def observe(self) -> Callable[[int, Op, str, int], None] | None:
+        """The coverage observer, for the runtime; none for ``dfs`` alone
+        (nothing there uses conflict pairs, so its steps do not pay for them)."""
+        return None if "coverage" not in self.members else self.coverage.observe
 
     def executed(self, result: ExecutionResult) -> None:
         assert self._case is not None

@@ -56,6 +56,11 @@ class Found:
     fewest: bool | None
     minimized_by: str
     minimize_seconds: float
+    #: The executions minimisation took (None: not counted), whether the
+    #: time left cut it short, and why it was not minimized ("" if it was).
+    minimize_executions: int | None
+    timed_out: bool
+    skipped: str
     message: str
     token: str
 
@@ -112,6 +117,8 @@ class FuzzReport:
             preemptions_found=int(m.get("preemptions_found", out.preemptions)),
             fewest=m.get("fewest") if m else None, minimized_by=str(m.get("by", "")),
             minimize_seconds=float(m.get("seconds", 0.0)),
+            minimize_executions=int(m["executions"]) if "executions" in m else None,
+            timed_out=bool(m.get("timed_out", False)), skipped=str(m.get("skipped", "")),
             message=out.message, token=failure.token)
 
     def totals(self) -> str:
@@ -138,13 +145,26 @@ class FuzzReport:
                 text += (f"\ncounterexample: {count}, the fewest on this program (found "
                          f"under iterative preemption bounding: every smaller bound "
                          f"exhausted first)")
+            elif found.minimized_by == "none needed":
+                text += (f"\ncounterexample: {count}, the fewest possible (the threads ran "
+                         f"until they blocked or finished)")
+            elif found.skipped:
+                text += (f"\ncounterexample: {count}, not proven the fewest (not minimized: "
+                         f"{found.skipped})")
             elif found.fewest is not None:
+                budget = ("the time left cut it short, so this count depends on the "
+                          "machine's speed" if found.timed_out
+                          else "the budget of executions ran out")
                 fewest = ("the fewest on this program (every smaller bound exhausted)"
-                          if found.fewest else "not proven the fewest (the budget ran out)")
+                          if found.fewest else f"not proven the fewest ({budget})")
+                spent = (_plural(found.minimize_executions, "execution")
+                         if found.minimize_executions is not None
+                         else f"{found.minimize_seconds:.2f}s")
                 text += (f"\ncounterexample: {count}, {fewest}; the search's first had "
-                         f"{found.preemptions_found} (minimized in "
-                         f"{found.minimize_seconds:.2f}s: preemption points sampled, then "
-                         f"iterative preemption bounding)")
+                         f"{found.preemptions_found} (minimized in {spent}: preemption "
+                         f"points sampled, then iterative preemption bounding)")
+            else:
+                text += f"\ncounterexample: {count}, not minimized (the search stopped at it)"
             return text
         text = f"verdict: PASS (no failure; {tried})"
         if self.exhausted is not None:
