@@ -35,7 +35,7 @@ def test_hypothesis_shrinks_the_broken_clear_to_one_preemption():
     assert result.outcome.kind == "violation"
     assert result.outcome.preemptions == 1
     text = str(info.value)
-    assert "and 1 preemption\n" in text and "LOST DIRTY BIT" in text
+    assert "with 1 preemption\n" in text and "LOST DIRTY BIT" in text
     assert f"concurrent-dirty replay {result.token}" in text
     again = replay(result.token)
     assert (again.outcome.kind, again.outcome.step) == ("violation", result.outcome.step)

@@ -243,7 +243,7 @@ def test_dfs_on_a_pinned_program_runs_its_bounds_out():
     assert r.failure is None and r.executions > 300
     assert r.extra["portfolio"]["dfs_bounds_exhausted"] == [3]
     assert r.extra["portfolio"]["dfs_runs"] == [r.executions]
-    assert "every schedule exhausted up to 3 preemption(s) on 1" in r.guarantee
+    assert "every schedule exhausted up to 3 preemptions on 1" in r.guarantee
 
 
 # -- the deep scope, the small scope's phase, the bandit -----------------------------------

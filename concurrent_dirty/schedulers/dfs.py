@@ -92,7 +92,7 @@ class DfsScheduler:
 
     def report(self) -> str:
         bound = "no bound" if self.max_preemptions is None \
-            else f"at most {self.max_preemptions} preemption(s)"
+            else f"at most {self.max_preemptions} preemption{'' if self.max_preemptions == 1 else 's'}"
         if self.exhausted:
             return (f"dfs: every schedule with {bound} of this program was run "
                     f"({self.execution} executions): the space was exhausted")

@@ -127,7 +127,7 @@ def minimal_line(found: ExecutionResult, fewest: bool, before: int) -> str:
     """The line that says whether a counterexample's preemptions are
     proven the fewest."""
     n = found.outcome.preemptions
-    return (f"counterexample: {n} preemption(s), "
+    return (f"counterexample: {n} preemption{'' if n == 1 else 's'}, "
             + ("the fewest on this program (every smaller bound exhausted)" if fewest
                else "not proven the fewest (the budget ran out)")
             + f"; Hypothesis's shrunk example had {before}")

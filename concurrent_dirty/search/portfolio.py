@@ -456,7 +456,7 @@ def describe(summary: dict[str, Any], *, members: tuple[str, ...], fixed: bool) 
     t = dict.fromkeys(MEMBERS, 0) | summary["executions"]
     proved = [b for b in summary["dfs_bounds_exhausted"] if b >= 0]
     programs = summary["dfs_programs"]
-    by_bound = ", ".join(f"up to {b} preemption(s) on {proved.count(b)}"
+    by_bound = ", ".join(f"up to {b} preemption{'' if b == 1 else 's'} on {proved.count(b)}"
                          for b in sorted(set(proved)))
     dfs = (f"dfs {t['dfs']} on {programs} program(s), every schedule exhausted "
            f"{by_bound} of them" if proved
@@ -466,7 +466,7 @@ def describe(summary: dict[str, Any], *, members: tuple[str, ...], fixed: bool) 
     small = ""
     if "small_cases" in summary:
         ex = [b for b in summary["small_bounds_exhausted"] if b >= 0]
-        bounds = ", ".join(f"up to {b} preemption(s) on {ex.count(b)}"
+        bounds = ", ".join(f"up to {b} preemption{'' if b == 1 else 's'} on {ex.count(b)}"
                            for b in sorted(set(ex)))
         small = (f"small scope {t.get('small', 0)} on {summary['small_cases']} case(s) of "
                  f"{tiny_cases()}" + (f", every schedule exhausted {bounds}" if ex else "")
