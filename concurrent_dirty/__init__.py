@@ -35,7 +35,11 @@ def _end_startup() -> None:
 
 
 _argv = getattr(_sys, "orig_argv", [])
-if "-m" in _argv[:-1] and _argv[_argv.index("-m") + 1] == "concurrent_dirty":
+_script = (getattr(_sys, "argv", None) or [""])[0]
+if ("-m" in _argv[:-1] and _argv[_argv.index("-m") + 1] == "concurrent_dirty") or \
+        _script.replace("\\", "/").rsplit("/", 1)[-1] == "concurrent-dirty":
+    # python -m concurrent_dirty, or the installed concurrent-dirty script
+    # (its import of cli.main comes first; main() ends the guard).
     # The command line starts: guard the moments before __main__ (a signal
     # ignored from the start stays ignored: a background job's Ctrl-C).
     for _sig, _expected in ((_signal.SIGINT, _signal.default_int_handler),

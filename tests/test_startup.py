@@ -52,3 +52,35 @@ def test_subcommand_help_loads_only_its_module():
     assert "concurrent_dirty.cli.perf" in loaded
     assert "concurrent_dirty.cli.zoo" not in loaded
     assert "hypothesis" not in loaded
+
+
+_GUARD = """
+import signal, sys
+sys.argv[0] = sys.argv[1]
+import concurrent_dirty
+before = signal.getsignal(signal.SIGINT)
+print(getattr(before, "__name__", before))
+from concurrent_dirty.cli.main import main
+try:
+    main(["fuzz", "--no-such-option"])
+except SystemExit:
+    pass
+after = signal.getsignal(signal.SIGINT)
+print(getattr(after, "__name__", after))
+"""
+
+
+def _guard(script: str) -> list[str]:
+    return subprocess.run([sys.executable, "-c", _GUARD, script], cwd=ROOT, check=True,
+                          capture_output=True, text=True, timeout=60).stdout.split()
+
+
+def test_the_installed_script_is_guarded_while_it_starts():
+    # The console script (bin/concurrent-dirty) imports cli.main before
+    # main() runs: a Ctrl-C then is the interrupt line, exit 130, not a
+    # traceback; main() hands Ctrl-C back to KeyboardInterrupt.
+    assert _guard("/usr/local/bin/concurrent-dirty") == ["_startup_interrupt",
+                                                        "default_int_handler"]
+    # Any other program importing the package keeps its own handler.
+    assert _guard("/usr/local/bin/some-other-tool") == ["default_int_handler",
+                                                       "default_int_handler"]

@@ -223,6 +223,11 @@ def campaign_of(command: str, **options: Any) -> Any:
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
+        # The installed script's start-up guard (the package's __init__)
+        # ends here: Ctrl-C raises KeyboardInterrupt again.
+        from .. import _end_startup
+
+        _end_startup()
         return _main(argv)
     except KeyboardInterrupt:  # during start-up, before the subcommand had anything
         return _interrupted("stopped before anything was reported")

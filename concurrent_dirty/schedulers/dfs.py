@@ -91,8 +91,8 @@ class DfsScheduler:
         return choice
 
     def report(self) -> str:
-        bound = "no bound" if self.max_preemptions is None \
-            else f"at most {self.max_preemptions} preemption{'' if self.max_preemptions == 1 else 's'}"
+        n = self.max_preemptions
+        bound = "no bound" if n is None else f"at most {n} preemption{'' if n == 1 else 's'}"
         if self.exhausted:
             return (f"dfs: every schedule with {bound} of this program was run "
                     f"({self.execution} executions): the space was exhausted")
