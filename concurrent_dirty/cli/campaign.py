@@ -31,7 +31,7 @@ from typing import Any
 
 from ..dirtylog import BUILTIN_ALGORITHMS, resolve_algorithm
 from ..errors import UsageError
-from ..harness.program import ProgramSpace
+from ..harness.program import ProgramSpace, is_ring_algorithm
 from ..harness.scenario import Scenario
 from ..search.pool import Shard
 from .paths import path_args, path_pins, ring_pins
@@ -48,10 +48,15 @@ def _pins(ns: argparse.Namespace) -> dict[str, Any]:
 def search_options(ns: argparse.Namespace) -> dict[str, Any]:
     """``explore``'s options for this command line (also what each job gets)."""
     space = ProgramSpace(**_pins(ns), **ring_pins(ns))
+    # A ring's geometry left out is drawn, even when every other dimension
+    # is pinned (``ProgramSpace.pinned`` does not count it).
+    specs = ns.algorithm or BUILTIN_ALGORITHMS
+    ring_drawn = None in ring_pins(ns).values() and any(
+        is_ring_algorithm(s) for s in ([specs] if isinstance(specs, str) else specs))
     return dict(scheduler=ns.scheduler, seconds=ns.seconds, depth=ns.depth,
                 preemptions=ns.preemptions, max_steps=ns.max_steps, watchdog=ns.watchdog,
                 rounds=ns.rounds if ns.rounds is not None else 2,
-                space=None if space.pinned else space)
+                space=None if space.pinned and not ring_drawn else space)
 
 
 def hypothesis_pins(ns: argparse.Namespace) -> dict[str, Any]:
