@@ -82,3 +82,89 @@ def test_interleavings_takes_mutant_names_and_the_report_says_the_count_is_minim
     m = r.extra["minimized"]
     assert m["fewest"] and m["preemptions"] == r.failure.outcome.preemptions
     assert "the fewest on this program (every smaller bound exhausted)" in r.summary()
+
+
+# -- every model option fuzz takes, checked as fuzz checks it ----------------------
+
+def _cases(strategy, n=40):
+    """``n`` cases drawn from ``strategy``, deterministically."""
+    from hypothesis import Phase
+
+    out = []
+
+    @settings(max_examples=n, deadline=None, database=None, derandomize=True,
+              phases=[Phase.generate], suppress_health_check=list(HealthCheck))
+    @given(case=strategy)
+    def collect(case):
+        out.append(case)
+    collect()
+    return out
+
+
+@pytest.mark.parametrize("algorithm,pins", [
+    ("ring", {"ring_entries": 16}),
+    ("ring", {"ring_entries": 8, "ring_soft_limit": 3, "ring_batch": 1}),
+    ("xchg", {"fast_page_fault": True}),
+    ("xchg", {"pml": True, "pml_entries": 2}),
+    ("xchg", {"fast_page_fault": False, "pml": False}),
+    ("xchg", {"initially_set": True}),
+    ("manual", {"clear_words": 4, "stuck_rounds": 0, "tlb": False}),
+])
+def test_interleavings_honours_every_pinned_model_option(algorithm, pins):
+    cases = _cases(interleavings(algorithm, **pins))
+    for name, value in pins.items():
+        assert {getattr(c.scenario, name) for c in cases} == {value}, name
+
+
+def test_interleavings_draws_what_is_left_out_from_fuzzs_distribution():
+    ring = _cases(interleavings("ring"), 80)
+    assert len({c.scenario.ring_entries for c in ring}) > 1
+    assert len({c.scenario.ring_batch for c in ring}) > 1
+    xchg = _cases(interleavings("xchg"), 120)
+    for name in ("fast_page_fault", "pml", "initially_set"):
+        assert {getattr(c.scenario, name) for c in xchg} == {False, True}, name
+    # A soft limit alone: every ring drawn is larger than it.
+    assert {c.scenario.ring_entries for c in _cases(interleavings("ring", ring_soft_limit=9))} \
+        <= {16, 32}
+
+
+def test_interleavings_takes_fuzzs_on_behalf_share():
+    guest = _cases(interleavings("xchg", on_behalf=0))
+    assert {k for c in guest for w in c.program.writes for _, k in w} == {0}
+    theirs = _cases(interleavings("xchg", on_behalf=1.0))
+    assert {k for c in theirs for w in c.program.writes for _, k in w} <= {1, 2}
+
+
+@pytest.mark.parametrize("algorithm,kw,message", [
+    ("ring", {"ring_entries": 12}, "expected a power of two from 4 to 65536 for ring_entries"),
+    ("ring", {"ring_entries": 8, "ring_soft_limit": 8}, "expected a ring soft limit from 2 to 7"),
+    ("xchg", {"ring_entries": 8}, "expected a ring algorithm (algorithm 'ring') with "
+                                  "ring_entries=8, got xchg"),
+    ("xchg-pml", {"pml": False}, "expected no pml=False with algorithm 'xchg-pml' (its model "
+                                 "turns it on), got both"),
+    ("ring", {"pml": True}, "expected the dirty ring or PML, got both"),
+    ("xchg", {"pml_entries": 0}, "expected a number of PML entries from 1 to 512"),
+    ("xchg", {"writers": 0}, "expected an int from 1 to 64 for writers"),
+    ("manual", {"clear_words": -1}, "expected a number of words per CLEAR"),
+    ("xchg", {"rounds": -1}, "expected a number of rounds from 0 to 1000"),
+    ("xchg", {"on_behalf": 1.5}, "expected a probability from 0 to 1"),
+])
+def test_an_invalid_option_is_a_one_line_error_before_anything_is_drawn(algorithm, kw, message):
+    from concurrent_dirty.errors import UsageError
+
+    with pytest.raises(UsageError) as info:
+        interleavings(algorithm, **kw)  # the strategy is not even drawn from
+    assert str(info.value).startswith(message) and "\n" not in str(info.value)
+
+
+def test_the_cli_refuses_the_same_conflicts_in_its_own_words(capsys):
+    from concurrent_dirty.cli.main import main
+
+    for argv, message in [
+        (["--algorithm", "xchg-pml", "--no-pml"],
+         "expected no --no-pml with --algorithm xchg-pml (its model turns it on), got both"),
+        (["--algorithm", "xchg", "--ring-entries", "8"],
+         "expected a ring algorithm (--algorithm ring) with --ring-entries, got xchg"),
+    ]:
+        assert main(["fuzz", *argv, "--seconds", "1"]) == 2
+        assert capsys.readouterr().err == f"concurrent-dirty: error: {message}\n"

@@ -31,7 +31,7 @@ from typing import Any
 
 from ..dirtylog import BUILTIN_ALGORITHMS, resolve_algorithm
 from ..errors import UsageError
-from ..harness.program import ProgramSpace
+from ..harness.program import ProgramSpace, is_ring_algorithm
 from ..harness.scenario import Scenario
 from ..search.pool import Shard
 from .paths import path_args, path_pins, ring_pins
@@ -48,10 +48,15 @@ def _pins(ns: argparse.Namespace) -> dict[str, Any]:
 def search_options(ns: argparse.Namespace) -> dict[str, Any]:
     """``explore``'s options for this command line (also what each job gets)."""
     space = ProgramSpace(**_pins(ns), **ring_pins(ns))
+    # A ring's geometry left out is drawn, even when every other dimension
+    # is pinned (``ProgramSpace.pinned`` does not count it).
+    specs = ns.algorithm or BUILTIN_ALGORITHMS
+    ring_drawn = None in ring_pins(ns).values() and any(
+        is_ring_algorithm(s) for s in ([specs] if isinstance(specs, str) else specs))
     return dict(scheduler=ns.scheduler, seconds=ns.seconds, depth=ns.depth,
                 preemptions=ns.preemptions, max_steps=ns.max_steps, watchdog=ns.watchdog,
                 rounds=ns.rounds if ns.rounds is not None else 2,
-                space=None if space.pinned else space)
+                space=None if space.pinned and not ring_drawn else space)
 
 
 def hypothesis_pins(ns: argparse.Namespace) -> dict[str, Any]:
@@ -97,6 +102,7 @@ def fuzz_campaign_of(ns: argparse.Namespace, jobs: int) -> FuzzCampaign:
     """The campaign ``ns`` describes, with ``jobs`` job processes; a
     :class:`UsageError` for any bad option or conflict."""
     from ..harness.execution import apply_model
+    from ..search.hypothesis import check_model_pins
 
     algorithms = tuple(ns.algorithm or BUILTIN_ALGORITHMS)
     classes = {spec: resolve_algorithm(spec) for spec in algorithms}
@@ -114,22 +120,12 @@ def fuzz_campaign_of(ns: argparse.Namespace, jobs: int) -> FuzzCampaign:
     base = dict(on_behalf=ns.on_behalf, seed=ns.seed, tlb=ns.tlb, workload=ns.workload,
                 **path_args(ns))
     scenarios: dict[str, Scenario] = {}
-    rings = []
+    # The conflicts interleavings() refuses too, in the command line's words.
+    check_model_pins(classes, {**path_pins(ns), **ring_pins(ns)}, _spell)
     for spec, cls in classes.items():
-        model = getattr(cls, "model", None) or {}
-        for option in ("pml", "fast_page_fault"):
-            if model.get(option) is True and getattr(ns, option) is False:
-                raise UsageError(f"expected no --no-{option.replace('_', '-')} with "
-                                 f"--algorithm {spec} (its model turns it on), got both")
-        if model.get("dirty_ring"):
-            rings.append(spec)
         scenario = Scenario(algorithm=spec, **{**_fill(pins), **base})
         apply_model(cls, scenario)  # a conflict with the model: a usage error now
         scenarios[spec] = scenario
-    given = [f"--{k.replace('_', '-')}" for k, v in ring_pins(ns).items() if v is not None]
-    if given and not rings:
-        raise UsageError(f"expected a ring algorithm (--algorithm ring) with "
-                         f"{', '.join(given)}, got {', '.join(algorithms)}")
     options = search_options(ns)
     if ns.token_file and jobs == 1:
         options["token_file"] = ns.token_file
@@ -153,6 +149,14 @@ def fuzz_campaign_of(ns: argparse.Namespace, jobs: int) -> FuzzCampaign:
         jobs=jobs, shard=ns.shard, scenarios=scenarios, options=options,
         hypothesis=hypothesis_pins(ns), execution=ns.execution, token_file=ns.token_file,
         header=header)
+
+
+def _spell(name: str, value: Any) -> str:
+    """An option as the command line writes it (``--no-pml``, ``--algorithm ring``)."""
+    dashed = name.replace("_", "-")
+    if name == "algorithm":
+        return f"--algorithm {value}"
+    return f"--no-{dashed}" if value is False else f"--{dashed}"
 
 
 def _fill(pins: dict[str, Any]) -> dict[str, Any]:

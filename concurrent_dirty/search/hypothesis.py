@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
 from .._core.runtime import DEFAULT_WATCHDOG, Verdict
 from ..dirtylog import DirtyLogAlgorithm, algorithm_name, resolve_algorithm
 from ..engines.controlled import DEFAULT_MAX_STEPS, run_controlled
-from ..errors import InvariantViolation
+from ..errors import InvariantViolation, UsageError
 from ..harness.execution import ExecutionResult
 from ..harness.program import (
     DEEP_PAGES,
@@ -38,7 +38,8 @@ from .model import DRAWN_OPTIONS, drawn_options, explain
 from .replay import _fresh, _write_pending, pending_token
 from .report import FuzzReport
 
-__all__ = ["Interleaving", "hypothesis_search", "interleavings", "minimize_preemptions"]
+__all__ = ["Interleaving", "check_model_pins", "hypothesis_search", "interleavings",
+           "minimize_preemptions"]
 
 
 @dataclass(frozen=True)
@@ -157,12 +158,15 @@ def _is_final() -> bool:
 
 
 def interleavings(algorithm: str, *, writers: Any = None, writes: Any = None, pages: Any = None,
-                  rounds: Any = None, on_behalf: bool | None = None, slots: Any = None,
+                  rounds: Any = None, on_behalf: bool | float | None = None,
+                  slots: Any = None,
                   initially_set: bool | None = None, fast_page_fault: bool | None = None,
                   pml: bool | None = None, pml_entries: Any = None,
                   base: Scenario | None = None, max_points: int = 6,
                   max_decision: int = 400, ring_entries: Any = None,
-                  ring_soft_limit: Any = None, ring_batch: Any = None) -> Any:
+                  ring_soft_limit: Any = None, ring_batch: Any = None,
+                  clear_words: int | None = None, stuck_rounds: int | None = None,
+                  tlb: bool | None = None) -> Any:
     """A Hypothesis strategy of :class:`Interleaving` cases for ``algorithm``.
 
     The program comes from the same distribution as every engine's (see
@@ -180,7 +184,16 @@ def interleavings(algorithm: str, *, writers: Any = None, writes: Any = None, pa
     point adds one. Hypothesis shrinks toward fewer points, earlier ones,
     fewer writers, writes and pages: a failure shrinks to the smallest
     program and the fewest preemptions. Every argument takes a value (pinned)
-    or a strategy; nothing is drawn from thread timing.
+    or a strategy; nothing is drawn from thread timing. ``clear_words``,
+    ``stuck_rounds`` and ``tlb`` set those fields of ``base``, as ``fuzz``'s
+    options do; ``on_behalf`` is a bool (every write the guest's own, or
+    every one on its behalf) or ``fuzz``'s share from 0 to 1 (0 and 1 pin
+    it, a share between leaves each writer's share drawn).
+
+    The values given are checked here, before anything is drawn, as ``fuzz``
+    checks its options: the Scenario's ranges, the algorithm's model (the
+    ring with PML), and :func:`check_model_pins`'s conflicts; a bad one
+    raises :class:`~concurrent_dirty.errors.UsageError` with one line.
     """
     from hypothesis import strategies as st
 
@@ -188,7 +201,23 @@ def interleavings(algorithm: str, *, writers: Any = None, writes: Any = None, pa
 
     algorithm = algorithm_spec(algorithm)  # a mutant's name, as the CLI takes
     cls = resolve_algorithm(algorithm)
-    base = replace(base or Scenario(), algorithm=algorithm)
+    fields: dict[str, Any] = {k: v for k, v in (
+        ("clear_words", clear_words), ("stuck_rounds", stuck_rounds), ("tlb", tlb))
+        if v is not None}
+    base = replace(base or Scenario(), algorithm=algorithm, **fields)
+    given = {k: v for k, v in (
+        ("writers", writers), ("slots", slots), ("pages", pages), ("writes", writes),
+        ("initially_set", initially_set), ("fast_page_fault", fast_page_fault), ("pml", pml),
+        ("pml_entries", pml_entries), ("ring_entries", ring_entries),
+        ("ring_soft_limit", ring_soft_limit), ("ring_batch", ring_batch))
+        if v is not None and not isinstance(v, st.SearchStrategy)}
+    _check_given(algorithm, cls, base, given,
+                 None if isinstance(rounds, st.SearchStrategy) else rounds)
+    if on_behalf is not None and not isinstance(on_behalf, bool):
+        if not isinstance(on_behalf, int | float) or not 0 <= on_behalf <= 1:
+            raise UsageError(f"expected a probability from 0 to 1 (or a bool) for on_behalf, "
+                             f"got {on_behalf!r}")
+        on_behalf = None if 0 < on_behalf < 1 else bool(on_behalf)
     # The program space's rule (ProgramSpace.for_algorithm): the model's
     # options and the ones the algorithm does not vary are pinned.
     space = ProgramSpace(fast_page_fault=fast_page_fault, pml=pml,
@@ -295,6 +324,59 @@ def interleavings(algorithm: str, *, writers: Any = None, writes: Any = None, pa
                             tuple(sorted(points)), rate, noise_seed)
 
     return build()
+
+
+def _api_spelling(name: str, value: Any) -> str:
+    return f"algorithm {value!r}" if name == "algorithm" else f"{name}={value!r}"
+
+
+def check_model_pins(classes: Mapping[str, type[DirtyLogAlgorithm]],
+                     pins: Mapping[str, Any],
+                     spell: Callable[[str, Any], str] = _api_spelling) -> None:
+    """The conflicts between the model options pinned (``pins``: name to
+    value, None for drawn) and the algorithms (spec to class) that ``fuzz``
+    and :func:`interleavings` both refuse, as a one-line
+    :class:`UsageError`; ``spell(name, value)`` writes an option as its
+    caller takes it (``--no-pml``, ``pml=False``): PML or the fast page
+    fault pinned off for an algorithm whose model turns it on, and a ring
+    option with no ring algorithm (it would change nothing)."""
+    rings = []
+    for spec, cls in classes.items():
+        model = getattr(cls, "model", None) or {}
+        for option in ("pml", "fast_page_fault"):
+            if model.get(option) is True and pins.get(option) is False:
+                raise UsageError(f"expected no {spell(option, False)} with "
+                                 f"{spell('algorithm', spec)} (its model turns it on), got both")
+        if model.get("dirty_ring"):
+            rings.append(spec)
+    given = [spell(k, pins[k]) for k in ("ring_entries", "ring_soft_limit", "ring_batch")
+             if pins.get(k) is not None]
+    if given and not rings:
+        raise UsageError(f"expected a ring algorithm ({spell('algorithm', 'ring')}) with "
+                         f"{', '.join(given)}, got {', '.join(classes)}")
+
+
+def _check_given(algorithm: str, cls: type[DirtyLogAlgorithm], base: Scenario,
+                 given: dict[str, Any], rounds: Any) -> None:
+    """:func:`interleavings`'s values, checked as ``fuzz`` checks its
+    options (``cli/campaign.py``): the conflicts, then the Scenario the
+    pins make with the algorithm's model applied."""
+    from ..harness.execution import apply_model
+
+    check_model_pins({algorithm: cls}, given)
+    if rounds is not None and (
+            not isinstance(rounds, int) or isinstance(rounds, bool) or not 0 <= rounds <= 1000):
+        raise UsageError(f"expected a number of rounds from 0 to 1000 for rounds, "
+                         f"got {rounds!r}")
+    pins = dict(given)
+    soft = pins.get("ring_soft_limit")
+    if "ring_entries" not in pins and isinstance(soft, int) and not isinstance(soft, bool):
+        # A soft limit given alone gets the smallest ring above it (as fuzz's).
+        entries = base.ring_entries
+        while entries <= soft:
+            entries *= 2
+        pins["ring_entries"] = entries
+    apply_model(cls, replace(base, **pins))  # the Scenario's checks, then the model's
 
 
 @functools.lru_cache(maxsize=256)
