@@ -9,6 +9,7 @@ almost nothing, and each name imports its module on first use, so the CLI's
 ``--help`` and ``replay`` load only what they need.
 """
 
+import os as _os
 import signal as _signal
 import sys as _sys
 
@@ -16,11 +17,11 @@ import sys as _sys
 def _startup_interrupt(signum: int, frame: object) -> None:
     """Ctrl-C or SIGTERM while ``python -m concurrent_dirty`` starts (before
     its ``__main__`` runs): the interrupt line and exit 130, no traceback."""
+    _signal.signal(_signal.SIGINT, _signal.SIG_IGN)  # a second one changes nothing
+    _signal.signal(_signal.SIGTERM, _signal.SIG_IGN)
     _sys.stderr.write("\ninterrupted: stopped before anything was reported\n")
     _sys.stderr.flush()
-    import os
-
-    os._exit(130)
+    _os._exit(130)
 
 
 def _end_startup() -> None:

@@ -6,7 +6,9 @@ that writer processes can rebuild them by reference.
 
 from __future__ import annotations
 
-from concurrent_dirty import HARVESTER, XchgDirtyLog
+from collections.abc import Sequence
+
+from concurrent_dirty import HARVESTER, ManualDirtyLog, XchgDirtyLog
 from concurrent_dirty.mutants.xchg import NonatomicClear
 
 
@@ -225,3 +227,20 @@ class SlowHarvestUnderLock(XchgDirtyLog):
 
 
 _SLOW_HELD: dict[int, bool] = {}
+
+
+class SlowClears(ManualDirtyLog):
+    """Correct, but each KVM_CLEAR_DIRTY_LOG takes ``DELAY`` seconds (a
+    sleep in the code under test): with one word per CLEAR, a harvest round
+    makes many such calls, far longer together than the watchdog, but each
+    call returns well within it. Not a hang."""
+
+    name = "slow-clears"
+    DELAY = 0.05
+
+    def clear_dirty_log(self, slot_id: int, first_page: int, mask: Sequence[int],
+                        num_pages: int | None = None) -> None:
+        import time
+
+        time.sleep(self.DELAY)
+        super().clear_dirty_log(slot_id, first_page, mask, num_pages)

@@ -212,6 +212,19 @@ def test_a_long_modelled_wait_on_a_lock_is_not_a_hang(engine, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("engine", ["threads", "processes"])
+def test_many_short_calls_in_one_round_are_not_a_hang(engine):
+    # One word per CLEAR over 4096 pages: a round makes up to 64 calls of
+    # 50 ms each, seconds in all, but every call returns well within the
+    # 1 s watchdog, which times each call, not the round.
+    proc = _stress("--algorithm", "tests.broken_algorithms:SlowClears", "--engine", engine,
+                   "--slots", "1", "--pages", "4096", "--clear-words", "1", "--on-behalf", "0",
+                   "--writes", "64", "--watchdog", "1", "--seconds", "4")
+    assert proc.returncode == 0, (proc.stdout, proc.stderr)
+    assert "HangError" not in proc.stdout
+
+
+@pytest.mark.slow
 def test_lock_timeout_still_reports_a_deadlock_as_a_deadlock():
     proc = _stress("--algorithm", "tests.broken_algorithms:ForgetsToUnlock", "--engine",
                    "threads", "--watchdog", "0.5", "--lock-timeout", "2", "--seconds", "10")

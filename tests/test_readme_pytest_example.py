@@ -51,6 +51,6 @@ def test_the_readme_example_fails_on_the_non_atomic_clear(seed):
 
 
 def test_the_readme_example_reports_a_counterexample_proven_minimal():
-    with pytest.raises(InvariantViolation, match=r"counterexample: 1 preemption\(s\), the "
+    with pytest.raises(InvariantViolation, match=r"counterexample: 1 preemption, the "
                                                  r"fewest on this program"):
         run_example("nonatomic-clear", 1, shrink=True)

@@ -411,3 +411,22 @@ def test_fuzz_execution_runs_in_jobs(capsys):
     out = capsys.readouterr().out
     assert code == 0, out
     assert "verdict: PASS (no failure; 40 executions" in out
+
+
+@pytest.mark.jobs
+def test_an_error_reading_the_jobs_ends_the_run_instead_of_losing_outcomes():
+    # The parent runs job 1 itself while a thread reads the others'
+    # messages: an error in that thread (here the caller's on_message) must
+    # reach the caller and stop the local job, not drop job 2's outcome.
+    from concurrent_dirty.search.pool import Job, run_jobs
+
+    def on_message(index, kind, payload):
+        if index == 1:
+            raise RuntimeError("on_message failed for job 2")
+
+    jobs = [Job(0, "tests.pool_tasks:emit_then_wait", {"seconds": 60.0}),
+            Job(1, "tests.pool_tasks:emit_then_wait", {"seconds": 0.0})]
+    start = time.monotonic()
+    with pytest.raises(RuntimeError, match="on_message failed for job 2"):
+        run_jobs(jobs, on_message=on_message, local=True)
+    assert time.monotonic() - start < 50  # the local job was stopped, not waited out

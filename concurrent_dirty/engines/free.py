@@ -192,6 +192,11 @@ def _drive(scenario: Scenario, vm: Vm, workers: ThreadWorkers | ProcessWorkers,
     stall_after = 2 * scenario.lock_timeout + 5
     tick = {"next": start, "seen": -1, "change": start}
 
+    def returned() -> None:  # each get_dirty_log / clear_dirty_log that returns
+        beat[0] += 1
+
+    migration.returned = returned
+
     def after_round() -> None:
         beat[0] += 1
         if not short and migration.rounds % _LONG_REDRAW_ROUNDS == 0:

@@ -26,6 +26,7 @@ and copies every reported page into a destination image. Three oracles:
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -123,6 +124,9 @@ class Migration:
         self.copied = 0
         self.spurious = 0
         self.latencies = LatencyHistogram()  # fixed memory, however long the run
+        #: Called each time a call into the algorithm returns (a free-running
+        #: engine's watchdog heartbeat: it times each call, not a round).
+        self.returned: Callable[[], None] | None = None
         self.violations: list[Violation] = []
         self._reported: set[tuple[int, int]] = set()
         self._round_reported: set[int] = set()
@@ -178,6 +182,9 @@ class Migration:
         t0 = time.perf_counter()
         bitmap = algorithm.get_dirty_log(slot_id)
         spent = time.perf_counter() - t0
+        returned = self.returned
+        if returned is not None:
+            returned()
         if not isinstance(bitmap, list) or len(bitmap) != slot.nwords:
             got = f"{len(bitmap)} words" if isinstance(bitmap, list) else type(bitmap).__name__
             raise AlgorithmMisuse(f"expected get_dirty_log({slot_id}) to return a list of "
@@ -198,6 +205,8 @@ class Migration:
                 t1 = time.perf_counter()
                 algorithm.clear_dirty_log(slot_id, 64 * first, masks, num_pages)
                 spent += time.perf_counter() - t1
+                if returned is not None:
+                    returned()
             for k, mask in enumerate(masks):
                 if mask:
                     self._copy(base + 64 * (first + k), mask)

@@ -69,9 +69,12 @@ class Interleaving:
         return self.run_counted(trace=trace, max_steps=max_steps, watchdog=watchdog)[0]
 
     def run_counted(self, *, trace: bool = False, max_steps: int = DEFAULT_MAX_STEPS,
-                    watchdog: float = DEFAULT_WATCHDOG) -> tuple[ExecutionResult, int]:
+                    watchdog: float = DEFAULT_WATCHDOG,
+                    deadline: float | None = None) -> tuple[ExecutionResult, int]:
         """The case's result (with ``dfs``: the first failing schedule, else
-        the last one run) and the executions it took."""
+        the last one run) and the executions it took; with ``deadline`` (a
+        ``time.monotonic()`` value), the ``dfs`` runs stop there: a
+        campaign's seconds bound every example, not only the start of one."""
         if not self.dfs:
             scheduler = PreemptionPoints(self.points, rate=self.rate, seed=self.noise_seed)
             return run_controlled(self.algorithm, self.scenario, self.program,
@@ -82,6 +85,8 @@ class Interleaving:
         for bound in range(TINY_BOUND + 1):
             dfs = DfsScheduler(bound)
             while runs < self.dfs and dfs.new_execution():
+                if runs and deadline is not None and time.monotonic() >= deadline:
+                    return result, runs  # type: ignore[return-value]
                 runs += 1
                 result = run_controlled(self.algorithm, self.scenario, self.program, dfs,
                                         trace=trace, max_steps=max_steps, watchdog=watchdog)
@@ -429,7 +434,8 @@ def hypothesis_search(algorithm: str, *, seed: int = 0, seconds: float = 10.0,
             # What is running now, as a token replay accepts: a crash or a
             # hang still leaves something to replay (as the Runner does).
             _write_pending(token_file, pending_token(cls, case.scenario, case.program))
-        result, runs = case.run_counted(max_steps=max_steps, watchdog=watchdog)
+        result, runs = case.run_counted(max_steps=max_steps, watchdog=watchdog,
+                                        deadline=deadline)
         report.executions += runs
         report.steps += result.outcome.steps
         report.preemptions += result.outcome.preemptions

@@ -162,7 +162,8 @@ def _minimize(report: FuzzReport, seconds: float, max_steps: int,
     if left <= 0:
         report.extra["minimized"] = {"preemptions_found": p, "preemptions": p,
                                      "fewest": False, "seconds": 0.0, "executions": 0,
-                                     "timed_out": True}
+                                     "timed_out": True,
+                                     "skipped": "the search's time budget was spent"}
         return
     start = time.monotonic()
     result, fewest, runs, timed_out = fewest_within(

@@ -363,7 +363,20 @@ def run_jobs(jobs: Sequence[Job], *,
 
     halt = threading.Event()
     pump: threading.Thread | None = None
+    pump_error: list[BaseException] = []
     outcomes: list[JobOutcome] = []
+
+    def pump_thread() -> None:
+        # An error reading the jobs (a bug in a callback, an unpickling
+        # error) must end the run, not leave some jobs' outcomes missing.
+        try:
+            _pump(running, dispatch, unneeded, halt, lock)
+        except BaseException as exc:
+            pump_error.append(exc)
+            halt.set()
+            for ctx in contexts:  # the local job stops at its next check
+                ctx._stop(None)
+
     try:
         for job in jobs:
             if job is not here:
@@ -371,17 +384,20 @@ def run_jobs(jobs: Sequence[Job], *,
         if here is None:
             _pump(running, dispatch, unneeded, halt, lock)
         else:
-            pump = threading.Thread(target=_pump, name="cd-jobs",
-                                    args=(running, dispatch, unneeded, halt, lock), daemon=True)
-            pump.start()
+            # The local job's context exists before the pump reads a stop
+            # request that concerns it.
             ctx = JobContext(here.index, lambda m: dispatch(here.index, m[1], m[2]))
             contexts.append(ctx)
+            pump = threading.Thread(target=pump_thread, name="cd-jobs", daemon=True)
+            pump.start()
             start = time.monotonic()
             result = _resolve(here.func)(ctx, **here.kwargs)
             outcomes.append(JobOutcome(here.index, result=result, pid=os.getpid(),
                                        seconds=time.monotonic() - start))
             while pump.is_alive():
                 pump.join(0.1)
+            if pump_error:
+                raise pump_error[0]
         for r in running:
             _close_stdin(r)
             r.proc.wait()
@@ -434,12 +450,14 @@ def _drop(r: _Running) -> None:
         r.proc.send_signal(signal.SIGTERM)
     except OSError:
         pass
-    _close_stdin(r)
     try:
         r.proc.wait(5)
     except subprocess.TimeoutExpired:
         r.proc.kill()
         r.proc.wait()
+    # Only now: a child that started its task meanwhile would read EOF on
+    # stdin as a second stop, which could land inside its clean-up.
+    _close_stdin(r)
     r.eof = True
     r.outcome = JobOutcome(r.job.index, dropped=True, seconds=time.monotonic() - r.start,
                            pid=r.proc.pid)
