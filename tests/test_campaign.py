@@ -232,6 +232,24 @@ def test_json_verdict_is_interrupted_in_stress(tmp_path):
     assert data["interrupted"] is True and data["verdict"] == "interrupted"
 
 
+def test_two_jobs_interrupted_list_every_cell_of_the_campaign(tmp_path):
+    # Cells still running in a job process, or not begun, have no figures,
+    # but the report lists them, so a reader sees what the run did not cover.
+    path = tmp_path / "stress.json"
+    proc = _start("stress", "--algorithm", "xchg", "--algorithm", "srcu", "--algorithm",
+                  "manual", "--engine", "threads", "--seconds", "600", "--jobs", "2",
+                  "--json", str(path))
+    _wait_for_line(proc, "[xchg/threads]")
+    code, out, err = _finish(proc, signal.SIGINT, group=True)
+    _assert_interrupted(code, out, err)
+    data = json.loads(path.read_text())
+    assert data["verdict"] == "interrupted"
+    assert sorted(r["algorithm"] for r in data["results"]) == ["manual", "srcu", "xchg"]
+    assert {r["status"] for r in data["results"]} == {"interrupted"}
+    rows = [line.split()[0] for line in out.splitlines()[2:5]]
+    assert sorted(rows) == ["manual", "srcu", "xchg"], out
+
+
 # -- the watchdog: a call into the algorithm that never returns is a hang --------------
 
 @pytest.mark.parametrize("engine", ["threads", "processes"])

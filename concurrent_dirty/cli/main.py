@@ -225,9 +225,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         # The installed script's start-up guard (the package's __init__)
         # ends here: Ctrl-C raises KeyboardInterrupt again.
-        from .. import _end_startup
-
-        _end_startup()
+        end_startup = getattr(sys.modules.get(__name__.split(".")[0]), "_end_startup", None)
+        if end_startup is not None:
+            end_startup()
         return _main(argv)
     except KeyboardInterrupt:  # during start-up, before the subcommand had anything
         return _interrupted("stopped before anything was reported")

@@ -87,9 +87,13 @@ def summary_line(results: list[CellResult], interrupted: bool = False) -> str:
     tried = (f"{len(ran)} cells, {executions} executions, {writes} writes, {rounds} harvest "
              f"rounds in {seconds:.1f}s")
     if len(ran) < len(results):
-        first = next(r for r in ran if r.error)
-        tried += (f"; {len(results) - len(ran)} not run: the run ended at the first error, in "
-                  f"{first.algorithm}/{first.engine}")
+        first = next((r for r in ran if r.error), None)
+        if first is not None:
+            tried += (f"; {len(results) - len(ran)} not run: the run ended at the first error, "
+                      f"in {first.algorithm}/{first.engine}")
+        else:
+            tried += (f"; {len(results) - len(ran)} without figures: interrupted before they "
+                      f"ran or reported")
     if violations or errors:
         return f"verdict: FAIL ({violations} violations, {errors} errors; {tried})"
     if interrupted:

@@ -347,7 +347,8 @@ def stress_cells(campaign: StressCampaign, printer: Callable[[int], Any],
             return spec if is_kernel_protocol(spec) else algorithm_name(resolve_algorithm(spec))
 
         return [CellResult(algorithm=name(c.algorithm), engine=c.engine, scenario=c.to_dict(),
-                           rerun=campaign.reruns[i], not_run=True)
+                           rerun=campaign.reruns[i], not_run=True,
+                           interrupted=interrupted and not ended[0])
                 for i, c in enumerate(cells) if i not in skip]
 
     def abandon(index: int, stuck: CellResult) -> None:
@@ -390,7 +391,9 @@ def stress_cells(campaign: StressCampaign, printer: Callable[[int], Any],
     extra = {"jobs": jobs_n, "shard": str(campaign.shard),
              "job_split": job_json(outcomes, labels)}
     results = [done[i] for i in sorted(done)]
-    if any(r.error for r in results):  # the cells an error kept from starting
+    if interrupted or any(r.error for r in results):
+        # The cells an error or the interrupt kept from reporting: listed,
+        # without figures (a job process's cell in progress keeps none).
         results += not_run(set(done))
     return results, interrupted, extra
 

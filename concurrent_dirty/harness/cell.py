@@ -61,8 +61,8 @@ class CellResult:
 
     @property
     def status(self) -> str:
-        if self.not_run:
-            return "not run"
+        if self.not_run:  # no figures: an error or the interrupt came first
+            return "interrupted" if self.interrupted else "not run"
         if self.interrupted and not self.violations and not self.error:
             return "interrupted"
         if self.error:

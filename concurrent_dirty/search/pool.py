@@ -193,6 +193,10 @@ def _die_with_parent() -> None:
 
 
 def _interrupt(signum: int, frame: object) -> None:
+    # Once: the SIGTERM of a group-wide signal and the parent's own stop
+    # (or the control thread's) must not land a second KeyboardInterrupt in
+    # the clean-up the first one started (a traceback from a __del__).
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise KeyboardInterrupt
 
 
