@@ -187,6 +187,22 @@ class SleepsInGet(XchgDirtyLog):
             time.sleep(0.01)
 
 
+class BlocksForeverInGet(XchgDirtyLog):
+    """GET blocks in C for good (a real OS lock taken twice): the watchdog's
+    asynchronous exception can never be raised in it."""
+
+    breaks = "xchg"
+    name = "blocks-forever-in-get"
+
+    def get_dirty_log(self, slot_id: int) -> list[int]:
+        import threading
+
+        lock = threading.Lock()
+        lock.acquire()
+        lock.acquire()  # BUG: never returns
+        return []
+
+
 class SpinsOnCpuRelaxInMark(XchgDirtyLog):
     """A writer's mark_page_dirty spins forever on ``cpu_relax()``."""
 

@@ -46,7 +46,6 @@ private ``BaseException``; no thread is left running.
 from __future__ import annotations
 
 import _thread
-import ctypes
 import sys
 import threading
 import time
@@ -63,6 +62,7 @@ from ..errors import (
     InvariantViolation,
     UsageError,
 )
+from .asyncexc import raise_in, resync
 from .switch import Op
 
 __all__ = ["DEFAULT_WATCHDOG", "SPIN_PERIOD", "SPIN_REPEATS", "Keep", "Observer", "Outcome",
@@ -660,9 +660,9 @@ class Runtime:
                     and running.os_thread.ident is not None:
                 # Unwind it (it is caught in _thread_main), so that a hung
                 # thread does not keep spinning through later executions.
-                ctypes.pythonapi.PyThreadState_SetAsyncExc(
-                    ctypes.c_ulong(running.os_thread.ident), ctypes.py_object(_Abort))
+                raise_in(running.os_thread.ident, _Abort)
             self._all_done.wait(1.0)
+            resync()  # the thread may still be stuck in C: no stale flag left
             break
         return self.outcome
 

@@ -35,7 +35,6 @@ the driver, which ends the run as for any error.
 
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
 import sys
@@ -47,6 +46,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from .._core.asyncexc import raise_in, resync
 from ..errors import HangError
 from ..harness.usercode import harness_frame
 
@@ -150,8 +150,10 @@ class Watchdog:
         finally:
             self._fired_set.set()
         assert w.ident is not None
-        _raise_in(w.ident, _Unwound)
-        if self.unwound.wait(self.grace) or self._stop.is_set():
+        raise_in(w.ident, _Unwound)
+        unwound = self.unwound.wait(self.grace)
+        resync()  # raised but not consumed (it ended, or is stuck in C): no stale flag
+        if unwound or self._stop.is_set():
             return
         if not any(t.ident == w.ident for t in threading.enumerate()):
             return  # it ended
@@ -213,10 +215,6 @@ _PATHS = sysconfig.get_paths()
 _STDLIB = tuple(os.path.abspath(_PATHS[k]) + os.sep for k in ("stdlib", "platstdlib"))
 #: Installed packages (a user's algorithm may live there), inside the stdlib's folder.
 _INSTALLED = tuple(os.path.abspath(_PATHS[k]) + os.sep for k in ("purelib", "platlib"))
-
-
-def _raise_in(ident: int, exc: type[BaseException]) -> None:
-    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), ctypes.py_object(exc))
 
 
 def read_dump(fd: int, timeout: float) -> str:

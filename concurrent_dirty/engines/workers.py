@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from itertools import islice
 
 from .._core import switch as _switch
+from .._core.asyncexc import raise_in, resync
 from ..dirtylog import DirtyLogAlgorithm, resolve_algorithm
 from ..errors import WorkerDied
 from ..harness.execution import attach_kvm, make_vcpu, new_algorithm, run_writes
@@ -196,10 +197,9 @@ class ThreadWorkers:
             if t.is_alive() and t.ident is not None:
                 # Stuck outside every switch point (a loop in the code under
                 # test): unwind it, or it would spin in this process forever.
-                from .watchdog import _raise_in
-
-                _raise_in(t.ident, _Stopped)
+                raise_in(t.ident, _Stopped)
                 t.join(1.0)
+                resync()  # raised but maybe not consumed: no stale flag
             if t.is_alive():
                 stuck.append(t.name)
         return stuck

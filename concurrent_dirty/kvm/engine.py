@@ -18,7 +18,6 @@ every fd, mapping and thread is released on every path (Ctrl-C included).
 
 from __future__ import annotations
 
-import ctypes
 import random
 import struct
 import threading
@@ -27,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .._core.asyncexc import cancel, raise_in
 from ..errors import ConcurrentDirtyError, DeadlockError, ExecutionFailed, HangError, UsageError
 from ..harness.cell import CellResult, Progress
 from ..harness.histogram import LatencyHistogram
@@ -120,25 +120,26 @@ class _CallWatch:
                         and time.monotonic() - since > self.seconds:
                     self.fired = (f"the protocol's {self.what} has not returned within "
                                   f"{self.seconds:g}s (the watchdog), nor sent a page")
-                    ctypes.pythonapi.PyThreadState_SetAsyncExc(
-                        ctypes.c_ulong(self.harvester), ctypes.py_object(_Unwound))
+                    raise_in(self.harvester, _Unwound)
 
     def call(self, what: str, fn: Callable[[], None]) -> None:
         """Run one protocol call under the bound; a call past it ends with
-        HangError. An exception fired as the call returned is cancelled
-        (``SetAsyncExc(ident, NULL)``) so it cannot land elsewhere."""
+        HangError. An exception fired as the call returned is withdrawn
+        (:func:`~concurrent_dirty._core.asyncexc.cancel`) so it cannot land
+        elsewhere; one raised anywhere before that is the HangError too."""
         with self._lock:
             self.what, self.since = what, time.monotonic()
         try:
-            fn()
+            try:
+                fn()
+            finally:
+                with self._lock:
+                    self.since = None  # the watchdog fires no more after this
+                    fired = self.fired
+                if fired is not None:
+                    cancel(self.harvester)
         except _Unwound:
             raise HangError(str(self.fired)) from None
-        finally:
-            with self._lock:
-                self.since = None
-                if self.fired is not None:
-                    ctypes.pythonapi.PyThreadState_SetAsyncExc(
-                        ctypes.c_ulong(self.harvester), None)
 
     def stop(self) -> None:
         self._stop.set()
