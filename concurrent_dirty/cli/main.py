@@ -221,6 +221,14 @@ def campaign_of(command: str, **options: Any) -> Any:
     return zoo_campaign_of(ns)
 
 
+def console() -> NoReturn:
+    """The installed ``concurrent-dirty`` script: :func:`main`, then the
+    process ends with its code (:func:`~concurrent_dirty.harness.interrupt.exit_process`)."""
+    from ..harness.interrupt import exit_process
+
+    exit_process(main())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         # The installed script's start-up guard (the package's __init__)

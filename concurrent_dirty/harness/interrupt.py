@@ -13,15 +13,17 @@ Ctrl-C cannot cut the report short with a traceback.
 
 from __future__ import annotations
 
+import atexit
+import os
 import signal
 import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, NoReturn
 
-__all__ = ["EXIT_INTERRUPTED", "deferred_interrupts", "hold_signals", "interrupted",
-           "signals_interrupt"]
+__all__ = ["EXIT_INTERRUPTED", "deferred_interrupts", "exit_process", "hold_signals",
+           "interrupted", "signals_interrupt"]
 
 EXIT_INTERRUPTED = 130
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -83,3 +85,28 @@ def interrupted(what: str) -> int:
     sys.stderr.write(f"\ninterrupted: {what}\n")
     sys.stderr.flush()
     return EXIT_INTERRUPTED
+
+
+def exit_process(code: int) -> NoReturn:
+    """End the command-line process with ``code``.
+
+    After an interrupt (``code`` 130) not through the interpreter's own exit:
+    a Ctrl-C that lands inside an ``exec`` of a string (a dataclass or a
+    named tuple being built while a module loads) makes CPython kill itself
+    with SIGINT at exit, even though the harness caught the
+    KeyboardInterrupt and chose its exit code: the caller then sees a death
+    by signal (-2), not 130. Measured on 3.11.7, 3.12.1 and 3.13.0, with a
+    module that catches it and calls ``sys.exit(3)``; here a test saw it in
+    1 of about 90 replays interrupted 0.2 s in. So: the exit handlers (the
+    segments' unlink among them), the streams flushed, then ``os._exit``.
+    Every other code ends through ``sys.exit``, as usual."""
+    if code != EXIT_INTERRUPTED:
+        sys.exit(code)
+    hold_signals()
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe: nothing more to say
+            pass
+    os._exit(code)
