@@ -242,7 +242,7 @@ def interleavings(algorithm: str, *, writers: Any = None, writes: Any = None, pa
     # A write's kind: the guest's (0), on its behalf on the vCPU (1) or
     # with no running vCPU (2); shrinks toward the guest's own writes.
     writer_kinds = st.sampled_from((st.just(0), st.sampled_from((0, 1, 2)),
-                                    st.sampled_from((1, 2))))
+                                    st.sampled_from((1, 2)), st.just(1)))
     kinds = st.sampled_from((0, 1, 2)) if on_behalf is None \
         else st.sampled_from((1, 2)) if on_behalf else st.just(0)
 
