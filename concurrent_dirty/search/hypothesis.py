@@ -265,9 +265,7 @@ def interleavings(algorithm: str, *, writers: Any = None, writes: Any = None, pa
                                    else st.sampled_from((1, 2)) if small
                                    else st.sampled_from(DEEP_PAGES) if deep
                                    else st.sampled_from(SLOT_SIZES)))
-        # A ring's tiny cases race two rounds (an entry collected, then
-        # reset), as the auto portfolio's small phase does.
-        n_rounds = draw(as_strategy(rounds, st.just(2 if ring else 1) if tiny
+        n_rounds = draw(as_strategy(rounds, st.just(1) if tiny
                                     else st.sampled_from(SMALL_ROUNDS) if small
                                     else st.sampled_from(DEEP_ROUNDS) if deep
                                     else st.integers(0, 3)))

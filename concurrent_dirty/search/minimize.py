@@ -1,6 +1,7 @@
 """Minimisation: the same program's failing schedule with the fewest
-preemptions (sampled preemption points, then iterative preemption
-bounding), and a search's failure given that schedule."""
+preemptions (its own preemptions dropped, sampled preemption points, then
+iterative preemption bounding), and a search's failure given that
+schedule."""
 
 from __future__ import annotations
 
