@@ -8,7 +8,7 @@ command line: the same command covers the same executions, seeds or cells.
 :func:`share` divides a count, :func:`pick` deals a list out round-robin,
 :func:`stream_seed` derives a job's scheduler seed (the campaign's own seed
 when there is one job and one shard, so ``--jobs 1`` is exactly today's
-run).
+run; the first job's is always the shard's single stream's).
 
 **Processes.** Each job is a fresh interpreter started with ``subprocess``
 (as the writer processes are: no fork of a threaded parent, no re-run of
@@ -109,7 +109,11 @@ def pick(items: Sequence[T], parts: int, index: int) -> list[T]:
 def stream_seed(seed: int, shard: Shard, jobs: int, job: int) -> int:
     """The scheduler seed of job ``job`` of ``jobs`` in ``shard``: the
     campaign's own seed for the single stream, else a hash of (seed, shard,
-    jobs, job), a signed 63-bit integer."""
+    jobs, job), a signed 63-bit integer. The first job's seed is the
+    shard's single stream's, whatever ``jobs`` is: ``--jobs J``'s first job
+    runs what ``--jobs 1`` runs."""
+    if job == 0:
+        jobs = 1
     if shard.whole and jobs == 1:
         return seed
     text = f"concurrent-dirty stream:{seed}:{shard.index}/{shard.count}:{job}/{jobs}"
@@ -325,7 +329,8 @@ def run_jobs(jobs: Sequence[Job], *,
              on_message: Callable[[int, str, Any], None] | None = None,
              stop_on: Callable[[int, str, Any], Any] | None = None,
              unneeded: Callable[[int], bool] | None = None,
-             local: bool = False, grace: float = 15.0) -> list[JobOutcome]:
+             local: bool = False, start_after: float = 0.0,
+             grace: float = 15.0) -> list[JobOutcome]:
     """Run every job and wait for all of them.
 
     With ``local``, the first job runs in this thread (its kwargs are not
@@ -343,11 +348,18 @@ def run_jobs(jobs: Sequence[Job], *,
     ``dropped`` outcome, instead of being waited for. An exception of the
     local job, Ctrl-C or SIGTERM (a ``KeyboardInterrupt`` here) stops every
     job, waits up to ``grace`` seconds for their clean-up, kills what is
-    left, and re-raises. Outcomes come back in job order."""
+    left, and re-raises. Outcomes come back in job order.
+
+    ``start_after`` (with ``local``): the other jobs' processes start only
+    once the local job has run that many seconds (or has ended), and a job
+    that is ``unneeded`` by then never starts (a ``dropped`` outcome): a
+    search that ends sooner pays for no interpreter, and on a busy machine
+    the local job does not share its core with their start-up."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p or os.getcwd() for p in sys.path)
     here = jobs[0] if local and jobs else None
     running: list[_Running] = []
+    issued: list[Any] = []
     lock = threading.RLock()
     contexts: list[JobContext] = []
 
@@ -358,6 +370,7 @@ def run_jobs(jobs: Sequence[Job], *,
             key = stop_on(index, what, payload) if stop_on is not None else None
             if key is None:
                 return
+            issued.append(key)  # for a job that starts later
             for other in running:
                 if other.job.index != index and other.outcome is None:
                     _tell(other, ("stop", key))
@@ -370,10 +383,35 @@ def run_jobs(jobs: Sequence[Job], *,
     pump_error: list[BaseException] = []
     outcomes: list[JobOutcome] = []
 
+    local_done = threading.Event()
+    later = [job for job in jobs if job is not here] if here is not None and start_after > 0 \
+        else []
+    delayed = {job.index for job in later}
+
+    def start_later() -> None:
+        """The delayed jobs: started once the local job has run
+        ``start_after`` seconds or ended, unless unneeded or halted; each
+        is told the stops issued before it started."""
+        local_done.wait(start_after)
+        for job in later:
+            with lock:
+                if halt.is_set():
+                    return
+                if unneeded is not None and unneeded(job.index):
+                    outcomes.append(JobOutcome(job.index, dropped=True))
+                    continue
+            started = _start(job, env)  # not under the lock: dispatch goes on
+            with lock:
+                running.append(started)
+                for key in issued:
+                    _tell(started, ("stop", key))
+
     def pump_thread() -> None:
         # An error reading the jobs (a bug in a callback, an unpickling
         # error) must end the run, not leave some jobs' outcomes missing.
         try:
+            if later:
+                start_later()
             _pump(running, dispatch, unneeded, halt, lock)
         except BaseException as exc:
             pump_error.append(exc)
@@ -383,7 +421,7 @@ def run_jobs(jobs: Sequence[Job], *,
 
     try:
         for job in jobs:
-            if job is not here:
+            if job is not here and job.index not in delayed:
                 running.append(_start(job, env))
         if here is None:
             _pump(running, dispatch, unneeded, halt, lock)
@@ -395,7 +433,10 @@ def run_jobs(jobs: Sequence[Job], *,
             pump = threading.Thread(target=pump_thread, name="cd-jobs", daemon=True)
             pump.start()
             start = time.monotonic()
-            result = _resolve(here.func)(ctx, **here.kwargs)
+            try:
+                result = _resolve(here.func)(ctx, **here.kwargs)
+            finally:
+                local_done.set()
             outcomes.append(JobOutcome(here.index, result=result, pid=os.getpid(),
                                        seconds=time.monotonic() - start))
             while pump.is_alive():
@@ -407,6 +448,7 @@ def run_jobs(jobs: Sequence[Job], *,
             r.proc.wait()
     except BaseException:
         halt.set()
+        local_done.set()
         if pump is not None:
             pump.join()
         _stop_all(running, grace)

@@ -129,6 +129,7 @@ def explore(algorithm: str | type[DirtyLogAlgorithm], scenario: Scenario, *,
             watchdog: float = DEFAULT_WATCHDOG,
             program: Program | None = None, vary_program: bool | None = None,
             space: ProgramSpace | None = None, first: int = 1, stride: int = 1,
+            small: bool = True,
             stop: Callable[[], bool] | None = None, stop_reason: str = "stopped",
             progress: Callable[[FuzzReport], None] | None = None,
             found: Callable[[], None] | None = None) -> FuzzReport:
@@ -154,7 +155,9 @@ def explore(algorithm: str | type[DirtyLogAlgorithm], scenario: Scenario, *,
 
     ``first`` and ``stride`` select a stream of the campaign (execution n
     runs case ``first + stride * (n - 1)``; jobs and shards take disjoint
-    streams); ``stop()``, asked before each execution, ends it early.
+    streams); ``small=False`` skips the small scope's phase (a job other than
+    the first: the first runs that phase as the single stream does);
+    ``stop()``, asked before each execution, ends it early.
     ``found()`` is called at a failure, before it is minimised (a job tells
     the others to stop at once); a failure found once ``stop()`` holds
     (another job's came first) is not minimised."""
@@ -205,7 +208,7 @@ def explore(algorithm: str | type[DirtyLogAlgorithm], scenario: Scenario, *,
                 return drawn.draw(scenario, first + stride * (n - 1), features)
 
             arms = _arms(space) if scheduler == "auto" else None
-            if not space.shape_pinned and not (scheduler == "auto" and on_a_path):
+            if small and not space.shape_pinned and not (scheduler == "auto" and on_a_path):
                 # The small scope's cases: the shards take disjoint ones.
                 def tiny(i: int) -> Case:
                     return drawn.tiny(scenario, first - 1 + stride * i)
