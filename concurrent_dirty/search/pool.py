@@ -28,22 +28,24 @@ Layer 7 (``search``): imports nothing of the project at module level but
 
 from __future__ import annotations
 
-import hashlib
 import os
-import pickle
-import select
 import signal
-import subprocess
 import sys
 import threading
 import time
-import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import import_module
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import UsageError
+
+if TYPE_CHECKING:
+    import subprocess
+
+# pickle, select, subprocess and hashlib are imported where a job process
+# or a derived seed needs them: ``--jobs 1`` (and a ``--jobs N`` whose first
+# job ends before the others start) runs no process and pays for neither.
 
 __all__ = ["Job", "JobContext", "JobOutcome", "Shard", "default_jobs",
            "parse_jobs", "parse_shard", "pick", "run_jobs", "share", "stream_seed"]
@@ -116,6 +118,8 @@ def stream_seed(seed: int, shard: Shard, jobs: int, job: int) -> int:
         jobs = 1
     if shard.whole and jobs == 1:
         return seed
+    import hashlib
+
     text = f"concurrent-dirty stream:{seed}:{shard.index}/{shard.count}:{job}/{jobs}"
     digest = hashlib.blake2b(text.encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") >> (64 - _SEED_BITS)
@@ -177,6 +181,8 @@ def _resolve(ref: str) -> Callable[..., Any]:
 
 
 def _frame(message: Any) -> bytes:
+    import pickle
+
     data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
     return len(data).to_bytes(8, "big") + data
 
@@ -206,6 +212,9 @@ def _interrupt(signum: int, frame: object) -> None:
 
 def child_main() -> None:
     """A job process's entry point."""
+    import pickle
+    import traceback
+
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C: the parent decides
     # Until its task starts, SIGTERM ends a job silently (it holds nothing
     # to clean up yet, and prints nothing); then it unwinds the task.
@@ -283,6 +292,9 @@ class _Running:
 
 
 def _start(job: Job, env: dict[str, str]) -> _Running:
+    import pickle
+    import subprocess
+
     read_end, write_end = os.pipe()
     try:
         proc = subprocess.Popen(
@@ -306,6 +318,8 @@ def _start(job: Job, env: dict[str, str]) -> _Running:
 
 
 def _tell(running: _Running, message: Any) -> None:
+    import pickle
+
     stdin = running.proc.stdin
     if stdin is None or stdin.closed:
         return
@@ -471,6 +485,8 @@ def _pump(running: list[_Running], dispatch: Callable[[int, str, Any], None],
           unneeded: Callable[[int], bool] | None, halt: threading.Event,
           lock: threading.RLock) -> None:
     """Read every job process's messages until each has its outcome."""
+    import select
+
     while any(r.outcome is None for r in running) and not halt.is_set():
         fds = [r.fd for r in running if not r.eof]
         ready = select.select(fds, [], [], 0.05)[0] if fds else []
@@ -492,6 +508,8 @@ def _pump(running: list[_Running], dispatch: Callable[[int, str, Any], None],
 
 def _drop(r: _Running) -> None:
     """End a job process that has not started its task: nothing of it is lost."""
+    import subprocess
+
     try:
         r.proc.send_signal(signal.SIGTERM)
     except OSError:
@@ -510,6 +528,8 @@ def _drop(r: _Running) -> None:
 
 
 def _read(r: _Running, dispatch: Callable[[int, str, Any], None]) -> None:
+    import pickle
+
     data = os.read(r.fd, 1 << 16)
     if not data:
         r.eof = True
@@ -541,6 +561,8 @@ def _read(r: _Running, dispatch: Callable[[int, str, Any], None]) -> None:
 
 def _stop_all(running: list[_Running], grace: float) -> None:
     """SIGTERM every job (its clean-up runs), wait, then SIGKILL the rest."""
+    import subprocess
+
     for r in running:
         if r.proc.poll() is None:
             try:

@@ -35,15 +35,17 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..dirtylog import resolve_algorithm
-from ..engines.free import CellResult, run_cell
 from ..harness.scenario import Scenario
 from .pool import JobContext, JobOutcome, Shard, pick, share, stream_seed
 from .report import FuzzReport
 from .runner import explore
-from .zoo import Cell, ZooCell, hang_of, run_zoo_cell
+
+if TYPE_CHECKING:  # imported where a stress or mutants job runs: fuzz needs neither
+    from ..engines.free import CellResult
+    from .zoo import Cell, ZooCell
 
 __all__ = ["FuzzStream", "fuzz_job", "run_streams", "fuzz_streams", "merge_fuzz", "cells_job",
            "zoo_job", "split_cells"]
@@ -264,6 +266,8 @@ def cells_job(ctx: JobContext, *, cells: list[tuple[int, Scenario, str]],
     parent's own job, ``progress(index)`` gives a cell's progress line and
     ``on_abandon(index, result)`` reports a hung harvester that could not be
     unwound (the process exits right after)."""
+    from ..engines.free import run_cell
+
     out = []
     for index, scenario, rerun in cells:
         if ctx.stopped(ERROR):
@@ -288,6 +292,8 @@ def cells_job(ctx: JobContext, *, cells: list[tuple[int, Scenario, str]],
 def zoo_job(ctx: JobContext, *, cells: list[tuple[int, ZooCell]], seeds: int,
             budget: float, watchdog: float = 10.0) -> list[tuple[int, Cell]]:
     """A mutants job: its cells of the table."""
+    from .zoo import hang_of, run_zoo_cell
+
     out = []
     for index, plan in cells:
         if ctx.stopped(HANG):  # another job's hang ended the run
