@@ -54,6 +54,24 @@ def test_subcommand_help_loads_only_its_module():
     assert "hypothesis" not in loaded
 
 
+def test_fuzz_with_one_job_imports_only_what_its_search_needs():
+    # The default search on a mutant, to its failure and report: no
+    # Hypothesis, no cffi parser (atomics' package __init__ builds one), no
+    # kernel layer, free-running engines or zoo, and no job-process
+    # machinery (one job runs in this process).
+    loaded = _modules_after("fuzz", "--algorithm", "bit-before-data", "--jobs", "1", "--quiet",
+                            "--seconds", "10")
+    assert "concurrent_dirty.search.runner" in loaded  # the probe really searched
+    assert "concurrent_dirty.model.atomic" in loaded
+    unneeded = {m for m in loaded if m.split(".")[0] in (
+        "hypothesis", "atomics", "cffi", "pycparser", "numpy", "matplotlib", "subprocess",
+        "pickle")}
+    unneeded |= {m for m in loaded if m.startswith((
+        "concurrent_dirty.kvm", "concurrent_dirty.engines.free",
+        "concurrent_dirty.engines.workers", "concurrent_dirty.search.zoo"))}
+    assert not unneeded, f"fuzz --jobs 1 imported {sorted(unneeded)}"
+
+
 _GUARD = """
 import signal, sys
 sys.argv[0] = sys.argv[1]

@@ -129,6 +129,7 @@ def explore(algorithm: str | type[DirtyLogAlgorithm], scenario: Scenario, *,
             watchdog: float = DEFAULT_WATCHDOG,
             program: Program | None = None, vary_program: bool | None = None,
             space: ProgramSpace | None = None, first: int = 1, stride: int = 1,
+            small: bool = True,
             stop: Callable[[], bool] | None = None, stop_reason: str = "stopped",
             progress: Callable[[FuzzReport], None] | None = None,
             found: Callable[[], None] | None = None) -> FuzzReport:
@@ -157,7 +158,9 @@ def explore(algorithm: str | type[DirtyLogAlgorithm], scenario: Scenario, *,
 
     ``first`` and ``stride`` select a stream of the campaign (execution n
     runs case ``first + stride * (n - 1)``; jobs and shards take disjoint
-    streams); ``stop()``, asked before each execution, ends it early.
+    streams); ``small=False`` skips the small scope's phase (a job other than
+    the first: the first runs that phase as the single stream does);
+    ``stop()``, asked before each execution, ends it early.
     ``found()`` is called at a failure, before it is minimised (a job tells
     the others to stop at once); a failure found once ``stop()`` holds
     (another job's came first) is not minimised."""
@@ -209,8 +212,8 @@ def explore(algorithm: str | type[DirtyLogAlgorithm], scenario: Scenario, *,
 
             arms = _arms(space) if scheduler == "auto" else None
             ring = bool((getattr(cls, "model", None) or {}).get("dirty_ring"))
-            if not space.shape_pinned and not (scheduler == "auto" and on_a_path
-                                               and not ring):
+            if small and not space.shape_pinned and not (scheduler == "auto" and on_a_path
+                                                         and not ring):
                 # A ring's races need a second round (an entry collected,
                 # then reset): its cases race two rounds, not one.
                 tiny_rounds = 2 if ring else 1
