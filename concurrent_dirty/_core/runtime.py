@@ -257,7 +257,7 @@ _OWNER: dict[int, Runtime] = {}
 class _Thread:
     __slots__ = ("tid", "name", "fn", "sem", "done", "blocker", "reason", "yielded",
                  "last", "pending_preempt", "os_thread", "loads", "spinning", "at",
-                 "earlier_preempts", "waits")
+                 "earlier_preempts", "waits", "started")
 
     def __init__(self, tid: int, name: str, fn: Callable[[], None]) -> None:
         self.tid = tid
@@ -278,6 +278,8 @@ class _Thread:
         #: executions): its step number, op, words and index.
         self.at: tuple[int, Op, str, int] | None = None
         self.os_thread: threading.Thread | None = None
+        #: Handed the CPU once (it runs on a carrier from then on).
+        self.started = False
         #: The loads since this thread's last other operation: (words,
         #: index, value read), the latest last, at most _SPIN_KEPT.
         self.loads: list[tuple[str, int, int]] = []
@@ -522,7 +524,7 @@ class Runtime:
                     nxt.earlier_preempts.append(nxt.pending_preempt)
                 nxt.pending_preempt = me.tid
             out.switches += 1
-            nxt.sem.post()
+            self._wake(nxt)
             me.sem.wait()
             if self._aborted:
                 raise _Abort
@@ -608,11 +610,20 @@ class Runtime:
             me.last = None
 
     # -- life cycle ---------------------------------------------------------------
+    def _wake(self, t: _Thread) -> None:
+        """Hand the CPU to ``t``: the first time, by starting it on a
+        carrier (a thread starts when it is first picked, not before: one
+        wake-up, not two), then by posting its semaphore."""
+        if t.started:
+            t.sem.post()
+            return
+        t.started = True
+        t.os_thread = _Carrier.submit(lambda: self._thread_main(t))
+
     def _thread_main(self, t: _Thread) -> None:
         ident = threading.get_ident()
         self._by_ident[ident] = t
         _OWNER[ident] = self
-        t.sem.wait()
         try:
             if not self._aborted:
                 t.fn()
@@ -649,7 +660,7 @@ class Runtime:
         try:
             ready = self._runnable(None)
             if ready:
-                self.threads[self._decide(ready, None)].sem.post()
+                self._wake(self.threads[self._decide(ready, None)])
                 return
             if all(x.done for x in self.threads):
                 self._all_done.post()
@@ -673,7 +684,7 @@ class Runtime:
             self._pending_rows()
         for other in self.threads:
             if other is not t and not other.done:
-                other.sem.post()
+                self._wake(other)
 
     def _deadlock_report(self) -> str:
         parts = []
@@ -688,10 +699,8 @@ class Runtime:
         """Run the execution to its end; returns how it ended."""
         if not self.threads:
             raise UsageError("expected at least one spawned thread, got none")
-        for t in self.threads:
-            t.os_thread = _Carrier.submit(lambda t=t: self._thread_main(t))  # type: ignore[misc]
         first = self._decide([t.tid for t in self.threads], None)
-        self.threads[first].sem.post()
+        self._wake(self.threads[first])
         # The watchdog: one thread runs at a time, so no new step for
         # `watchdog` seconds means the running thread is stuck outside the
         # switch points (an endless loop that touches no shared word, a real

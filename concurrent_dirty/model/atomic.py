@@ -394,12 +394,12 @@ class SerialWords(AtomicWords):
         hook = _switch.HOOK
         if hook is not None and not self.quiet:
             hook(_OP_LOAD, self.name, i)
-        return int(self._p[i])
+        return self._p[i]  # type: ignore[no-any-return]
 
     def peek(self, i: int) -> int:
         if not 0 <= i < self._n:
             raise self._bad_index(i)
-        return int(self._p[i])
+        return self._p[i]  # type: ignore[no-any-return]
 
     def store(self, i: int, value: int) -> None:
         if not 0 <= i < self._n:
@@ -416,7 +416,7 @@ class SerialWords(AtomicWords):
         if hook is not None and not self.quiet:
             hook(_OP_XCHG, self.name, i)
         p = self._p
-        old = int(p[i])
+        old: int = p[i]
         p[i] = value & _MASK64
         return old
 
@@ -427,7 +427,7 @@ class SerialWords(AtomicWords):
         if hook is not None and not self.quiet:
             hook(_OP_CMPXCHG, self.name, i)
         p = self._p
-        old = int(p[i])
+        old: int = p[i]
         if old == expected & _MASK64:
             p[i] = desired & _MASK64
             return True, old
@@ -440,7 +440,7 @@ class SerialWords(AtomicWords):
         hook = _switch.HOOK
         if hook is not None and not self.quiet:
             hook(op, self.name, i)
-        return int(self._p[i])
+        return self._p[i]  # type: ignore[no-any-return]
 
     def fetch_or(self, i: int, mask: int) -> int:
         old = self._rmw(_OP_FETCH_OR, i)

@@ -61,6 +61,10 @@ class PctScheduler:
         self._priority: dict[int, float] = {}
         self._changes: dict[int, int] = {}
         self._next_change = 0
+        #: The ``free`` threads of keep's last yes (held none), valid until
+        #: a priority or the running thread changes; whether it counted a step.
+        self._lease: Sequence[int] | None = None
+        self._lease_counts = False
         self._step = 0
         self._running: int | None = None
 
@@ -80,6 +84,7 @@ class PctScheduler:
         points = rng.sample(range(1, self.k + 1), min(self.depth - 1, self.k))
         self._changes = {step: self.depth - 1 - i for i, step in enumerate(sorted(points))}
         self._next_change = self._after(0)
+        self._lease = None
         self._step = 0
         self._running = None
         return True
@@ -122,6 +127,16 @@ class PctScheduler:
         changed nothing)."""
         if self._running != current:
             return False  # (never: the running thread is the last one picked)
+        if free is self._lease and not held:
+            # The same threads can run as at the last keep, whose answer
+            # was yes, and no priority changed since: yes again, unless
+            # this step is a change point.
+            if not self._lease_counts:
+                return True
+            step = self._step + 1
+            if step != self._next_change:
+                self._step = step
+                return True
         prio = self._priority
         best = -1.0  # the highest priority among the others that can run
         try:
@@ -138,6 +153,7 @@ class PctScheduler:
         except KeyError:
             return False  # (never: every thread is ranked at the first decision)
         if best < 0:
+            self._lease, self._lease_counts = (None if held else free), False
             return True  # only ``current`` can run: no choice, no step
         step = self._step + 1
         if step == self._next_change:
@@ -149,9 +165,11 @@ class PctScheduler:
         elif mine <= best:
             return False
         self._step = step
+        self._lease, self._lease_counts = (None if held else free), True
         return True
 
     def next_thread(self, runnable: Sequence[int], current: int | None) -> int:
+        self._lease = None  # priorities and the running thread may change
         if len(runnable) > 1:  # a decision with a choice: a step (of k)
             self._step += 1
             if self._step == self._next_change:
