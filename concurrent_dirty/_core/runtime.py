@@ -327,6 +327,8 @@ class Runtime:
         #: Each region's plain reader for spin detection (``_plain_words``).
         self._plain: dict[str, tuple[Any, int]] = {}
         self._can_run_fn = self._can_run  # one bound method, not one per step
+        #: A step is observed or traced (else it only decides and records).
+        self._told = trace or observe is not None
 
     # -- building ---------------------------------------------------------------
     def spawn(self, name: str, fn: Callable[[], None]) -> int:
@@ -341,10 +343,15 @@ class Runtime:
         resumed or finished: those with no wait (they can run) and those
         whose wait's condition must be asked (threads that wait for
         others to finish are in neither: only a thread's end frees them)."""
-        live = self._live
-        self._free_ids = tuple(t.tid for t in live if t.blocker is None)
-        self._held_ids = tuple(t.tid for t in live if t.blocker is not None
-                               and t.blocker is not _not_yet)
+        free: list[int] = []
+        held: list[int] = []
+        for t in self._live:
+            if t.blocker is None:
+                free.append(t.tid)
+            elif t.blocker is not _not_yet:
+                held.append(t.tid)
+        self._free_ids = tuple(free)
+        self._held_ids = tuple(held)
 
     def name_of(self, tid: int) -> str:
         return self.threads[tid].name
@@ -378,10 +385,10 @@ class Runtime:
                 me.loads.clear()
                 me.spinning = 0
         out = self.outcome
-        if me.last is not None:
-            self._close_step(me)
         steps = out.steps = out.steps + 1
-        if self.tracing:
+        if self.tracing:  # (only a traced step has a last step to close)
+            if me.last is not None:
+                self._close_step(me)
             me.at = (steps, op, target, index)
         if steps > self.max_steps:
             self._fail_at(Verdict.STEP_BOUND, self._step_bound_report(me, op, target, index),
@@ -391,10 +398,11 @@ class Runtime:
                 and keep(me.tid, self._free_ids, self._held_ids, self._can_run_fn):
             # The running thread goes on: no list of runnable threads.
             out.schedule.append(me.tid)
-            if self.observe is not None:
-                self.observe(me.tid, op, target, index)
-            if self.tracing:
-                self._record(me, op, target, index)
+            if self._told:
+                if self.observe is not None:
+                    self.observe(me.tid, op, target, index)
+                if self.tracing:
+                    self._record(me, op, target, index)
         else:
             self._decide_step(me, op, target, index)
         if op is _LOAD:

@@ -230,9 +230,7 @@ def workload_picker(scenario: Scenario, memslots: MemslotTable, vcpu_id: int,
     total = len(gfns)
     if scenario.workload == "uniform":
         edges = boundary_gfns(memslots)
-        shared = random.Random(f"{scenario.seed}:{execution}:hot")
-        hot = shared.sample(edges, min(len(edges), shared.choice((1, 1, 2)))) \
-            if shared.random() < 0.5 else []
+        hot = _hot_pages(scenario.seed, execution, tuple(edges))
 
         def uniform() -> int:
             # One write in four lands on a boundary page (bit 0 or 63 of a
@@ -258,6 +256,15 @@ def workload_picker(scenario: Scenario, memslots: MemslotTable, vcpu_id: int,
         return gfn
 
     return sequential
+
+
+@functools.lru_cache(maxsize=8)
+def _hot_pages(seed: int, execution: int, edges: tuple[int, ...]) -> tuple[int, ...]:
+    """The uniform workload's hot pages in one execution, a draw shared by
+    all its writers (made once, not once per writer)."""
+    shared = random.Random(f"{seed}:{execution}:hot")
+    return tuple(shared.sample(edges, min(len(edges), shared.choice((1, 1, 2))))) \
+        if shared.random() < 0.5 else ()
 
 
 def boundary_gfns(memslots: MemslotTable) -> list[int]:
