@@ -244,8 +244,8 @@ def workload_picker(scenario: Scenario, memslots: MemslotTable, vcpu_id: int,
         return uniform
     if scenario.workload == "hot":
         first = next(iter(memslots))
-        hot = gfns[:max(1, first.npages // 8)]
-        return lambda: hot[rng.randrange(len(hot))] if rng.random() < 0.9 \
+        hot_set = gfns[:max(1, first.npages // 8)]
+        return lambda: hot_set[rng.randrange(len(hot_set))] if rng.random() < 0.9 \
             else gfns[rng.randrange(total)]
     start = vcpu_id * total // scenario.writers
     position = [start + rng.randrange(max(1, total // scenario.writers))]
