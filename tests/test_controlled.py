@@ -338,3 +338,35 @@ def test_the_fast_step_keeps_every_schedule_and_count(make, algorithm):
         runs.append((seen, metrics.decisions, metrics.preemptions, metrics.switches))
     assert runs[0] == runs[1]
     assert runs[0][1] > 0
+
+
+def test_pct_counts_only_decisions_with_a_choice_into_its_k():
+    # Thread "b" waits for "a" to finish. Where "b" runs first, it blocks at
+    # once and "a" makes its 40 steps alone: no decision there has a choice,
+    # and pct's k (its step count, which its change points and its bound
+    # use) counts only the first decision, where both could run.
+    from concurrent_dirty._core import switch
+    from concurrent_dirty._core.runtime import Runtime
+
+    def alone():
+        for i in range(40):
+            switch.switch_point(switch.Op.STORE, "w", i)
+
+    b_first = 0
+    for seed in range(12):
+        pct = PctScheduler(seed, depth=2, k_hint=10)
+        assert pct.new_execution()
+        runtime = Runtime(pct, max_steps=1000)
+        a = runtime.spawn("a", alone)
+        b = runtime.spawn("b", lambda: runtime.wait_for([a]))
+        previous = switch.install(runtime)
+        try:
+            outcome = runtime.run()
+        finally:
+            switch.install(previous)
+        assert outcome.kind == "ok" and outcome.steps == 41
+        assert pct.new_execution()
+        if outcome.schedule[0] == b:
+            b_first += 1
+            assert pct.k == 1, (seed, pct.k)  # k: the longest count seen
+    assert b_first >= 2

@@ -10,9 +10,13 @@ one execution finds a given bug of depth ``d`` with probability at least
 ``1 / (n * k**(d-1))``.
 
 Deviations: threads get their priority when they first become runnable
-(all are, at the start, here); ``k`` is not known in advance, so it is the
-largest step count seen so far (the first execution uses ``k_hint``), as
-shuttle's PCT does. The bound is per program; an execution longer than the
+(all are, at the start, here); a step is a decision with a choice (more
+than one thread it could pick): where only one thread can run, there is
+nothing for a change point to decide, so those steps count neither into
+``k`` nor toward a change point, and the bound (which weakens as ``k``
+grows) is the stronger for it; ``k`` is not known in
+advance, so it is the largest step count seen so far (the first execution
+uses ``k_hint``), as shuttle's PCT does. The bound is per program; an execution longer than the
 ``k`` its change points came from is not covered, so :meth:`miss_bound`
 counts only the executions it covers and reports the largest ``k`` they
 used.
