@@ -358,7 +358,7 @@ def test_pct_counts_only_decisions_with_a_choice_into_its_k():
         assert pct.new_execution()
         runtime = Runtime(pct, max_steps=1000)
         a = runtime.spawn("a", alone)
-        b = runtime.spawn("b", lambda: runtime.wait_for([a]))
+        b = runtime.spawn("b", lambda r=runtime, a=a: r.wait_for([a]))
         previous = switch.install(runtime)
         try:
             outcome = runtime.run()
