@@ -22,4 +22,6 @@ if __name__ == "__main__":
         _hold()
         code = 130
         sys.stderr.write("\ninterrupted: stopped before anything was reported\n")
-    sys.exit(code)
+    from .harness.interrupt import exit_process  # signals are ignored by now
+
+    exit_process(code)

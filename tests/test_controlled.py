@@ -418,3 +418,58 @@ def test_a_thread_waiting_for_others_to_finish_is_not_asked_at_every_step():
             assert len(spy.seen) == 30
             assert all(s == (a, (a,), ()) for s in spy.seen), spy.seen
     assert checked >= 2
+
+
+def _random_walk_failure(min_preemptions=3):
+    """A random walk's first failure with many preemptions (not minimised)."""
+    scheduler = RandomScheduler(seed=1)
+    for n in range(1, 5000):
+        assert scheduler.new_execution()
+        r = run_controlled(BROKEN, SMALL, make_program(SMALL, 2, execution=n), scheduler)
+        if r.failed and r.outcome.preemptions >= min_preemptions:
+            return r
+    raise AssertionError("no failure in 5000 executions")
+
+
+def test_thread_points_run_a_recorded_schedule_again():
+    # A recorder's maps, given to ThreadPoints, give the very same schedule:
+    # the preemptions named by each thread's own progress, the rest kept.
+    from concurrent_dirty.schedulers import PointsRecorder, ThreadPoints
+
+    found = _random_walk_failure()
+    recorder = fresh(PointsRecorder(found.outcome.schedule))
+    again = run_controlled(BROKEN, found.scenario, found.program, recorder)
+    assert recorder.diverged_at is None and len(recorder.preempt) == found.outcome.preemptions
+    points = fresh(ThreadPoints(dict(recorder.preempt), dict(recorder.follow)))
+    same = run_controlled(BROKEN, found.scenario, found.program, points)
+    assert same.outcome.schedule == again.outcome.schedule == found.outcome.schedule
+    assert points.applied == list(recorder.preempt)
+    # With no point at all, nothing is preempted.
+    none = run_controlled(BROKEN, found.scenario, found.program,
+                          fresh(ThreadPoints({}, dict(recorder.follow))))
+    assert none.outcome.preemptions == 0
+
+
+def test_dropping_preemptions_keeps_the_failure_within_its_quarter_of_the_budget():
+    # Phase 0 of the minimisation: a random walk's counterexample loses the
+    # preemptions it does not need, one run each, and still fails the same way.
+    from concurrent_dirty.engines.controlled import run_controlled as run_one
+    from concurrent_dirty.search.minimize import _drop_preemptions
+
+    found = _random_walk_failure()
+    runs = []
+
+    def run(scheduler):
+        runs.append(1)
+        return run_one(found.algorithm_ref, found.scenario, found.program, scheduler)
+
+    best = _drop_preemptions(found, run, lambda: len(runs) < 200)
+    assert best.outcome.kind == found.outcome.kind
+    assert best.outcome.preemptions < found.outcome.preemptions
+    assert len(runs) <= 200
+    # The result replays from its own schedule (a token needs nothing else).
+    again = run_one(found.algorithm_ref, found.scenario, found.program,
+                    fresh(ReplayScheduler(best.outcome.schedule)))
+    assert (again.outcome.kind, again.outcome.step) == (best.outcome.kind, best.outcome.step)
+    # No budget: the failure as it was.
+    assert _drop_preemptions(found, run, lambda: False) is found

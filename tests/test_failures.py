@@ -100,7 +100,7 @@ def test_stress_writer_hung_in_mark_page_dirty_ends_the_run_with_its_stack(
     code, out, err = run(capsys, "stress", "--algorithm", HANGS_IN_MARK, "--engine", engine,
                          "--watchdog", "0.5", "--quiet")
     assert code == 1 and "Traceback" not in err
-    assert "HangError: vcpu " in out and who in out and "made no progress for 0.5s" in out
+    assert "HangError: vcpu " in out and who in out and "made no progress for 0.5s" in out, out
     assert "mark_page_dirty" in out and "broken_algorithms.py" in out
     assert _writer_children() == []
 

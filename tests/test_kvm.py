@@ -409,7 +409,10 @@ def test_a_gib_of_logged_memory_migrates_whole(algorithm):
     r = _run(algorithm, seconds=1.0, max_executions=1, slots=1, pages=262144, writes=4096,
              workload="uniform", pinned=("slots", "pages", "writes", "workload"))
     assert (r.status, r.error, r.executions) == ("ok", None, 1)
-    assert r.scenario["pages"] * 4096 == 1 << 30 and r.bits > 1000
+    assert r.scenario["pages"] * 4096 == 1 << 30
+    # Harvested and copied (how many bits depends on the machine's load: a
+    # loaded CI machine once harvested 377 in the second).
+    assert r.bits > 0 and r.copied >= r.bits - r.spurious
 
 
 @pytest.mark.kvm

@@ -340,13 +340,32 @@ def test_the_small_phase_finds_the_non_atomic_clear_with_the_fewest_preemptions(
     assert again.failure.token == r.failure.token and again.executions == r.executions
 
 
+def test_a_rings_small_phase_races_two_rounds_and_finds_the_reaper_reading_early():
+    # The reaper reading an entry's page before its flags needs an entry
+    # collected in one round and reset in the next: the ring's small cases
+    # race two rounds, and the phase finds it under DFS, whatever the seed
+    # (its cases do not depend on it); the fast page fault's mutants get no
+    # phase.
+    from concurrent_dirty import MUTANTS
+
+    ref = MUTANTS["ring-gfn-before-flags"].ref
+    r = explore(ref, Scenario(algorithm=ref), executions=2 * SMALL_PHASE + 100, seconds=120,
+                space=ProgramSpace(), seed=0)
+    assert r.failure is not None and r.extra["found_by"] == "small"
+    assert r.failure.program.rounds == 2 and r.extra["minimized"]["fewest"]
+    assert r.extra["portfolio"]["executions"]["small"] > 0
+    fast = MUTANTS["fast-pf-mark-before-fix"].ref
+    assert "small" not in explore(fast, Scenario(algorithm=fast), executions=3, seconds=60,
+                                  space=ProgramSpace()).extra["portfolio"]["executions"]
+
+
 def test_shards_take_disjoint_small_cases_and_draws():
     seen: dict[int, list] = {1: [], 2: []}
 
     class Recording(ProgramSpace):
-        def tiny(self, base, index):
+        def tiny(self, base, index, rounds=1):
             seen[shard].append(("tiny", index))
-            return super().tiny(base, index)
+            return super().tiny(base, index, rounds)
 
         def draw(self, base, execution, features=None):
             seen[shard].append(("draw", execution))

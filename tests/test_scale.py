@@ -121,7 +121,7 @@ def test_fuzz_jobs_merge_counts_and_keep_the_split(capsys, tmp_path):
     (result,) = report["results"]
     split = result["job_split"]
     assert [(j["job"], j["executions"], j["programs"]) for j in split] == [
-        (1, 30, "1+2*i"), (2, 30, "2+2*i")]
+        (1, 30, "1+1*i"), (2, 30, "31+1*i")]
     assert result["executions"] == 60
     # Deterministic: the same command gives the same seeds and executions.
     run(capsys, *argv)

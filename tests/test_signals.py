@@ -167,6 +167,35 @@ def test_deferred_interrupts_hold_a_signal_until_the_block_ends():
     assert steps[-1] == "done"
 
 
+def test_an_interrupt_swallowed_by_a_gc_callback_is_delivered_again(capsys):
+    # The handler runs wherever the main thread is: inside a gc callback
+    # (Hypothesis has one) the interpreter swallows its KeyboardInterrupt
+    # ("Exception ignored in ...") and a fuzz run went on for its whole
+    # budget; it must arrive once the callback returns, with no traceback.
+    import gc
+
+    from concurrent_dirty.harness.interrupt import signals_interrupt
+
+    fired, waited = [], []
+
+    def callback(phase, info):
+        if phase == "start" and not fired:
+            fired.append(1)
+            signal.raise_signal(signal.SIGINT)  # its handler raises here, in the callback
+
+    with pytest.raises(KeyboardInterrupt), signals_interrupt():
+        gc.callbacks.append(callback)
+        try:
+            gc.collect()
+            for _ in range(1000):  # the interrupt lands here (a bound, not a timing)
+                waited.append(1)
+                time.sleep(0.01)
+        finally:
+            gc.callbacks.remove(callback)
+    assert fired and len(waited) < 1000
+    assert "Exception ignored" not in capsys.readouterr().err
+
+
 def test_an_inherited_ignored_sigint_is_honoured():
     # As a shell shields a background job (``cmd &``): Ctrl-C is not for it.
     # The run goes on to its end (exit 0, not 130); SIGTERM would still work.

@@ -54,6 +54,24 @@ def test_subcommand_help_loads_only_its_module():
     assert "hypothesis" not in loaded
 
 
+def test_fuzz_with_one_job_imports_only_what_its_search_needs():
+    # The default search on a mutant, to its failure and report: no
+    # Hypothesis, no cffi parser (atomics' package __init__ builds one), no
+    # kernel layer, free-running engines or zoo, and no job-process
+    # machinery (one job runs in this process).
+    loaded = _modules_after("fuzz", "--algorithm", "bit-before-data", "--jobs", "1", "--quiet",
+                            "--seconds", "10")
+    assert "concurrent_dirty.search.runner" in loaded  # the probe really searched
+    assert "concurrent_dirty.model.atomic" in loaded
+    unneeded = {m for m in loaded if m.split(".")[0] in (
+        "hypothesis", "atomics", "cffi", "pycparser", "numpy", "matplotlib", "subprocess",
+        "pickle")}
+    unneeded |= {m for m in loaded if m.startswith((
+        "concurrent_dirty.kvm", "concurrent_dirty.engines.free",
+        "concurrent_dirty.engines.workers", "concurrent_dirty.search.zoo"))}
+    assert not unneeded, f"fuzz --jobs 1 imported {sorted(unneeded)}"
+
+
 _GUARD = """
 import signal, sys
 sys.argv[0] = sys.argv[1]
@@ -84,3 +102,38 @@ def test_the_installed_script_is_guarded_while_it_starts():
     # Any other program importing the package keeps its own handler.
     assert _guard("/usr/local/bin/some-other-tool") == ["default_int_handler",
                                                        "default_int_handler"]
+
+
+# -- the exit code after a caught Ctrl-C ---------------------------------------------
+
+_CAUGHT_IN_EXEC = """
+import os, signal, sys
+sys.path.insert(0, {root!r})
+from concurrent_dirty.harness.interrupt import exit_process
+try:  # Ctrl-C while a string is exec'd (as a dataclass is built during an import)
+    exec("import os, signal\\nos.kill(os.getpid(), signal.SIGINT)\\nfor _ in range(9): pass")
+except KeyboardInterrupt:
+    sys.stderr.write("interrupted: caught\\n")
+{end}(130)
+"""
+
+
+def _exit_code(tmp_path, end: str) -> int:
+    # Run as a module (python -m), as the CLI is: the interpreter's exit
+    # path differs from -c's.
+    (tmp_path / "caught.py").write_text(_CAUGHT_IN_EXEC.format(root=ROOT, end=end))
+    done = subprocess.run([sys.executable, "-m", "caught"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=60)
+    assert "interrupted: caught" in done.stderr, done.stderr
+    return done.returncode
+
+
+def test_a_ctrl_c_caught_inside_an_exec_still_exits_130(tmp_path):
+    # The CLI ends through exit_process (python -m and the installed script):
+    # 130, where the interpreter's own exit dies by SIGINT (the control below).
+    assert _exit_code(tmp_path, "exit_process") == 130
+
+
+def test_the_interpreters_own_exit_dies_by_sigint_after_it(tmp_path):
+    # Why exit_process exists (CPython 3.11-3.13): the test above can fail.
+    assert _exit_code(tmp_path, "sys.exit") == -2

@@ -3,7 +3,7 @@
 interleave-test 0.1.0 and frontrun 0.7.0, and concurrent-dirty's default
 ``fuzz``, in one interleaved run.
 
-    python3 tools/bench_peers.py --venv-dir PATH [--seeds 5] [--python PY]
+    python3 tools/bench_peers.py --venv-dir PATH [--seeds 5] [--python PY] [--tree PATH]
 
 The bugs, written for each peer as a user of that tool would write them
 (from its README: interleave-test's ``it.explore(model, seed=...,
@@ -41,6 +41,10 @@ and installed there on the first run, reused after; nothing is installed
 anywhere else). Both peers need Python >= 3.12 (frontrun 0.7.0 ships
 wheels for 3.13): ``--python`` names the interpreter for the venvs
 (default: the first of ``python3.13`` on PATH and pyenv's 3.13.*).
+concurrent-dirty runs from this checkout with its bytecode cached under
+``--venv-dir``/pycache (``PYTHONPYCACHEPREFIX``, compiled once before
+anything is timed, ``PYTHONDONTWRITEBYTECODE`` dropped), as an installed
+package has it: pip compiles what it installs, the peers' included.
 """
 
 from __future__ import annotations
@@ -292,9 +296,32 @@ def run_peer(peer: str, py: str, script: str, bug: str, seed: int) -> dict[str, 
     return {"found": bool(data["found"]), "wall": wall, "search": float(data["search"])}
 
 
-def run_ours(bug: str, *extra: str) -> dict[str, float | bool]:
-    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = dict(os.environ, PYTHONPATH=here)
+HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def ours_env(venv_dir: str, tree: str = HERE) -> dict[str, str]:
+    """concurrent-dirty's environment: this checkout, with its bytecode
+    cached under ``venv_dir`` (``PYTHONPYCACHEPREFIX``), as an installed
+    package has it (pip compiles what it installs, the peers' included); a
+    ``PYTHONDONTWRITEBYTECODE`` in the caller's environment would otherwise
+    make every run compile the whole package from source, about 0.4 s."""
+    env = dict(os.environ, PYTHONPATH=tree,
+               PYTHONPYCACHEPREFIX=os.path.join(venv_dir, "pycache"))
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    return env
+
+
+def warm_ours(env: dict[str, str]) -> None:
+    """Compile the package's bytecode (and the standard library's, which
+    the prefix mirrors) once, before anything is timed."""
+    subprocess.run([sys.executable, "-m", "compileall", "-q", os.path.join(env["PYTHONPATH"],
+                    "concurrent_dirty")], env=env, capture_output=True, timeout=RUN_TIMEOUT)
+    for bug in BUGS:
+        subprocess.run([sys.executable, "-m", "concurrent_dirty", "fuzz", "--algorithm", bug],
+                       env=env, capture_output=True, timeout=RUN_TIMEOUT)
+
+
+def run_ours(bug: str, *extra: str, env: dict[str, str]) -> dict[str, float | bool]:
     start = time.perf_counter()
     out = subprocess.run([sys.executable, "-m", "concurrent_dirty", "fuzz", "--algorithm", bug,
                           *extra], capture_output=True, text=True, env=env, timeout=RUN_TIMEOUT)
@@ -309,6 +336,10 @@ def main() -> int:
     ap.add_argument("--venv-dir", required=True,
                     help="where each peer's virtual environment lives (created if missing)")
     ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--tree", default=None,
+                    help="another checkout of concurrent-dirty, run in the same interleaved "
+                         "run (rows 'tree' and 'tree --jobs 1'; not in the verdict): before "
+                         "and after a change, measured alike")
     ap.add_argument("--python", default=None,
                     help="interpreter (>= 3.13) for the peers' venvs (default: python3.13 "
                          "on PATH, else pyenv's 3.13.*)")
@@ -338,22 +369,33 @@ def main() -> int:
             f.write(text)
         scripts[peer] = path
     try:
-        return measure(args.seeds, pys, scripts)
+        envs = {"": ours_env(venv_dir)}
+        if args.tree:
+            envs["tree"] = ours_env(venv_dir, os.path.abspath(args.tree))
+        for env in envs.values():
+            warm_ours(env)
+        return measure(args.seeds, pys, scripts, envs)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def measure(seeds: int, pys: dict[str, str], scripts: dict[str, str]) -> int:
+def measure(seeds: int, pys: dict[str, str], scripts: dict[str, str],
+            envs: dict[str, dict[str, str]]) -> int:
     # The default (jobs = cores) and, to show what its start-up costs, one
     # job (not the default: not what the verdict compares).
     tools = ["concurrent-dirty", ONE_JOB, *PEERS]
+    if "tree" in envs:  # the other checkout, alike
+        tools[2:2] = ["tree", "tree --jobs 1"]
+    env = envs[""]
     runs: dict[tuple[str, str], list[dict[str, float | bool]]] = {}
     for seed in range(seeds):
         order = [(t, b) for t in tools for b in BUGS]
         k = seed % len(order)
         for tool, bug in order[k:] + order[:k]:
-            r = run_ours(bug) if tool == "concurrent-dirty" \
-                else run_ours(bug, "--jobs", "1") if tool == ONE_JOB \
+            r = run_ours(bug, env=env) if tool == "concurrent-dirty" \
+                else run_ours(bug, "--jobs", "1", env=env) if tool == ONE_JOB \
+                else run_ours(bug, env=envs["tree"]) if tool == "tree" \
+                else run_ours(bug, "--jobs", "1", env=envs["tree"]) if tool == "tree --jobs 1" \
                 else run_peer(tool, pys[tool], scripts[tool], bug, seed)
             runs.setdefault((tool, bug), []).append(r)
             print(f"seed {seed} {tool:<25} {bug:<16} found {r['found']!s:<5} "
@@ -372,7 +414,7 @@ def measure(seeds: int, pys: dict[str, str], scripts: dict[str, str]) -> int:
         for tool in tools:
             found = sum(bool(r["found"]) for r in runs[(tool, bug)])
             w, s = median(tool, bug, "wall"), median(tool, bug, "search")
-            ratios = ("" if tool.startswith("concurrent-dirty")
+            ratios = ("" if tool.startswith(("concurrent-dirty", "tree"))
                       else f"{ours_wall / w:>14.2f}x {ours_search / s:>16.2f}x")
             print(f"{bug:<16} {tool:<25} {found}/{seeds:<3} {w:>8.2f} {s:>9.2f} {ratios}")
         ok = ok and ours_wall <= best

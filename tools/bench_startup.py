@@ -29,13 +29,13 @@ def first_token() -> str:
     stack = [data]
     while stack:
         item = stack.pop(0)
-        if isinstance(item, str) and item.startswith("cd1."):
+        if isinstance(item, str) and item.startswith(("cd1.", "cd2.")):
             return item
         if isinstance(item, dict):
             stack.extend(item.values())
         elif isinstance(item, list):
             stack.extend(item)
-    raise SystemExit("bench_startup: error: expected a cd1. token in "
+    raise SystemExit("bench_startup: error: expected a replay token (cd2.) in "
                      "tests/regression_tokens.json, got none")
 
 

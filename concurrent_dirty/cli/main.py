@@ -135,16 +135,20 @@ def _mutant_names(ns: argparse.Namespace) -> None:
 
     if all(":" in s or s in ALGORITHMS or sized_ring(s) for s in specs):
         return  # no need to load the zoo
-    from ..kvm.registry import KERNEL_NAMES
     from ..mutants import MUTANTS
 
     refs = []
     for spec in specs:
-        if ":" in spec or spec in ALGORITHMS or spec in KERNEL_NAMES or sized_ring(spec):
+        if ":" in spec or spec in ALGORITHMS or sized_ring(spec):
             refs.append(spec)
-        elif spec in MUTANTS:
+        elif spec in MUTANTS:  # no kernel protocol has a mutant's name
             refs.append(MUTANTS[spec].ref)
         else:
+            from ..kvm.registry import KERNEL_NAMES  # the kernel layer, only when needed
+
+            if spec in KERNEL_NAMES:
+                refs.append(spec)
+                continue
             import difflib
 
             names = [*sorted(ALGORITHMS), *MUTANTS, *KERNEL_NAMES]
@@ -219,6 +223,14 @@ def campaign_of(command: str, **options: Any) -> Any:
     from .zoo import zoo_campaign_of
 
     return zoo_campaign_of(ns)
+
+
+def console() -> NoReturn:
+    """The installed ``concurrent-dirty`` script: :func:`main`, then the
+    process ends with its code (:func:`~concurrent_dirty.harness.interrupt.exit_process`)."""
+    from ..harness.interrupt import exit_process
+
+    exit_process(main())
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -90,6 +90,13 @@ def _report_replays(replayed: Sequence[Replayed]) -> None:
 # ---------------------------------------------------------------------------
 # fuzz
 
+#: ``fuzz --jobs N``: the other jobs' processes start once the first job
+#: (this process, the single stream's search) has searched this long (at
+#: most a tenth of ``--seconds``); a failure found sooner costs no other
+#: interpreter, and on a busy machine their start-up does not take the
+#: first job's core while it searches.
+JOB_START_AFTER = 0.5
+
 
 def fuzz_campaign(ns: argparse.Namespace, campaign: FuzzCampaign, write_json: Any,
                   print_report: Callable[[FuzzReport], None], progress: Any) -> int:
@@ -244,7 +251,8 @@ def _fuzz_split(ns: argparse.Namespace, campaign: FuzzCampaign, algorithms: list
     interrupted = False
     try:
         outcomes = run_jobs(jobs_run, on_message=on_message, stop_on=stop_on,
-                            unneeded=unneeded, local=True)
+                            unneeded=unneeded, local=True,
+                            start_after=min(JOB_START_AFTER, campaign.seconds / 10))
         for o in outcomes:
             if o.error is not None:
                 raise JobFailed(o.error)

@@ -15,7 +15,6 @@ Layer 3. May import: errors, ``_core``, ``model``.
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import os
 import sys
@@ -124,6 +123,8 @@ def resolve_algorithm(spec: str) -> type[DirtyLogAlgorithm]:
         try:
             return ALGORITHMS[spec]
         except KeyError:
+            import difflib
+
             close = difflib.get_close_matches(spec, ALGORITHMS, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             if spec.startswith("kvm-"):  # the kvm engine's names (concurrent_dirty.kvm)

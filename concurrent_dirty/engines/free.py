@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .._core import switch as _switch
+from .._core.asyncexc import resync
 from ..dirtylog import algorithm_name, algorithm_ref, resolve_algorithm
 from ..errors import ConcurrentDirtyError, DeadlockError, InvariantViolation, UsageError
 from ..harness.cell import CellResult, Progress
@@ -131,6 +132,10 @@ def run_cell(scenario: Scenario, *, progress: Callable[[Progress], None] | None 
             stuck = workers.stop()
             if stuck and result.error is None:
                 result.error = f"writers did not stop: {', '.join(stuck)}"
+        if watchdog is not None and watchdog.fired is not None:
+            # Its exception may never have been raised (the thread ended, or
+            # is stuck in C): leave no stale flag (_core/asyncexc.py).
+            resync()
         if not result.seconds:
             result.seconds = time.monotonic() - start
         if vm is not None:

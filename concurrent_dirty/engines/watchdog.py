@@ -46,7 +46,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .._core.asyncexc import raise_in, resync
+from .._core.asyncexc import raise_in
+from .._core.switch import wait_until
 from ..errors import HangError
 from ..harness.usercode import harness_frame
 
@@ -122,7 +123,8 @@ class Watchdog:
                 except Exception:  # the arena is going away: the run is ending
                     return
                 frame = frames.get(w.ident) if w.ident is not None else None
-                if value != w.last or (frame is not None and not in_call(frame)):
+                if value != w.last or (frame is not None and (
+                        not in_call(frame) or in_modelled_wait(frame))):
                     w.last, w.since = value, now
                     continue
                 if w.ident is not None and frame is None:
@@ -150,10 +152,8 @@ class Watchdog:
         finally:
             self._fired_set.set()
         assert w.ident is not None
-        raise_in(w.ident, _Unwound)
-        unwound = self.unwound.wait(self.grace)
-        resync()  # raised but not consumed (it ended, or is stuck in C): no stale flag
-        if unwound or self._stop.is_set():
+        raise_in(w.ident, _Unwound)  # the engine resyncs once its threads stopped
+        if self.unwound.wait(self.grace) or self._stop.is_set():
             return
         if not any(t.ident == w.ident for t in threading.enumerate()):
             return  # it ended
@@ -200,6 +200,21 @@ def _calls(frame: Any) -> list[Any]:
     return [f for f in stack[first:] if _under_test(f.f_code)]
 
 
+def in_modelled_wait(frame: Any) -> bool:
+    """Whether a thread sampled at ``frame`` waits in a modelled wait (a
+    lock, a grace period, a flush: :func:`~concurrent_dirty._core.switch.wait_until`).
+    Waiting is not hanging: the party it waits for is watched, and a wait
+    nobody ends is the lock timeout's deadlock. (Its beat, every 64 spins,
+    is too rare for a short watchdog when the holder spins on the GIL: a
+    harvester waiting for the ``mmu_lock`` of a writer hung in
+    ``mark_page_dirty`` was once blamed for the writer's hang.)"""
+    while frame is not None:
+        if frame.f_code is _WAIT_CODE:
+            return True
+        frame = frame.f_back
+    return False
+
+
 def in_call(frame: Any) -> bool:
     """Whether a thread sampled at ``frame`` is inside a call into the code
     under test (whatever that call is running at the moment)."""
@@ -211,6 +226,7 @@ def _call_name(frame: Any) -> str:
     return calls[0].f_code.co_name if calls else "no call"
 
 
+_WAIT_CODE = wait_until.__code__
 _PATHS = sysconfig.get_paths()
 _STDLIB = tuple(os.path.abspath(_PATHS[k]) + os.sep for k in ("stdlib", "platstdlib"))
 #: Installed packages (a user's algorithm may live there), inside the stdlib's folder.

@@ -480,12 +480,13 @@ class ProgramSpace:
             return scenario, deep_program(scenario, rounds, execution)
         return scenario, make_program(scenario, rounds, execution)
 
-    def tiny(self, base: Scenario, index: int) -> tuple[Scenario, Program]:
+    def tiny(self, base: Scenario, index: int, rounds: int = 1) -> tuple[Scenario, Program]:
         """The ``index``-th case (0-based, wrapping) of the bounded-exhaustive
         small scope: every program of at most 2 writers x 2 writes on the 2
-        pages of one word (guest, on-behalf and device writes), 1 harvest
-        round racing them, each under every entry of :data:`TINY_OPTIONS`
-        (the unpinned model options). See :func:`tiny_program`."""
+        pages of one word (guest, on-behalf and device writes), ``rounds``
+        harvest rounds racing them (1; a ring's cases 2), each under every
+        entry of :data:`TINY_OPTIONS` (the unpinned model options). See
+        :func:`tiny_case`."""
         opts = [o for o in TINY_OPTIONS if all(
             getattr(self, k) is None or getattr(self, k) == v for k, v in o.items())] \
             or [{}]
@@ -506,7 +507,7 @@ class ProgramSpace:
                                ring_soft_limit=self.ring_soft_limit,
                                ring_batch=self.ring_batch or 0)
         writes = _tiny_programs()[program]
-        return replace(scenario, writers=len(writes)), Program(writes, 1)
+        return replace(scenario, writers=len(writes)), Program(writes, rounds)
 
     @property
     def shape_pinned(self) -> bool:

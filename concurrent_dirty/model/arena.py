@@ -22,7 +22,6 @@ from __future__ import annotations
 import atexit
 import os
 import re
-import secrets
 import sys
 import threading
 from collections.abc import Iterator
@@ -95,6 +94,8 @@ _OWNED = re.compile(r"^cd-([0-9]+)-[0-9a-f]+$")
 
 def new_segment_name() -> str:
     """``cd-<this pid>-<random hex>``: short, and names its creator."""
+    import secrets  # here: the controlled engine makes no segment
+
     return f"cd-{os.getpid()}-{secrets.token_hex(4)}"
 
 

@@ -22,13 +22,14 @@ unlinked afterwards: no ``BufferError: cannot close exported pointers exist``.
 from __future__ import annotations
 
 import ctypes
+import importlib.util
+import os
+import sys
 import threading
 from types import TracebackType
 from typing import Any
 
-import atomics
-import cffi
-from atomics._impl.patomic import Patomic  # the op table atomics itself uses
+import _cffi_backend as _cffi  # cffi's own backend: the types below, built directly
 
 from .._core import switch as _switch
 from .._core.switch import Op
@@ -54,16 +55,55 @@ _OP_XCHG = Op.XCHG
 WORD_BYTES = 8
 WORD_BITS = 64
 _MASK64 = (1 << 64) - 1
-_SEQ_CST = int(atomics.MemoryOrder.SEQ_CST)
+#: ``atomics.MemoryOrder.SEQ_CST`` (patomic's ``patomic_SEQ_CST``).
+_SEQ_CST = 5
 
-_ffi = cffi.FFI()
+
+def _patomic() -> Any:
+    """atomics' ``Patomic`` (the op table ``atomics`` itself uses, from
+    ``atomics/_impl/patomic.py``, plain ctypes). Loaded from its file, not
+    through ``import atomics``: the package's ``__init__`` builds a cffi
+    parser for its own buffer handling (pycparser's lexer and grammar), about
+    a third of a command line's imports, for nothing used here."""
+    loaded = sys.modules.get("atomics._impl.patomic")
+    if loaded is not None:
+        return loaded.Patomic
+    spec = importlib.util.find_spec("atomics")  # finds the package, runs nothing
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError("No module named 'atomics'", name="atomics")
+    path = os.path.join(list(spec.submodule_search_locations)[0], "_impl", "patomic.py")
+    file_spec = importlib.util.spec_from_file_location("_concurrent_dirty_patomic", path)
+    if file_spec is None or file_spec.loader is None:
+        raise ModuleNotFoundError(f"atomics' patomic module not found at {path}",
+                                  name="atomics._impl.patomic")
+    module = importlib.util.module_from_spec(file_spec)
+    file_spec.loader.exec_module(module)
+    return module.Patomic
 
 
-def _fp(ctype_fp: Any, signature: str) -> Any:
+Patomic = _patomic()
+
+# The C types, as cffi's FFI would build them from the strings in the
+# comments (without parsing a string: cffi's parser is pycparser).
+_U64 = _cffi.new_primitive_type("uint64_t")
+_UPTR = _cffi.new_primitive_type("uintptr_t")
+_INT = _cffi.new_primitive_type("int")
+_VOID = _cffi.new_void_type()
+_U64P = _cffi.new_pointer_type(_U64)  # "uint64_t *"
+_CHARS = _cffi.new_array_type(_cffi.new_pointer_type(_cffi.new_primitive_type("char")),
+                              None)  # "char[]"
+
+
+def _fn(result: Any, *args: Any) -> Any:
+    """A C function pointer type: ``result(*)(args)``."""
+    return _cffi.new_function_type(args, result, False)
+
+
+def _fp(ctype_fp: Any, signature: Any) -> Any:
     address = ctypes.cast(ctype_fp, ctypes.c_void_p).value
     if not address:
         raise RuntimeError(f"patomic has no 64-bit {signature!r} on this platform")
-    return _ffi.cast(signature, address)
+    return _cffi.cast(signature, address)
 
 
 class _Ops:
@@ -74,15 +114,20 @@ class _Ops:
     def __init__(self) -> None:
         ops = Patomic.ops(WORD_BYTES)
         u = ops.unsigned_ops
-        self.load = _fp(ops.fp_load, "void(*)(uintptr_t, int, uint64_t *)")
-        self.store = _fp(ops.fp_store, "void(*)(uintptr_t, uint64_t *, int)")
-        self.exchange = _fp(ops.xchg_ops.fp_exchange,
-                            "void(*)(uintptr_t, uint64_t *, int, uint64_t *)")
+        # void(*)(uintptr_t, int, uint64_t *)
+        self.load = _fp(ops.fp_load, _fn(_VOID, _UPTR, _INT, _U64P))
+        # void(*)(uintptr_t, uint64_t *, int)
+        self.store = _fp(ops.fp_store, _fn(_VOID, _UPTR, _U64P, _INT))
+        # void(*)(uintptr_t, uint64_t *, int, uint64_t *)
+        self.exchange = _fp(ops.xchg_ops.fp_exchange, _fn(_VOID, _UPTR, _U64P, _INT, _U64P))
+        # int(*)(uintptr_t, uint64_t *, uint64_t *, int, int)
         self.cmpxchg = _fp(ops.xchg_ops.fp_cmpxchg_strong,
-                           "int(*)(uintptr_t, uint64_t *, uint64_t *, int, int)")
-        self.test_set = _fp(ops.bitwise_ops.fp_test_set, "int(*)(uintptr_t, int, int)")
-        self.test_reset = _fp(ops.bitwise_ops.fp_test_reset, "int(*)(uintptr_t, int, int)")
-        fetch = "void(*)(uintptr_t, uint64_t *, int, uint64_t *)"
+                           _fn(_INT, _UPTR, _U64P, _U64P, _INT, _INT))
+        # int(*)(uintptr_t, int, int)
+        self.test_set = _fp(ops.bitwise_ops.fp_test_set, _fn(_INT, _UPTR, _INT, _INT))
+        self.test_reset = _fp(ops.bitwise_ops.fp_test_reset, _fn(_INT, _UPTR, _INT, _INT))
+        # void(*)(uintptr_t, uint64_t *, int, uint64_t *)
+        fetch = _fn(_VOID, _UPTR, _U64P, _INT, _U64P)
         self.fetch_or = _fp(ops.binary_ops.fp_fetch_or, fetch)
         self.fetch_and = _fp(ops.binary_ops.fp_fetch_and, fetch)
         self.fetch_add = _fp(u.fp_fetch_add, fetch)
@@ -103,20 +148,20 @@ class _Scratch(threading.local):
     the GIL during the call, so cells cannot be shared between threads."""
 
     def __init__(self) -> None:
-        self.a = _ffi.new("uint64_t *")
-        self.b = _ffi.new("uint64_t *")
+        self.a = _cffi.newp(_U64P, None)
+        self.b = _cffi.newp(_U64P, None)
 
 
 def buffer_address(buffer: Any) -> int:
     """The address of a writable buffer's first byte (no export is kept)."""
-    cdata = _ffi.from_buffer("char[]", buffer, True)
+    cdata = _cffi.from_buffer(_CHARS, buffer, True)
     try:
-        return int(_ffi.cast("uintptr_t", cdata))
+        return int(_cffi.cast(_UPTR, cdata))
     finally:
-        _ffi.release(cdata)
+        _cffi.release(cdata)
 
 
-_ALIGN = atomics.Alignment(WORD_BYTES).recommended
+_ALIGN = Patomic.alignment(WORD_BYTES).recommended  # atomics.Alignment(8).recommended
 
 
 class AtomicWords:
@@ -163,10 +208,10 @@ class AtomicWords:
             raise UsageError(
                 f"buffer too small for {name}: expected at least {need} bytes "
                 f"({nwords} words at offset {offset}), got {size}")
-        cdata = _ffi.from_buffer("char[]", buffer, True)
-        base = int(_ffi.cast("uintptr_t", cdata)) + offset
+        cdata = _cffi.from_buffer(_CHARS, buffer, True)
+        base = int(_cffi.cast(_UPTR, cdata)) + offset
         if base % _ALIGN:
-            _ffi.release(cdata)
+            _cffi.release(cdata)
             raise UsageError(
                 f"misaligned buffer for {name}: expected an address that is a multiple "
                 f"of {_ALIGN}, got {base:#x} (offset {offset})")
@@ -182,7 +227,7 @@ class AtomicWords:
         cdata, self._cdata = self._cdata, None
         self._n = 0
         if cdata is not None:
-            _ffi.release(cdata)
+            _cffi.release(cdata)
 
     @property
     def closed(self) -> bool:
@@ -258,7 +303,7 @@ class AtomicWords:
         one thread at a time) while the words stay open."""
         if self._cdata is None:
             raise self._bad_index(0)
-        return _ffi.cast("uint64_t *", self._base)
+        return _cffi.cast(_U64P, self._base)
 
     def store(self, i: int, value: int) -> None:
         if not 0 <= i < self._n:
@@ -384,7 +429,7 @@ class SerialWords(AtomicWords):
     def __init__(self, buffer: Any, nwords: int | None = None, *, offset: int = 0,
                  name: str = "words", quiet: bool = False) -> None:
         super().__init__(buffer, nwords, offset=offset, name=name, quiet=quiet)
-        self._p = _ffi.cast("uint64_t *", self._base)
+        self._p = _cffi.cast(_U64P, self._base)
 
     # A closed view has no words (_n is 0): each bounds check below fails
     # with the closed error before the pointer is touched.

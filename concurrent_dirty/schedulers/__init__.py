@@ -22,11 +22,11 @@ from .dfs import DfsScheduler
 from .hypothesis import ChoiceScheduler, PreemptionPoints
 from .pct import PctScheduler
 from .random import RandomScheduler
-from .replay import ReplayScheduler
+from .replay import PointsRecorder, ReplayScheduler, ThreadPoints
 
 __all__ = ["SCHEDULERS", "Budget", "ChoiceScheduler", "DfsScheduler", "Metrics", "PctScheduler",
-           "PreemptionPoints", "RandomScheduler", "ReplayScheduler", "Scheduler",
-           "SchedulerOptions", "make_scheduler", "report_of"]
+           "PointsRecorder", "PreemptionPoints", "RandomScheduler", "ReplayScheduler", "Scheduler",
+           "SchedulerOptions", "ThreadPoints", "make_scheduler", "report_of"]
 
 
 class Metrics:

@@ -124,6 +124,10 @@ TINY_BOUND = 1
 TINY_EXECUTIONS = 128
 
 
+#: The share of the time left at the first failure that Hypothesis's
+#: shrinking may take (the rest is the minimisation's).
+SHRINK_SHARE = 0.5
+
 #: The most executions the final report spends proving its preemptions
 #: the fewest (iterative bounding below the count it has).
 MINIMIZE_EXECUTIONS = 5000
@@ -238,7 +242,7 @@ def interleavings(algorithm: str, *, writers: Any = None, writes: Any = None, pa
     # A write's kind: the guest's (0), on its behalf on the vCPU (1) or
     # with no running vCPU (2); shrinks toward the guest's own writes.
     writer_kinds = st.sampled_from((st.just(0), st.sampled_from((0, 1, 2)),
-                                    st.sampled_from((1, 2))))
+                                    st.sampled_from((1, 2)), st.just(1)))
     kinds = st.sampled_from((0, 1, 2)) if on_behalf is None \
         else st.sampled_from((1, 2)) if on_behalf else st.just(0)
 
@@ -406,7 +410,9 @@ def hypothesis_search(algorithm: str, *, seed: int = 0, seconds: float = 10.0,
     fixes some of its arguments), run each, and shrink the first failure.
 
     Deterministic for a ``seed``; ``seconds`` is a hard limit on the search
-    (what remains of it bounds the preemption minimisation); a failure found
+    (Hypothesis's shrinking takes at most :data:`SHRINK_SHARE` of what
+    remains of it at the first failure, and the rest bounds the preemption
+    minimisation); a failure found
     at any moment is reported with its counterexample and token, whatever
     Hypothesis does after it (the shrunk one when shrinking ends in time,
     else the smallest seen). A failure that does not replay the same way is
@@ -425,17 +431,21 @@ def hypothesis_search(algorithm: str, *, seed: int = 0, seconds: float = 10.0,
     deadline = start + seconds
     failures: list[ExecutionResult] = []
     last_tick = [start]
+    # Once a failure is found, Hypothesis shrinks it for half of the time
+    # left at most: the other half is the minimisation's (the fewest
+    # preemptions), which a shrink that ran to the deadline left none.
+    shrink_until = [deadline]
 
     def body(case: Interleaving) -> None:
         now = time.monotonic()
-        if now >= deadline or (stop is not None and not failures and stop()):
+        if now >= shrink_until[0] or (stop is not None and not failures and stop()):
             raise _OutOfTime
         if token_file:
             # What is running now, as a token replay accepts: a crash or a
             # hang still leaves something to replay (as the Runner does).
             _write_pending(token_file, pending_token(cls, case.scenario, case.program))
         result, runs = case.run_counted(max_steps=max_steps, watchdog=watchdog,
-                                        deadline=deadline)
+                                        deadline=shrink_until[0])
         report.executions += runs
         report.steps += result.outcome.steps
         report.preemptions += result.outcome.preemptions
@@ -445,8 +455,10 @@ def hypothesis_search(algorithm: str, *, seed: int = 0, seconds: float = 10.0,
             progress(report)
         if result.failed:
             if not failures:  # what the search cost, before shrinking
-                report.extra["first_failure_seconds"] = round(time.monotonic() - start, 4)
+                found_at = time.monotonic()
+                report.extra["first_failure_seconds"] = round(found_at - start, 4)
                 report.extra["first_failure_execution"] = report.executions
+                shrink_until[0] = found_at + (deadline - found_at) * SHRINK_SHARE
             failures.append(result)
             if result.outcome.kind == Verdict.HANG:
                 raise _Hung  # no shrinking: every example would cost a watchdog period
@@ -459,7 +471,7 @@ def hypothesis_search(algorithm: str, *, seed: int = 0, seconds: float = 10.0,
     try:
         test()
     except _OutOfTime:
-        report.stopped_by = "seconds" if time.monotonic() >= deadline else "stopped"
+        report.stopped_by = "seconds" if time.monotonic() >= shrink_until[0] else "stopped"
     except _Hung:
         report.failure = failures[-1]
     except _Failed:

@@ -8,7 +8,7 @@ command line: the same command covers the same executions, seeds or cells.
 :func:`share` divides a count, :func:`pick` deals a list out round-robin,
 :func:`stream_seed` derives a job's scheduler seed (the campaign's own seed
 when there is one job and one shard, so ``--jobs 1`` is exactly today's
-run).
+run; the first job's is always the shard's single stream's).
 
 **Processes.** Each job is a fresh interpreter started with ``subprocess``
 (as the writer processes are: no fork of a threaded parent, no re-run of
@@ -28,22 +28,24 @@ Layer 7 (``search``): imports nothing of the project at module level but
 
 from __future__ import annotations
 
-import hashlib
 import os
-import pickle
-import select
 import signal
-import subprocess
 import sys
 import threading
 import time
-import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import import_module
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import UsageError
+
+if TYPE_CHECKING:
+    import subprocess
+
+# pickle, select, subprocess and hashlib are imported where a job process
+# or a derived seed needs them: ``--jobs 1`` (and a ``--jobs N`` whose first
+# job ends before the others start) runs no process and pays for neither.
 
 __all__ = ["Job", "JobContext", "JobOutcome", "Shard", "default_jobs",
            "parse_jobs", "parse_shard", "pick", "run_jobs", "share", "stream_seed"]
@@ -109,9 +111,15 @@ def pick(items: Sequence[T], parts: int, index: int) -> list[T]:
 def stream_seed(seed: int, shard: Shard, jobs: int, job: int) -> int:
     """The scheduler seed of job ``job`` of ``jobs`` in ``shard``: the
     campaign's own seed for the single stream, else a hash of (seed, shard,
-    jobs, job), a signed 63-bit integer."""
+    jobs, job), a signed 63-bit integer. The first job's seed is the
+    shard's single stream's, whatever ``jobs`` is: ``--jobs J``'s first job
+    runs what ``--jobs 1`` runs."""
+    if job == 0:
+        jobs = 1
     if shard.whole and jobs == 1:
         return seed
+    import hashlib
+
     text = f"concurrent-dirty stream:{seed}:{shard.index}/{shard.count}:{job}/{jobs}"
     digest = hashlib.blake2b(text.encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") >> (64 - _SEED_BITS)
@@ -173,6 +181,8 @@ def _resolve(ref: str) -> Callable[..., Any]:
 
 
 def _frame(message: Any) -> bytes:
+    import pickle
+
     data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
     return len(data).to_bytes(8, "big") + data
 
@@ -202,6 +212,9 @@ def _interrupt(signum: int, frame: object) -> None:
 
 def child_main() -> None:
     """A job process's entry point."""
+    import pickle
+    import traceback
+
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C: the parent decides
     # Until its task starts, SIGTERM ends a job silently (it holds nothing
     # to clean up yet, and prints nothing); then it unwinds the task.
@@ -279,6 +292,9 @@ class _Running:
 
 
 def _start(job: Job, env: dict[str, str]) -> _Running:
+    import pickle
+    import subprocess
+
     read_end, write_end = os.pipe()
     try:
         proc = subprocess.Popen(
@@ -302,6 +318,8 @@ def _start(job: Job, env: dict[str, str]) -> _Running:
 
 
 def _tell(running: _Running, message: Any) -> None:
+    import pickle
+
     stdin = running.proc.stdin
     if stdin is None or stdin.closed:
         return
@@ -325,7 +343,8 @@ def run_jobs(jobs: Sequence[Job], *,
              on_message: Callable[[int, str, Any], None] | None = None,
              stop_on: Callable[[int, str, Any], Any] | None = None,
              unneeded: Callable[[int], bool] | None = None,
-             local: bool = False, grace: float = 15.0) -> list[JobOutcome]:
+             local: bool = False, start_after: float = 0.0,
+             grace: float = 15.0) -> list[JobOutcome]:
     """Run every job and wait for all of them.
 
     With ``local``, the first job runs in this thread (its kwargs are not
@@ -343,11 +362,18 @@ def run_jobs(jobs: Sequence[Job], *,
     ``dropped`` outcome, instead of being waited for. An exception of the
     local job, Ctrl-C or SIGTERM (a ``KeyboardInterrupt`` here) stops every
     job, waits up to ``grace`` seconds for their clean-up, kills what is
-    left, and re-raises. Outcomes come back in job order."""
+    left, and re-raises. Outcomes come back in job order.
+
+    ``start_after`` (with ``local``): the other jobs' processes start only
+    once the local job has run that many seconds (or has ended), and a job
+    that is ``unneeded`` by then never starts (a ``dropped`` outcome): a
+    search that ends sooner pays for no interpreter, and on a busy machine
+    the local job does not share its core with their start-up."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p or os.getcwd() for p in sys.path)
     here = jobs[0] if local and jobs else None
     running: list[_Running] = []
+    issued: list[Any] = []
     lock = threading.RLock()
     contexts: list[JobContext] = []
 
@@ -358,6 +384,7 @@ def run_jobs(jobs: Sequence[Job], *,
             key = stop_on(index, what, payload) if stop_on is not None else None
             if key is None:
                 return
+            issued.append(key)  # for a job that starts later
             for other in running:
                 if other.job.index != index and other.outcome is None:
                     _tell(other, ("stop", key))
@@ -370,10 +397,35 @@ def run_jobs(jobs: Sequence[Job], *,
     pump_error: list[BaseException] = []
     outcomes: list[JobOutcome] = []
 
+    local_done = threading.Event()
+    later = [job for job in jobs if job is not here] if here is not None and start_after > 0 \
+        else []
+    delayed = {job.index for job in later}
+
+    def start_later() -> None:
+        """The delayed jobs: started once the local job has run
+        ``start_after`` seconds or ended, unless unneeded or halted; each
+        is told the stops issued before it started."""
+        local_done.wait(start_after)
+        for job in later:
+            with lock:
+                if halt.is_set():
+                    return
+                if unneeded is not None and unneeded(job.index):
+                    outcomes.append(JobOutcome(job.index, dropped=True))
+                    continue
+            started = _start(job, env)  # not under the lock: dispatch goes on
+            with lock:
+                running.append(started)
+                for key in issued:
+                    _tell(started, ("stop", key))
+
     def pump_thread() -> None:
         # An error reading the jobs (a bug in a callback, an unpickling
         # error) must end the run, not leave some jobs' outcomes missing.
         try:
+            if later:
+                start_later()
             _pump(running, dispatch, unneeded, halt, lock)
         except BaseException as exc:
             pump_error.append(exc)
@@ -383,7 +435,7 @@ def run_jobs(jobs: Sequence[Job], *,
 
     try:
         for job in jobs:
-            if job is not here:
+            if job is not here and job.index not in delayed:
                 running.append(_start(job, env))
         if here is None:
             _pump(running, dispatch, unneeded, halt, lock)
@@ -395,7 +447,10 @@ def run_jobs(jobs: Sequence[Job], *,
             pump = threading.Thread(target=pump_thread, name="cd-jobs", daemon=True)
             pump.start()
             start = time.monotonic()
-            result = _resolve(here.func)(ctx, **here.kwargs)
+            try:
+                result = _resolve(here.func)(ctx, **here.kwargs)
+            finally:
+                local_done.set()
             outcomes.append(JobOutcome(here.index, result=result, pid=os.getpid(),
                                        seconds=time.monotonic() - start))
             while pump.is_alive():
@@ -407,6 +462,7 @@ def run_jobs(jobs: Sequence[Job], *,
             r.proc.wait()
     except BaseException:
         halt.set()
+        local_done.set()
         if pump is not None:
             pump.join()
         _stop_all(running, grace)
@@ -429,6 +485,8 @@ def _pump(running: list[_Running], dispatch: Callable[[int, str, Any], None],
           unneeded: Callable[[int], bool] | None, halt: threading.Event,
           lock: threading.RLock) -> None:
     """Read every job process's messages until each has its outcome."""
+    import select
+
     while any(r.outcome is None for r in running) and not halt.is_set():
         fds = [r.fd for r in running if not r.eof]
         ready = select.select(fds, [], [], 0.05)[0] if fds else []
@@ -450,6 +508,8 @@ def _pump(running: list[_Running], dispatch: Callable[[int, str, Any], None],
 
 def _drop(r: _Running) -> None:
     """End a job process that has not started its task: nothing of it is lost."""
+    import subprocess
+
     try:
         r.proc.send_signal(signal.SIGTERM)
     except OSError:
@@ -468,6 +528,8 @@ def _drop(r: _Running) -> None:
 
 
 def _read(r: _Running, dispatch: Callable[[int, str, Any], None]) -> None:
+    import pickle
+
     data = os.read(r.fd, 1 << 16)
     if not data:
         r.eof = True
@@ -499,6 +561,8 @@ def _read(r: _Running, dispatch: Callable[[int, str, Any], None]) -> None:
 
 def _stop_all(running: list[_Running], grace: float) -> None:
     """SIGTERM every job (its clean-up runs), wait, then SIGKILL the rest."""
+    import subprocess
+
     for r in running:
         if r.proc.poll() is None:
             try:

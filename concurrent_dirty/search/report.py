@@ -161,8 +161,8 @@ class FuzzReport:
                          if found.minimize_executions is not None
                          else f"{found.minimize_seconds:.2f}s")
                 text += (f"\ncounterexample: {count}, {fewest}; the search's first had "
-                         f"{found.preemptions_found} (minimized in {spent}: preemption "
-                         f"points sampled, then iterative preemption bounding)")
+                         f"{found.preemptions_found} (minimized in {spent}: its preemptions "
+                         f"dropped, points sampled, then iterative preemption bounding)")
             else:
                 text += f"\ncounterexample: {count}, not minimized (the search stopped at it)"
             return text

@@ -129,6 +129,7 @@ def explore(algorithm: str | type[DirtyLogAlgorithm], scenario: Scenario, *,
             watchdog: float = DEFAULT_WATCHDOG,
             program: Program | None = None, vary_program: bool | None = None,
             space: ProgramSpace | None = None, first: int = 1, stride: int = 1,
+            small: bool = True,
             stop: Callable[[], bool] | None = None, stop_reason: str = "stopped",
             progress: Callable[[FuzzReport], None] | None = None,
             found: Callable[[], None] | None = None) -> FuzzReport:
@@ -144,17 +145,22 @@ def explore(algorithm: str | type[DirtyLogAlgorithm], scenario: Scenario, *,
     is about).
 
     ``auto`` over a ``space`` starts with the small scope's phase, except
-    for an algorithm written for a path after 2012 (its ``model`` turns on
-    one of :data:`PATH_OPTIONS`): the tiny scope's one harvest round and
-    two writes per writer cannot show those paths' deep races (an SPTE
-    fixed again after a second round, a ring that wraps), and the races it
-    can show there, a random walk finds within a few executions; measured
-    over the zoo's eleven path mutants, 3 seeds, the phase made nine of
-    them later (README, "The bug zoo").
+    for an algorithm written for the fast page fault or PML (its ``model``
+    turns one of them on): the tiny scope's harvest rounds and two writes
+    per writer cannot show those paths' deep races (an SPTE fixed again
+    after a second round), and the races it can show there, a random walk
+    finds within a few executions; measured over the zoo's six mutants of
+    those paths, 3 seeds, the phase made them later (README, "The bug
+    zoo"). A ring algorithm's cases race two harvest rounds instead of
+    one (an entry collected in one round and reset in the next): the
+    reaper reading an entry's page before its flags then shows in tens of
+    executions under DFS, where a random walk took hundreds.
 
     ``first`` and ``stride`` select a stream of the campaign (execution n
     runs case ``first + stride * (n - 1)``; jobs and shards take disjoint
-    streams); ``stop()``, asked before each execution, ends it early.
+    streams); ``small=False`` skips the small scope's phase (a job other than
+    the first: the first runs that phase as the single stream does);
+    ``stop()``, asked before each execution, ends it early.
     ``found()`` is called at a failure, before it is minimised (a job tells
     the others to stop at once); a failure found once ``stop()`` holds
     (another job's came first) is not minimised."""
@@ -205,10 +211,18 @@ def explore(algorithm: str | type[DirtyLogAlgorithm], scenario: Scenario, *,
                 return drawn.draw(scenario, first + stride * (n - 1), features)
 
             arms = _arms(space) if scheduler == "auto" else None
-            if not space.shape_pinned and not (scheduler == "auto" and on_a_path):
+            ring = bool((getattr(cls, "model", None) or {}).get("dirty_ring"))
+            if small and not space.shape_pinned and not (scheduler == "auto" and on_a_path
+                                                         and not ring):
+                # A ring's races need a second round (an entry collected,
+                # then reset): its cases race two rounds, not one.
+                tiny_rounds = 2 if ring else 1
+
                 # The small scope's cases: the shards take disjoint ones.
                 def tiny(i: int) -> Case:
-                    return drawn.tiny(scenario, first - 1 + stride * i)
+                    index = first - 1 + stride * i
+                    return drawn.tiny(scenario, index) if tiny_rounds == 1 \
+                        else drawn.tiny(scenario, index, rounds=tiny_rounds)
 
         portfolio = Portfolio(seed, cases, fixed=fixed is not None,
                               members=MEMBERS if scheduler == "auto" else ("dfs",),

@@ -2,13 +2,19 @@
 job runs, and how the jobs' reports merge into one.
 
 **fuzz** is split by *stream*. Stream ``j`` of ``J`` jobs in shard ``K/N``
-runs its scheduler seeded with :func:`~.pool.stream_seed` (the campaign's
-seed when there is a single stream) and, when programs vary between
-executions (``random``, ``pct --vary-program``, ``hypothesis``), the
-stream's ``i``-th execution runs the campaign's program number
-``K + N*(j + J*i)`` (1-based ``K``): shards never share a program, jobs of
-a shard never share one, and the single stream runs programs 1, 2, 3, ...
-as today. With one fixed program (``pct``, ``--execution``), streams differ
+runs its scheduler seeded with :func:`~.pool.stream_seed` (for the first
+job, the seed of the shard's single stream: the campaign's own seed in the
+whole campaign) and, when programs vary between executions (``random``,
+``auto``, ``pct --vary-program``, ``hypothesis``), the stream's ``i``-th
+execution (0-based) runs the campaign's program number ``K + N*(o_j + i)``
+(1-based ``K``), where ``o_j`` is the sum of the executions of the jobs
+before ``j``: each job takes a block of the shard's programs, so shards
+never share a program, jobs of a shard never share one, the single stream
+runs programs 1, 2, 3, ... as today, and the first job of ``--jobs J`` runs
+exactly what ``--jobs 1`` runs, from the start (``--jobs J`` is never
+slower to a failure that job finds). The small scope's phase (``auto``)
+runs in the first job alone, as in the single stream; the other jobs start
+with the wide search. With one fixed program (``pct``, ``--execution``), streams differ
 by their seed alone, and PCT's miss bounds multiply (independent runs on
 one program). The executions budget is cut with :func:`~.pool.share`
 (shard first, then job); the seconds budget is wall-clock time for every
@@ -29,15 +35,17 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..dirtylog import resolve_algorithm
-from ..engines.free import CellResult, run_cell
 from ..harness.scenario import Scenario
 from .pool import JobContext, JobOutcome, Shard, pick, share, stream_seed
 from .report import FuzzReport
 from .runner import explore
-from .zoo import Cell, ZooCell, hang_of, run_zoo_cell
+
+if TYPE_CHECKING:  # imported where a stress or mutants job runs: fuzz needs neither
+    from ..engines.free import CellResult
+    from .zoo import Cell, ZooCell
 
 __all__ = ["FuzzStream", "fuzz_job", "run_streams", "fuzz_streams", "merge_fuzz", "cells_job",
            "zoo_job", "split_cells"]
@@ -76,13 +84,15 @@ def fuzz_streams(algorithms: Sequence[str], *, scheduler: str, executions: int, 
         return out
     in_shard = share(executions, shard.count, shard.index)
     for algorithm in algorithms:
+        before = 0  # the executions of the jobs before j: where j's block starts
         for j in range(jobs):
             n = share(in_shard, jobs, j)
             if n:
                 out[j].append(FuzzStream(algorithm, j, jobs, shard,
                                          stream_seed(seed, shard, jobs, j), n,
-                                         first=shard.index + 1 + shard.count * j,
-                                         stride=shard.count * jobs))
+                                         first=shard.index + 1 + shard.count * before,
+                                         stride=shard.count))
+            before += n
     return out
 
 
@@ -93,7 +103,8 @@ def run_stream(stream: FuzzStream, scenario: Scenario, *, stop: Any = None,
     ``stop()`` says another job found a failure."""
     report: FuzzReport = explore(
         stream.algorithm, scenario, seed=stream.seed, executions=stream.executions,
-        first=stream.first, stride=stream.stride, stop=stop, stop_reason=STOPPED, **options)
+        first=stream.first, stride=stream.stride, small=stream.job == 0, stop=stop,
+        stop_reason=STOPPED, **options)
     return report
 
 
@@ -255,6 +266,8 @@ def cells_job(ctx: JobContext, *, cells: list[tuple[int, Scenario, str]],
     parent's own job, ``progress(index)`` gives a cell's progress line and
     ``on_abandon(index, result)`` reports a hung harvester that could not be
     unwound (the process exits right after)."""
+    from ..engines.free import run_cell
+
     out = []
     for index, scenario, rerun in cells:
         if ctx.stopped(ERROR):
@@ -279,6 +292,8 @@ def cells_job(ctx: JobContext, *, cells: list[tuple[int, Scenario, str]],
 def zoo_job(ctx: JobContext, *, cells: list[tuple[int, ZooCell]], seeds: int,
             budget: float, watchdog: float = 10.0) -> list[tuple[int, Cell]]:
     """A mutants job: its cells of the table."""
+    from .zoo import hang_of, run_zoo_cell
+
     out = []
     for index, plan in cells:
         if ctx.stopped(HANG):  # another job's hang ended the run
