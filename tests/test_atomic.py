@@ -7,13 +7,16 @@ import pytest
 
 from concurrent_dirty import AtomicWords, UsageError
 from concurrent_dirty.model.arena import new_segment_name
+from concurrent_dirty.model.atomic import SerialWords
 
 M64 = (1 << 64) - 1
 
 
-@pytest.fixture
-def words():
-    with AtomicWords(bytearray(32), name="w") as w:
+@pytest.fixture(params=[AtomicWords, SerialWords], ids=["atomic", "serial"])
+def words(request):
+    # SerialWords (the controlled engine's: plain reads and writes) must
+    # behave exactly as AtomicWords in every test that takes this fixture.
+    with request.param(bytearray(32), name="w") as w:
         yield w
 
 
@@ -163,3 +166,19 @@ def test_fetch_add_loses_no_update_between_real_processes(shm_guard):
     finally:
         shm.close()
         shm.unlink()
+
+
+def test_the_controlled_engine_uses_serial_words_and_the_free_engines_atomic_ones():
+    from concurrent_dirty import Scenario
+    from concurrent_dirty.dirtylog import resolve_algorithm
+    from concurrent_dirty.engines.controlled import _vm
+    from concurrent_dirty.harness.execution import COMPLETED, Vm
+
+    scenario = Scenario(writers=2, slots=1, pages=4)
+    cls = resolve_algorithm("xchg")
+    assert type(_vm(cls, scenario).arena.words(COMPLETED)) is SerialWords
+    vm = Vm(cls, scenario, shared=False, engine="threads")
+    try:
+        assert type(vm.arena.words(COMPLETED)) is AtomicWords
+    finally:
+        vm.arena.close()

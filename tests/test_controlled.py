@@ -340,6 +340,86 @@ def test_the_fast_step_keeps_every_schedule_and_count(make, algorithm):
     assert runs[0][1] > 0
 
 
+def test_pct_counts_only_decisions_with_a_choice_into_its_k():
+    # Thread "b" waits for "a" to finish. Where "b" runs first, it blocks at
+    # once and "a" makes its 40 steps alone: no decision there has a choice,
+    # and pct's k (its step count, which its change points and its bound
+    # use) counts only the first decision, where both could run.
+    from concurrent_dirty._core import switch
+    from concurrent_dirty._core.runtime import Runtime
+
+    def alone():
+        for i in range(40):
+            switch.switch_point(switch.Op.STORE, "w", i)
+
+    b_first = 0
+    for seed in range(12):
+        pct = PctScheduler(seed, depth=2, k_hint=10)
+        assert pct.new_execution()
+        runtime = Runtime(pct, max_steps=1000)
+        a = runtime.spawn("a", alone)
+        b = runtime.spawn("b", lambda r=runtime, a=a: r.wait_for([a]))
+        previous = switch.install(runtime)
+        try:
+            outcome = runtime.run()
+        finally:
+            switch.install(previous)
+        assert outcome.kind == "ok" and outcome.steps == 41
+        assert pct.new_execution()
+        if outcome.schedule[0] == b:
+            b_first += 1
+            assert pct.k == 1, (seed, pct.k)  # k: the longest count seen
+    assert b_first >= 2
+
+
+def test_a_thread_waiting_for_others_to_finish_is_not_asked_at_every_step():
+    # keep() gets the threads that wait for nothing and, apart, those whose
+    # condition must be asked; one that waits for another thread to finish
+    # is in neither (only that thread's end frees it), and it runs after.
+    from concurrent_dirty._core import switch
+    from concurrent_dirty._core.runtime import Runtime
+
+    class Spy:
+        def __init__(self, seed):
+            self.inner = RandomScheduler(seed, stay=0.9)
+            self.seen = []
+
+        def new_execution(self):
+            return self.inner.new_execution()
+
+        def next_thread(self, runnable, current):
+            return self.inner.next_thread(runnable, current)
+
+        def keep(self, current, free, held, can_run):
+            self.seen.append((current, tuple(free), tuple(held)))
+            return self.inner.keep(current, free, held, can_run)
+
+    def alone(order):
+        for i in range(30):
+            switch.switch_point(switch.Op.STORE, "w", i)
+        order.append("a")
+
+    checked = 0
+    for seed in range(16):
+        order = []
+        spy = fresh(Spy(seed))
+        runtime = Runtime(spy, max_steps=1000)
+        a = runtime.spawn("a", lambda order=order: alone(order))
+        b = runtime.spawn("b", lambda r=runtime, a=a, order=order: (r.wait_for([a]),
+                                                                      order.append("b")))
+        previous = switch.install(runtime)
+        try:
+            outcome = runtime.run()
+        finally:
+            switch.install(previous)
+        assert outcome.kind == "ok" and order == ["a", "b"]
+        if outcome.schedule[0] == b:  # "b" waits from the start: "a" runs alone
+            checked += 1
+            assert len(spy.seen) == 30
+            assert all(s == (a, (a,), ()) for s in spy.seen), spy.seen
+    assert checked >= 2
+
+
 def _random_walk_failure(min_preemptions=3):
     """A random walk's first failure with many preemptions (not minimised)."""
     scheduler = RandomScheduler(seed=1)

@@ -53,7 +53,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import NoReturn, Protocol
+from typing import Any, NoReturn, Protocol
 
 from ..errors import (
     AlgorithmMisuse,
@@ -76,6 +76,10 @@ DEFAULT_WATCHDOG = 10.0
 SPIN_PERIOD = 8
 SPIN_REPEATS = 4
 _SPIN_KEPT = SPIN_PERIOD * SPIN_REPEATS
+
+_LOAD = Op.LOAD
+_YIELD = Op.YIELD
+_get_ident = threading.get_ident
 
 
 #: ``observe(thread, op, target, index)``: a switch point went through.
@@ -117,19 +121,22 @@ class Scheduler(Protocol):
     def next_thread(self, runnable: Sequence[int], current: int | None) -> int: ...
 
 
-#: ``keep(current, live, can_run)``, an optional scheduler method the
+#: ``keep(current, free, held, can_run)``, an optional scheduler method the
 #: runtime asks first at a switch point where the running thread
-#: ``current`` could go on (``live``: every unfinished thread's id;
-#: ``can_run(tid)``: whether that one could run now, which evaluates its
-#: wait's condition, so ask only about the threads that matter): True means the scheduler picks
-#: ``current`` at this decision whatever the others' state, its own state
-#: advanced exactly as ``next_thread`` would have advanced it; False means
-#: it needs the runnable threads, and the runtime then calls
-#: ``next_thread(runnable, current)`` for this same decision, which
-#: completes it. So the common step, the running thread going on, costs no
-#: list of runnable threads, no blocked thread's condition and no wrapper,
-#: and every schedule stays what ``next_thread`` alone would have made.
-Keep = Callable[[int, Sequence[int], Callable[[int], bool]], bool]
+#: ``current`` could go on. ``free``: the unfinished threads' ids that wait
+#: for nothing (they can run; ``current`` among them); ``held``: those
+#: whose wait's condition must be asked, ``can_run(tid)``, which evaluates
+#: it (so ask only about the threads that matter); a thread waiting for
+#: others to finish is in neither (it cannot run). True means the
+#: scheduler picks ``current`` at this decision whatever the others'
+#: state, its own state advanced exactly as ``next_thread`` would have
+#: advanced it; False means it needs the runnable threads, and the
+#: runtime then calls ``next_thread(runnable, current)`` for this same
+#: decision, which completes it. So the common step, the running thread
+#: going on, costs no list of runnable threads, no wait's condition but
+#: those asked and no wrapper, and every schedule stays what
+#: ``next_thread`` alone would have made.
+Keep = Callable[[int, Sequence[int], Sequence[int], Callable[[int], bool]], bool]
 
 
 class _Abort(BaseException):
@@ -250,7 +257,7 @@ _OWNER: dict[int, Runtime] = {}
 class _Thread:
     __slots__ = ("tid", "name", "fn", "sem", "done", "blocker", "reason", "yielded",
                  "last", "pending_preempt", "os_thread", "loads", "spinning", "at",
-                 "earlier_preempts")
+                 "earlier_preempts", "waits", "started")
 
     def __init__(self, tid: int, name: str, fn: Callable[[], None]) -> None:
         self.tid = tid
@@ -260,6 +267,9 @@ class _Thread:
         self.done = False
         self.blocker: Callable[[], bool] | None = None  # runnable iff it returns True
         self.reason: Callable[[], str] | None = None  # what it waits for
+        #: Waiting for threads to finish: the condition, asked when one
+        #: does (its blocker meanwhile says no without asking).
+        self.waits: Callable[[], bool] | None = None
         self.yielded = False
         self.last: Step | None = None
         self.pending_preempt: int | None = None
@@ -268,6 +278,8 @@ class _Thread:
         #: executions): its step number, op, words and index.
         self.at: tuple[int, Op, str, int] | None = None
         self.os_thread: threading.Thread | None = None
+        #: Handed the CPU once (it runs on a carrier from then on).
+        self.started = False
         #: The loads since this thread's last other operation: (words,
         #: index, value read), the latest last, at most _SPIN_KEPT.
         self.loads: list[tuple[str, int, int]] = []
@@ -305,20 +317,41 @@ class Runtime:
         # decision is one call, not one per wrapper.
         self._next: Callable[[Sequence[int], int | None], int] = scheduler.next_thread
         self._keep: Keep | None = getattr(scheduler, "keep", None)
-        #: The unfinished threads, and their ids (for ``keep``).
+        #: The unfinished threads; their ids for ``keep`` (``_regroup``).
         self._live: list[_Thread] = []
-        self._live_ids: tuple[int, ...] = ()
+        self._free_ids: tuple[int, ...] = ()
+        self._held_ids: tuple[int, ...] = ()
         #: Each region's words, looked up once (spin detection peeks at
         #: every load).
         self._words: dict[str, AtomicWordsLike | None] = {}
+        #: Each region's plain reader for spin detection (``_plain_words``).
+        self._plain: dict[str, tuple[Any, int]] = {}
+        self._can_run_fn = self._can_run  # one bound method, not one per step
+        #: A step is observed or traced (else it only decides and records).
+        self._told = trace or observe is not None
 
     # -- building ---------------------------------------------------------------
     def spawn(self, name: str, fn: Callable[[], None]) -> int:
         t = _Thread(len(self.threads), name, fn)
         self.threads.append(t)
         self._live.append(t)
-        self._live_ids = tuple(x.tid for x in self._live)
+        self._regroup()
         return t.tid
+
+    def _regroup(self) -> None:
+        """The unfinished threads' ids for ``keep``, after a thread blocked,
+        resumed or finished: those with no wait (they can run) and those
+        whose wait's condition must be asked (threads that wait for
+        others to finish are in neither: only a thread's end frees them)."""
+        free: list[int] = []
+        held: list[int] = []
+        for t in self._live:
+            if t.blocker is None:
+                free.append(t.tid)
+            elif t.blocker is not _not_yet:
+                held.append(t.tid)
+        self._free_ids = tuple(free)
+        self._held_ids = tuple(held)
 
     def name_of(self, tid: int) -> str:
         return self.threads[tid].name
@@ -336,21 +369,60 @@ class Runtime:
         return me
 
     def __call__(self, op: Op, target: str, index: int) -> None:
-        me = self._by_ident.get(threading.get_ident())  # self._me(), inlined: every step
+        # The hot path, every switch point: decide and record, nothing else.
+        # The common step (the running thread goes on, as the scheduler's
+        # keep() says) is inlined here; every other decision is
+        # _decide_step's.
+        me = self._by_ident.get(_get_ident())  # self._me(), inlined
         if me is None or self._aborted:
             me = self._me()
             if me is None:
                 return
-        if op is not Op.LOAD:
-            if op is Op.YIELD:
+        if op is not _LOAD:
+            if op is _YIELD:
                 me.yielded = True
             if me.loads:
                 me.loads.clear()
                 me.spinning = 0
-            self._switch(me, op, target, index)
-            return
-        self._switch(me, op, target, index)
-        self._loaded(me, target, index)
+        out = self.outcome
+        steps = out.steps = out.steps + 1
+        if self.tracing:  # (only a traced step has a last step to close)
+            if me.last is not None:
+                self._close_step(me)
+            me.at = (steps, op, target, index)
+        if steps > self.max_steps:
+            self._fail_at(Verdict.STEP_BOUND, self._step_bound_report(me, op, target, index),
+                          me, op, target, index)
+        keep = self._keep
+        if keep is not None and me.blocker is None and not me.yielded and not me.spinning \
+                and keep(me.tid, self._free_ids, self._held_ids, self._can_run_fn):
+            # The running thread goes on: no list of runnable threads.
+            out.schedule.append(me.tid)
+            if self._told:
+                if self.observe is not None:
+                    self.observe(me.tid, op, target, index)
+                if self.tracing:
+                    self._record(me, op, target, index)
+        else:
+            self._decide_step(me, op, target, index)
+        if op is _LOAD:
+            # Spin detection: ``me`` is about to load target[index] (nobody
+            # runs before it does): remember what it reads, and whether its
+            # loads now repeat a cycle.
+            plain = self._plain.get(target)
+            if plain is None:
+                plain = self._plain_words(target)
+            if 0 <= index < plain[1]:
+                load = (target, index, plain[0][index])
+                loads = me.loads
+                loads.append(load)
+                if len(loads) >= SPIN_REPEATS:
+                    if len(loads) > _SPIN_KEPT:
+                        del loads[0]
+                    # The cheap test first: a cycle of at most SPIN_PERIOD
+                    # loads ends with a load seen within the SPIN_PERIOD
+                    # before it.
+                    me.spinning = _period(loads) if load in loads[-SPIN_PERIOD - 1:-1] else 0
 
     # -- spin loops -----------------------------------------------------------------
     def progress(self) -> None:
@@ -360,23 +432,19 @@ class Runtime:
             me.loads.clear()
             me.spinning = 0
 
-    def _loaded(self, me: _Thread, target: str, index: int) -> None:
-        """``me`` is about to load ``target[index]`` (nobody runs before it
-        does): remember what it reads, and whether its loads now repeat a
-        cycle."""
-        value = self._peek(target, index)
-        if value is None:  # words the runtime cannot read: no spin is claimed
-            return
-        loads = me.loads
-        load = (target, index, value)
-        # The cheap test first: a cycle of at most SPIN_PERIOD loads ends
-        # with a load seen within the SPIN_PERIOD before it.
-        recurs = load in loads[-SPIN_PERIOD:]
-        loads.append(load)
-        if len(loads) >= SPIN_REPEATS:
-            if len(loads) > _SPIN_KEPT:
-                del loads[0]
-            me.spinning = _period(loads) if recurs else 0
+    def _plain_words(self, target: str) -> tuple[Any, int]:
+        """How spin detection reads ``target``'s words: (a reader indexed
+        by word, the number of words); no words (0) where the runtime
+        cannot read them, and then no spin is claimed. A plain read, not a
+        foreign call: one thread runs at a time."""
+        words = self._lookup(target)
+        plain: tuple[Any, int] = (None, 0)
+        if words is not None:
+            reader = getattr(words, "plain", None)
+            plain = (reader(), words.nwords) if reader is not None \
+                else (_Peeker(words), words.nwords)
+        self._plain[target] = plain
+        return plain
 
     def _spins(self, me: _Thread) -> str:
         """What ``me`` spins on, for a report: ``words[i] (= value)``, ..."""
@@ -397,27 +465,40 @@ class Runtime:
                                 f"{reason()}")
         me.blocker = ready
         me.reason = reason
+        self._regroup()
         self._switch(me, op, target, index)
 
     def wait_for(self, tids: Sequence[int]) -> None:
         """Block the calling controlled thread until ``tids`` have finished."""
         waited = [self.threads[t] for t in tids]
         names = " and ".join(t.name for t in waited)
-        self.block_until(lambda: all(t.done for t in waited), lambda: f"{names} to finish",
-                         Op.WAIT, "threads", 0)
+
+        def finished() -> bool:
+            return all(t.done for t in waited)
+
+        me = self._me()
+        if me is not None and not finished():
+            # Only a thread's end can make it true: asked then (_finish),
+            # not at every other thread's step.
+            me.waits = finished
+            self.block_until(_not_yet, lambda: f"{names} to finish", Op.WAIT, "threads", 0)
+            return
+        self.block_until(finished, lambda: f"{names} to finish", Op.WAIT, "threads", 0)
 
     def _can_run(self, tid: int) -> bool:
         t = self.threads[tid]
         return not t.done and (t.blocker is None or t.blocker())
 
     def _runnable(self, me: _Thread | None) -> list[int]:
-        ready = [t.tid for t in self._live if t.blocker is None or t.blocker()]
+        ready = [t.tid for t in self._live
+                 if t.blocker is None or (t.blocker is not _not_yet and t.blocker())]
         if me is not None and (me.yielded or me.spinning) and len(ready) > 1 \
                 and me.tid in ready:
             ready.remove(me.tid)
         return ready
 
     def _switch(self, me: _Thread, op: Op, target: str, index: int) -> None:
+        """A switch point at which ``me`` waits (``block_until``)."""
         out = self.outcome
         if me.last is not None:
             self._close_step(me)
@@ -427,41 +508,12 @@ class Runtime:
         if out.steps > self.max_steps:
             self._fail_at(Verdict.STEP_BOUND, self._step_bound_report(me, op, target, index),
                           me, op, target, index)
-        keep = self._keep
-        if keep is not None and me.blocker is None and not me.yielded and not me.spinning:
-            # The running thread can go on: ask the scheduler first whether
-            # it does (the common step), before any list of runnable threads.
-            if keep(me.tid, self._live_ids, self._can_run):
-                out.schedule.append(me.tid)
-                if self.observe is not None:
-                    self.observe(me.tid, op, target, index)
-                if self.tracing:
-                    self._record(me, op, target, index)
-                return
-            ready = self._runnable(me)
-            choice = self._next(ready, me.tid)
-            if choice not in ready:
-                raise InternalError(f"expected the scheduler to pick one of the runnable "
-                                    f"threads {ready}, got {choice!r}")
-            out.schedule.append(choice)
-            if choice != me.tid:
-                nxt = self.threads[choice]
-                out.preemptions += 1
-                if nxt.pending_preempt is not None:
-                    nxt.earlier_preempts.append(nxt.pending_preempt)
-                nxt.pending_preempt = me.tid
-                out.switches += 1
-                nxt.sem.post()
-                me.sem.wait()
-                if self._aborted:
-                    raise _Abort
-            me.blocker = None
-            me.reason = None
-            if self.observe is not None:
-                self.observe(me.tid, op, target, index)
-            if self.tracing:
-                self._record(me, op, target, index)
-            return
+        self._decide_step(me, op, target, index)
+
+    def _decide_step(self, me: _Thread, op: Op, target: str, index: int) -> None:
+        """The decision at a step (already counted) that the fast one did
+        not take: the scheduler picks among the runnable threads."""
+        out = self.outcome
         ready = self._runnable(me)
         if not ready:
             self._fail_at(Verdict.DEADLOCK, self._deadlock_report(), me, op, target, index)
@@ -480,11 +532,13 @@ class Runtime:
                     nxt.earlier_preempts.append(nxt.pending_preempt)
                 nxt.pending_preempt = me.tid
             out.switches += 1
-            nxt.sem.post()
+            self._wake(nxt)
             me.sem.wait()
             if self._aborted:
                 raise _Abort
-        me.blocker = None
+        if me.blocker is not None:
+            me.blocker = None
+            self._regroup()
         me.reason = None
         me.yielded = False
         if self.observe is not None:
@@ -518,12 +572,15 @@ class Runtime:
         return choice
 
     # -- trace --------------------------------------------------------------------
-    def _peek(self, target: str, index: int) -> int | None:
+    def _lookup(self, target: str) -> AtomicWordsLike | None:
         cache = self._words
         if target in cache:
-            words = cache[target]
-        else:
-            words = cache[target] = self.words(target) if self.words is not None else None
+            return cache[target]
+        words = cache[target] = self.words(target) if self.words is not None else None
+        return words
+
+    def _peek(self, target: str, index: int) -> int | None:
+        words = self._lookup(target)
         if words is None or not 0 <= index < words.nwords:
             return None
         return words.peek(index)
@@ -561,11 +618,20 @@ class Runtime:
             me.last = None
 
     # -- life cycle ---------------------------------------------------------------
+    def _wake(self, t: _Thread) -> None:
+        """Hand the CPU to ``t``: the first time, by starting it on a
+        carrier (a thread starts when it is first picked, not before: one
+        wake-up, not two), then by posting its semaphore."""
+        if t.started:
+            t.sem.post()
+            return
+        t.started = True
+        t.os_thread = _Carrier.submit(lambda: self._thread_main(t))
+
     def _thread_main(self, t: _Thread) -> None:
         ident = threading.get_ident()
         self._by_ident[ident] = t
         _OWNER[ident] = self
-        t.sem.wait()
         try:
             if not self._aborted:
                 t.fn()
@@ -591,7 +657,10 @@ class Runtime:
         t.done = True
         if t in self._live:
             self._live.remove(t)
-            self._live_ids = tuple(x.tid for x in self._live)
+        for x in self._live:
+            if x.waits is not None and x.waits():
+                x.waits = x.blocker = None
+        self._regroup()
         if self._aborted:
             if all(x.done for x in self.threads):
                 self._all_done.post()
@@ -599,7 +668,7 @@ class Runtime:
         try:
             ready = self._runnable(None)
             if ready:
-                self.threads[self._decide(ready, None)].sem.post()
+                self._wake(self.threads[self._decide(ready, None)])
                 return
             if all(x.done for x in self.threads):
                 self._all_done.post()
@@ -623,7 +692,7 @@ class Runtime:
             self._pending_rows()
         for other in self.threads:
             if other is not t and not other.done:
-                other.sem.post()
+                self._wake(other)
 
     def _deadlock_report(self) -> str:
         parts = []
@@ -638,10 +707,8 @@ class Runtime:
         """Run the execution to its end; returns how it ended."""
         if not self.threads:
             raise UsageError("expected at least one spawned thread, got none")
-        for t in self.threads:
-            t.os_thread = _Carrier.submit(lambda t=t: self._thread_main(t))  # type: ignore[misc]
         first = self._decide([t.tid for t in self.threads], None)
-        self.threads[first].sem.post()
+        self._wake(self.threads[first])
         # The watchdog: one thread runs at a time, so no new step for
         # `watchdog` seconds means the running thread is stuck outside the
         # switch points (an endless loop that touches no shared word, a real
@@ -703,11 +770,29 @@ def _period(loads: list[tuple[str, int, int]]) -> int:
     return 0
 
 
+def _not_yet() -> bool:
+    """The blocker of a thread that waits for others to finish (see
+    ``Runtime.wait_for``): runnable only once ``_finish`` clears it."""
+    return False
+
+
 def _parked(frame: object) -> bool:
     """Whether a controlled thread's innermost frame is the runtime's own
     hand-off wait (so it is not the thread that hangs)."""
     code = getattr(frame, "f_code", None)
     return code is not None and code.co_name == "wait" and code.co_filename == __file__
+
+
+class _Peeker:
+    """Words read through ``peek`` (words with no plain reader)."""
+
+    __slots__ = ("_peek",)
+
+    def __init__(self, words: AtomicWordsLike) -> None:
+        self._peek = words.peek
+
+    def __getitem__(self, i: int) -> int:
+        return self._peek(i)
 
 
 class AtomicWordsLike(Protocol):

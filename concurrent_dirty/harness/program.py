@@ -230,9 +230,7 @@ def workload_picker(scenario: Scenario, memslots: MemslotTable, vcpu_id: int,
     total = len(gfns)
     if scenario.workload == "uniform":
         edges = boundary_gfns(memslots)
-        shared = random.Random(f"{scenario.seed}:{execution}:hot")
-        hot = shared.sample(edges, min(len(edges), shared.choice((1, 1, 2)))) \
-            if shared.random() < 0.5 else []
+        hot = _hot_pages(scenario.seed, execution, tuple(edges))
 
         def uniform() -> int:
             # One write in four lands on a boundary page (bit 0 or 63 of a
@@ -246,8 +244,8 @@ def workload_picker(scenario: Scenario, memslots: MemslotTable, vcpu_id: int,
         return uniform
     if scenario.workload == "hot":
         first = next(iter(memslots))
-        hot = gfns[:max(1, first.npages // 8)]
-        return lambda: hot[rng.randrange(len(hot))] if rng.random() < 0.9 \
+        hot_set = gfns[:max(1, first.npages // 8)]
+        return lambda: hot_set[rng.randrange(len(hot_set))] if rng.random() < 0.9 \
             else gfns[rng.randrange(total)]
     start = vcpu_id * total // scenario.writers
     position = [start + rng.randrange(max(1, total // scenario.writers))]
@@ -258,6 +256,15 @@ def workload_picker(scenario: Scenario, memslots: MemslotTable, vcpu_id: int,
         return gfn
 
     return sequential
+
+
+@functools.lru_cache(maxsize=8)
+def _hot_pages(seed: int, execution: int, edges: tuple[int, ...]) -> tuple[int, ...]:
+    """The uniform workload's hot pages in one execution, a draw shared by
+    all its writers (made once, not once per writer)."""
+    shared = random.Random(f"{seed}:{execution}:hot")
+    return tuple(shared.sample(edges, min(len(edges), shared.choice((1, 1, 2))))) \
+        if shared.random() < 0.5 else ()
 
 
 def boundary_gfns(memslots: MemslotTable) -> list[int]:

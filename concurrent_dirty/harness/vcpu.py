@@ -67,6 +67,10 @@ from ..model.kvm import (
 
 __all__ = ["Vcpu"]
 
+# Enum members are slow to look up on Python 3.11 (about 0.15 us each):
+# the hot paths use these.
+_OP_WAIT = Op.WAIT
+
 
 class Vcpu:
     def __init__(self, vcpu_id: int, kvm: Kvm, algorithm: DirtyLogAlgorithm,
@@ -163,7 +167,7 @@ class Vcpu:
                                f"of {kvm.ring_entries} entries used, limit "
                                f"{kvm.ring_soft_limit}) after "
                                f"KVM_EXIT_DIRTY_RING_FULL: waiting for the reaper to reset it",
-                       Op.WAIT, "ring", vid, timeout=kvm.lock_timeout,
+                       _OP_WAIT, "ring", vid, timeout=kvm.lock_timeout,
                        on_wait=kvm._watch, waiter=f"vcpu {vid}")
 
     # -- PML ------------------------------------------------------------------

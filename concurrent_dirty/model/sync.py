@@ -37,6 +37,14 @@ from .atomic import AtomicWords
 
 __all__ = ["HARVESTER", "Lock", "MmuLock", "Srcu", "actor_name"]
 
+# Enum members are slow to look up on Python 3.11 (about 0.15 us each):
+# the hot paths use these.
+_OP_ACQUIRE = Op.ACQUIRE
+_OP_ENTER = Op.ENTER
+_OP_EXIT = Op.EXIT
+_OP_RELEASE = Op.RELEASE
+_OP_WAIT = Op.WAIT
+
 #: The id the harvester (userspace, the ioctl caller) uses as lock holder.
 HARVESTER = 0xFFFF
 
@@ -87,14 +95,14 @@ class Lock:
                                 f"already holds: a recursive lock or a missing unlock")
         while True:
             # Test before test-and-set: wait on a plain read, not a locked op.
-            wait_until(self._free, self._held_by, Op.ACQUIRE, self.name, i,
+            wait_until(self._free, self._held_by, _OP_ACQUIRE, self.name, i,
                        timeout=self.timeout, on_wait=self.on_wait, waiter=actor_name(actor))
             ok, _ = word.compare_exchange(i, 0, actor + 1)
             if ok:
                 return
 
     def release(self, actor: int) -> None:
-        _switch.switch_point(Op.RELEASE, self.name, self._index)
+        _switch.switch_point(_OP_RELEASE, self.name, self._index)
         ok, value = self._word.compare_exchange(self._index, actor + 1, 0)
         if not ok:
             holder = "nobody" if value == 0 else actor_name(value - 1)
@@ -146,7 +154,7 @@ class Srcu:
         self._what, self._stuck = self._KINDS[kind]
 
     def read_lock(self, reader: int) -> None:
-        _switch.switch_point(Op.ENTER, self.kind, reader)
+        _switch.switch_point(_OP_ENTER, self.kind, reader)
         phase = self._gp.load(0)
         self._readers.store(reader, (phase << 1) | 1)
 
@@ -158,7 +166,7 @@ class Srcu:
         return self._gp.load(0)
 
     def read_unlock(self, reader: int) -> None:
-        _switch.switch_point(Op.EXIT, self.kind, reader)
+        _switch.switch_point(_OP_EXIT, self.kind, reader)
         self._readers.store(reader, 0)
 
     def synchronize(self) -> None:
@@ -174,5 +182,5 @@ class Srcu:
             def reason(r: int = r) -> str:
                 return f"a {self._what}: {actor_name(r)} {self._stuck}"
 
-            wait_until(quiescent, reason, Op.WAIT, self.kind, r, timeout=self.timeout,
+            wait_until(quiescent, reason, _OP_WAIT, self.kind, r, timeout=self.timeout,
                        on_wait=self.on_wait, waiter=actor_name(HARVESTER))

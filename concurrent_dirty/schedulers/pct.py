@@ -10,9 +10,13 @@ one execution finds a given bug of depth ``d`` with probability at least
 ``1 / (n * k**(d-1))``.
 
 Deviations: threads get their priority when they first become runnable
-(all are, at the start, here); ``k`` is not known in advance, so it is the
-largest step count seen so far (the first execution uses ``k_hint``), as
-shuttle's PCT does. The bound is per program; an execution longer than the
+(all are, at the start, here); a step is a decision with a choice (more
+than one thread it could pick): where only one thread can run, there is
+nothing for a change point to decide, so those steps count neither into
+``k`` nor toward a change point, and the bound (which weakens as ``k``
+grows) is the stronger for it; ``k`` is not known in
+advance, so it is the largest step count seen so far (the first execution
+uses ``k_hint``), as shuttle's PCT does. The bound is per program; an execution longer than the
 ``k`` its change points came from is not covered, so :meth:`miss_bound`
 counts only the executions it covers and reports the largest ``k`` they
 used.
@@ -60,9 +64,13 @@ class PctScheduler:
         self._rng = random.Random()
         self._priority: dict[int, float] = {}
         self._changes: dict[int, int] = {}
+        self._next_change = 0
+        #: The ``free`` threads of keep's last yes (held none), valid until
+        #: a priority or the running thread changes; whether it counted a step.
+        self._lease: Sequence[int] | None = None
+        self._lease_counts = False
         self._step = 0
         self._running: int | None = None
-        self._pending = False
 
     def new_execution(self) -> bool:
         if self.execution:
@@ -79,10 +87,15 @@ class PctScheduler:
         self._priority = {}
         points = rng.sample(range(1, self.k + 1), min(self.depth - 1, self.k))
         self._changes = {step: self.depth - 1 - i for i, step in enumerate(sorted(points))}
+        self._next_change = self._after(0)
+        self._lease = None
         self._step = 0
         self._running = None
-        self._pending = False
         return True
+
+    def _after(self, step: int) -> int:
+        """The first change point after ``step`` (0: none left)."""
+        return min((c for c in self._changes if c > step), default=0)
 
     def _close(self) -> None:
         """Account for the execution that just ended: the bound holds only
@@ -107,44 +120,70 @@ class PctScheduler:
             self.max_threads = max(self.max_threads, len(self._priority))
         return p
 
-    def keep(self, current: int, live: Sequence[int], can_run: Callable[[int], bool]) -> bool:
+    def keep(self, current: int, free: Sequence[int], held: Sequence[int],
+             can_run: Callable[[int], bool]) -> bool:
         """The runtime's fast step (``runtime.Keep``): the running thread
-        goes on when, after this step's change point (if any), no other
-        thread that can run has a higher priority (only those with a higher
-        one are asked about). Otherwise the ``next_thread`` that follows
-        completes this decision (the step and its change point already
-        taken)."""
+        goes on when no other thread can run (a decision without a choice:
+        no step counted) or when, after this step's change point (if any),
+        no other thread that can run has a higher priority (a held thread's
+        condition is asked only if it would outrank the others). Otherwise
+        the ``next_thread`` that follows makes this decision (this method
+        changed nothing)."""
         if self._running != current:
             return False  # (never: the running thread is the last one picked)
-        self._step += 1
-        prio = self._priority
-        low = self._changes.get(self._step)
-        if low is not None:
-            prio[current] = low
-        mine = prio.get(current)
-        if mine is not None:
-            for t in live:
-                if t != current:
-                    p = prio.get(t)
-                    if p is None or (p >= mine and can_run(t)):
-                        break
-            else:
+        if free is self._lease and not held:
+            # The same threads can run as at the last keep, whose answer
+            # was yes, and no priority changed since: yes again, unless
+            # this step is a change point.
+            if not self._lease_counts:
                 return True
-        self._pending = True
-        return False
+            step = self._step + 1
+            if step != self._next_change:
+                self._step = step
+                return True
+        prio = self._priority
+        best = -1.0  # the highest priority among the others that can run
+        try:
+            mine = prio[current]
+            for t in free:
+                if t != current:
+                    p = prio[t]
+                    if p > best:
+                        best = p
+            for t in held:
+                p = prio[t]
+                if p > best and can_run(t):
+                    best = p
+        except KeyError:
+            return False  # (never: every thread is ranked at the first decision)
+        if best < 0:
+            self._lease, self._lease_counts = (None if held else free), False
+            return True  # only ``current`` can run: no choice, no step
+        step = self._step + 1
+        if step == self._next_change:
+            low = self._changes[step]
+            if low <= best:
+                return False
+            prio[current] = low
+            self._next_change = self._after(step)
+        elif mine <= best:
+            return False
+        self._step = step
+        self._lease, self._lease_counts = (None if held else free), True
+        return True
 
     def next_thread(self, runnable: Sequence[int], current: int | None) -> int:
-        if self._pending:
-            self._pending = False  # keep() took this step already
-        else:
+        self._lease = None  # priorities and the running thread may change
+        if len(runnable) > 1:  # a decision with a choice: a step (of k)
             self._step += 1
-            low = self._changes.get(self._step)
-            if low is not None and self._running is not None and self._running in runnable:
-                self._priority[self._running] = low  # (a finished thread needs no lowering)
+            if self._step == self._next_change:
+                self._next_change = self._after(self._step)
+                if self._running is not None and self._running in runnable:
+                    # (a finished thread needs no lowering)
+                    self._priority[self._running] = self._changes[self._step]
         choice = max(runnable, key=self._prio)
         self._running = choice
         return choice
-
 
     def miss_bound(self) -> tuple[int, int, int, float, float]:
         """(n, k, valid, p, q) for one fixed program: each covered execution

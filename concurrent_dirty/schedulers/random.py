@@ -32,7 +32,8 @@ class RandomScheduler:
         self._declined = False
         return True
 
-    def keep(self, current: int, live: Sequence[int], can_run: Callable[[int], bool]) -> bool:
+    def keep(self, current: int, free: Sequence[int], held: Sequence[int],
+             can_run: Callable[[int], bool]) -> bool:
         """The runtime's fast step (``runtime.Keep``): the stay coin alone
         decides that the running thread goes on; if it says no, the
         ``next_thread`` that follows picks among the runnable threads
