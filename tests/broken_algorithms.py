@@ -203,6 +203,22 @@ class BlocksForeverInGet(XchgDirtyLog):
         return []
 
 
+class LoopsOverTheLockInGet(XchgDirtyLog):
+    """GET takes and releases mmu_lock forever: every wait ends at once, so
+    no lock timeout fires; the watchdog must see the call never return."""
+
+    breaks = "xchg"
+    name = "loops-over-the-lock-in-get"
+
+    def get_dirty_log(self, slot_id: int) -> list[int]:
+        from concurrent_dirty import HARVESTER
+
+        lock = self.kvm.mmu_lock
+        while True:  # BUG: waits for nothing, forever
+            lock.acquire(HARVESTER)
+            lock.release(HARVESTER)
+
+
 class SpinsOnCpuRelaxInMark(XchgDirtyLog):
     """A writer's mark_page_dirty spins forever on ``cpu_relax()``."""
 

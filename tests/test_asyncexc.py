@@ -81,7 +81,8 @@ def test_the_kernel_engines_call_watch_leaves_no_stale_flag():
             print("hang reported")
         watch.stop()
     """)
-    assert out.count("hang reported") + out.count("call returned") == 2, out
+    # Past the bound is a hang however the call ended.
+    assert out.count("hang reported") == 2, out
 
 
 def test_a_thread_stuck_in_c_leaves_no_stale_flag():
@@ -108,3 +109,34 @@ def test_the_workload_hangs_on_a_stale_flag():
     """) + WORKLOAD
     with pytest.raises(subprocess.TimeoutExpired):
         subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=20)
+
+
+def test_a_signal_handler_cut_short_by_the_sentinel_is_run_again():
+    # CPython runs a signal's handler before it raises a pending exception:
+    # resync's sentinel can cut the handler short at its entry; the signal
+    # is then raised again (found by a review).
+    import signal
+    import time
+
+    from concurrent_dirty._core import asyncexc
+
+    got, cut = [], [True]
+
+    def handler(signum, frame):
+        if cut[0]:
+            cut[0] = False
+            raise asyncexc._Resync  # as the pending sentinel does, at the entry
+        got.append(signum)
+
+    previous = signal.signal(signal.SIGUSR2, handler)
+    try:
+        try:
+            handler(signal.SIGUSR2, None)
+        except asyncexc._Resync as caught:
+            asyncexc._redeliver(caught)
+        deadline = time.monotonic() + 5
+        while not got and time.monotonic() < deadline:
+            time.sleep(0.001)
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+    assert got == [signal.SIGUSR2]

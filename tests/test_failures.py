@@ -94,6 +94,18 @@ def test_stress_harvester_hung_in_get_dirty_log_ends_the_run_with_its_stack(
     assert _writer_children() == []
 
 
+@pytest.mark.parametrize("engine", ["threads", "processes"])
+def test_a_loop_of_short_waits_is_a_hang_not_a_wait(capsys, shm_guard, engine):
+    # Each lock wait ends at once (no lock timeout); only the same wait seen
+    # at two samples is waiting (found by a review: a loop was never reported).
+    code, out, err = run(capsys, "stress", "--algorithm",
+                         "tests.broken_algorithms:LoopsOverTheLockInGet", "--engine", engine,
+                         "--watchdog", "0.5", "--seconds", "30", "--quiet")
+    assert code == 1 and "Traceback" not in err
+    assert "HangError: the harvester (the driver thread) made no progress for 0.5s" in out, out
+    assert "get_dirty_log" in out
+
+
 @pytest.mark.parametrize("engine, who", [("threads", "(thread vcpu-"), ("processes", "(process ")])
 def test_stress_writer_hung_in_mark_page_dirty_ends_the_run_with_its_stack(
         capsys, shm_guard, engine, who):

@@ -27,6 +27,7 @@ Layer 1: imports nothing of the package.
 from __future__ import annotations
 
 import ctypes
+import signal
 import threading
 
 _set_async_exc = ctypes.pythonapi.PyThreadState_SetAsyncExc  # (ident, exc or NULL) -> found
@@ -57,16 +58,47 @@ def _boundary() -> None:
     asynchronous exception is raised."""
 
 
+def _drain() -> None:
+    """Raise and catch a :class:`_Resync` still pending in this thread."""
+    try:
+        for _ in range(100):
+            _boundary()
+    except _Resync:
+        pass
+
+
 def resync() -> None:
     """Clear the interpreter's "asynchronous exception pending" flag if it is
     stale: raise a sentinel in the calling thread and catch it. Consuming it
     clears the flag; an exception still pending in another thread is raised
-    there at its next eval-breaker check (a GIL hand-off), as before."""
+    there at its next eval-breaker check (a GIL hand-off), as before.
+
+    A signal landing in that window is not lost: CPython runs a signal's
+    Python handler before it raises a pending exception, so the sentinel may
+    cut the handler short (the signal is raised again) or the handler's
+    KeyboardInterrupt may come first (the sentinel is drained, then the
+    KeyboardInterrupt goes on)."""
     me = threading.get_ident()
     try:
         _set_async_exc(ctypes.c_ulong(me), ctypes.py_object(_Resync))
-        for _ in range(100):  # the first call raises it; the rest are a margin
+        for _ in range(10_000):  # the first call raises it; the rest are a margin
             _boundary()
-    except _Resync:
+    except _Resync as caught:
+        _redeliver(caught)
         return
-    _set_async_exc(ctypes.c_ulong(me), None)  # never raised: withdraw it
+    except BaseException:
+        _drain()
+        raise
+
+
+def _redeliver(caught: _Resync) -> None:
+    """If the sentinel cut a signal handler short (its innermost frame is not
+    ours and has the handler's ``signum``), raise that signal again."""
+    tb = caught.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    if tb is None or tb.tb_frame.f_code in (_boundary.__code__, resync.__code__):
+        return
+    signum = tb.tb_frame.f_locals.get("signum")
+    if isinstance(signum, int):
+        signal.raise_signal(signum)

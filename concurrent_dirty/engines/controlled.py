@@ -42,8 +42,7 @@ def _vm(cls: type[DirtyLogAlgorithm], scenario: Scenario) -> Vm:
            scenario.ring_soft_limit, scenario.ring_batch)
     vm = _VMS.pop(key, None)
     if vm is None:
-        # One thread at a time: plain reads and writes (SerialWords).
-        vm = Vm(cls, scenario, shared=False, engine="controlled", serial=True)
+        vm = Vm(cls, scenario, shared=False, engine="controlled")
         while len(_VMS) >= _VMS_KEPT:
             _VMS.pop(next(iter(_VMS))).close()
     _VMS[key] = vm  # most recently used last

@@ -67,6 +67,8 @@ class _Watched:
     dump: Callable[[], str] | None = None  # a process: its stack, then kill it
     last: int = -1
     since: float = 0.0
+    #: The modelled wait it was in at the last sample (its frame), if any.
+    wait: Any = None
 
 
 class Watchdog:
@@ -123,10 +125,14 @@ class Watchdog:
                 except Exception:  # the arena is going away: the run is ending
                     return
                 frame = frames.get(w.ident) if w.ident is not None else None
-                if value != w.last or (frame is not None and (
-                        not in_call(frame) or in_modelled_wait(frame))):
-                    w.last, w.since = value, now
+                wait = modelled_wait(frame) if frame is not None else None
+                # One wait across two samples is waiting, not hanging; a
+                # loop of short waits (new frames each time) is not.
+                if value != w.last or (frame is not None and not in_call(frame)) or (
+                        wait is not None and wait is w.wait):
+                    w.last, w.since, w.wait = value, now, wait
                     continue
+                w.wait = wait
                 if w.ident is not None and frame is None:
                     w.since = now  # the thread has ended: nothing to watch
                     continue
@@ -200,19 +206,21 @@ def _calls(frame: Any) -> list[Any]:
     return [f for f in stack[first:] if _under_test(f.f_code)]
 
 
-def in_modelled_wait(frame: Any) -> bool:
-    """Whether a thread sampled at ``frame`` waits in a modelled wait (a
-    lock, a grace period, a flush: :func:`~concurrent_dirty._core.switch.wait_until`).
-    Waiting is not hanging: the party it waits for is watched, and a wait
-    nobody ends is the lock timeout's deadlock. (Its beat, every 64 spins,
-    is too rare for a short watchdog when the holder spins on the GIL: a
-    harvester waiting for the ``mmu_lock`` of a writer hung in
-    ``mark_page_dirty`` was once blamed for the writer's hang.)"""
+def modelled_wait(frame: Any) -> Any:
+    """The frame of the modelled wait (a lock, a grace period, a flush:
+    :func:`~concurrent_dirty._core.switch.wait_until`) that a thread sampled
+    at ``frame`` is in, or None. The same frame at two samples is one wait
+    going on: waiting is not hanging (the party it waits for is watched, and
+    a wait nobody ends is the lock timeout's deadlock). Its beat, every 64
+    spins, is too rare for a short watchdog when the holder spins on the
+    GIL: a harvester waiting for the ``mmu_lock`` of a writer hung in
+    ``mark_page_dirty`` was once blamed for the writer's hang. A loop of
+    short waits that each end (new frames) is still a hang."""
     while frame is not None:
         if frame.f_code is _WAIT_CODE:
-            return True
+            return frame
         frame = frame.f_back
-    return False
+    return None
 
 
 def in_call(frame: Any) -> bool:

@@ -117,7 +117,7 @@ class Vm:
 
     def __init__(self, cls: type[DirtyLogAlgorithm], scenario: Scenario, *, shared: bool,
                  harness_regions: dict[str, int] | None = None, engine: str,
-                 rerun: str = "", serial: bool = False) -> None:
+                 rerun: str = "") -> None:
         self.cls = cls
         self.scenario = scenario = apply_model(cls, scenario)
         self.memslots = build_memslots(scenario, slot_flags(cls))
@@ -128,7 +128,7 @@ class Vm:
         self.layout = layout
         self._fresh = [r for r in layout.regions
                        if r in (COMPLETED, FIXING) or not r.startswith("harness:")]
-        self.arena = Arena(layout, shared=shared, serial=serial)
+        self.arena = Arena(layout, shared=shared)
         try:
             self.kvm = self.attach(self.arena)
             self.completed = self.arena.words(COMPLETED)

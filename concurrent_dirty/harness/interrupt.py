@@ -59,6 +59,7 @@ class _Signals:
         self.last = signal.SIGINT
         #: An interrupt swallowed by the interpreter is being delivered again.
         self.again = False
+        self.timer: threading.Timer | None = None
 
     def handler(self, signum: int, frame: object) -> None:
         if self.again:  # the delivery again of the first: not a new signal
@@ -67,6 +68,19 @@ class _Signals:
             self.count += 1
             self.last = signal.Signals(signum)
         raise KeyboardInterrupt
+
+    def _deliver_again(self) -> None:
+        # Only if still owed: a real signal in the meantime was delivered
+        # in its place (the handler cleared `again`).
+        if self.again:
+            _thread.interrupt_main(self.last)
+
+    def cancel(self) -> None:
+        """The block ends: a delivery still owed is dropped (the run ended
+        as the signal came), never raised after the block."""
+        self.again = False
+        if self.timer is not None:
+            self.timer.cancel()
 
     def hook(self, previous: Any) -> Any:
         def unraisable(info: Any) -> None:
@@ -78,9 +92,9 @@ class _Signals:
                 # hook and the callback have returned (swallowed again, it
                 # comes back here and goes once more).
                 self.again = True
-                again = threading.Timer(_AGAIN_AFTER, _thread.interrupt_main, args=(self.last,))
-                again.daemon = True
-                again.start()
+                self.timer = threading.Timer(_AGAIN_AFTER, self._deliver_again)
+                self.timer.daemon = True
+                self.timer.start()
                 return
             previous(info)
         return unraisable
@@ -100,6 +114,7 @@ def signals_interrupt() -> Iterator[None]:
     try:
         yield
     finally:
+        seen.cancel()
         sys.unraisablehook = previous_hook
         _restore(previous)
 

@@ -124,9 +124,9 @@ class _CallWatch:
 
     def call(self, what: str, fn: Callable[[], None]) -> None:
         """Run one protocol call under the bound; a call past it ends with
-        HangError. An exception fired as the call returned is withdrawn
-        (:func:`~concurrent_dirty._core.asyncexc.cancel`) so it cannot land
-        elsewhere; one raised anywhere before that is the HangError too."""
+        HangError, however it ended. An exception fired as the call returned
+        is withdrawn (:func:`~concurrent_dirty._core.asyncexc.cancel`) so it
+        cannot land elsewhere."""
         with self._lock:
             self.what, self.since = what, time.monotonic()
         try:
@@ -140,6 +140,11 @@ class _CallWatch:
                     cancel(self.harvester)
         except _Unwound:
             raise HangError(str(self.fired)) from None
+        if fired is not None:
+            # It went the bound: a protocol that swallowed the unwinding
+            # (an `except Exception`) is still a hang, and the watch, which
+            # fires once, would not see a later one.
+            raise HangError(fired)
 
     def stop(self) -> None:
         self._stop.set()

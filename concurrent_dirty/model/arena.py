@@ -29,7 +29,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from ..errors import UsageError
-from .atomic import WORD_BYTES, AtomicWords, SerialWords, buffer_address
+from .atomic import WORD_BYTES, AtomicWords, buffer_address
 
 if TYPE_CHECKING:  # imported where used: the threads-only paths never load it
     from multiprocessing import shared_memory
@@ -185,12 +185,8 @@ def _untracked() -> Iterator[None]:
 class Arena:
     """The memory behind a :class:`Layout`, and the word views over it."""
 
-    def __init__(self, layout: Layout, *, shared: bool, attach: str | None = None,
-                 serial: bool = False) -> None:
+    def __init__(self, layout: Layout, *, shared: bool, attach: str | None = None) -> None:
         self.layout = layout
-        #: One thread at a time touches the words (the controlled engine):
-        #: views are :class:`SerialWords`, plain reads and writes.
-        self.serial = serial
         self._views: dict[str, AtomicWords] = {}
         self._views_lock = threading.Lock()  # writer threads open views concurrently
         self._shm: shared_memory.SharedMemory | None = None
@@ -245,9 +241,8 @@ class Arena:
             except KeyError:
                 raise UsageError(f"expected one of the regions {sorted(self.layout.regions)}, "
                                  f"got {region!r}") from None
-            kind = SerialWords if self.serial else AtomicWords
-            view = kind(self._buf, nwords, offset=offset + self._skew, name=region,
-                        quiet=region in self.layout.quiet)
+            view = AtomicWords(self._buf, nwords, offset=offset + self._skew, name=region,
+                               quiet=region in self.layout.quiet)
             self._views[region] = view
         return view
 

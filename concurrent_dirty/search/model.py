@@ -180,6 +180,9 @@ def model_lines(facts: dict[str, Any] | None, result: ExecutionResult) -> Sequen
 #: executions, so a fast machine printed the line and this one did not.
 ONLY_UNDER_BOUND = 2
 ONLY_UNDER_EXECUTIONS = 500
+#: ...and in switch points, so that a wide program (executions near
+#: ``--max-steps``) costs no more than a small one (about 1-2 s here).
+ONLY_UNDER_STEPS = 200_000
 ONLY_UNDER_SECONDS = 60.0
 
 
@@ -203,12 +206,14 @@ def only_under(result: ExecutionResult, options: Sequence[str], *, max_steps: in
     dfs = DfsScheduler(bound)
     budget = Budget(dfs, executions=ONLY_UNDER_EXECUTIONS)
     deadline = time.monotonic() + seconds
-    tried = 0
-    while time.monotonic() < deadline and budget.new_execution():
+    tried = steps = 0
+    while time.monotonic() < deadline and steps < ONLY_UNDER_STEPS and budget.new_execution():
         tried += 1
-        if run_controlled(result.algorithm_ref, scenario, result.program, budget,
-                          max_steps=max_steps).failed:
+        run = run_controlled(result.algorithm_ref, scenario, result.program, budget,
+                             max_steps=max_steps)
+        if run.failed:
             return None
+        steps += run.outcome.steps
     if not dfs.exhausted:
         return None
     return {"options": list(options), "bound": bound, "executions": tried}
