@@ -340,6 +340,41 @@ def test_the_fast_step_keeps_every_schedule_and_count(make, algorithm):
     assert runs[0][1] > 0
 
 
+class _OldKeep:
+    """A user's scheduler written for the earlier ``keep(current, live,
+    can_run)``: it must still run, with the same decisions."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.kept = 0
+
+    def new_execution(self):
+        return self.inner.new_execution()
+
+    def next_thread(self, runnable, current):
+        return self.inner.next_thread(runnable, current)
+
+    def keep(self, current, live, can_run):
+        assert current in live and all(isinstance(t, int) for t in live)
+        self.kept += 1
+        return self.inner.keep(current, [t for t in live if can_run(t)], (), can_run)
+
+
+def test_a_scheduler_with_the_earlier_keep_still_runs_the_same():
+    scenario = Scenario(algorithm="xchg", writers=2, slots=1, pages=4, writes=4, on_behalf=0.5)
+    runs = []
+    for wrap in (lambda s: s, _OldKeep):
+        scheduler = wrap(RandomScheduler(4, stay=0.9))
+        seen = []
+        for n in range(1, 7):
+            assert scheduler.new_execution()
+            r = run_controlled("xchg", scenario, make_program(scenario, 2, n), scheduler)
+            seen.append((r.outcome.kind, r.outcome.schedule))
+        runs.append(seen)
+    assert runs[0] == runs[1]
+    assert scheduler.kept > 0
+
+
 def test_pct_counts_only_decisions_with_a_choice_into_its_k():
     # Thread "b" waits for "a" to finish. Where "b" runs first, it blocks at
     # once and "a" makes its 40 steps alone: no decision there has a choice,

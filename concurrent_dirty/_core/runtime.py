@@ -185,6 +185,25 @@ class Outcome:
         return self.kind is not Verdict.OK
 
 
+def _current_keep(keep: Any) -> Keep | None:
+    """``keep`` as the runtime calls it. A scheduler written for the earlier
+    three-argument form, ``keep(current, live, can_run)`` (2026-12-02), gets
+    ``free`` and ``held`` together as ``live``: ``can_run`` answers for
+    every one of them, so its decisions are the same."""
+    if keep is None:
+        return None
+    code = getattr(getattr(keep, "__func__", keep), "__code__", None)
+    bound = hasattr(keep, "__self__")
+    if code is None or code.co_flags & 0x04 or code.co_argcount - bound != 3:  # 0x04: *args
+        return keep  # type: ignore[no-any-return]
+    old = keep
+
+    def adapted(current: int, free: Sequence[int], held: Sequence[int],
+                can_run: Callable[[int], bool]) -> bool:
+        return bool(old(current, (*free, *held), can_run))
+    return adapted
+
+
 class _Signal:
     """A binary semaphore on a raw lock: several times cheaper than
     ``threading.Semaphore``, and a hand-off is two of these."""
@@ -316,7 +335,7 @@ class Runtime:
         # portfolio) hands out its inner scheduler's methods, so that a
         # decision is one call, not one per wrapper.
         self._next: Callable[[Sequence[int], int | None], int] = scheduler.next_thread
-        self._keep: Keep | None = getattr(scheduler, "keep", None)
+        self._keep: Keep | None = _current_keep(getattr(scheduler, "keep", None))
         #: The unfinished threads; their ids for ``keep`` (``_regroup``).
         self._live: list[_Thread] = []
         self._free_ids: tuple[int, ...] = ()
