@@ -449,6 +449,9 @@ def run_jobs(jobs: Sequence[Job], *,
             start = time.monotonic()
             try:
                 result = _resolve(here.func)(ctx, **here.kwargs)
+            except BaseException:
+                halt.set()  # before local_done: no delayed job starts now
+                raise
             finally:
                 local_done.set()
             outcomes.append(JobOutcome(here.index, result=result, pid=os.getpid(),
