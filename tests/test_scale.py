@@ -430,3 +430,18 @@ def test_an_error_reading_the_jobs_ends_the_run_instead_of_losing_outcomes():
     with pytest.raises(RuntimeError, match="on_message failed for job 2"):
         run_jobs(jobs, on_message=on_message, local=True)
     assert time.monotonic() - start < 50  # the local job was stopped, not waited out
+
+
+def test_a_delayed_job_gets_the_campaigns_seconds_less_its_delay():
+    # Jobs after the first start up to 0.5 s late (run_jobs's start_after):
+    # their --seconds shrink by as much, so every job ends by the bound.
+    from concurrent_dirty.cli.scale import shortened
+    from concurrent_dirty.search.pool import Job
+
+    fuzz = shortened(Job(1, "f", {"options": {"seconds": 10.0, "rounds": 2}}), 0.75)
+    assert fuzz.kwargs["options"] == {"seconds": 9.25, "rounds": 2} and fuzz.index == 1
+    hyp = shortened(Job(2, "h", {"seconds": 0.5, "pins": {}}), 0.75)
+    assert hyp.kwargs["seconds"] == 0.0
+    untouched = {"options": {"seconds": 5.0}}
+    shortened(Job(1, "f", untouched), 1.0)
+    assert untouched == {"options": {"seconds": 5.0}}  # the campaign's own kwargs unchanged

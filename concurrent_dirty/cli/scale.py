@@ -252,7 +252,8 @@ def _fuzz_split(ns: argparse.Namespace, campaign: FuzzCampaign, algorithms: list
     try:
         outcomes = run_jobs(jobs_run, on_message=on_message, stop_on=stop_on,
                             unneeded=unneeded, local=True,
-                            start_after=min(JOB_START_AFTER, campaign.seconds / 10))
+                            start_after=min(JOB_START_AFTER, campaign.seconds / 10),
+                            late=shortened)
         for o in outcomes:
             if o.error is not None:
                 raise JobFailed(o.error)
@@ -268,6 +269,19 @@ def _fuzz_split(ns: argparse.Namespace, campaign: FuzzCampaign, algorithms: list
     if campaign.token_file and failures and campaign.jobs > 1:
         write_text(campaign.token_file, failures[0].token + "\n")
     return merged, interrupted
+
+
+def shortened(job: Job, elapsed: float) -> Job:
+    """A fuzz job that starts ``elapsed`` seconds into the campaign (the
+    delayed jobs, see ``run_jobs``'s ``start_after``), its ``--seconds``
+    shortened by as much: every job ends by the campaign's wall-clock bound."""
+    kwargs = dict(job.kwargs)
+    if isinstance(kwargs.get("seconds"), (int, float)):  # hypothesis_job
+        kwargs["seconds"] = max(0.0, kwargs["seconds"] - elapsed)
+    options = kwargs.get("options")
+    if isinstance(options, dict) and isinstance(options.get("seconds"), (int, float)):
+        kwargs["options"] = {**options, "seconds": max(0.0, options["seconds"] - elapsed)}
+    return Job(job.index, job.func, kwargs)
 
 
 def _stopped_report(stream: FuzzStream) -> FuzzReport:

@@ -344,6 +344,7 @@ def run_jobs(jobs: Sequence[Job], *,
              stop_on: Callable[[int, str, Any], Any] | None = None,
              unneeded: Callable[[int], bool] | None = None,
              local: bool = False, start_after: float = 0.0,
+             late: Callable[[Job, float], Job] | None = None,
              grace: float = 15.0) -> list[JobOutcome]:
     """Run every job and wait for all of them.
 
@@ -368,7 +369,10 @@ def run_jobs(jobs: Sequence[Job], *,
     once the local job has run that many seconds (or has ended), and a job
     that is ``unneeded`` by then never starts (a ``dropped`` outcome): a
     search that ends sooner pays for no interpreter, and on a busy machine
-    the local job does not share its core with their start-up."""
+    the local job does not share its core with their start-up.
+    ``late(job, elapsed)`` gives a delayed job as it starts ``elapsed``
+    seconds after the run began (its time budget shortened by as much, so
+    that every job ends by the campaign's wall-clock bound)."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p or os.getcwd() for p in sys.path)
     here = jobs[0] if local and jobs else None
@@ -392,6 +396,7 @@ def run_jobs(jobs: Sequence[Job], *,
                 if ctx.index != index:
                     ctx._stop(key)
 
+    began = time.monotonic()
     halt = threading.Event()
     pump: threading.Thread | None = None
     pump_error: list[BaseException] = []
@@ -408,6 +413,8 @@ def run_jobs(jobs: Sequence[Job], *,
         is told the stops issued before it started."""
         local_done.wait(start_after)
         for job in later:
+            if late is not None:
+                job = late(job, time.monotonic() - began)
             with lock:
                 if halt.is_set():
                     return
