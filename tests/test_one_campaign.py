@@ -113,6 +113,7 @@ def test_the_plugin_refuses_what_the_cli_refuses():
         Dirty(0.5, "threads").run("xchg", ring_entries=8)
 
 
+@pytest.mark.slow  # the plugin in a child pytest, campaigns of seconds
 def test_the_plugin_runs_the_clis_campaign():
     from _concurrent_dirty_pytestplugin import Dirty
 
