@@ -135,6 +135,7 @@ class HangsForGoodInGet(XchgDirtyLog):
     """GET loops forever and swallows every exception, the watchdog's
     asynchronous HangError too: the run must be abandoned, cleanly."""
 
+    breaks = "xchg"  # usable as a mutant: a hang that ends a zoo run for good
     name = "hangs-for-good-in-get"
 
     def get_dirty_log(self, slot_id: int) -> list[int]:

@@ -57,6 +57,8 @@ LONG: dict[str, dict[str, str]] = {
     },
     "test_failures.py": {
         "test_a_harvester_that_cannot_be_unwound_is_abandoned_cleanly": "slow",
+        "test_mutants_abandoned_for_good_still_print_their_table": "slow",
+        "test_a_harvester_abandoned_in_a_job_process_keeps_its_report": "jobs",
         "test_fuzz_hang_leaves_a_token_that_replay_accepts": "slow",
         "test_stress_error_ends_the_run_and_reports_the_rest_not_run": "slow",
         "test_stress_harvester_hung_in_get_dirty_log_ends_the_run_with_its_stack": "slow",

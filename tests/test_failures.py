@@ -140,6 +140,29 @@ def test_a_harvester_that_cannot_be_unwound_is_abandoned_cleanly(tmp_path, engin
     assert _writer_children() == []
 
 
+def test_a_harvester_abandoned_in_a_job_process_keeps_its_report(tmp_path):
+    """The hang in job 2's process (cells alternate between jobs): that job
+    sends its result before its process ends, so the campaign reports the
+    hang as the cell's error, not as a job that died."""
+    import os
+    import subprocess
+    import sys
+
+    path = tmp_path / "out.json"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "concurrent_dirty", "stress", "--algorithm", "xchg",
+         "--algorithm", "tests.broken_algorithms:HangsForGoodInGet", "--engine", "threads",
+         "--watchdog", "0.5", "--seconds", "2", "--quiet", "--jobs", "2", "--json", str(path)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 1, stderr
+    assert "Traceback" not in stderr and "a job failed" not in stderr, stderr
+    assert "could not be unwound" in stdout and "in get_dirty_log" in stdout
+    assert [r["status"] for r in json.loads(path.read_text())["results"]] == ["ok", "ERROR"]
+    assert _writer_children() == []
+
+
 @pytest.mark.parametrize("scheduler", ["auto", "random", "pct", "dfs", "hypothesis"])
 def test_fuzz_hang_leaves_a_token_that_replay_accepts(capsys, tmp_path, scheduler):
     token_file = tmp_path / "token"
@@ -181,6 +204,47 @@ def test_mutants_error_is_a_detection_and_a_hang_ends_the_run(capsys, tmp_path, 
     assert [(c["subject"], c["engine"], c["status"], c["detected"]) for c in cells] == [
         ("raises-in-constructor", "threads", "run", 1), ("raises-in-constructor", "pct", "run", 1),
         ("hangs-in-get", "threads", "run", 1), ("hangs-in-get", "pct", "not run", 0)]
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_mutants_abandoned_for_good_still_print_their_table(tmp_path, jobs):
+    """A free-running harvester hung for good (it swallows the watchdog's
+    HangError) ends the process; the zoo's table and JSON come first: the
+    cells done, the hang, the rest not run (found by session 6's review:
+    the campaign ended with no table)."""
+    import os
+    import subprocess
+    import sys
+
+    path = tmp_path / "zoo.json"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "concurrent_dirty", "mutants", "--mutant", "nonatomic-clear",
+         "--mutant", "tests.broken_algorithms:HangsForGoodInGet", "--mutant", "bit-before-data",
+         "--no-correct", "--seeds", "1", "--budget", "0.5", "--watchdog", "0.5",
+         "--engine", "threads", "--quiet", "--jobs", jobs, "--json", str(path)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 1, stderr
+    assert "Traceback" not in stderr
+    assert "the run ended at the first hang, in hangs-for-good-in-get/threads" in stdout, stdout
+    assert "could not be unwound" in stdout and "mutation score" in stdout
+    assert "a job failed" not in stderr
+    cells = json.loads(path.read_text())["cells"]
+    assert [(c["subject"], c["engine"]) for c in cells] == [
+        ("nonatomic-clear", "threads"), ("hangs-for-good-in-get", "threads"),
+        ("bit-before-data", "threads")]
+    assert cells[1]["status"] == "run" and cells[1]["detected"] == 1
+    if jobs == "1":  # the hang was in this process: the cell after it never started,
+        # and a mutant that did not run is not "undetected"
+        assert cells[2]["status"] == "not run"
+        assert "1 cells not run" in stdout
+        assert "bit-before-data" not in stdout.splitlines()[-1]
+    # else the hang was in job 2's process (the cells alternate between the
+    # jobs): job 2 sent its cells before it ended, and job 1 ran its own.
+    left = [n for n in os.listdir("/dev/shm") if n.startswith(f"cd-{proc.pid}-")]
+    assert left == []
+    assert _writer_children() == []
 
 
 # -- 4. replay says when it diverges ------------------------------------------------

@@ -432,16 +432,22 @@ def shard_cells(ns: argparse.Namespace, count: int) -> list[int]:
 
 
 def zoo_campaign(campaign: ZooCampaign, progress: Callable[[Any], None],
+                 on_abandon: Callable[[ZooReport, dict[str, Any]], None] | None = None,
                  ) -> tuple[ZooReport, dict[str, Any], bool]:
     """The detection-power table for this shard, in its jobs (the first in
     this process, at once, while the others start), after the saved
     failures (``--db``). Returns the report, the extra JSON (per-job split,
     replays) and whether a saved failure of a correct algorithm or a
     look-alike still fails (a false alarm). The first hang ends the run in
-    every job; the cells it kept from starting are listed as not run."""
+    every job; the cells it kept from starting are listed as not run.
+
+    A free-running harvester hung for good in this process's job cannot be
+    unwound, and the process ends (``engines.free.run_cell``):
+    ``on_abandon(report, extra)`` gets the table as it stands first (the
+    other jobs' cells done so far, the hang, the rest not run)."""
     from ..search.pool import run_jobs
     from ..search.scale import HANG, job_json
-    from ..search.zoo import Cell, ZooReport, hang_of
+    from ..search.zoo import Cell, ZooReport, abandoned, hang_of
 
     plan, split = campaign.plan, campaign.split
     extra: dict[str, Any] = {"jobs": campaign.jobs, "shard": str(campaign.shard)}
@@ -482,10 +488,22 @@ def zoo_campaign(campaign: ZooCampaign, progress: Callable[[Any], None],
             return HANG
         return None
 
+    def abandon(index: int, stuck: Cell) -> None:
+        # From the watchdog's thread; the process exits right after.
+        assert on_abandon is not None
+        finished = {**cells, index: stuck}
+        stopped = abandoned([finished.get(i, plan[i])
+                             for i in sorted(i for indices in split for i in indices)],
+                            campaign.engines)
+        _save_failures(campaign, stopped)
+        on_abandon(stopped, {**extra, "job_split": []})
+
     jobs = [Job(j, "concurrent_dirty.search.scale:zoo_job",
                 {"cells": [(i, plan[i]) for i in indices], "seeds": campaign.seeds,
                  "budget": campaign.budget, "watchdog": campaign.watchdog})
             for j, indices in enumerate(split) if indices]
+    if jobs and on_abandon is not None:
+        jobs[0] = Job(jobs[0].index, jobs[0].func, {**jobs[0].kwargs, "on_abandon": abandon})
     try:
         outcomes = run_jobs(jobs, on_message=on_message, stop_on=stop_on,
                             unneeded=lambda job: hung[0], local=True)
@@ -506,12 +524,18 @@ def zoo_campaign(campaign: ZooCampaign, progress: Callable[[Any], None],
                 name, _, role, breaks, _, engine = plan[index]
                 cells[index] = Cell(name, role, breaks, engine, not_run=True)
         report.cells = [cells[i] for i in sorted(cells)]
-    if db is not None:
-        from ..search.failstore import save_failure
-
-        refs = {name: ref for name, ref, *_ in plan}
-        for cell in report.cells:
-            for trial in cell.trials:
-                if trial.detected and trial.token:
-                    save_failure(db, refs[cell.subject], trial.token)
+    _save_failures(campaign, report)
     return report, extra, alarm
+
+
+def _save_failures(campaign: ZooCampaign, report: ZooReport) -> None:
+    """Every detection's token into the failure store (``--db``)."""
+    if campaign.db is None:
+        return
+    from ..search.failstore import save_failure
+
+    refs = {name: ref for name, ref, *_ in campaign.plan}
+    for cell in report.cells:
+        for trial in cell.trials:
+            if trial.detected and trial.token:
+                save_failure(campaign.db, refs[cell.subject], trial.token)

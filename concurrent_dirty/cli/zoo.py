@@ -100,8 +100,13 @@ def run_mutants(ns: argparse.Namespace, write_json: Any) -> int:
                              f"{len(cell.detections)}/{len(cell.trials)}\n")
             sys.stderr.flush()
 
+    def abandon(report: ZooReport, extra: dict[str, Any]) -> None:
+        # The watchdog could not unwind a hung harvester: the table from its
+        # thread; the process exits (code 1) right after.
+        _table(ns, write_json, campaign, report, extra)
+
     try:
-        report, extra, alarm = zoo_campaign(campaign, progress)
+        report, extra, alarm = zoo_campaign(campaign, progress, abandon)
     except JobFailed as exc:
         return job_failed(exc)
     except KeyboardInterrupt:
@@ -118,9 +123,14 @@ def run_mutants(ns: argparse.Namespace, write_json: Any) -> int:
                                  "verdict": "interrupted"})
         return interrupted(f"the zoo stopped after {len(done)} of {total} cells; every job's "
                            f"writers stopped, shared memory unlinked")
+    _table(ns, write_json, campaign, report, extra)
+    return 0 if report.ok and not alarm else 1
+
+
+def _table(ns: argparse.Namespace, write_json: Any, campaign: ZooCampaign, report: ZooReport,
+           extra: dict[str, Any]) -> None:
     print(format_table(report))
     if ns.json:
         write_json(ns.json, {"tool": "concurrent-dirty", "command": "mutants",
                              "budget": ns.budget, "seeds": ns.seeds, "hints": ns.hints,
                              "interrupted": False, **report.to_json(), **extra})
-    return 0 if report.ok and not alarm else 1

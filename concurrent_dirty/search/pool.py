@@ -156,14 +156,25 @@ class JobContext:
     """What a task sees of the pool: ``emit`` a message to the parent,
     ``stopped(key)`` once the parent asked to stop ``key``."""
 
-    def __init__(self, index: int, send: Callable[[Any], None]) -> None:
+    def __init__(self, index: int, send: Callable[[Any], None], *,
+                 remote: bool = False) -> None:
         self.index = index
         self._send = send
+        self._remote = remote
         self._stopped: set[Any] = set()
         self._all = False
 
     def emit(self, kind: str, payload: Any = None) -> None:
         self._send(("msg", kind, payload))
+
+    def finish(self, result: Any) -> None:
+        """The task's result, sent before its process ends early (a
+        harvester hung for good is abandoned: ``engines.free.run_cell``
+        exits the process): the parent takes it as the job's outcome,
+        whatever the exit code. In the parent's own process there is nobody
+        to send it to (that job's caller reports): a no-op there."""
+        if self._remote:
+            self._send(("result", result))
 
     def stopped(self, key: Any = None) -> bool:
         return self._all or key in self._stopped
@@ -232,7 +243,7 @@ def child_main() -> None:
         with lock:
             out.write(_frame(message))
 
-    ctx = JobContext(job.index, send)
+    ctx = JobContext(job.index, send, remote=True)
 
     def control() -> None:
         # The parent's orders, then EOF: the parent closed our stdin (it is

@@ -32,6 +32,7 @@ Layer 7: ``search``.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -265,18 +266,24 @@ def cells_job(ctx: JobContext, *, cells: list[tuple[int, Scenario, str]],
     started yet are left out (the parent reports them as not run). In the
     parent's own job, ``progress(index)`` gives a cell's progress line and
     ``on_abandon(index, result)`` reports a hung harvester that could not be
-    unwound (the process exits right after)."""
+    unwound (the process exits right after); in a job process, the parent
+    gets that result and the cells before it as the job's outcome."""
     from ..engines.free import run_cell
 
-    out = []
+    out: list[tuple[int, CellResult]] = []
+
+    def finish(index: int, result: CellResult) -> None:
+        ctx.emit("cell", (index, result))
+        ctx.finish([*out, (index, result)])
+
+    report = finish if on_abandon is None else on_abandon
     for index, scenario, rerun in cells:
         if ctx.stopped(ERROR):
             break
         printer = progress(index) if progress is not None else None
-        abandon = None if on_abandon is None else (
-            lambda result, index=index: on_abandon(index, result))
         try:
-            result = run_cell(scenario, rerun=rerun, progress=printer, on_abandon=abandon)
+            result = run_cell(scenario, rerun=rerun, progress=printer,
+                              on_abandon=functools.partial(report, index))
         finally:
             if printer is not None:
                 printer.finish()
@@ -290,17 +297,29 @@ def cells_job(ctx: JobContext, *, cells: list[tuple[int, Scenario, str]],
 
 
 def zoo_job(ctx: JobContext, *, cells: list[tuple[int, ZooCell]], seeds: int,
-            budget: float, watchdog: float = 10.0) -> list[tuple[int, Cell]]:
-    """A mutants job: its cells of the table."""
+            budget: float, watchdog: float = 10.0,
+            on_abandon: Callable[[int, Cell], None] | None = None) -> list[tuple[int, Cell]]:
+    """A mutants job: its cells of the table. ``on_abandon(index, cell)``
+    (the job in the parent's process only) reports a free-running harvester
+    hung for good before the process ends (see ``run_zoo_cell``); in a job
+    process, the parent gets that cell and those before it as the job's
+    outcome."""
     from .zoo import hang_of, run_zoo_cell
 
-    out = []
+    out: list[tuple[int, Cell]] = []
+
+    def finish(index: int, cell: Cell) -> None:
+        ctx.emit("cell", (index, cell))
+        ctx.finish([*out, (index, cell)])
+
+    report = finish if on_abandon is None else on_abandon
     for index, plan in cells:
         if ctx.stopped(HANG):  # another job's hang ended the run
             break
         if plan[5] != "kvm":  # a kernel protocol is no model algorithm
             resolve_algorithm(plan[1])
-        cell = run_zoo_cell(plan, seeds=seeds, budget=budget, watchdog=watchdog)
+        cell = run_zoo_cell(plan, seeds=seeds, budget=budget, watchdog=watchdog,
+                            on_abandon=functools.partial(report, index))
         out.append((index, cell))
         ctx.emit("cell", (index, cell))
         if hang_of(cell):  # ends the run here; the parent stops the other jobs

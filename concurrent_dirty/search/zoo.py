@@ -119,8 +119,11 @@ class ZooReport:
         return sum(c.detected for c in mutants), len(mutants)
 
     def undetected(self) -> list[str]:
+        """The mutants that ran and escaped every engine (one whose cells a
+        hang kept from running is not run, not undetected)."""
         return [m for m in self.subjects("mutant")
-                if not any(c.detected for c in self.cells if c.subject == m)]
+                if not any(c.detected for c in self.cells if c.subject == m)
+                and not all(c.not_run for c in self.cells if c.subject == m)]
 
     def false_alarms(self) -> list[Cell]:
         return [c for c in self.cells if c.role != "mutant" and c.detected]
@@ -140,13 +143,18 @@ class ZooReport:
 
 
 def _free(ref: str, engine: str, extra: dict[str, Any] | None, seed: int,
-          budget: float, watchdog: float) -> Trial:
+          budget: float, watchdog: float,
+          on_abandon: Callable[[Trial], None] | None = None) -> Trial:
     kw: dict[str, Any] = {} if extra is None else {**FREE_SCENARIO, **extra}
     kw["watchdog"] = watchdog
     if engine == "threads+noise":
         kw.update(noise=0.2, switch_interval=1e-5)
+    abandon = None if on_abandon is None else (
+        lambda r: on_abandon(Trial(True, r.seconds, r.executions, kind="error: HangError",
+                                   message=r.error or "")))
     r = run_cell(Scenario(algorithm=ref, engine="threads" if engine != "processes"
-                          else "processes", seconds=budget, seed=seed, **kw))
+                          else "processes", seconds=budget, seed=seed, **kw),
+                 on_abandon=abandon)
     if r.interrupted:  # run_cell cleaned up and kept Ctrl-C to itself: pass it on
         raise KeyboardInterrupt
     if r.error:  # a deadlock or a dying writer in the code under test: a detection, but say so
@@ -235,15 +243,26 @@ def zoo_plan(mutants: Sequence[Mutant | str] | None = None, engines: Sequence[st
 
 
 def run_zoo_cell(plan: ZooCell, *, seeds: int = 3, budget: float = 2.0,
-                 watchdog: float = 10.0) -> Cell:
+                 watchdog: float = 10.0,
+                 on_abandon: Callable[[Cell], None] | None = None) -> Cell:
     """One cell of the table: ``seeds`` trials, seeds 0 to ``seeds - 1``;
-    a hang ends the cell (each costs ``watchdog`` seconds)."""
+    a hang ends the cell (each costs ``watchdog`` seconds).
+
+    A free-running harvester hung for good in the code under test (one the
+    watchdog cannot unwind, see ``engines.free.run_cell``) ends the process:
+    ``on_abandon(cell)`` gets the cell with that hang as its last trial
+    first, so that the caller can still print its table."""
     name, ref, role, breaks, extra, engine = plan
     cell = Cell(name, role, breaks, engine)
-    run = _free if engine in FREE_ENGINES else _kernel if engine == KERNEL_ENGINE \
-        else _controlled
     for seed in range(seeds):
-        trial = run(ref, engine, extra, seed, budget, watchdog)
+        if engine in FREE_ENGINES:
+            abandon = None if on_abandon is None else (
+                lambda trial: on_abandon(replace(cell, trials=[*cell.trials, trial])))
+            trial = _free(ref, engine, extra, seed, budget, watchdog, abandon)
+        elif engine == KERNEL_ENGINE:
+            trial = _kernel(ref, engine, extra, seed, budget, watchdog)
+        else:
+            trial = _controlled(ref, engine, extra, seed, budget, watchdog)
         cell.trials.append(trial)
         if trial.hang:
             break
@@ -261,24 +280,45 @@ def hang_of(cell: Cell) -> str:
 def run_zoo(mutants: Sequence[Mutant | str] | None = None, engines: Sequence[str] = ENGINES, *,
             seeds: int = 3, budget: float = 2.0, correct: bool = True, hints: bool = False,
             progress: Callable[[Cell], None] | None = None,
-            watchdog: float = 10.0) -> ZooReport:
+            watchdog: float = 10.0,
+            on_abandon: Callable[[ZooReport], None] | None = None) -> ZooReport:
     """Run the detection-power table (see :func:`zoo_plan`).
 
     An error of the code under test in a cell (a method that raised, a
     deadlock, a dying writer) is a detection. A hang is too, but it ends the
     run (each costs ``watchdog`` seconds): the remaining cells are reported
-    as not run."""
+    as not run. A free-running harvester hung for good ends the process
+    (see :func:`run_zoo_cell`); ``on_abandon(report)`` gets the table as it
+    stands first, the remaining cells not run."""
     report = ZooReport(engines=list(engines))
-    for plan in zoo_plan(mutants, engines, correct=correct, hints=hints):
+    plans = zoo_plan(mutants, engines, correct=correct, hints=hints)
+    for index, plan in enumerate(plans):
         if report.ended_by:
             name, _, role, breaks, _, engine = plan
             report.cells.append(Cell(name, role, breaks, engine, not_run=True))
             continue
-        cell = run_zoo_cell(plan, seeds=seeds, budget=budget, watchdog=watchdog)
+
+        def abandon(stuck: Cell, index: int = index) -> None:
+            assert on_abandon is not None
+            on_abandon(abandoned([*report.cells, stuck, *plans[index + 1:]], report.engines))
+
+        cell = run_zoo_cell(plan, seeds=seeds, budget=budget, watchdog=watchdog,
+                            on_abandon=None if on_abandon is None else abandon)
         report.ended_by = hang_of(cell)
         report.cells.append(cell)
         if progress is not None:
             progress(cell)
+    return report
+
+
+def abandoned(rows: Sequence[Cell | ZooCell], engines: Sequence[str]) -> ZooReport:
+    """The table of a run a hang ended for good, in table order: the cells
+    run (one of them the hang), and the plans of those it kept from
+    starting, not run."""
+    cells = [row if isinstance(row, Cell) else
+             Cell(row[0], row[2], row[3], row[5], not_run=True) for row in rows]
+    report = ZooReport(engines=list(engines), cells=cells)
+    report.ended_by = next((h for h in map(hang_of, cells) if h), "")
     return report
 
 
@@ -310,7 +350,9 @@ def format_table(report: ZooReport) -> str:
                 break
     if report.ended_by:
         lines.append(f"the run ended at the first hang, in {report.ended_by}")
-        lines.append(f"{sum(c.not_run for c in report.cells)} cells not run")
+        skipped = sum(c.not_run for c in report.cells)
+        if skipped:
+            lines.append(f"{skipped} cells not run")
     for engine in report.engines:
         k, n = report.score(engine)
         lines.append(f"mutation score {engine:<14} {k}/{n}" + (f" ({100 * k / n:.0f}%)" if n
