@@ -140,3 +140,48 @@ def test_a_signal_handler_cut_short_by_the_sentinel_is_run_again():
     finally:
         signal.signal(signal.SIGUSR2, previous)
     assert got == [signal.SIGUSR2]
+
+
+@pytest.mark.parametrize("where", ["entry", "stop", "never"])
+def test_a_watchdog_firing_as_the_call_returns_cannot_cut_the_clean_up_short(where):
+    # engines/free.py run_cell's clean-up stops the watchdog through
+    # stop_watchdog: its unwinding, sent (once, as a watchdog fires) just as
+    # the driver's call returned, lands at the call's entry (the caller's
+    # except) or inside it (caught there; one still pending is withdrawn);
+    # in every case nothing is left to land in the clean-up after, the
+    # watchdog's thread has ended, and no flag stays stale.
+    out = run_script(f"""
+        import threading
+        from concurrent_dirty._core.asyncexc import raise_in
+        from concurrent_dirty.engines.free import stop_watchdog
+        from concurrent_dirty.engines.watchdog import Unwound, Watchdog
+
+        me = threading.get_ident()
+
+        class FiresAsItStops(Watchdog):
+            sent = False
+
+            def stop(self):
+                if {where!r} == "stop" and not self.sent:
+                    self.sent = True
+                    raise_in(me, Unwound)
+                super().stop()
+
+        w = FiresAsItStops(60.0)
+        w.watch_thread("the driver", me, lambda: 0)
+        w.start()
+        late = None
+        try:
+            if {where!r} == "entry":
+                raise_in(me, Unwound)
+            late = stop_watchdog(w)
+        except Unwound:
+            late = "entry"
+            stop_watchdog(w)
+        for _ in range(10000):  # nothing may land after the clean-up
+            int()
+        assert not w._thread.is_alive()
+        print("late:", late)
+    """)
+    expected = {"entry": "late: entry", "stop": "late: True", "never": "late: False"}
+    assert expected[where] in out, out

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .._core import switch as _switch
-from .._core.asyncexc import resync
+from .._core.asyncexc import cancel, resync
 from ..dirtylog import algorithm_name, algorithm_ref, resolve_algorithm
 from ..errors import ConcurrentDirtyError, DeadlockError, InvariantViolation, UsageError
 from ..harness.cell import CellResult, Progress
@@ -27,7 +27,7 @@ from ..harness.interrupt import deferred_interrupts
 from ..harness.scenario import Scenario
 from ..model.arena import Arena, unlink_all
 from ..model.sync import actor_name
-from .watchdog import Watchdog
+from .watchdog import Unwound, Watchdog
 from .workers import (
     CTL,
     CTL_DONE,
@@ -124,8 +124,18 @@ def run_cell(scenario: Scenario, *, progress: Callable[[Progress], None] | None 
     except KeyboardInterrupt:
         result.interrupted = True
     finally:
+        late = False
         if watchdog is not None:
-            watchdog.stop()
+            try:
+                late = stop_watchdog(watchdog)
+            except Unwound:  # it landed on the call's entry
+                late = True
+                stop_watchdog(watchdog)
+        if late and result.error is None and not result.interrupted:
+            # The call returned just as the watchdog fired: it still took
+            # longer than the bound, a hang as any other.
+            assert watchdog is not None
+            result.error = f"HangError: {watchdog.fired}"
         _switch.install(previous_hook)
         sys.setswitchinterval(previous_interval)
         if workers is not None:
@@ -142,6 +152,28 @@ def run_cell(scenario: Scenario, *, progress: Callable[[Progress], None] | None 
             _collect(vm, scenario, result)
             vm.close()
     return result
+
+
+def stop_watchdog(watchdog: Watchdog) -> bool:
+    """Stop ``watchdog`` from the thread it watches (the driver), so that no
+    unwinding it sent can land in the clean-up after: whether one landed
+    here. The call it was meant for may have returned just as it fired
+    (session 6's review: the exception could then cut ``run_cell``'s
+    ``finally`` short, before the writers were stopped). Once the
+    watchdog's thread has ended nothing new is sent; one sent and not yet
+    raised is withdrawn (:func:`cancel`), one raised meanwhile is caught. The
+    caller catches it too, around the call: it may land on the call's
+    entry, before this function's own ``try``."""
+    late = False
+    for _ in range(2):  # it fires once: a second pass runs with nothing pending
+        try:
+            watchdog.unwound.set()  # the driver is here, not hung: no grace to wait
+            watchdog.stop()
+            cancel(threading.get_ident())
+            return late
+        except Unwound:
+            late = True
+    return late
 
 
 def _watchdog(scenario: Scenario, vm: Vm, workers: ThreadWorkers | ProcessWorkers,

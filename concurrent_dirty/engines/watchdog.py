@@ -51,7 +51,7 @@ from .._core.switch import wait_until
 from ..errors import HangError
 from ..harness.usercode import harness_frame
 
-__all__ = ["DEFAULT_WATCHDOG", "STACK_SIGNAL", "Watchdog"]
+__all__ = ["DEFAULT_WATCHDOG", "STACK_SIGNAL", "Unwound", "Watchdog"]
 
 #: Seconds without progress before the watchdog fires (``--watchdog``).
 DEFAULT_WATCHDOG = 10.0
@@ -158,7 +158,7 @@ class Watchdog:
         finally:
             self._fired_set.set()
         assert w.ident is not None
-        raise_in(w.ident, _Unwound)  # the engine resyncs once its threads stopped
+        raise_in(w.ident, Unwound)  # the engine resyncs once its threads stopped
         if self.unwound.wait(self.grace) or self._stop.is_set():
             return
         if not any(t.ident == w.ident for t in threading.enumerate()):
@@ -169,7 +169,7 @@ class Watchdog:
             self.on_stuck(self.fired)
 
 
-class _Unwound(HangError):
+class Unwound(HangError):
     """Raised asynchronously in a hung thread to unwind it (the report is
     the watchdog's ``fired``)."""
 
