@@ -72,6 +72,39 @@ def test_fuzz_with_one_job_imports_only_what_its_search_needs():
     assert not unneeded, f"fuzz --jobs 1 imported {sorted(unneeded)}"
 
 
+# Without site (-S) and its .pth files (an editable install's finder, a
+# certifi hook), which import pathlib, tempfile and more on some machines
+# before any code of ours: what is left is what this package's path imports.
+_PROBE_NO_SITE = """
+import site, sys
+sys.path.extend(site.getsitepackages())
+before = set(sys.modules)
+import contextlib, io, json
+from concurrent_dirty.cli.main import main
+with contextlib.redirect_stdout(io.StringIO()):
+    try:
+        main(sys.argv[1:])
+    except SystemExit:
+        pass
+print(json.dumps(sorted(set(sys.modules) - before)))
+"""
+
+
+def test_the_default_fuzz_imports_no_tempfile_or_hashlib():
+    # The default command (one job per core): the output file's helpers
+    # import tempfile only when a file is written, and the jobs' stream
+    # seeds hash with blake2b without hashlib's OpenSSL bindings. (shutil
+    # is argparse's: every add_argument builds a HelpFormatter, which asks
+    # shutil for the terminal's width.)
+    out = subprocess.run([sys.executable, "-S", "-c", _PROBE_NO_SITE, "fuzz", "--algorithm",
+                          "bit-before-data", "--quiet", "--seconds", "10"], cwd=ROOT,
+                         check=True, capture_output=True, text=True, timeout=60).stdout
+    loaded = set(json.loads(out.strip().splitlines()[-1]))
+    assert "concurrent_dirty.search.runner" in loaded  # the probe really searched
+    unneeded = loaded & {"tempfile", "hashlib", "_hashlib"}
+    assert not unneeded, f"the default fuzz imported {sorted(unneeded)}"
+
+
 _GUARD = """
 import signal, sys
 sys.argv[0] = sys.argv[1]
