@@ -303,6 +303,8 @@ def only_under(result: ExecutionResult, options: Sequence[str], *, max_steps: in
     scenario = replace(result.scenario, **off)
     bound = min(result.outcome.preemptions, ONLY_UNDER_BOUND)
     pairs = _preemption_pairs(result, max_steps) if bound else frozenset()
+    if bound and not pairs:
+        return None  # its preemptions not known (no trace): nothing to claim
     dfs = _PairsDfs(bound, pairs)
     budget = Budget(dfs, executions=ONLY_UNDER_EXECUTIONS)
     deadline = time.monotonic() + seconds
