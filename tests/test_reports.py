@@ -276,3 +276,19 @@ def test_the_stress_to_fuzz_command_pins_every_model_option(capsys, algorithm, e
     code, out, err = run(capsys, *words[1:], "--seconds", "0.3", "--jobs", "1")
     assert code == 0, (command, out, err)
     assert "one program, nothing drawn" in out
+
+
+def test_one_job_with_a_seed_prints_the_same_report_twice(capsys):
+    # What runs after the first failure (minimisation, the only-under
+    # check) is counted in executions, not seconds: the same report, but
+    # for the times and rates, run after run (and machine after machine).
+    import re
+
+    def report(bug):
+        code, out, _ = run(capsys, "fuzz", "--algorithm", bug, "--jobs", "1", "--seed", "3")
+        assert code == 1
+        return re.sub(r"[0-9.]+s\b|\([0-9]+ executions/s, [0-9]+ switch points/s\)", "#", out)
+
+    for bug in ("nonatomic-clear", "bit-before-data"):
+        first = report(bug)
+        assert "counterexample: " in first and report(bug) == first
