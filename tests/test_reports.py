@@ -208,6 +208,48 @@ def test_a_failure_only_under_a_drawn_option_says_so():
     assert only_under(r.failure, ["fast_page_fault"], max_steps=20_000, seconds=30) is None
 
 
+def test_only_under_tries_the_counterexamples_kinds_of_preemption_exhaustively():
+    # With every ordered pair of threads allowed, its search is dfs's own:
+    # the same executions to exhaust the same program's space.
+    from dataclasses import replace
+
+    from concurrent_dirty.engines.controlled import run_controlled
+    from concurrent_dirty.harness.program import make_program
+    from concurrent_dirty.schedulers import DfsScheduler
+    from concurrent_dirty.search.model import _PairsDfs
+
+    sc = replace(SMALL, algorithm="xchg", writers=2, writes=1)
+    program = make_program(sc, 1)
+    every = frozenset((a, b) for a in range(3) for b in range(3) if a != b)
+
+    def count(scheduler):
+        n = 0
+        while scheduler.new_execution():
+            n += 1
+            assert not run_controlled("xchg", sc, program, scheduler, max_steps=20_000).failed
+        return n
+
+    for bound in (0, 1):
+        dfs, pairs = DfsScheduler(bound), _PairsDfs(bound, every)
+        assert count(pairs) == count(dfs) and pairs.exhausted and dfs.exhausted
+    # Only the harvester preempted by vcpu 1: fewer, and none elsewhere.
+    assert count(_PairsDfs(1, frozenset({(2, 1)}))) < count(DfsScheduler(1))
+
+
+def test_the_default_fuzz_says_which_preemptions_its_only_under_line_covers(capsys):
+    # The default search on the non-atomic clear (found by the small scope,
+    # with the fast page fault drawn on): the line claims the space it
+    # exhausted, counted in executions: the same on every machine.
+    code, out, _ = run(capsys, "fuzz", "--algorithm", "nonatomic-clear", "--jobs", "1")
+    assert code == 1
+    line = next(ln for ln in out.splitlines() if ln.startswith("only under drawn options"))
+    assert line.startswith(
+        "only under drawn options: with the fast page fault off, every schedule of the same "
+        "program with at most 1 preemption, of the harvester by vcpu 1 as in the "
+        "counterexample, passes (35 executions)"), line
+    assert out.count("<== preempts harvester") == 1  # the kind the line names
+
+
 def test_a_pinned_model_is_said_to_be_pinned():
     r = explore(BROKEN, SMALL, scheduler="random", executions=None, seconds=60,
                 space=ProgramSpace(fast_page_fault=False, pml=False, initially_set=False))
@@ -234,3 +276,19 @@ def test_the_stress_to_fuzz_command_pins_every_model_option(capsys, algorithm, e
     code, out, err = run(capsys, *words[1:], "--seconds", "0.3", "--jobs", "1")
     assert code == 0, (command, out, err)
     assert "one program, nothing drawn" in out
+
+
+def test_one_job_with_a_seed_prints_the_same_report_twice(capsys):
+    # What runs after the first failure (minimisation, the only-under
+    # check) is counted in executions, not seconds: the same report, but
+    # for the times and rates, run after run (and machine after machine).
+    import re
+
+    def report(bug):
+        code, out, _ = run(capsys, "fuzz", "--algorithm", bug, "--jobs", "1", "--seed", "3")
+        assert code == 1
+        return re.sub(r"[0-9.]+s\b|\([0-9]+ executions/s, [0-9]+ switch points/s\)", "#", out)
+
+    for bug in ("nonatomic-clear", "bit-before-data"):
+        first = report(bug)
+        assert "counterexample: " in first and report(bug) == first

@@ -10,6 +10,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 _PROBE = """
@@ -70,6 +72,39 @@ def test_fuzz_with_one_job_imports_only_what_its_search_needs():
         "concurrent_dirty.kvm", "concurrent_dirty.engines.free",
         "concurrent_dirty.engines.workers", "concurrent_dirty.search.zoo"))}
     assert not unneeded, f"fuzz --jobs 1 imported {sorted(unneeded)}"
+
+
+# Without site (-S) and its .pth files (an editable install's finder, a
+# certifi hook), which import pathlib, tempfile and more on some machines
+# before any code of ours: what is left is what this package's path imports.
+_PROBE_NO_SITE = """
+import site, sys
+sys.path.extend(site.getsitepackages())
+before = set(sys.modules)
+import contextlib, io, json
+from concurrent_dirty.cli.main import main
+with contextlib.redirect_stdout(io.StringIO()):
+    try:
+        main(sys.argv[1:])
+    except SystemExit:
+        pass
+print(json.dumps(sorted(set(sys.modules) - before)))
+"""
+
+
+def test_the_default_fuzz_imports_no_tempfile_or_hashlib():
+    # The default command (one job per core): the output file's helpers
+    # import tempfile only when a file is written, and the jobs' stream
+    # seeds hash with blake2b without hashlib's OpenSSL bindings. (shutil
+    # is argparse's: every add_argument builds a HelpFormatter, which asks
+    # shutil for the terminal's width.)
+    out = subprocess.run([sys.executable, "-S", "-c", _PROBE_NO_SITE, "fuzz", "--algorithm",
+                          "bit-before-data", "--quiet", "--seconds", "10"], cwd=ROOT,
+                         check=True, capture_output=True, text=True, timeout=60).stdout
+    loaded = set(json.loads(out.strip().splitlines()[-1]))
+    assert "concurrent_dirty.search.runner" in loaded  # the probe really searched
+    unneeded = loaded & {"tempfile", "hashlib", "_hashlib"}
+    assert not unneeded, f"the default fuzz imported {sorted(unneeded)}"
 
 
 _GUARD = """
@@ -137,3 +172,38 @@ def test_a_ctrl_c_caught_inside_an_exec_still_exits_130(tmp_path):
 def test_the_interpreters_own_exit_dies_by_sigint_after_it(tmp_path):
     # Why exit_process exists (CPython 3.11-3.13): the test above can fail.
     assert _exit_code(tmp_path, "sys.exit") == -2
+
+
+_ENDS = """
+import sys, threading, time
+sys.path.insert(0, {root!r})
+import atexit
+from concurrent_dirty.harness.interrupt import exit_process
+
+
+class Finalized:
+    def __del__(self):
+        sys.stderr.write("finalized\\n")
+
+
+kept = Finalized()  # a module's object: torn down by the interpreter's own exit
+atexit.register(lambda: sys.stderr.write("exit handlers ran\\n"))
+if {worker}:  # a thread that is not a daemon, still at work
+    threading.Thread(target=time.sleep, args=(0.3,)).start()
+sys.stdout.write("the report, unflushed")
+exit_process(1)
+"""
+
+
+@pytest.mark.parametrize("worker", [False, True])
+def test_the_cli_ends_without_the_interpreters_finalization(tmp_path, worker):
+    # exit_process: the exit handlers (the segments' unlink), the streams
+    # flushed, the code, and no teardown of every module and object (about
+    # 25 ms of CPU after a report); unless a thread that is not a daemon
+    # still runs: the interpreter's exit waits for it, as usual.
+    (tmp_path / "ends.py").write_text(_ENDS.format(root=ROOT, worker=worker))
+    done = subprocess.run([sys.executable, "-m", "ends"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 1 and done.stdout == "the report, unflushed"
+    assert "exit handlers ran" in done.stderr
+    assert ("finalized" in done.stderr) == worker, done.stderr

@@ -20,7 +20,7 @@ workers=[...], invariant=...)`` with its defaults, DPOR, under its CLI
   the harvester exchanges the dirty word with 0 and copies the pages whose
   bits it took; after a final harvest the copy must equal memory.
 
-concurrent-dirty runs ``python3 -m concurrent_dirty fuzz --algorithm
+concurrent-dirty runs ``python -m concurrent_dirty fuzz --algorithm
 nonatomic-clear`` / ``--algorithm bit-before-data``, no other option (its
 model of the bugs is the KVM one: only the writes outside ``mmu_lock``
 race, every other step of the VM runs too). The peers' models are simpler:
@@ -29,31 +29,48 @@ default's start-up of one job per core costs (not compared: not the
 default).
 
 Each run is a fresh process; ``wall`` is its whole life (interpreter,
-imports, search, report), ``search`` the tool's own time to the verdict
+imports, search, report), ``cpu`` the CPU time (user and system) of it
+and the processes it waited for, from the kernel's accounting of finished
+children (what ``/usr/bin/time`` prints: less moved by other processes'
+load than the wall time), ``search`` the tool's own time to the verdict
 (the peers': around their ``explore`` call; concurrent-dirty's: the
 seconds its verdict line prints). Runs are interleaved (seed by seed, every
 tool and bug in turn, the order rotating) so that the machine's load falls
-on all alike. Medians over ``--seeds``; the ratio is concurrent-dirty's
-median over the peer's (above 1: concurrent-dirty is slower).
+on all alike. Medians over ``--seeds``; the ratios are concurrent-dirty's
+median over the peer's (above 1: concurrent-dirty is slower). The verdict
+is on the wall time, as issue 18 states it.
 
-Each peer gets its own virtual environment under ``--venv-dir`` (created
-and installed there on the first run, reused after; nothing is installed
-anywhere else). Both peers need Python >= 3.12 (frontrun 0.7.0 ships
-wheels for 3.13): ``--python`` names the interpreter for the venvs
-(default: the first of ``python3.13`` on PATH and pyenv's 3.13.*).
-concurrent-dirty runs from this checkout with its bytecode cached under
-``--venv-dir``/pycache (``PYTHONPYCACHEPREFIX``, compiled once before
-anything is timed, ``PYTHONDONTWRITEBYTECODE`` dropped), as an installed
-package has it: pip compiles what it installs, the peers' included.
+Each tool gets its own virtual environment under ``--venv-dir``, and
+nothing is installed anywhere else. A peer's is created and installed
+there on the first run and reused after. Both peers need Python >= 3.12
+(frontrun 0.7.0 ships wheels for 3.13): ``--python`` names the
+interpreter for their venvs (default: the first of ``python3.13`` on PATH
+and pyenv's 3.13.*).
+
+concurrent-dirty is installed the same way, as a user installs it: a
+venv (``concurrent-dirty-this``; ``concurrent-dirty-tree`` for
+``--tree``) made with the interpreter that runs this tool, into which
+``pip install`` puts a copy of the checkout's files (the package,
+``pyproject.toml``, ``README.md`` and the pytest plugin, copied under
+``--venv-dir``, so the build writes nothing into the checkout), not
+editable, its dependencies from PyPI, its bytecode compiled by pip as the
+peers' is. The venv is made once and reused; the package is reinstalled
+whenever the checkout's files differ from the installed ones (a SHA-256
+of every file copied, kept in the venv's ``tree-key``: a new commit or an
+uncommitted edit both count). Every tool then runs with ``PYTHONPATH``
+and ``PYTHONPYCACHEPREFIX`` taken out of its environment, so that each
+imports what its own venv holds, with the bytecode pip wrote there.
 """
 
 from __future__ import annotations
 
 import argparse
 import glob
+import hashlib
 import json
 import os
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -282,59 +299,161 @@ def run_peer(peer: str, py: str, script: str, bug: str, seed: int) -> dict[str, 
     cmd = [py, script, bug, str(seed)]
     if peer == "frontrun":
         cmd = [os.path.join(os.path.dirname(py), "frontrun"), *cmd]
-    start = time.perf_counter()
-    try:
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=RUN_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        return {"found": False, "wall": time.perf_counter() - start, "search": float("nan")}
-    wall = time.perf_counter() - start
+    out, wall, cpu = timed(cmd)
+    if out is None:
+        return {"found": False, "wall": wall, "cpu": cpu, "search": float("nan")}
     lines = [ln for ln in out.stdout.splitlines() if ln.startswith("{")]
     if out.returncode != 0 or not lines:
         raise SystemExit(f"bench_peers: {script} {bug} {seed} failed (exit {out.returncode}):"
                          f"\n{out.stderr[-2000:]}")
     data = json.loads(lines[-1])
-    return {"found": bool(data["found"]), "wall": wall, "search": float(data["search"])}
+    return {"found": bool(data["found"]), "wall": wall, "cpu": cpu,
+            "search": float(data["search"])}
+
+
+def run_dir(program: str) -> str:
+    """Where a tool runs: its venv's ``bin``, not the caller's directory
+    (``python -m concurrent_dirty`` from a checkout would import the
+    checkout's package, not the venv's)."""
+    return os.path.dirname(os.path.abspath(program))
+
+
+def _children_cpu() -> float:
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+def timed(cmd: list[str]) -> tuple[subprocess.CompletedProcess[str] | None, float, float]:
+    """Run ``cmd`` (the environment of :func:`clean_env`): its result (None
+    if it timed out), its wall time, and its CPU time, user and system,
+    with every process it waited for (the kernel's accounting of finished
+    children: what ``/usr/bin/time`` prints). The runs are one at a time,
+    so the difference is this one's. On a machine others load, the CPU
+    time moves less than the wall time."""
+    cpu0, start = _children_cpu(), time.perf_counter()
+    try:
+        out: subprocess.CompletedProcess[str] | None = subprocess.run(
+            cmd, capture_output=True, text=True, env=clean_env(), cwd=run_dir(cmd[0]),
+            timeout=RUN_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        out = None
+    return out, time.perf_counter() - start, _children_cpu() - cpu0
 
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+#: What ``pip install`` needs of a checkout, besides the package itself.
+TREE_FILES = ("pyproject.toml", "README.md", "_concurrent_dirty_pytestplugin.py")
+TREE_PACKAGE = "concurrent_dirty"
 
 
-def ours_env(venv_dir: str, tree: str = HERE) -> dict[str, str]:
-    """concurrent-dirty's environment: this checkout, with its bytecode
-    cached under ``venv_dir`` (``PYTHONPYCACHEPREFIX``), as an installed
-    package has it (pip compiles what it installs, the peers' included); a
-    ``PYTHONDONTWRITEBYTECODE`` in the caller's environment would otherwise
-    make every run compile the whole package from source, about 0.4 s."""
-    env = dict(os.environ, PYTHONPATH=tree,
-               PYTHONPYCACHEPREFIX=os.path.join(venv_dir, "pycache"))
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
+def clean_env() -> dict[str, str]:
+    """The environment every timed run gets: the caller's, without what
+    would make a tool import or look for bytecode elsewhere than in its own
+    venv (``PYTHONPATH``, ``PYTHONPYCACHEPREFIX``, ``PYTHONHOME``)."""
+    env = dict(os.environ)
+    for name in ("PYTHONPATH", "PYTHONPYCACHEPREFIX", "PYTHONHOME"):
+        env.pop(name, None)
     return env
 
 
-def warm_ours(env: dict[str, str]) -> None:
-    """Compile the package's bytecode (and the standard library's, which
-    the prefix mirrors) once, before anything is timed."""
-    subprocess.run([sys.executable, "-m", "compileall", "-q", os.path.join(env["PYTHONPATH"],
-                    "concurrent_dirty")], env=env, capture_output=True, timeout=RUN_TIMEOUT)
+def tree_files(tree: str) -> list[str]:
+    """The checkout's files a ``pip install`` of it reads (sorted, relative):
+    :data:`TREE_FILES` and the package's files, without bytecode."""
+    files = [name for name in TREE_FILES if os.path.isfile(os.path.join(tree, name))]
+    for top, dirs, names in os.walk(os.path.join(tree, TREE_PACKAGE)):
+        dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+        files += [os.path.relpath(os.path.join(top, n), tree) for n in sorted(names)
+                  if not n.endswith((".pyc", ".pyo"))]
+    return sorted(files)
+
+
+def tree_key(tree: str) -> str:
+    """A SHA-256 of the checkout's installable files (their paths and
+    bytes): it changes with a new commit and with an uncommitted edit."""
+    digest = hashlib.sha256()
+    for rel in tree_files(tree):
+        with open(os.path.join(tree, rel), "rb") as f:
+            digest.update(rel.encode() + b"\0" + f.read() + b"\0")
+    return digest.hexdigest()
+
+
+def _run_setup(cmd: list[str], env: dict[str, str] | None = None,
+               cwd: str | None = None) -> None:
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=cwd)
+    if out.returncode != 0:
+        raise SetupError(f"{' '.join(cmd)} failed (exit {out.returncode}): "
+                         f"{(out.stderr.strip().splitlines() or [''])[-1]}")
+
+
+def ensure_ours(venv_dir: str, name: str, tree: str) -> str:
+    """concurrent-dirty's venv ``concurrent-dirty-<name>`` under ``venv_dir``
+    with ``tree`` installed in it (not editable; made with this tool's
+    interpreter on the first run, the package reinstalled when the tree's
+    files changed); returns its interpreter."""
+    env_dir = os.path.join(venv_dir, f"concurrent-dirty-{name}")
+    py = os.path.join(env_dir, "bin", "python")
+    key_file = os.path.join(env_dir, "tree-key")
+    key = tree_key(tree)
+    try:
+        with open(key_file) as f:
+            if f.read().strip() == key and os.path.exists(py):
+                return py
+    except OSError:
+        pass
+    fresh = not os.path.exists(py)
+    print(f"bench_peers: installing {tree} into {env_dir}", file=sys.stderr, flush=True)
+    # pip compiles what it installs unless told not to: let it, as for the peers.
+    env = clean_env()
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    copy = tempfile.mkdtemp(prefix="tree-", dir=venv_dir)
+    try:
+        if os.path.exists(key_file):
+            os.remove(key_file)
+        for rel in tree_files(tree):
+            os.makedirs(os.path.dirname(os.path.join(copy, rel)), exist_ok=True)
+            shutil.copy2(os.path.join(tree, rel), os.path.join(copy, rel))
+        if fresh:
+            _run_setup([sys.executable, "-m", "venv", "--clear", env_dir], env)
+        else:
+            _run_setup([py, "-m", "pip", "uninstall", "--quiet", "--yes", "concurrent-dirty"],
+                       env)
+        _run_setup([py, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+                    copy], env)
+        _run_setup([py, "-c", "import concurrent_dirty, sys; "
+                    "assert concurrent_dirty.__file__.startswith(sys.prefix), "
+                    "concurrent_dirty.__file__"], clean_env(), cwd=run_dir(py))
+        with open(key_file, "w") as f:
+            f.write(key + "\n")
+    except BaseException:
+        if fresh:  # nothing half-made is left
+            shutil.rmtree(env_dir, ignore_errors=True)
+        raise
+    finally:
+        shutil.rmtree(copy, ignore_errors=True)
+    return py
+
+
+def warm_ours(py: str) -> None:
+    """One untimed run per bug, so that the first timed one does not pay
+    for reading the venv's files from disk."""
     for bug in BUGS:
-        subprocess.run([sys.executable, "-m", "concurrent_dirty", "fuzz", "--algorithm", bug],
-                       env=env, capture_output=True, timeout=RUN_TIMEOUT)
+        subprocess.run([py, "-m", "concurrent_dirty", "fuzz", "--algorithm", bug],
+                       env=clean_env(), cwd=run_dir(py), capture_output=True,
+                       timeout=RUN_TIMEOUT)
 
 
-def run_ours(bug: str, *extra: str, env: dict[str, str]) -> dict[str, float | bool]:
-    start = time.perf_counter()
-    out = subprocess.run([sys.executable, "-m", "concurrent_dirty", "fuzz", "--algorithm", bug,
-                          *extra], capture_output=True, text=True, env=env, timeout=RUN_TIMEOUT)
-    wall = time.perf_counter() - start
-    m = _SECONDS.search(out.stdout)
-    return {"found": out.returncode == 1 and "FAIL" in out.stdout, "wall": wall,
-            "search": float(m.group(1)) if m else float("nan")}
+def run_ours(bug: str, *extra: str, py: str) -> dict[str, float | bool]:
+    out, wall, cpu = timed([py, "-m", "concurrent_dirty", "fuzz", "--algorithm", bug, *extra])
+    m = _SECONDS.search(out.stdout) if out is not None else None
+    return {"found": out is not None and out.returncode == 1 and "FAIL" in out.stdout,
+            "wall": wall, "cpu": cpu, "search": float(m.group(1)) if m else float("nan")}
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     ap.add_argument("--venv-dir", required=True,
-                    help="where each peer's virtual environment lives (created if missing)")
+                    help="where each tool's virtual environment lives (created if missing; "
+                         "nothing is written anywhere else)")
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--tree", default=None,
                     help="another checkout of concurrent-dirty, run in the same interleaved "
@@ -351,6 +470,10 @@ def main() -> int:
     if python is None or not is_313(python):
         print("bench_peers: expected a Python 3.13 interpreter (--python PATH); found none",
               file=sys.stderr)
+        return 2
+    if args.tree and not os.path.isfile(os.path.join(args.tree, "pyproject.toml")):
+        print(f"bench_peers: --tree {args.tree}: not a checkout of concurrent-dirty "
+              f"(no pyproject.toml)", file=sys.stderr)
         return 2
     venv_dir = os.path.abspath(args.venv_dir)
     os.makedirs(venv_dir, exist_ok=True)
@@ -369,54 +492,60 @@ def main() -> int:
             f.write(text)
         scripts[peer] = path
     try:
-        envs = {"": ours_env(venv_dir)}
+        ours = {"": ensure_ours(venv_dir, "this", HERE)}
         if args.tree:
-            envs["tree"] = ours_env(venv_dir, os.path.abspath(args.tree))
-        for env in envs.values():
-            warm_ours(env)
-        return measure(args.seeds, pys, scripts, envs)
+            ours["tree"] = ensure_ours(venv_dir, "tree", os.path.abspath(args.tree))
+        for py in ours.values():
+            warm_ours(py)
+        return measure(args.seeds, pys, scripts, ours)
+    except SetupError as exc:
+        print(f"bench_peers: {exc}", file=sys.stderr)
+        return 2
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
 def measure(seeds: int, pys: dict[str, str], scripts: dict[str, str],
-            envs: dict[str, dict[str, str]]) -> int:
+            ours: dict[str, str]) -> int:
     # The default (jobs = cores) and, to show what its start-up costs, one
     # job (not the default: not what the verdict compares).
     tools = ["concurrent-dirty", ONE_JOB, *PEERS]
-    if "tree" in envs:  # the other checkout, alike
+    if "tree" in ours:  # the other checkout, alike
         tools[2:2] = ["tree", "tree --jobs 1"]
-    env = envs[""]
+    py = ours[""]
     runs: dict[tuple[str, str], list[dict[str, float | bool]]] = {}
     for seed in range(seeds):
         order = [(t, b) for t in tools for b in BUGS]
         k = seed % len(order)
         for tool, bug in order[k:] + order[:k]:
-            r = run_ours(bug, env=env) if tool == "concurrent-dirty" \
-                else run_ours(bug, "--jobs", "1", env=env) if tool == ONE_JOB \
-                else run_ours(bug, env=envs["tree"]) if tool == "tree" \
-                else run_ours(bug, "--jobs", "1", env=envs["tree"]) if tool == "tree --jobs 1" \
+            r = run_ours(bug, py=py) if tool == "concurrent-dirty" \
+                else run_ours(bug, "--jobs", "1", py=py) if tool == ONE_JOB \
+                else run_ours(bug, py=ours["tree"]) if tool == "tree" \
+                else run_ours(bug, "--jobs", "1", py=ours["tree"]) if tool == "tree --jobs 1" \
                 else run_peer(tool, pys[tool], scripts[tool], bug, seed)
             runs.setdefault((tool, bug), []).append(r)
             print(f"seed {seed} {tool:<25} {bug:<16} found {r['found']!s:<5} "
-                  f"wall {r['wall']:.2f}s search {r['search']:.2f}s", file=sys.stderr, flush=True)
+                  f"wall {r['wall']:.2f}s cpu {r['cpu']:.2f}s search {r['search']:.2f}s",
+                  file=sys.stderr, flush=True)
 
     def median(tool: str, bug: str, key: str) -> float:
         return statistics.median(float(r[key]) for r in runs[(tool, bug)])
 
-    print(f"{'bug':<16} {'tool':<25} {'found':>5} {'wall s':>8} {'search s':>9} "
-          f"{'ours/this wall':>15} {'ours/this search':>17}")
+    print(f"{'bug':<16} {'tool':<25} {'found':>5} {'wall s':>8} {'cpu s':>6} {'search s':>9} "
+          f"{'ours/this wall':>15} {'cpu':>6} {'search':>7}")
     ok = True
     for bug in BUGS:
-        ours_wall, ours_search = median("concurrent-dirty", bug, "wall"), \
-            median("concurrent-dirty", bug, "search")
+        ours_wall, ours_cpu, ours_search = (median("concurrent-dirty", bug, key)
+                                            for key in ("wall", "cpu", "search"))
         best = min(median(p, bug, "wall") for p in PEERS)
         for tool in tools:
             found = sum(bool(r["found"]) for r in runs[(tool, bug)])
-            w, s = median(tool, bug, "wall"), median(tool, bug, "search")
+            w, c, s = (median(tool, bug, key) for key in ("wall", "cpu", "search"))
             ratios = ("" if tool.startswith(("concurrent-dirty", "tree"))
-                      else f"{ours_wall / w:>14.2f}x {ours_search / s:>16.2f}x")
-            print(f"{bug:<16} {tool:<25} {found}/{seeds:<3} {w:>8.2f} {s:>9.2f} {ratios}")
+                      else f"{ours_wall / w:>14.2f}x {ours_cpu / c:>5.2f}x "
+                           f"{ours_search / s:>6.2f}x")
+            print(f"{bug:<16} {tool:<25} {found}/{seeds:<3} {w:>8.2f} {c:>6.2f} {s:>9.2f} "
+                  f"{ratios}")
         ok = ok and ours_wall <= best
         print(f"{bug:<16} default fuzz's median wall {ours_wall:.2f}s against the best peer's "
               f"{best:.2f}s: {'met' if ours_wall <= best else 'NOT met'}")

@@ -29,7 +29,6 @@ import contextlib
 import os
 import stat
 import sys
-import tempfile
 
 from ..errors import UsageError
 from .credentials import mask_credentials
@@ -102,6 +101,8 @@ def check_output_path(path: str, option: str) -> None:
                          f"({shown} does not exist)")
     if os.path.exists(target):
         _probe_append(path, target, option)
+    import tempfile  # here: its imports (shutil, random...) cost every command's start-up
+
     try:
         fd, probe = tempfile.mkstemp(prefix=_TEMP_PREFIX, suffix=".probe", dir=directory)
     except OSError as exc:
@@ -158,6 +159,8 @@ def _write_atomic(target: str, data: bytes) -> None:
         umask = os.umask(0)
         os.umask(umask)
         mode = 0o666 & ~umask
+    import tempfile
+
     fd, tmp = tempfile.mkstemp(prefix=_TEMP_PREFIX, suffix=".tmp", dir=directory)
     try:
         with os.fdopen(fd, "wb") as f:
