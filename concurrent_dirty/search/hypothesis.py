@@ -30,11 +30,13 @@ from ..harness.program import (
     boundary_gfns,
     build_memslots,
     is_ring_algorithm,
+    tiny_cases,
 )
 from ..harness.scenario import Scenario
 from ..schedulers import DfsScheduler, PreemptionPoints, ReplayScheduler
 from .minimize import fewest_preemptions, fewest_within, minimize_preemptions
 from .model import DRAWN_OPTIONS, drawn_options, explain
+from .races import RaceBounded
 from .replay import _fresh, _write_pending, pending_token
 from .report import FuzzReport
 
@@ -82,18 +84,16 @@ class Interleaving:
                                   watchdog=watchdog), 1
         runs = 0
         result: ExecutionResult | None = None
-        for bound in range(TINY_BOUND + 1):
-            dfs = DfsScheduler(bound)
-            while runs < self.dfs and dfs.new_execution():
-                if runs and deadline is not None and time.monotonic() >= deadline:
-                    return result, runs  # type: ignore[return-value]
-                runs += 1
-                result = run_controlled(self.algorithm, self.scenario, self.program, dfs,
-                                        trace=trace, max_steps=max_steps, watchdog=watchdog)
-                if result.failed:
-                    return result, runs
-            if not dfs.exhausted:
-                break
+        search = RaceBounded(TINY_BOUND, races_only=True)
+        while runs < self.dfs and search.new_execution():
+            if runs and deadline is not None and time.monotonic() >= deadline:
+                return result, runs  # type: ignore[return-value]
+            runs += 1
+            result = run_controlled(self.algorithm, self.scenario, self.program, search,
+                                    trace=trace, max_steps=max_steps, watchdog=watchdog,
+                                    observe=search.observe)
+            if result.failed:
+                return result, runs
         assert result is not None
         return result, runs
 
@@ -119,9 +119,12 @@ class Interleaving:
         raise exc
 
 
-#: The tiny scope's preemption bound and executions per case.
-TINY_BOUND = 1
-TINY_EXECUTIONS = 128
+#: The tiny scope's preemption bound and executions per case (the
+#: race-directed search's schedules, ``search/races.py``).
+TINY_BOUND = 2
+TINY_EXECUTIONS = 64
+#: The small scope's first cases, drawn half of the time.
+TINY_HEAD = 8
 
 
 #: The share of the time left at the first failure that Hypothesis's
@@ -233,6 +236,17 @@ def interleavings(algorithm: str, *, writers: Any = None, writes: Any = None, pa
                          pml_entries=pml_entries if isinstance(pml_entries, int) else None
                          ).for_algorithm(cls, base)
     ring = is_ring_algorithm(algorithm)
+    # The small scope's cases as fuzz runs them (``explore``): two rounds
+    # for an algorithm written for the fast page fault, PML or the ring,
+    # the first two also first. With a shape pinned, the drawn tiny
+    # programs below instead.
+    model = getattr(cls, "model", None) or {}
+    on_path = any(model.get(k) for k in ("fast_page_fault", "pml", "dirty_ring"))
+    tiny_rounds, path = (2 if on_path else 1), on_path and not ring
+    pinned = (writers, writes, pages, slots, rounds, on_behalf, ring_entries,
+              ring_soft_limit, ring_batch, pml_entries)
+    tiny_space = None if any(v is not None for v in pinned) \
+        else replace(space, initially_set=initially_set)
 
     def as_strategy(value: Any, default: Any) -> Any:
         if value is None:
@@ -257,6 +271,13 @@ def interleavings(algorithm: str, *, writers: Any = None, writes: Any = None, pa
         # word, 8-24 writes per writer over 2-4 rounds).
         scope = draw(st.sampled_from(("tiny", "small", "tiny", "wide", "deep")))
         tiny, small, deep = scope == "tiny", scope == "small", scope == "deep"
+        if tiny and tiny_space is not None:
+            # fuzz's small scope, case by case (its first cases half of
+            # the time; shrinks toward them), under the race search.
+            index = draw(st.one_of(st.integers(0, TINY_HEAD - 1),
+                                   st.integers(0, tiny_cases() - 1)))
+            sc, prog = tiny_space.tiny(base, index, rounds=tiny_rounds, path=path)
+            return Interleaving(algorithm, sc, prog, (), dfs=TINY_EXECUTIONS)
         n_writers = draw(as_strategy(writers, st.integers(1, 2) if tiny
                                      else st.just(2) if small else st.integers(1, 3)))
         n_slots = draw(as_strategy(slots, st.just(1) if tiny or small

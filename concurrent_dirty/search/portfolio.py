@@ -58,6 +58,7 @@ from ..harness.execution import ExecutionResult
 from ..harness.program import Program, tiny_cases
 from ..harness.scenario import Scenario
 from ..schedulers import DfsScheduler, PctScheduler, RandomScheduler
+from .races import RaceBounded
 
 __all__ = ["CoverageFuzzer", "FeatureBandit", "Portfolio"]
 
@@ -247,8 +248,12 @@ class Portfolio:
                  tiny: Callable[[int], Case] | None = None,
                  draw: Callable[[int, Mapping[str, Any]], Case] | None = None,
                  arms: Mapping[str, tuple[Sequence[Any], Sequence[float]]] | None = None,
-                 small_phase: int = SMALL_PHASE) -> None:
+                 small_phase: int = SMALL_PHASE, small_first: bool = True) -> None:
         self.seed = seed
+        #: The small phase takes the first slice (else the second: the
+        #: rotation's random walk finds the shallow bugs of the fast page
+        #: fault and PML within a few executions).
+        self.small_first = small_first
         self.cases = cases
         #: The small scope's cases (0-based), run first; and the draw of a
         #: fresh case with the bandit's features.
@@ -259,9 +264,8 @@ class Portfolio:
         self.small_cases = 0
         self.small_runs: list[int] = []  # per case: the executions it got
         self.small_exhausted: list[int] = []  # per case: the largest bound exhausted
-        self._small: DfsScheduler | None = None
+        self._small: RaceBounded | None = None
         self._small_case: Case | None = None
-        self._small_bound = 0
         self._choice: dict[str, Any] | None = None
         self.small_runs_total = 0
         self._rotation = 0  # executions of the rotation so far
@@ -291,7 +295,8 @@ class Portfolio:
         self._n += 1
         n = self._n
         self._choice = None
-        if self.small_runs_total < self.small_phase and ((n - 1) // SLICE) % 2 == 0:
+        if self.small_runs_total < self.small_phase \
+                and ((n - 1) // SLICE) % 2 == (0 if self.small_first else 1):
             # The small scope's phase: every other slice, until it had its
             # executions (the rotation's quick finds are not held back).
             self.current = "small"
@@ -350,9 +355,22 @@ class Portfolio:
 
     @property
     def observe(self) -> Callable[[int, Op, str, int], None] | None:
-        """The coverage observer, for the runtime; none for ``dfs`` alone
-        (nothing there uses conflict pairs, so its steps do not pay for them)."""
-        return None if "coverage" not in self.members else self.coverage.observe
+        """The execution's observer, for the runtime (asked once per
+        execution): the coverage fuzzer's; in the small phase, also the race
+        search's (it orders its schedules by the races it sees); none for
+        ``dfs`` alone (nothing there uses conflict pairs, so its steps do
+        not pay for them)."""
+        coverage = None if "coverage" not in self.members else self.coverage.observe
+        if self.current != "small" or self._small is None:
+            return coverage
+        races = self._small.observe
+        if coverage is None:
+            return races
+
+        def both(tid: int, op: Op, target: str, index: int) -> None:
+            races(tid, op, target, index)
+            coverage(tid, op, target, index)
+        return both
 
     def executed(self, result: ExecutionResult) -> None:
         assert self._case is not None
@@ -375,19 +393,29 @@ class Portfolio:
             if self._small is None or self._small_case is None:
                 self._small_case = self.tiny(self.small_cases)
                 self.small_cases += 1
-                self._small_bound = 0
-                self._small = DfsScheduler(0)
+                self._small = RaceBounded(SMALL_MAX_BOUND, races_only=True)
                 self.small_runs.append(0)
                 self.small_exhausted.append(-1)
-            if self.small_runs[-1] < SMALL_BUDGET and self._small.new_execution():
-                return self._small, self._small_case
-            if self._small.exhausted:
-                self.small_exhausted[-1] = self._small_bound
-                if self._small_bound < SMALL_MAX_BOUND and self.small_runs[-1] < SMALL_BUDGET:
-                    self._small_bound += 1
-                    self._small = DfsScheduler(self._small_bound)
-                    continue
+            small = self._small
+            if self.small_runs[-1] < SMALL_BUDGET and small.new_execution():
+                return small, self._small_case
+            self.small_exhausted[-1] = self._small_bound_exhausted()
             self._small = None
+
+    def _small_bound_exhausted(self) -> int:
+        """The largest bound whose every schedule the current case ran (-1: none)."""
+        small = self._small
+        if small is None:
+            return -1
+        if small.exhausted:
+            return small.bound
+        return max((b for b in range(small.bound + 1) if small.exhausted_below(b + 1)),
+                   default=-1)
+
+    def small_fewest(self, preemptions: int) -> bool:
+        """Whether the small phase's current case had run every schedule
+        with fewer than ``preemptions`` (its failure then has the fewest)."""
+        return self._small is not None and self._small.exhausted_below(preemptions)
 
     # -- dfs: iterative bounds on one program at a time ---------------------------
     def _next_dfs(self) -> tuple[Scheduler, Case]:

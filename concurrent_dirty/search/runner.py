@@ -71,9 +71,10 @@ class Runner:
         report = FuzzReport(algorithm=algorithm_name(cls), scheduler=self.name)
         start = time.monotonic()
         last_tick = start
-        observe = getattr(self.inner, "observe", None)
         while metrics.new_execution():
             scenario, current = cases(metrics.executions)
+            # Asked per execution: a portfolio's depends on its member.
+            observe = getattr(self.inner, "observe", None)
             if self.token_file:
                 # What is running now, as a token that replay accepts: a crash
                 # or a hang that kills this process still leaves it behind.
@@ -204,6 +205,7 @@ def explore(algorithm: str | type[DirtyLogAlgorithm], scenario: Scenario, *,
         from .portfolio import MEMBERS, Portfolio
 
         tiny = draw = arms = None
+        small_first = True
         if space is not None and fixed is None:
             drawn = space
 
@@ -212,22 +214,28 @@ def explore(algorithm: str | type[DirtyLogAlgorithm], scenario: Scenario, *,
 
             arms = _arms(space) if scheduler == "auto" else None
             ring = bool((getattr(cls, "model", None) or {}).get("dirty_ring"))
-            if small and not space.shape_pinned and not (scheduler == "auto" and on_a_path
-                                                         and not ring):
+            if small and not space.shape_pinned:
                 # A ring's races need a second round (an entry collected,
-                # then reset): its cases race two rounds, not one.
-                tiny_rounds = 2 if ring else 1
+                # then reset), and so do the fast page fault's and PML's
+                # (an SPTE fixed again after a second round): their cases
+                # race two rounds, not one.
+                tiny_rounds = 2 if on_a_path else 1
+                # The fast page fault's and PML's own cases come first.
+                path = on_a_path and not ring
+                small_first = not path
 
                 # The small scope's cases: the shards take disjoint ones.
                 def tiny(i: int) -> Case:
                     index = first - 1 + stride * i
-                    return drawn.tiny(scenario, index) if tiny_rounds == 1 \
-                        else drawn.tiny(scenario, index, rounds=tiny_rounds)
+                    if tiny_rounds == 1:
+                        return drawn.tiny(scenario, index)
+                    return drawn.tiny(scenario, index, rounds=tiny_rounds, path=path)
 
         portfolio = Portfolio(seed, cases, fixed=fixed is not None,
                               members=MEMBERS if scheduler == "auto" else ("dfs",),
                               dfs_max_bound=3 if preemptions is None or scheduler == "auto"
-                              else preemptions, tiny=tiny, draw=draw, arms=arms)
+                              else preemptions, tiny=tiny, draw=draw, arms=arms,
+                              small_first=small_first)
         if scheduler == "dfs":
             portfolio.dfs_max_bound = 3 if preemptions is None else preemptions
         runner = Runner(portfolio, executions=executions, seconds=seconds,
@@ -237,10 +245,12 @@ def explore(algorithm: str | type[DirtyLogAlgorithm], scenario: Scenario, *,
         report.extra["portfolio"] = portfolio.summary()
         if report.failure is not None:
             report.extra["found_by"] = portfolio.current
-            if portfolio.current in ("dfs", "small"):
-                # Found under iterative bounds, every smaller one exhausted
-                # first: the fewest on its program already.
-                p = report.failure.outcome.preemptions
+            p = report.failure.outcome.preemptions
+            if portfolio.current == "dfs" or (portfolio.current == "small"
+                                              and portfolio.small_fewest(p)):
+                # Found with every smaller bound exhausted first (iterative
+                # bounds; the small phase's race search, when it got there):
+                # the fewest on its program already.
                 report.extra["minimized"] = {"preemptions_found": p, "preemptions": p,
                                              "fewest": True, "seconds": 0.0, "by": "search"}
                 if found is not None:
