@@ -508,11 +508,17 @@ class ProgramSpace:
         pages of one word (guest, on-behalf and device writes), ``rounds``
         harvest rounds racing them (1; a ring's cases 2), each under every
         entry of :data:`TINY_OPTIONS` (the unpinned model options). See
-        :func:`tiny_case`."""
+        :func:`tiny_case`. A ring algorithm's second case is the ring's
+        boundary: one vCPU writes page 0 on the guest's behalf two
+        times more than its ring holds (it fills and meets its soft limit),
+        beside another's guest write of that page; its other cases follow."""
         opts = [o for o in TINY_OPTIONS if all(
             getattr(self, k) is None or getattr(self, k) == v for k, v in o.items())] \
             or [{}]
-        program, option = tiny_case(index, len(opts), path)
+        ring = is_ring_algorithm(base.algorithm)
+        fill = ring and index == 1
+        program, option = (0, 0) if fill else tiny_case(index - (ring and index > 1), len(opts),
+                                                        path)
         opt = opts[option]
         scenario = replace(base, writers=2, slots=1, pages=2, writes=2,
                            initially_set=bool(opt.get("initially_set", False))
@@ -524,10 +530,14 @@ class ProgramSpace:
             else int(opt.get("pml_entries", base.pml_entries)) if scenario.pml \
             else base.pml_entries
         scenario = replace(scenario, pml_entries=pml_entries)
-        if is_ring_algorithm(base.algorithm):
+        if ring:
             scenario = replace(scenario, ring_entries=self.ring_entries or 4,
                                ring_soft_limit=self.ring_soft_limit,
                                ring_batch=self.ring_batch or 0)
+        if fill:
+            n = scenario.ring_entries + 2
+            writes = (((0, ON_BEHALF),) * n, ((0, GUEST),))
+            return replace(scenario, writers=2, writes=n), Program(writes, rounds)
         writes = _tiny_programs()[program]
         return replace(scenario, writers=len(writes)), Program(writes, rounds)
 

@@ -49,6 +49,11 @@ _READS = frozenset({Op.LOAD, Op.ENTER, Op.EXIT, Op.YIELD, Op.WAIT})
 #: read-side section, a wait): any two on the same object may conflict.
 _WHOLE = frozenset({Op.ENTER, Op.EXIT, Op.WAIT, Op.SYNCHRONIZE, Op.ACQUIRE, Op.RELEASE})
 
+#: A deviation's weight when it reverses no race (an earlier race of an
+#: operation weighs 1, its latest 0): a schedule's weight is its
+#: deviations' sum, and the lightest run first.
+NOT_A_RACE = 100
+
 #: A deviation: (decision index, the thread picked there).
 Deviation = tuple[int, int]
 
@@ -91,7 +96,7 @@ class RaceBounded:
             self.exhausted = True
             self._node = None
             return False
-        if self.races_only and self._queue[0][0][0]:
+        if self.races_only and self._queue[0][0][0] >= NOT_A_RACE:
             self._node = None
             return False
         _, _, devs, cost, nonrace = heapq.heappop(self._queue)
@@ -153,14 +158,15 @@ class RaceBounded:
             for t in runnable:
                 if t == default:
                     continue
-                n = nonrace + ((d, t) not in racy)
+                n = nonrace + racy.get((d, t), NOT_A_RACE)
                 heapq.heappush(self._queue, ((n, cost + c), next(self._order),
                                              (*devs, (d, t)), cost + c, n))
                 self._queued[cost + c] += 1
 
-    def _race_points(self) -> set[Deviation]:
+    def _race_points(self) -> dict[Deviation, int]:
         """The deviations that reverse a race of this execution (see the
-        module docstring)."""
+        module docstring), each with its weight: 0 for an operation's latest
+        race, 1 for an earlier one."""
         ops, decisions, chosen = self._ops, self._decisions, self._chosen
         # The decision after which each operation ran, and where each
         # thread's run (its consecutive decisions) began.
@@ -173,18 +179,21 @@ class RaceBounded:
         writes: dict[tuple[str, int], dict[int, int]] = {}
         reads: dict[tuple[str, int], dict[int, int]] = {}
         history: dict[tuple[str, int], list[tuple[int, int, bool, int]]] = {}
-        points: set[Deviation] = set()
+        points: dict[Deviation, int] = {}
         for j, (t, key, write) in enumerate(ops):
             clock = clocks.setdefault(t, {})
             clock[t] = clock.get(t, 0) + 1
             past = history.setdefault(key, [])
+            latest = True
             for i, u, w, epoch in reversed(past):
                 if u != t and (w or write) and clock.get(u, 0) < epoch:
                     d = before.get(i)
                     if d is not None and chosen[d] == u:
-                        points.add((d, t))
-                        points.add((start[d], t))
-                    break
+                        weight = 0 if latest else 1
+                        for p in ((d, t), (start[d], t)):
+                            if points.get(p, 2) > weight:
+                                points[p] = weight
+                    latest = False
             # Happens-before through the word: a read after the last write,
             # a write after every access.
             _join(clock, writes.get(key))
