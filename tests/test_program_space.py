@@ -362,7 +362,6 @@ def test_the_small_phase_finds_the_fast_page_faults_two_preemption_races(name):
     # executions on that program, the race search tens; the fast page
     # fault's small phase starts with it (after the rotation's first slice).
     from concurrent_dirty import MUTANTS
-
     from concurrent_dirty.search.portfolio import SLICE
 
     ref = MUTANTS[name].ref

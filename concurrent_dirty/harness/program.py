@@ -540,8 +540,8 @@ class ProgramSpace:
                                ring_batch=self.ring_batch or 0)
         if fill:
             n = scenario.ring_entries + 2
-            writes = (((0, ON_BEHALF),) * n, ((0, GUEST),))
-            return replace(scenario, writers=2, writes=n), Program(writes, rounds)
+            fill_writes = (((0, ON_BEHALF),) * n, ((0, GUEST),))
+            return replace(scenario, writers=2, writes=n), Program(fill_writes, rounds)
         writes = _tiny_programs()[program]
         return replace(scenario, writers=len(writes)), Program(writes, rounds)
 

@@ -33,7 +33,7 @@ from ..harness.program import (
     tiny_cases,
 )
 from ..harness.scenario import Scenario
-from ..schedulers import DfsScheduler, PreemptionPoints, ReplayScheduler
+from ..schedulers import PreemptionPoints, ReplayScheduler
 from .minimize import fewest_preemptions, fewest_within, minimize_preemptions
 from .model import DRAWN_OPTIONS, drawn_options, explain
 from .races import RaceBounded
@@ -50,10 +50,11 @@ class Interleaving:
     schedule as a few preemption points: ``(decision, value)`` pairs at
     which the running thread is preempted for another (see
     :class:`~concurrent_dirty.schedulers.PreemptionPoints`); or, for a
-    case of the tiny scope (``dfs`` > 0), every schedule of the program
-    with at most :data:`TINY_BOUND` preemption, by iterative DFS within
-    ``dfs`` executions, in place of the points: the schedule is then
-    enumerated, not drawn, and as deterministic."""
+    case of the tiny scope or of ``fuzz``'s small scope (``dfs`` > 0), the
+    race-directed search's schedules of the program that reverse races,
+    with at most :data:`TINY_BOUND` preemptions, within ``dfs``
+    executions (``search/races.py``), in place of the points: the schedule
+    is then enumerated, not drawn, and as deterministic."""
 
     algorithm: str
     scenario: Scenario
@@ -63,7 +64,7 @@ class Interleaving:
     rate: int = 0
     noise_seed: int = 0
 
-    #: Executions of iterative DFS over the schedules (0: the points).
+    #: Executions of the race search over the schedules (0: the points).
     dfs: int = 0
 
     def run(self, *, trace: bool = False, max_steps: int = DEFAULT_MAX_STEPS,
@@ -266,8 +267,9 @@ def interleavings(algorithm: str, *, writers: Any = None, writes: Any = None, pa
         # failure shrinks toward them): case (one of fuzz's small-scope
         # cases, its first ones half of the time, under the race search;
         # with a shape pinned, tiny instead), tiny (1 or 2 writers with 1
-        # or 2 writes drawn on the 2 pages of one word, 1 round), small (one slot of one or two pages, two writers, 5-8 writes
-        # each, 3-5 rounds), wide (1-3 slots of boundary sizes, 1-3
+        # or 2 writes drawn on the 2 pages of one word, 1 round), small
+        # (one slot of one or two pages, two writers, 5-8 writes each, 3-5
+        # rounds), wide (1-3 slots of boundary sizes, 1-3
         # writers, 1-3 writes, 0-3 rounds) and deep (slots wider than a
         # word, 8-24 writes per writer over 2-4 rounds).
         scope = draw(st.sampled_from(("case", "small", "case", "tiny", "wide", "deep")))
@@ -343,8 +345,8 @@ def interleavings(algorithm: str, *, writers: Any = None, writes: Any = None, pa
             else:
                 program.append(tuple((draw(gfn), draw(flag)) for _ in range(k)))
         if tiny:
-            # Every schedule with at most one preemption (a tiny program
-            # makes a few dozen decisions: about a hundred executions).
+            # The race search's schedules with at most two preemptions (a
+            # tiny program makes a few dozen decisions).
             return Interleaving(algorithm, scenario, Program(tuple(program), n_rounds), (),
                                 dfs=TINY_EXECUTIONS)
         # Preemption points within the execution's length: a small program

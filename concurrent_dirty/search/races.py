@@ -187,10 +187,10 @@ class RaceBounded:
             latest = True
             for i, u, w, epoch in reversed(past):
                 if u != t and (w or write) and clock.get(u, 0) < epoch:
-                    d = before.get(i)
-                    if d is not None and chosen[d] == u:
+                    at = before.get(i)
+                    if at is not None and chosen[at] == u:
                         weight = 0 if latest else 1
-                        for p in ((d, t), (start[d], t)):
+                        for p in ((at, t), (start[at], t)):
                             if points.get(p, 2) > weight:
                                 points[p] = weight
                     latest = False
