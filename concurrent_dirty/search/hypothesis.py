@@ -362,6 +362,26 @@ def interleavings(algorithm: str, *, writers: Any = None, writes: Any = None, pa
     return build()
 
 
+def first_cases(algorithm: str, n: int = TINY_HEAD) -> list[Interleaving]:
+    """``fuzz``'s first ``n`` small-scope cases for ``algorithm`` (with
+    nothing pinned), as :func:`interleavings` draws them: each under the
+    race search."""
+    from ..mutants import algorithm_spec
+
+    algorithm = algorithm_spec(algorithm)
+    cls = resolve_algorithm(algorithm)
+    base = Scenario(algorithm=algorithm)
+    model = getattr(cls, "model", None) or {}
+    on_path = any(model.get(k) for k in ("fast_page_fault", "pml", "dirty_ring"))
+    path = on_path and not is_ring_algorithm(algorithm)
+    space = ProgramSpace().for_algorithm(cls, base)
+    out = []
+    for index in range(n):
+        sc, prog = space.tiny(base, index, rounds=2 if on_path else 1, path=path)
+        out.append(Interleaving(algorithm, sc, prog, (), dfs=TINY_EXECUTIONS))
+    return out
+
+
 def _api_spelling(name: str, value: Any) -> str:
     return f"algorithm {value!r}" if name == "algorithm" else f"{name}={value!r}"
 
@@ -445,7 +465,7 @@ def hypothesis_search(algorithm: str, *, seed: int = 0, seconds: float = 10.0,
     else the smallest seen). A failure that does not replay the same way is
     reported as nondeterminism in the code under test, with both outcomes.
     """
-    from hypothesis import HealthCheck, Verbosity, given, settings
+    from hypothesis import HealthCheck, Verbosity, example, given, settings
     from hypothesis import seed as hseed
 
     from ..mutants import algorithm_spec
@@ -491,10 +511,16 @@ def hypothesis_search(algorithm: str, *, seed: int = 0, seconds: float = 10.0,
                 raise _Hung  # no shrinking: every example would cost a watchdog period
             raise _Failed(f"{result.outcome.kind}: {result.outcome.message}")
 
+    explored = given(case=interleavings(algorithm, **(pins or {})))(body)
+    if not pins:
+        # fuzz's first small-scope cases run first, as explicit examples
+        # (then Hypothesis draws): the races they show, found at once.
+        for case in reversed(first_cases(algorithm)):
+            explored = example(case=case)(explored)
     test = hseed(seed)(settings(
         max_examples=executions, deadline=None, database=None, print_blob=False,
         verbosity=Verbosity.quiet, suppress_health_check=list(HealthCheck),
-    )(given(case=interleavings(algorithm, **(pins or {})))(body)))
+    )(explored))
     try:
         test()
     except _OutOfTime:

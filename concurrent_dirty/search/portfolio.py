@@ -28,10 +28,12 @@ First, a **small-scope phase** (``small``: every other slice until it
 has had :data:`SMALL_PHASE` executions, a fraction of a second) enumerates the
 bounded-exhaustive small scope (:meth:`ProgramSpace.tiny`: every program of
 at most 2 writers x 2 writes on the 2 pages of one word, under each model
-option) under iterative DFS with bounds 0-2, :data:`SMALL_BUDGET`
-executions per case at most: most zoo bugs show there within tens of
-executions. After the phase, the members that draw fresh programs (random,
-pct, coverage) take each program's swarm features (scope small, wide or
+option) under race-directed preemption bounding (``search/races.py``:
+the schedules that reverse the races of earlier executions first, at most
+:data:`SMALL_MAX_BOUND` preemptions), :data:`SMALL_BUDGET` executions per
+case at most, each case's race-reversing schedules only: most zoo bugs
+show there within tens of executions. After the phase, the members that
+draw fresh programs (random, pct, coverage) take each program's swarm features (scope small, wide or
 deep; the fast page fault, PML and INITIALLY_SET when not pinned) from a
 :class:`FeatureBandit`, rewarded by new conflict pairs, instead of fixed
 shares.
@@ -77,6 +79,11 @@ DFS_BASE_BUDGET = 32
 #: The small-scope phase: its executions, the most per case, its DFS bound.
 SMALL_PHASE = 128
 SMALL_BUDGET = 48
+#: The first case's budget for the seed's world (not the paths' or the
+#: ring's): its first case (a guest write beside on-behalf writes to both
+#: pages, under the seed's model) shows its bugs within 24 executions or
+#: not at all in the zoo, and the guest-writes case after it finds the rest.
+SMALL_FIRST_BUDGET = 24
 SMALL_MAX_BOUND = 2
 #: The bandit's reward for new conflict pairs, per unit of cost: full up to
 #: this many switch points, in proportion beyond.
@@ -248,12 +255,15 @@ class Portfolio:
                  tiny: Callable[[int], Case] | None = None,
                  draw: Callable[[int, Mapping[str, Any]], Case] | None = None,
                  arms: Mapping[str, tuple[Sequence[Any], Sequence[float]]] | None = None,
-                 small_phase: int = SMALL_PHASE, small_first: bool = True) -> None:
+                 small_phase: int = SMALL_PHASE, small_first: bool = True,
+                 small_first_budget: int = SMALL_BUDGET) -> None:
         self.seed = seed
         #: The small phase takes the first slice (else the second: the
         #: rotation's random walk finds the shallow bugs of the fast page
         #: fault and PML within a few executions).
         self.small_first = small_first
+        #: The executions of the small phase's first case at most.
+        self.small_first_budget = small_first_budget
         self.cases = cases
         #: The small scope's cases (0-based), run first; and the draw of a
         #: fresh case with the bandit's features.
@@ -397,7 +407,8 @@ class Portfolio:
                 self.small_runs.append(0)
                 self.small_exhausted.append(-1)
             small = self._small
-            if self.small_runs[-1] < SMALL_BUDGET and small.new_execution():
+            budget = self.small_first_budget if self.small_cases == 1 else SMALL_BUDGET
+            if self.small_runs[-1] < budget and small.new_execution():
                 return small, self._small_case
             self.small_exhausted[-1] = self._small_bound_exhausted()
             self._small = None

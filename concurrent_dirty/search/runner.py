@@ -145,17 +145,16 @@ def explore(algorithm: str | type[DirtyLogAlgorithm], scenario: Scenario, *,
     dfs) or one program for all (which dfs needs and which pct's guarantee
     is about).
 
-    ``auto`` over a ``space`` starts with the small scope's phase, except
-    for an algorithm written for the fast page fault or PML (its ``model``
-    turns one of them on): the tiny scope's harvest rounds and two writes
-    per writer cannot show those paths' deep races (an SPTE fixed again
-    after a second round), and the races it can show there, a random walk
-    finds within a few executions; measured over the zoo's six mutants of
-    those paths, 3 seeds, the phase made them later (README, "The bug
-    zoo"). A ring algorithm's cases race two harvest rounds instead of
-    one (an entry collected in one round and reset in the next): the
-    reaper reading an entry's page before its flags then shows in tens of
-    executions under DFS, where a random walk took hundreds.
+    ``auto`` over a ``space`` starts with the small scope's phase (its
+    cases under the race-directed search, ``search/races.py``). An
+    algorithm written for the fast page fault, PML or the ring (its
+    ``model`` turns one on) gets cases that race two harvest rounds instead
+    of one (an SPTE fixed again after a second round, a ring entry
+    collected in one round and reset in the next) and, for the fast page
+    fault and PML, its own first case (an on-behalf write beside two guest
+    writes of one page: the two-preemption races on one SPTE, in tens of
+    executions) and the phase from the second slice on (the random walk's
+    first slice finds those paths' shallow races within a few executions).
 
     ``first`` and ``stride`` select a stream of the campaign (execution n
     runs case ``first + stride * (n - 1)``; jobs and shards take disjoint
@@ -202,10 +201,11 @@ def explore(algorithm: str | type[DirtyLogAlgorithm], scenario: Scenario, *,
     if scheduler == "auto" or (scheduler == "dfs" and (fixed is None or preemptions is None)):
         # dfs over varied programs, or without a bound: iterative bounds
         # 0-3 on one program at a time, the portfolio's dfs member alone.
-        from .portfolio import MEMBERS, Portfolio
+        from .portfolio import MEMBERS, SMALL_BUDGET, SMALL_FIRST_BUDGET, Portfolio
 
         tiny = draw = arms = None
         small_first = True
+        first_budget = SMALL_BUDGET
         if space is not None and fixed is None:
             drawn = space
 
@@ -223,6 +223,8 @@ def explore(algorithm: str | type[DirtyLogAlgorithm], scenario: Scenario, *,
                 # The fast page fault's and PML's own cases come first.
                 path = on_a_path and not ring
                 small_first = not path
+                if not on_a_path:
+                    first_budget = SMALL_FIRST_BUDGET
 
                 # The small scope's cases: the shards take disjoint ones.
                 def tiny(i: int) -> Case:
@@ -235,7 +237,7 @@ def explore(algorithm: str | type[DirtyLogAlgorithm], scenario: Scenario, *,
                               members=MEMBERS if scheduler == "auto" else ("dfs",),
                               dfs_max_bound=3 if preemptions is None or scheduler == "auto"
                               else preemptions, tiny=tiny, draw=draw, arms=arms,
-                              small_first=small_first)
+                              small_first=small_first, small_first_budget=first_budget)
         if scheduler == "dfs":
             portfolio.dfs_max_bound = 3 if preemptions is None else preemptions
         runner = Runner(portfolio, executions=executions, seconds=seconds,
