@@ -420,3 +420,18 @@ def test_the_auto_portfolio_reports_its_small_phase_and_bandit():
     pinned = explore("xchg", Scenario(), executions=40, seconds=60,
                      space=ProgramSpace(writers=3))
     assert "small" not in pinned.extra["portfolio"]["executions"]
+
+
+def test_auto_runs_no_small_phase_for_pml_and_one_for_the_fast_page_fault():
+    # The zoo's PML bugs are found by the random walk within a few
+    # executions (but for one the small scope does not show): the phase
+    # only delayed them. The fast page fault's races need it.
+    from concurrent_dirty import MUTANTS
+
+    def tried(name):
+        ref = MUTANTS[name].ref
+        return explore(ref, Scenario(algorithm=ref), executions=40, seconds=60,
+                       space=ProgramSpace()).extra["portfolio"]["executions"]
+
+    assert "small" not in tried("pml-no-drain")
+    assert tried("fast-pf-mark-before-fix").get("small", 0) > 0

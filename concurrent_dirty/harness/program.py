@@ -512,7 +512,7 @@ class ProgramSpace:
         pages of one word (guest, on-behalf and device writes), ``rounds``
         harvest rounds racing them (1; a ring's cases 2), each under every
         entry of :data:`TINY_OPTIONS` (the unpinned model options). See
-        :func:`tiny_case`. A ring algorithm's first case is the ring's
+        :func:`tiny_case`. A ring algorithm's second case is the ring's
         boundary: one vCPU writes page 0 on the guest's behalf two
         times more than its ring holds (it fills and meets its soft limit),
         beside another's guest write of that page; its other cases follow."""
@@ -520,9 +520,10 @@ class ProgramSpace:
             getattr(self, k) is None or getattr(self, k) == v for k, v in o.items())] \
             or [{}]
         ring = is_ring_algorithm(base.algorithm)
-        fill = ring and index == 0
+        fill = ring and index == 1
         program, option = (0, 0) if fill else tiny_case(
-            index - ring, len(opts), "ring" if ring else "path" if path else "seed")
+            index - (ring and index > 1), len(opts), "ring" if ring else "path" if path
+            else "seed")
         opt = opts[option]
         scenario = replace(base, writers=2, slots=1, pages=2, writes=2,
                            initially_set=bool(opt.get("initially_set", False))

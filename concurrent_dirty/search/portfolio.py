@@ -79,10 +79,11 @@ DFS_BASE_BUDGET = 32
 #: The small-scope phase: its executions, the most per case, its DFS bound.
 SMALL_PHASE = 128
 SMALL_BUDGET = 48
-#: The first case's budget for the seed's world (not the paths' or the
-#: ring's): its first case (a guest write beside on-behalf writes to both
-#: pages, under the seed's model) shows its bugs within 24 executions or
-#: not at all in the zoo, and the guest-writes case after it finds the rest.
+#: The first case's budget, but for the fast page fault and PML: the first
+#: case of the seed's world (a guest write beside on-behalf writes to both
+#: pages, under the seed's model) and of the ring (guest writes, one page
+#: per vCPU) show their bugs within 24 executions or not at all in the zoo,
+#: and the cases after them find the rest.
 SMALL_FIRST_BUDGET = 24
 SMALL_MAX_BOUND = 2
 #: The bandit's reward for new conflict pairs, per unit of cost: full up to
