@@ -465,7 +465,7 @@ def hypothesis_search(algorithm: str, *, seed: int = 0, seconds: float = 10.0,
     else the smallest seen). A failure that does not replay the same way is
     reported as nondeterminism in the code under test, with both outcomes.
     """
-    from hypothesis import HealthCheck, Verbosity, example, given, settings
+    from hypothesis import HealthCheck, Verbosity, given, settings
     from hypothesis import seed as hseed
 
     from ..mutants import algorithm_spec
@@ -511,17 +511,16 @@ def hypothesis_search(algorithm: str, *, seed: int = 0, seconds: float = 10.0,
                 raise _Hung  # no shrinking: every example would cost a watchdog period
             raise _Failed(f"{result.outcome.kind}: {result.outcome.message}")
 
-    explored = given(case=interleavings(algorithm, **(pins or {})))(body)
-    if not pins:
-        # fuzz's first small-scope cases run first, as explicit examples
-        # (then Hypothesis draws): the races they show, found at once.
-        for case in reversed(first_cases(algorithm)):
-            explored = example(case=case)(explored)
     test = hseed(seed)(settings(
         max_examples=executions, deadline=None, database=None, print_blob=False,
         verbosity=Verbosity.quiet, suppress_health_check=list(HealthCheck),
-    )(explored))
+    )(given(case=interleavings(algorithm, **(pins or {})))(body)))
     try:
+        # fuzz's first small-scope cases run first (then Hypothesis draws):
+        # a race they show is found at once, with at most 2 preemptions, and
+        # needs no shrinking.
+        for case in ([] if pins else first_cases(algorithm)):
+            body(case)
         test()
     except _OutOfTime:
         report.stopped_by = "seconds" if time.monotonic() >= shrink_until[0] else "stopped"
