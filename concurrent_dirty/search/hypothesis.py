@@ -30,11 +30,13 @@ from ..harness.program import (
     boundary_gfns,
     build_memslots,
     is_ring_algorithm,
+    tiny_cases,
 )
 from ..harness.scenario import Scenario
-from ..schedulers import DfsScheduler, PreemptionPoints, ReplayScheduler
+from ..schedulers import PreemptionPoints, ReplayScheduler
 from .minimize import fewest_preemptions, fewest_within, minimize_preemptions
 from .model import DRAWN_OPTIONS, drawn_options, explain
+from .races import RaceBounded
 from .replay import _fresh, _write_pending, pending_token
 from .report import FuzzReport
 
@@ -48,10 +50,11 @@ class Interleaving:
     schedule as a few preemption points: ``(decision, value)`` pairs at
     which the running thread is preempted for another (see
     :class:`~concurrent_dirty.schedulers.PreemptionPoints`); or, for a
-    case of the tiny scope (``dfs`` > 0), every schedule of the program
-    with at most :data:`TINY_BOUND` preemption, by iterative DFS within
-    ``dfs`` executions, in place of the points: the schedule is then
-    enumerated, not drawn, and as deterministic."""
+    case of the tiny scope or of ``fuzz``'s small scope (``dfs`` > 0), the
+    race-directed search's schedules of the program that reverse races,
+    with at most :data:`TINY_BOUND` preemptions, within ``dfs``
+    executions (``search/races.py``), in place of the points: the schedule
+    is then enumerated, not drawn, and as deterministic."""
 
     algorithm: str
     scenario: Scenario
@@ -61,7 +64,7 @@ class Interleaving:
     rate: int = 0
     noise_seed: int = 0
 
-    #: Executions of iterative DFS over the schedules (0: the points).
+    #: Executions of the race search over the schedules (0: the points).
     dfs: int = 0
 
     def run(self, *, trace: bool = False, max_steps: int = DEFAULT_MAX_STEPS,
@@ -82,18 +85,16 @@ class Interleaving:
                                   watchdog=watchdog), 1
         runs = 0
         result: ExecutionResult | None = None
-        for bound in range(TINY_BOUND + 1):
-            dfs = DfsScheduler(bound)
-            while runs < self.dfs and dfs.new_execution():
-                if runs and deadline is not None and time.monotonic() >= deadline:
-                    return result, runs  # type: ignore[return-value]
-                runs += 1
-                result = run_controlled(self.algorithm, self.scenario, self.program, dfs,
-                                        trace=trace, max_steps=max_steps, watchdog=watchdog)
-                if result.failed:
-                    return result, runs
-            if not dfs.exhausted:
-                break
+        search = RaceBounded(TINY_BOUND, races_only=True)
+        while runs < self.dfs and search.new_execution():
+            if runs and deadline is not None and time.monotonic() >= deadline:
+                return result, runs  # type: ignore[return-value]
+            runs += 1
+            result = run_controlled(self.algorithm, self.scenario, self.program, search,
+                                    trace=trace, max_steps=max_steps, watchdog=watchdog,
+                                    observe=search.observe)
+            if result.failed:
+                return result, runs
         assert result is not None
         return result, runs
 
@@ -119,9 +120,12 @@ class Interleaving:
         raise exc
 
 
-#: The tiny scope's preemption bound and executions per case.
-TINY_BOUND = 1
-TINY_EXECUTIONS = 128
+#: The tiny scope's preemption bound and executions per case (the
+#: race-directed search's schedules, ``search/races.py``).
+TINY_BOUND = 2
+TINY_EXECUTIONS = 64
+#: The small scope's first cases, drawn half of the time.
+TINY_HEAD = 4
 
 
 #: The share of the time left at the first failure that Hypothesis's
@@ -233,6 +237,17 @@ def interleavings(algorithm: str, *, writers: Any = None, writes: Any = None, pa
                          pml_entries=pml_entries if isinstance(pml_entries, int) else None
                          ).for_algorithm(cls, base)
     ring = is_ring_algorithm(algorithm)
+    # The small scope's cases as fuzz runs them (``explore``): two rounds
+    # for an algorithm written for the fast page fault, PML or the ring,
+    # the first two also first. With a shape pinned, the drawn tiny
+    # programs below instead.
+    model = getattr(cls, "model", None) or {}
+    on_path = any(model.get(k) for k in ("fast_page_fault", "pml", "dirty_ring"))
+    tiny_rounds, path = (2 if on_path else 1), on_path and not ring
+    pinned = (writers, writes, pages, slots, rounds, on_behalf, ring_entries,
+              ring_soft_limit, ring_batch, pml_entries)
+    tiny_space = None if any(v is not None for v in pinned) \
+        else replace(space, initially_set=initially_set)
 
     def as_strategy(value: Any, default: Any) -> Any:
         if value is None:
@@ -248,15 +263,27 @@ def interleavings(algorithm: str, *, writers: Any = None, writes: Any = None, pa
 
     @st.composite
     def build(draw: Any) -> Interleaving:
-        # The program space's scopes, tiny first (a failure shrinks toward
-        # it): tiny (the small scope's bounded-exhaustive cases: 1 or 2
-        # writers with 1 or 2 writes on the 2 pages of one word, 1 round),
-        # small (one slot of one or two pages, two writers, 5-8 writes
-        # each, 3-5 rounds), wide (1-3 slots of boundary sizes, 1-3
+        # The program space's scopes, the small scope's cases first (a
+        # failure shrinks toward them): case (one of fuzz's small-scope
+        # cases, its first ones half of the time, under the race search;
+        # with a shape pinned, tiny instead), tiny (1 or 2 writers with 1
+        # or 2 writes drawn on the 2 pages of one word, 1 round), small
+        # (one slot of one or two pages, two writers, 5-8 writes each, 3-5
+        # rounds), wide (1-3 slots of boundary sizes, 1-3
         # writers, 1-3 writes, 0-3 rounds) and deep (slots wider than a
         # word, 8-24 writes per writer over 2-4 rounds).
-        scope = draw(st.sampled_from(("tiny", "small", "tiny", "wide", "deep")))
+        scope = draw(st.sampled_from(("case", "small", "case", "tiny", "wide", "deep")))
+        if scope == "case" and tiny_space is None:
+            scope = "tiny"
         tiny, small, deep = scope == "tiny", scope == "small", scope == "deep"
+        if scope == "case":
+            assert tiny_space is not None
+            # fuzz's small scope, case by case (its first cases half of
+            # the time; shrinks toward them), under the race search.
+            index = draw(st.one_of(st.integers(0, TINY_HEAD - 1),
+                                   st.integers(0, tiny_cases() - 1)))
+            sc, prog = tiny_space.tiny(base, index, rounds=tiny_rounds, path=path)
+            return Interleaving(algorithm, sc, prog, (), dfs=TINY_EXECUTIONS)
         n_writers = draw(as_strategy(writers, st.integers(1, 2) if tiny
                                      else st.just(2) if small else st.integers(1, 3)))
         n_slots = draw(as_strategy(slots, st.just(1) if tiny or small
@@ -318,8 +345,8 @@ def interleavings(algorithm: str, *, writers: Any = None, writes: Any = None, pa
             else:
                 program.append(tuple((draw(gfn), draw(flag)) for _ in range(k)))
         if tiny:
-            # Every schedule with at most one preemption (a tiny program
-            # makes a few dozen decisions: about a hundred executions).
+            # The race search's schedules with at most two preemptions (a
+            # tiny program makes a few dozen decisions).
             return Interleaving(algorithm, scenario, Program(tuple(program), n_rounds), (),
                                 dfs=TINY_EXECUTIONS)
         # Preemption points within the execution's length: a small program
@@ -333,6 +360,26 @@ def interleavings(algorithm: str, *, writers: Any = None, writes: Any = None, pa
                             tuple(sorted(points)), rate, noise_seed)
 
     return build()
+
+
+def first_cases(algorithm: str, n: int = TINY_HEAD) -> list[Interleaving]:
+    """``fuzz``'s first ``n`` small-scope cases for ``algorithm`` (with
+    nothing pinned), as :func:`interleavings` draws them: each under the
+    race search."""
+    from ..mutants import algorithm_spec
+
+    algorithm = algorithm_spec(algorithm)
+    cls = resolve_algorithm(algorithm)
+    base = Scenario(algorithm=algorithm)
+    model = getattr(cls, "model", None) or {}
+    on_path = any(model.get(k) for k in ("fast_page_fault", "pml", "dirty_ring"))
+    path = on_path and not is_ring_algorithm(algorithm)
+    space = ProgramSpace().for_algorithm(cls, base)
+    out = []
+    for index in range(n):
+        sc, prog = space.tiny(base, index, rounds=2 if on_path else 1, path=path)
+        out.append(Interleaving(algorithm, sc, prog, (), dfs=TINY_EXECUTIONS))
+    return out
 
 
 def _api_spelling(name: str, value: Any) -> str:
@@ -469,6 +516,11 @@ def hypothesis_search(algorithm: str, *, seed: int = 0, seconds: float = 10.0,
         verbosity=Verbosity.quiet, suppress_health_check=list(HealthCheck),
     )(given(case=interleavings(algorithm, **(pins or {})))(body)))
     try:
+        # fuzz's first small-scope cases run first (then Hypothesis draws):
+        # a race they show is found at once, with at most 2 preemptions, and
+        # needs no shrinking.
+        for case in ([] if pins else first_cases(algorithm)):
+            body(case)
         test()
     except _OutOfTime:
         report.stopped_by = "seconds" if time.monotonic() >= shrink_until[0] else "stopped"

@@ -28,10 +28,12 @@ First, a **small-scope phase** (``small``: every other slice until it
 has had :data:`SMALL_PHASE` executions, a fraction of a second) enumerates the
 bounded-exhaustive small scope (:meth:`ProgramSpace.tiny`: every program of
 at most 2 writers x 2 writes on the 2 pages of one word, under each model
-option) under iterative DFS with bounds 0-2, :data:`SMALL_BUDGET`
-executions per case at most: most zoo bugs show there within tens of
-executions. After the phase, the members that draw fresh programs (random,
-pct, coverage) take each program's swarm features (scope small, wide or
+option) under race-directed preemption bounding (``search/races.py``:
+the schedules that reverse the races of earlier executions first, at most
+:data:`SMALL_MAX_BOUND` preemptions), :data:`SMALL_BUDGET` executions per
+case at most, each case's race-reversing schedules only: most zoo bugs
+show there within tens of executions. After the phase, the members that
+draw fresh programs (random, pct, coverage) take each program's swarm features (scope small, wide or
 deep; the fast page fault, PML and INITIALLY_SET when not pinned) from a
 :class:`FeatureBandit`, rewarded by new conflict pairs, instead of fixed
 shares.
@@ -58,6 +60,7 @@ from ..harness.execution import ExecutionResult
 from ..harness.program import Program, tiny_cases
 from ..harness.scenario import Scenario
 from ..schedulers import DfsScheduler, PctScheduler, RandomScheduler
+from .races import RaceBounded
 
 __all__ = ["CoverageFuzzer", "FeatureBandit", "Portfolio"]
 
@@ -76,6 +79,12 @@ DFS_BASE_BUDGET = 32
 #: The small-scope phase: its executions, the most per case, its DFS bound.
 SMALL_PHASE = 128
 SMALL_BUDGET = 48
+#: The first case's budget, but for the fast page fault and PML: the first
+#: case of the seed's world (a guest write beside on-behalf writes to both
+#: pages, under the seed's model) and of the ring (guest writes, one page
+#: per vCPU) show their bugs within 24 executions or not at all in the zoo,
+#: and the cases after them find the rest.
+SMALL_FIRST_BUDGET = 24
 SMALL_MAX_BOUND = 2
 #: The bandit's reward for new conflict pairs, per unit of cost: full up to
 #: this many switch points, in proportion beyond.
@@ -247,8 +256,15 @@ class Portfolio:
                  tiny: Callable[[int], Case] | None = None,
                  draw: Callable[[int, Mapping[str, Any]], Case] | None = None,
                  arms: Mapping[str, tuple[Sequence[Any], Sequence[float]]] | None = None,
-                 small_phase: int = SMALL_PHASE) -> None:
+                 small_phase: int = SMALL_PHASE, small_first: bool = True,
+                 small_first_budget: int = SMALL_BUDGET) -> None:
         self.seed = seed
+        #: The small phase takes the first slice (else the second: the
+        #: rotation's random walk finds the shallow bugs of the fast page
+        #: fault and PML within a few executions).
+        self.small_first = small_first
+        #: The executions of the small phase's first case at most.
+        self.small_first_budget = small_first_budget
         self.cases = cases
         #: The small scope's cases (0-based), run first; and the draw of a
         #: fresh case with the bandit's features.
@@ -259,9 +275,8 @@ class Portfolio:
         self.small_cases = 0
         self.small_runs: list[int] = []  # per case: the executions it got
         self.small_exhausted: list[int] = []  # per case: the largest bound exhausted
-        self._small: DfsScheduler | None = None
+        self._small: RaceBounded | None = None
         self._small_case: Case | None = None
-        self._small_bound = 0
         self._choice: dict[str, Any] | None = None
         self.small_runs_total = 0
         self._rotation = 0  # executions of the rotation so far
@@ -291,7 +306,8 @@ class Portfolio:
         self._n += 1
         n = self._n
         self._choice = None
-        if self.small_runs_total < self.small_phase and ((n - 1) // SLICE) % 2 == 0:
+        if self.small_runs_total < self.small_phase \
+                and ((n - 1) // SLICE) % 2 == (0 if self.small_first else 1):
             # The small scope's phase: every other slice, until it had its
             # executions (the rotation's quick finds are not held back).
             self.current = "small"
@@ -350,9 +366,22 @@ class Portfolio:
 
     @property
     def observe(self) -> Callable[[int, Op, str, int], None] | None:
-        """The coverage observer, for the runtime; none for ``dfs`` alone
-        (nothing there uses conflict pairs, so its steps do not pay for them)."""
-        return None if "coverage" not in self.members else self.coverage.observe
+        """The execution's observer, for the runtime (asked once per
+        execution): the coverage fuzzer's; in the small phase, also the race
+        search's (it orders its schedules by the races it sees); none for
+        ``dfs`` alone (nothing there uses conflict pairs, so its steps do
+        not pay for them)."""
+        coverage = None if "coverage" not in self.members else self.coverage.observe
+        if self.current != "small" or self._small is None:
+            return coverage
+        races = self._small.observe
+        if coverage is None:
+            return races
+
+        def both(tid: int, op: Op, target: str, index: int) -> None:
+            races(tid, op, target, index)
+            coverage(tid, op, target, index)
+        return both
 
     def executed(self, result: ExecutionResult) -> None:
         assert self._case is not None
@@ -375,19 +404,30 @@ class Portfolio:
             if self._small is None or self._small_case is None:
                 self._small_case = self.tiny(self.small_cases)
                 self.small_cases += 1
-                self._small_bound = 0
-                self._small = DfsScheduler(0)
+                self._small = RaceBounded(SMALL_MAX_BOUND, races_only=True)
                 self.small_runs.append(0)
                 self.small_exhausted.append(-1)
-            if self.small_runs[-1] < SMALL_BUDGET and self._small.new_execution():
-                return self._small, self._small_case
-            if self._small.exhausted:
-                self.small_exhausted[-1] = self._small_bound
-                if self._small_bound < SMALL_MAX_BOUND and self.small_runs[-1] < SMALL_BUDGET:
-                    self._small_bound += 1
-                    self._small = DfsScheduler(self._small_bound)
-                    continue
+            small = self._small
+            budget = self.small_first_budget if self.small_cases == 1 else SMALL_BUDGET
+            if self.small_runs[-1] < budget and small.new_execution():
+                return small, self._small_case
+            self.small_exhausted[-1] = self._small_bound_exhausted()
             self._small = None
+
+    def _small_bound_exhausted(self) -> int:
+        """The largest bound whose every schedule the current case ran (-1: none)."""
+        small = self._small
+        if small is None:
+            return -1
+        if small.exhausted:
+            return small.bound
+        return max((b for b in range(small.bound + 1) if small.exhausted_below(b + 1)),
+                   default=-1)
+
+    def small_fewest(self, preemptions: int) -> bool:
+        """Whether the small phase's current case had run every schedule
+        with fewer than ``preemptions`` (its failure then has the fewest)."""
+        return self._small is not None and self._small.exhausted_below(preemptions)
 
     # -- dfs: iterative bounds on one program at a time ---------------------------
     def _next_dfs(self) -> tuple[Scheduler, Case]:

@@ -71,9 +71,10 @@ class Runner:
         report = FuzzReport(algorithm=algorithm_name(cls), scheduler=self.name)
         start = time.monotonic()
         last_tick = start
-        observe = getattr(self.inner, "observe", None)
         while metrics.new_execution():
             scenario, current = cases(metrics.executions)
+            # Asked per execution: a portfolio's depends on its member.
+            observe = getattr(self.inner, "observe", None)
             if self.token_file:
                 # What is running now, as a token that replay accepts: a crash
                 # or a hang that kills this process still leaves it behind.
@@ -144,17 +145,18 @@ def explore(algorithm: str | type[DirtyLogAlgorithm], scenario: Scenario, *,
     dfs) or one program for all (which dfs needs and which pct's guarantee
     is about).
 
-    ``auto`` over a ``space`` starts with the small scope's phase, except
-    for an algorithm written for the fast page fault or PML (its ``model``
-    turns one of them on): the tiny scope's harvest rounds and two writes
-    per writer cannot show those paths' deep races (an SPTE fixed again
-    after a second round), and the races it can show there, a random walk
-    finds within a few executions; measured over the zoo's six mutants of
-    those paths, 3 seeds, the phase made them later (README, "The bug
-    zoo"). A ring algorithm's cases race two harvest rounds instead of
-    one (an entry collected in one round and reset in the next): the
-    reaper reading an entry's page before its flags then shows in tens of
-    executions under DFS, where a random walk took hundreds.
+    ``auto`` over a ``space`` starts with the small scope's phase (its
+    cases under the race-directed search, ``search/races.py``), except for
+    an algorithm written for PML (the random walk finds the zoo's PML
+    bugs within a few executions, and the phase only made them later). An
+    algorithm written for the fast page fault, PML or the ring (its
+    ``model`` turns one on) gets cases that race two harvest rounds instead
+    of one (an SPTE fixed again after a second round, a ring entry
+    collected in one round and reset in the next) and, for the fast page
+    fault and PML, its own first case (an on-behalf write beside two guest
+    writes of one page: the two-preemption races on one SPTE, in tens of
+    executions) and the phase from the second slice on (the random walk's
+    first slice finds those paths' shallow races within a few executions).
 
     ``first`` and ``stride`` select a stream of the campaign (execution n
     runs case ``first + stride * (n - 1)``; jobs and shards take disjoint
@@ -201,9 +203,11 @@ def explore(algorithm: str | type[DirtyLogAlgorithm], scenario: Scenario, *,
     if scheduler == "auto" or (scheduler == "dfs" and (fixed is None or preemptions is None)):
         # dfs over varied programs, or without a bound: iterative bounds
         # 0-3 on one program at a time, the portfolio's dfs member alone.
-        from .portfolio import MEMBERS, Portfolio
+        from .portfolio import MEMBERS, SMALL_BUDGET, SMALL_FIRST_BUDGET, Portfolio
 
         tiny = draw = arms = None
+        small_first = True
+        first_budget = SMALL_BUDGET
         if space is not None and fixed is None:
             drawn = space
 
@@ -211,23 +215,37 @@ def explore(algorithm: str | type[DirtyLogAlgorithm], scenario: Scenario, *,
                 return drawn.draw(scenario, first + stride * (n - 1), features)
 
             arms = _arms(space) if scheduler == "auto" else None
-            ring = bool((getattr(cls, "model", None) or {}).get("dirty_ring"))
-            if small and not space.shape_pinned and not (scheduler == "auto" and on_a_path
-                                                         and not ring):
+            model = getattr(cls, "model", None) or {}
+            ring = bool(model.get("dirty_ring"))
+            # PML's algorithms get no small phase under auto: the random
+            # walk finds the zoo's PML bugs within a few executions, but for
+            # pml-plain-clear-dirty, which the small scope does not show
+            # within 3 preemptions; the phase only made them later.
+            pml = bool(model.get("pml")) and not model.get("fast_page_fault")
+            if small and not space.shape_pinned and not (scheduler == "auto" and pml):
                 # A ring's races need a second round (an entry collected,
-                # then reset): its cases race two rounds, not one.
-                tiny_rounds = 2 if ring else 1
+                # then reset), and so do the fast page fault's and PML's
+                # (an SPTE fixed again after a second round): their cases
+                # race two rounds, not one.
+                tiny_rounds = 2 if on_a_path else 1
+                # The fast page fault's and PML's own cases come first.
+                path = on_a_path and not ring
+                small_first = not path
+                if not path:
+                    first_budget = SMALL_FIRST_BUDGET
 
                 # The small scope's cases: the shards take disjoint ones.
                 def tiny(i: int) -> Case:
                     index = first - 1 + stride * i
-                    return drawn.tiny(scenario, index) if tiny_rounds == 1 \
-                        else drawn.tiny(scenario, index, rounds=tiny_rounds)
+                    if tiny_rounds == 1:
+                        return drawn.tiny(scenario, index)
+                    return drawn.tiny(scenario, index, rounds=tiny_rounds, path=path)
 
         portfolio = Portfolio(seed, cases, fixed=fixed is not None,
                               members=MEMBERS if scheduler == "auto" else ("dfs",),
                               dfs_max_bound=3 if preemptions is None or scheduler == "auto"
-                              else preemptions, tiny=tiny, draw=draw, arms=arms)
+                              else preemptions, tiny=tiny, draw=draw, arms=arms,
+                              small_first=small_first, small_first_budget=first_budget)
         if scheduler == "dfs":
             portfolio.dfs_max_bound = 3 if preemptions is None else preemptions
         runner = Runner(portfolio, executions=executions, seconds=seconds,
@@ -237,10 +255,12 @@ def explore(algorithm: str | type[DirtyLogAlgorithm], scenario: Scenario, *,
         report.extra["portfolio"] = portfolio.summary()
         if report.failure is not None:
             report.extra["found_by"] = portfolio.current
-            if portfolio.current in ("dfs", "small"):
-                # Found under iterative bounds, every smaller one exhausted
-                # first: the fewest on its program already.
-                p = report.failure.outcome.preemptions
+            p = report.failure.outcome.preemptions
+            if portfolio.current == "dfs" or (portfolio.current == "small"
+                                              and portfolio.small_fewest(p)):
+                # Found with every smaller bound exhausted first (iterative
+                # bounds; the small phase's race search, when it got there):
+                # the fewest on its program already.
                 report.extra["minimized"] = {"preemptions_found": p, "preemptions": p,
                                              "fewest": True, "seconds": 0.0, "by": "search"}
                 if found is not None:
